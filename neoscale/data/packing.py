@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import grain
 import numpy as np
 
 
@@ -35,6 +36,24 @@ class GatherWindows:
         starts = np.asarray(window_ids)[self.rows].astype(np.int64) * self.seq_len
         windows = self.stream[starts[:, None] + np.arange(self.seq_len + 1)].astype(np.int32)
         return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+
+def train_dataset(
+    stream: np.ndarray, seq_len: int, global_batch_size: int, rows: slice, seed: int
+) -> grain.MapDataset:
+    """Endless MapDataset of packed batches {"inputs", "targets"}: int32 [local rows, seq_len].
+
+    Window ids are shuffled per epoch (grain's index shuffle, epoch e seeded with seed + e), the
+    epochs concatenated and cut into global batches of ``global_batch_size`` window ids (a batch
+    may span two epochs); ``rows`` picks this process's rows of each global batch.
+    """
+    return (
+        grain.MapDataset.range(num_windows(len(stream), seq_len))
+        .shuffle(seed=seed)
+        .repeat()
+        .batch(global_batch_size, drop_remainder=True)
+        .map(GatherWindows(stream, seq_len, rows))
+    )
 
 
 def heldout_documents(document_bytes: np.ndarray, budget_bytes: int, seed: int) -> np.ndarray:

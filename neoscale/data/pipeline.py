@@ -197,7 +197,8 @@ class PreparedData:
 
     Attributes: vocab_size, eos_id, seq_len, train_tokens (target tokens in one epoch),
     heldout_tokens (target tokens evaluated), bytes_per_token (held-out UTF-8 bytes per target
-    token), tokenizer_path, description (JSON-able).
+    token), tokenizer_path, tokenizer (the loaded SentencePieceProcessor), train_stream and
+    heldout_stream (the token streams), description (JSON-able).
     """
 
     def __init__(self, directory: str, config: DataConfig):
@@ -206,20 +207,25 @@ class PreparedData:
         self.seed = config.seed
         self.tokenizer_path = os.path.join(directory, "tokenizer.model")
         processor = tokenizer.load(self.tokenizer_path)
+        self.tokenizer = processor  # sentencepiece.SentencePieceProcessor, e.g. to decode samples
         self.vocab_size: int = processor.vocab_size()
         self.eos_id: int = processor.eos_id()
-        self._train = np.load(os.path.join(directory, "train.npy"), mmap_mode="r")
-        self._heldout = np.load(os.path.join(directory, "heldout.npy"))
-        self.num_train_windows = packing.num_windows(len(self._train), self.seq_len)
+        self.train_stream: np.ndarray = np.load(
+            os.path.join(directory, "train.npy"), mmap_mode="r"
+        )  # uint16|int32 [tokens]: training documents, each followed by EOS (memory-mapped)
+        self.heldout_stream: np.ndarray = np.load(
+            os.path.join(directory, "heldout.npy")
+        )  # [heldout_tokens + 1]: the start of the held-out documents' stream
+        self.num_train_windows = packing.num_windows(len(self.train_stream), self.seq_len)
         if self.num_train_windows < 1:
             raise ValueError(
-                f"the training split holds {len(self._train)} tokens, fewer than seq_len + 1 = "
-                f"{self.seq_len + 1}: lower seq_len or add data"
+                f"the training split holds {len(self.train_stream)} tokens, fewer than "
+                f"seq_len + 1 = {self.seq_len + 1}: lower seq_len or add data"
             )
         self.num_heldout_windows = config.heldout_tokens // self.seq_len
         self.train_tokens: int = self.num_train_windows * self.seq_len
         self.heldout_tokens: int = self.num_heldout_windows * self.seq_len
-        targets = self._heldout[1 : self.heldout_tokens + 1]
+        targets = self.heldout_stream[1 : self.heldout_tokens + 1]
         self.bytes_per_token: float = tokenizer.utf8_bytes(processor, targets) / len(targets)
         with open(os.path.join(directory, "description.json")) as f:
             self.description: dict = json.load(f)
@@ -266,12 +272,9 @@ class PreparedData:
                 f"global batch size {global_batch_size} exceeds the {self.num_train_windows} "
                 f"training sequences of one epoch: lower the batch size or seq_len, or add data"
             )
-        dataset = (
-            grain.MapDataset.range(self.num_train_windows)
-            .shuffle(seed=self.seed if seed is None else seed)
-            .repeat()
-            .batch(global_batch_size, drop_remainder=True)
-            .map(packing.GatherWindows(self._train, self.seq_len, rows))
+        seed = self.seed if seed is None else seed
+        dataset = packing.train_dataset(
+            self.train_stream, self.seq_len, global_batch_size, rows, seed
         )
         read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=16)
         return iter(dataset.to_iter_dataset(read_options))
@@ -290,7 +293,7 @@ class PreparedData:
         num_batches = math.ceil(self.num_heldout_windows / global_batch_size)
         window_ids = np.arange(num_batches * global_batch_size) % self.num_heldout_windows
         real = np.arange(num_batches * global_batch_size) < self.num_heldout_windows
-        gather = packing.GatherWindows(self._heldout, self.seq_len, rows)
+        gather = packing.GatherWindows(self.heldout_stream, self.seq_len, rows)
         batches = []
         for ids, keep in zip(
             window_ids.reshape(num_batches, -1), real.reshape(num_batches, -1), strict=True
