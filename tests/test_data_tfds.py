@@ -1,0 +1,73 @@
+"""The tfds:NAME[:VERSION] source, on a dataset built offline by tests/tfds_builder.py."""
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+import tfds_builder
+
+from neoscale.data import DataConfig, prepare
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tfds")
+    tfds_builder.build(str(directory))
+    return str(directory)
+
+
+def tfds_config(data: str, data_dir, cache, **overrides) -> DataConfig:
+    fields = dict(
+        data=data,
+        tfds_data_dir=data_dir,
+        tokenizer="train:300",
+        seq_len=32,
+        heldout_tokens=512,
+        cache_dir=str(cache),
+    )
+    return DataConfig(**{**fields, **overrides})
+
+
+@pytest.mark.parametrize("name", ["neoscale_test_text", "neoscale_test_text:1.0.0"])
+def test_tfds_dataset_is_read_through_data_source(data_dir, tmp_path, name):
+    prepared = prepare(tfds_config(f"tfds:{name}", data_dir, tmp_path))
+    description = prepared.description
+    assert description["source"] == f"tfds:{name}"
+    assert description["tfds_name"] == "neoscale_test_text/1.0.0"
+    assert description["documents"] == tfds_builder.NeoscaleTestText.NUM_EXAMPLES
+    # Every training document is one of the builder's examples, decoded exactly.
+    stream = prepared.train_stream
+    cuts = [i for i, token in enumerate(stream) if token == prepared.eos_id]
+    documents, start = [], 0
+    for cut in cuts:
+        documents.append(prepared.tokenizer.decode(stream[start:cut].tolist()))
+        start = cut + 1
+    expected = {tfds_builder.document(i) for i in range(200)}
+    assert len(documents) == description["train_documents"]
+    assert set(documents) <= expected
+    batch = next(prepared.train_iterator(8))
+    assert batch["inputs"].shape == (8, 32)
+
+
+def test_text_field_chooses_the_feature(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="no feature 'body'.*text_field") as error:
+        prepare(tfds_config("tfds:neoscale_test_text", data_dir, tmp_path, text_field="body"))
+    assert "\n" not in str(error.value)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_tfrecord_dataset_without_tensorflow_asks_for_the_tf_extra(data_dir, tmp_path):
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip("TensorFlow is installed: TFRecord datasets are readable")
+    # Building TFRecord files needs TensorFlow, so relabel the array_record build as TFRecord.
+    tfrecord_dir = tmp_path / "tfds"
+    shutil.copytree(data_dir, tfrecord_dir)
+    for info in tfrecord_dir.rglob("dataset_info.json"):
+        fields = json.loads(info.read_text())
+        info.write_text(json.dumps({**fields, "fileFormat": "tfrecord"}))
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"needs TensorFlow: pip install neoscale\[tf\]") as error:
+        prepare(tfds_config("tfds:neoscale_test_text", str(tfrecord_dir), cache))
+    assert "\n" not in str(error.value)
+    assert not any(p.is_file() for p in cache.rglob("*"))
