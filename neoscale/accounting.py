@@ -1,0 +1,133 @@
+"""Parameter and FLOP accounting: the one source of truth used by training, the runner and fits.
+
+Conventions (stated here once, printed by the tools that use them):
+
+* Parameters are counted from the real model's parameter tree, abstractly (no memory allocated).
+  ``embedding`` = token + position embeddings (the tied LM head is not counted again);
+  ``non_embedding`` = everything else (blocks and the final LayerNorm); ``active`` = parameters one
+  token touches: total minus the (E - k) unused experts of every MoE layer.
+* Training FLOPs follow Chinchilla (Hoffmann et al. 2022, App. F) and Porian et al. 2024: the LM
+  head (logits) is counted, as are attention scores and values with the exact mean number of keys
+  per query for global and local layers, and the MoE router. Backward = 2 x forward, so training =
+  3 x forward. Embedding lookups, LayerNorms, biases and nonlinearities are not counted (negligible).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import numpy as np
+from flax import nnx
+
+from neoscale.model import GPTNeo, ModelConfig
+
+
+@functools.lru_cache(maxsize=256)
+def _param_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """{path of names (e.g. ('groups', 'blocks', '0', 'mlp', 'w_in')): shape}, without allocating."""
+    abstract = nnx.eval_shape(lambda: GPTNeo(config, rngs=nnx.Rngs(0)))
+    flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+    return {tuple(str(key) for key in path): tuple(variable.shape) for path, variable in flat}
+
+
+EXPERT_PARAMS = ("w_in", "b_in", "w_out", "b_out")
+
+
+def param_counts(config: ModelConfig) -> dict[str, int]:
+    """Parameter counts from the model's parameter tree (abstract: a 2.7B count takes seconds).
+
+    Returns a mapping with ``total``, ``embedding``, ``non_embedding``, ``active``, ``expert``
+    (all routed-expert weights) and ``router``.
+    """
+    sizes = {path: math.prod(shape) for path, shape in _param_shapes(config).items()}
+    total = sum(sizes.values())
+    embedding = sum(n for path, n in sizes.items() if path[-1] in ("wte", "wpe"))
+    expert = sum(n for path, n in sizes.items() if path[-1] in EXPERT_PARAMS)
+    router = sum(n for path, n in sizes.items() if path[-1] == "router")
+    unused_fraction = 1 - config.top_k / config.num_experts
+    active = total - round(expert * unused_fraction)
+    return {"total": total, "embedding": embedding, "non_embedding": total - embedding,
+            "active": active, "expert": expert, "router": router}
+
+
+def mean_keys_per_query(kind: str, seq_len: int, window: int) -> float:
+    """Mean number of keys a query attends: global (S+1)/2; local w - w(w-1)/(2S) for w <= S."""
+    if kind == "global" or window >= seq_len:
+        return (seq_len + 1) / 2
+    return window - window * (window - 1) / (2 * seq_len)
+
+
+def forward_flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Forward FLOPs per token (multiply-add = 2 FLOPs); see the module docstring for conventions."""
+    d, d_attn, ff = config.d_model, config.d_model, config.ffn_dim
+    flops = 2.0 * d * config.vocab_size  # logits
+    for layer in range(config.num_layers):
+        flops += 2.0 * 4 * d * d_attn  # q, k, v and output projections
+        keys = mean_keys_per_query(config.attention_kind(layer), seq_len, config.window_size)
+        flops += 4.0 * d_attn * keys  # scores q.k and the weighted sum of values
+        if config.is_moe_layer(layer):
+            flops += 2.0 * d * config.num_experts  # router
+            flops += config.top_k * 2.0 * 2 * d * config.expert_dim
+        else:
+            flops += 2.0 * 2 * d * ff
+    return flops
+
+
+def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Training (forward + backward) FLOPs per token = 3 x forward; see module docstring."""
+    return 3.0 * forward_flops_per_token(config, seq_len)
+
+
+def train_flops_6nd(config: ModelConfig, tokens: float) -> float:
+    """The Kaplan/Chinchilla approximation C = 6 N D with N = active parameters (incl. embeddings)."""
+    return 6.0 * param_counts(config)["active"] * tokens
+
+
+# Peak dense matmul throughput per device (FLOP/s), from vendor datasheets.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    # TPU bf16 peaks per chip; float32 matmuls run through bf16 passes, so use the same peak.
+    "TPU v4": {"bfloat16": 275e12, "float32": 275e12},
+    "TPU v5 lite": {"bfloat16": 197e12, "float32": 197e12},  # v5e
+    "TPU v5e": {"bfloat16": 197e12, "float32": 197e12},
+    "TPU v5p": {"bfloat16": 459e12, "float32": 459e12},
+    "TPU v5": {"bfloat16": 459e12, "float32": 459e12},
+    "TPU v6 lite": {"bfloat16": 918e12, "float32": 918e12},  # v6e (Trillium)
+    "TPU v6e": {"bfloat16": 918e12, "float32": 918e12},
+    # NVIDIA dense tensor-core peaks (SXM parts); float32 is TF32 tensor-core peak.
+    "A100": {"bfloat16": 312e12, "float16": 312e12, "float32": 156e12},
+    "H100": {"bfloat16": 989e12, "float16": 989e12, "float32": 495e12},
+    "H200": {"bfloat16": 989e12, "float16": 989e12, "float32": 495e12},
+}
+
+
+def device_peak_flops(device: jax.Device | str, dtype: str = "bfloat16") -> float | None:
+    """Peak FLOP/s of one device for ``dtype`` matmuls, or None when unknown (e.g. a CPU)."""
+    kind = device if isinstance(device, str) else device.device_kind
+    for name in sorted(PEAK_FLOPS, key=len, reverse=True):  # "TPU v5 lite" before "TPU v5"
+        if name.lower() in kind.lower():
+            return PEAK_FLOPS[name].get(dtype, PEAK_FLOPS[name]["bfloat16"])
+    return None
+
+
+def model_state_bytes(config: ModelConfig) -> dict[str, int]:
+    """Bytes of parameters, gradients and AdamW moments (two float32 moments per parameter)."""
+    params = param_counts(config)["total"]
+    param_bytes = params * np.dtype(config.param_dtype).itemsize
+    return {"params": param_bytes, "grads": param_bytes, "optimizer": params * 2 * 4,
+            "total": 2 * param_bytes + params * 8}
+
+
+def format_count(n: float) -> str:
+    """1.3e9 -> '1.30B', 125e6 -> '125M'."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return f"{n:.3g}"
+
+
+__all__ = ["param_counts", "train_flops_per_token", "forward_flops_per_token", "train_flops_6nd",
+           "mean_keys_per_query", "device_peak_flops", "model_state_bytes", "format_count",
+           "PEAK_FLOPS"]

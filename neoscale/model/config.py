@@ -1,0 +1,138 @@
+"""The one configuration type for a GPT-Neo model: width, depth, sparsity and numerics."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+ATTENTION_PATTERNS = ("alternating", "global", "local")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shape and numerics of a GPT-Neo model (dense when ``num_experts == 1``).
+
+    Defaults are GPT-Neo 125M. ``attention_pattern="alternating"`` is GPT-Neo's: even layers
+    global (causal), odd layers local with a window of ``window_size`` keys (query i sees keys
+    i-window+1 ... i).
+    """
+
+    vocab_size: int = 50257
+    max_positions: int = 2048
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int | None = None  # None: 4 * d_model
+    attention_pattern: str = "alternating"
+    window_size: int = 256
+    activation: str = "gelu_new"
+    layer_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    attention_scale: str = "none"  # GPT-Neo: "none"; standard: "inverse_sqrt" (1/sqrt(d_head))
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"
+    init_std: float = 0.02
+    # Sparsity: routed mixture-of-experts MLPs.
+    num_experts: int = 1  # 1 = dense
+    top_k: int = 1
+    moe_every: int = 1  # every n-th layer is MoE (layers n-1, 2n-1, ...)
+    expert_mlp_dim: int | None = None  # None: mlp_dim (granularity 1)
+    renormalize_top_k: bool = True  # Mixtral style; False = Switch style
+    capacity_factor: float | None = None  # None = dropless dispatch
+    load_balancing_coef: float = 1e-2
+    router_z_loss_coef: float = 1e-3
+    # Compilation.
+    remat: str = "none"
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.mlp_dim if self.mlp_dim is not None else 4 * self.d_model
+
+    @property
+    def expert_dim(self) -> int:
+        return self.expert_mlp_dim if self.expert_mlp_dim is not None else self.ffn_dim
+
+    @property
+    def granularity(self) -> float:
+        """G = d_ff / d_expert (Krajewski et al. 2024)."""
+        return self.ffn_dim / self.expert_dim
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 1
+
+    def attention_kind(self, layer: int) -> str:
+        """'global' or 'local' for layer index ``layer``."""
+        if self.attention_pattern == "alternating":
+            return "global" if layer % 2 == 0 else "local"
+        return self.attention_pattern
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return self.is_moe and layer % self.moe_every == self.moe_every - 1
+
+    @property
+    def layer_period(self) -> int:
+        """Layers per scanned group: the period of the attention and MoE patterns."""
+        attention_period = 2 if self.attention_pattern == "alternating" else 1
+        moe_period = self.moe_every if self.is_moe else 1
+        return math.lcm(attention_period, moe_period)
+
+    @property
+    def num_groups(self) -> int:
+        return self.num_layers // self.layer_period
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def validate(c: ModelConfig) -> None:
+    """Raises ValueError with a one-line message for an inconsistent configuration."""
+
+    def fail(message: str) -> None:
+        raise ValueError(message)
+
+    for name in ("vocab_size", "max_positions", "d_model", "num_layers", "num_heads", "num_experts"):
+        if getattr(c, name) < 1:
+            fail(f"{name} must be a positive integer, got {getattr(c, name)}")
+    if c.d_model % c.num_heads:
+        fail(f"d_model={c.d_model} is not divisible by num_heads={c.num_heads}; "
+             "choose heads that divide the width")
+    if c.attention_pattern not in ATTENTION_PATTERNS:
+        fail(f"attention_pattern={c.attention_pattern!r}; valid: {', '.join(ATTENTION_PATTERNS)}")
+    if c.window_size < 1:
+        fail(f"window_size must be >= 1 (GPT-Neo uses 256), got {c.window_size}")
+    if c.activation not in ("gelu_new", "gelu", "relu", "silu"):
+        fail(f"activation={c.activation!r}; valid: gelu_new, gelu, relu, silu")
+    if c.attention_scale not in ("none", "inverse_sqrt"):
+        fail(f"attention_scale={c.attention_scale!r}; valid: none (GPT-Neo), inverse_sqrt")
+    for name in ("dtype", "param_dtype"):
+        if getattr(c, name) not in DTYPES:
+            fail(f"{name}={getattr(c, name)!r}; valid: {', '.join(DTYPES)}")
+    if c.remat not in REMAT_POLICIES:
+        fail(f"remat={c.remat!r}; valid: {', '.join(REMAT_POLICIES)}")
+    if c.num_layers % c.layer_period:
+        fail(f"num_layers={c.num_layers} must be a multiple of {c.layer_period} (the period of the "
+             f"attention pattern {c.attention_pattern!r} and moe_every={c.moe_every})")
+    if c.mlp_dim is not None and c.mlp_dim < 1:
+        fail(f"mlp_dim must be positive, got {c.mlp_dim}")
+    if c.is_moe:
+        if not 1 <= c.top_k <= c.num_experts:
+            fail(f"top_k={c.top_k} must be between 1 and num_experts={c.num_experts}")
+        if c.moe_every < 1 or c.moe_every > c.num_layers:
+            fail(f"moe_every={c.moe_every} must be between 1 and num_layers={c.num_layers}")
+        if c.expert_mlp_dim is not None and c.expert_mlp_dim < 1:
+            fail(f"expert_mlp_dim must be positive, got {c.expert_mlp_dim}")
+        if c.capacity_factor is not None and c.capacity_factor <= 0:
+            fail(f"capacity_factor must be > 0 (or None for dropless), got {c.capacity_factor}")

@@ -1,0 +1,113 @@
+"""GPT-Neo building blocks: LayerNorm, self-attention (global or local) and the dense MLP."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from neoscale.model.config import ModelConfig
+from neoscale.model.partitioning import constrain, param_init
+
+ACTIVATIONS = {
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # GPT-Neo's tanh approximation
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
+def dtype_of(name: str) -> jnp.dtype:
+    return jnp.dtype(name)
+
+
+def normal_init(config: ModelConfig):
+    return nnx.initializers.normal(stddev=config.init_std)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm over the last axis, computed in float32, returned in the compute dtype."""
+
+    def __init__(self, config: ModelConfig):
+        d, pdtype = config.d_model, dtype_of(config.param_dtype)
+        self.scale = nnx.Param(param_init(nnx.initializers.ones, ("norm",))(None, (d,), pdtype))
+        self.bias = nnx.Param(param_init(nnx.initializers.zeros, ("norm",))(None, (d,), pdtype))
+        self.eps = config.layer_norm_eps
+        self.dtype = dtype_of(config.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [..., d_model] -> [..., d_model]."""
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
+
+
+class Attention(nnx.Module):
+    """Multi-head causal self-attention; ``kind`` 'global' or 'local' (GPT-Neo's sliding window).
+
+    q, k, v have no bias; the output projection has one. Scores are *not* scaled by 1/sqrt(d_head)
+    unless ``config.attention_scale == 'inverse_sqrt'``. Softmax runs in float32.
+    """
+
+    def __init__(self, config: ModelConfig, kind: str, *, rngs: nnx.Rngs):
+        d, h, dh = config.d_model, config.num_heads, config.head_dim
+        pdtype = dtype_of(config.param_dtype)
+        init = normal_init(config)
+        qkv_init = param_init(init, ("embed", "heads", "head_dim"))
+        self.q_proj = nnx.Param(qkv_init(rngs.params(), (d, h, dh), pdtype))
+        self.k_proj = nnx.Param(qkv_init(rngs.params(), (d, h, dh), pdtype))
+        self.v_proj = nnx.Param(qkv_init(rngs.params(), (d, h, dh), pdtype))
+        self.out_proj = nnx.Param(
+            param_init(init, ("heads", "head_dim", "embed"))(rngs.params(), (h, dh, d), pdtype))
+        self.out_bias = nnx.Param(param_init(nnx.initializers.zeros, ("embed",))(None, (d,), pdtype))
+        self.kind = kind
+        self.window_size = config.window_size
+        self.scale = 1.0 if config.attention_scale == "none" else dh**-0.5
+        self.dtype = dtype_of(config.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [batch, seq, d_model] -> [batch, seq, d_model]."""
+        dt = self.dtype
+        names = ("act_batch", "act_length", "act_heads", None)
+        q = constrain(jnp.einsum("bsd,dhk->bshk", x, self.q_proj[...].astype(dt)), names)
+        k = constrain(jnp.einsum("bsd,dhk->bshk", x, self.k_proj[...].astype(dt)), names)
+        v = constrain(jnp.einsum("bsd,dhk->bshk", x, self.v_proj[...].astype(dt)), names)
+        window = (self.window_size - 1, 0) if self.kind == "local" else None
+        # On GPU with bf16 this dispatches to cuDNN flash attention (global and sliding window);
+        # on CPU/TPU the XLA path computes the logits and softmax in float32.
+        implementation = "cudnn" if _use_cudnn(dt) else "xla"
+        y = jax.nn.dot_product_attention(
+            q, k, v, scale=self.scale, is_causal=True, local_window_size=window,
+            implementation=implementation)
+        y = constrain(y, names)
+        out = jnp.einsum("bshk,hkd->bsd", y, self.out_proj[...].astype(dt))
+        return out + self.out_bias[...].astype(dt)
+
+
+def _use_cudnn(dtype: jnp.dtype) -> bool:
+    return jax.default_backend() == "gpu" and dtype in (jnp.bfloat16, jnp.float16)
+
+
+class Mlp(nnx.Module):
+    """The dense GPT-Neo MLP: d_model -> mlp_dim -> d_model with biases and gelu_new."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, f = config.d_model, config.ffn_dim
+        pdtype = dtype_of(config.param_dtype)
+        init = normal_init(config)
+        zeros = nnx.initializers.zeros
+        self.fc = nnx.Param(param_init(init, ("embed", "mlp"))(rngs.params(), (d, f), pdtype))
+        self.fc_bias = nnx.Param(param_init(zeros, ("mlp",))(None, (f,), pdtype))
+        self.proj = nnx.Param(param_init(init, ("mlp", "embed"))(rngs.params(), (f, d), pdtype))
+        self.proj_bias = nnx.Param(param_init(zeros, ("embed",))(None, (d,), pdtype))
+        self.activation = ACTIVATIONS[config.activation]
+        self.dtype = dtype_of(config.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [batch, seq, d_model] -> [batch, seq, d_model]."""
+        dt = self.dtype
+        h = jnp.einsum("bsd,df->bsf", x, self.fc[...].astype(dt)) + self.fc_bias[...].astype(dt)
+        h = constrain(self.activation(h), ("act_batch", "act_length", "act_mlp"))
+        return jnp.einsum("bsf,fd->bsd", h, self.proj[...].astype(dt)) + self.proj_bias[...].astype(dt)

@@ -1,0 +1,112 @@
+"""Routed mixture-of-experts MLP: float32 router, top-k, dropless or capacity dispatch, aux losses."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from neoscale.model.config import ModelConfig
+from neoscale.model.layers import ACTIVATIONS, dtype_of, normal_init
+from neoscale.model.partitioning import constrain, param_init
+
+
+class MoeMlp(nnx.Module):
+    """E experts of width ``config.expert_dim``; each token goes to its top-k experts.
+
+    Returns ``(y, aux)`` where aux holds float32 scalars ``load_balancing_loss`` (Switch/GShard,
+    1.0 under perfect balance), ``router_z_loss`` (ST-MoE), ``dropped_fraction`` (of token-expert
+    assignments; 0 when dropless) and ``expert_load`` [E] (fraction of assignments per expert).
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, f, e = config.d_model, config.expert_dim, config.num_experts
+        pdtype = dtype_of(config.param_dtype)
+        init = normal_init(config)
+        zeros = nnx.initializers.zeros
+        # The router stays float32 whatever the parameter dtype: routing decisions are brittle.
+        self.router = nnx.Param(param_init(init, ("embed", None))(rngs.params(), (d, e), jnp.float32))
+        self.w_in = nnx.Param(
+            param_init(init, ("expert", "embed", "mlp"))(rngs.params(), (e, d, f), pdtype))
+        self.b_in = nnx.Param(param_init(zeros, ("expert", "mlp"))(None, (e, f), pdtype))
+        self.w_out = nnx.Param(
+            param_init(init, ("expert", "mlp", "embed"))(rngs.params(), (e, f, d), pdtype))
+        self.b_out = nnx.Param(param_init(zeros, ("expert", "embed"))(None, (e, d), pdtype))
+        self.num_experts, self.top_k = e, config.top_k
+        self.renormalize = config.renormalize_top_k
+        self.capacity_factor = config.capacity_factor
+        self.activation = ACTIVATIONS[config.activation]
+        self.dtype = dtype_of(config.dtype)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """x: [batch, seq, d_model] -> ([batch, seq, d_model], aux)."""
+        batch, seq, d = x.shape
+        tokens = x.reshape(batch * seq, d)
+        logits = tokens.astype(jnp.float32) @ self.router[...]  # [T, E]
+        probs = jax.nn.softmax(logits, axis=-1)
+        weights, experts = jax.lax.top_k(probs, self.top_k)  # [T, k]
+        if self.renormalize:
+            weights = weights / weights.sum(-1, keepdims=True)
+
+        counts = jnp.zeros(self.num_experts, jnp.int32).at[experts.reshape(-1)].add(1)
+        load = counts / experts.size  # f_e, sums to 1
+        aux = {
+            "load_balancing_loss": self.num_experts * jnp.sum(load * probs.mean(0)),
+            "router_z_loss": jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1))),
+            "expert_load": load,
+        }
+        if self.capacity_factor is None:
+            y = self._dropless(tokens, experts, weights, counts)
+            aux["dropped_fraction"] = jnp.zeros((), jnp.float32)
+        else:
+            y, kept = self._with_capacity(tokens, experts, weights)
+            aux["dropped_fraction"] = 1.0 - kept.mean(dtype=jnp.float32)
+        return y.reshape(batch, seq, d), aux
+
+    def _expert_ffn_ragged(self, xs: jax.Array, group_sizes: jax.Array, expert_ids: jax.Array):
+        """Grouped matmuls over rows sorted by expert. xs: [T*k, d] -> [T*k, d]."""
+        dt = self.dtype
+        h = jax.lax.ragged_dot(xs, self.w_in[...].astype(dt), group_sizes)
+        h = self.activation(h + self.b_in[...].astype(dt)[expert_ids])
+        y = jax.lax.ragged_dot(h, self.w_out[...].astype(dt), group_sizes)
+        return y + self.b_out[...].astype(dt)[expert_ids]
+
+    def _dropless(self, tokens, experts, weights, counts) -> jax.Array:
+        """Every assignment is computed: sort by expert, grouped matmul, unsort, combine."""
+        k = self.top_k
+        flat_experts = experts.reshape(-1)  # [T*k], token-major
+        order = jnp.argsort(flat_experts, stable=True)
+        sorted_out = self._expert_ffn_ragged(
+            tokens.astype(self.dtype)[order // k], counts, flat_experts[order])
+        out = jnp.zeros_like(sorted_out).at[order].set(sorted_out)  # back to token-major
+        out = out.reshape(-1, k, out.shape[-1])
+        return jnp.einsum("tkd,tk->td", out, weights.astype(out.dtype))
+
+    def _with_capacity(self, tokens, experts, weights) -> tuple[jax.Array, jax.Array]:
+        """GShard dispatch: each expert takes at most C = ceil(T·k/E·factor) assignments, first
+        choices before second choices; overflowing assignments are dropped (residual only)."""
+        num_tokens, k = experts.shape
+        e = self.num_experts
+        capacity = math.ceil(num_tokens * k / e * self.capacity_factor)
+        choice_major = experts.T.reshape(-1)  # [k*T]: all first choices, then all second ...
+        token_index = jnp.tile(jnp.arange(num_tokens), k)
+        onehot = jax.nn.one_hot(choice_major, e, dtype=jnp.int32)
+        position = jnp.sum((jnp.cumsum(onehot, axis=0) - 1) * onehot, axis=-1)  # [k*T]
+        kept = position < capacity
+        slot = jnp.where(kept, position, capacity)  # out-of-range slot: dropped by the scatter
+        dt = self.dtype
+        buffer = jnp.zeros((e, capacity, tokens.shape[-1]), dt)
+        buffer = buffer.at[choice_major, slot].set(tokens.astype(dt)[token_index], mode="drop")
+        buffer = constrain(buffer, ("act_expert", "act_capacity", "act_embed"))
+        h = jnp.einsum("ecd,edf->ecf", buffer, self.w_in[...].astype(dt))
+        h = self.activation(h + self.b_in[...].astype(dt)[:, None, :])
+        h = constrain(h, ("act_expert", "act_capacity", "act_mlp"))
+        out = jnp.einsum("ecf,efd->ecd", h, self.w_out[...].astype(dt))
+        out = out + self.b_out[...].astype(dt)[:, None, :]
+        gathered = out[choice_major, jnp.minimum(slot, capacity - 1)]  # [k*T, d]
+        gathered = gathered * kept[:, None].astype(dt)
+        combine = weights.T.reshape(-1).astype(dt)[:, None]
+        y = jnp.zeros((num_tokens, tokens.shape[-1]), dt).at[token_index].add(gathered * combine)
+        return y, kept

@@ -1,0 +1,34 @@
+"""Logical axis names: how the model tells the sharding rules what each dimension means.
+
+Parameters carry logical names in their ``out_sharding`` metadata (``param_init``); activations are
+constrained with ``constrain``. Both are mapped onto mesh axes by the one rules table in
+``neoscale.sharding.rules``; without an active rules context and mesh, ``constrain`` is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+from flax import nnx
+from flax.core import spmd
+
+LogicalNames = Sequence[str | None]
+
+
+def param_init(initializer: Callable, names: LogicalNames) -> Callable:
+    """Wraps an initializer so the created nnx.Param carries logical axis names.
+
+    Eager sharding is off: parameters are placed by ``neoscale.sharding`` (created under jit with
+    out_shardings), so creating a model needs no mesh.
+    """
+    return nnx.with_partitioning(initializer, tuple(names), eager_sharding=False)
+
+
+def constrain(x: jax.Array, names: LogicalNames) -> jax.Array:
+    """Sharding constraint by logical names; a no-op outside a mesh + logical-rules context."""
+    rules = spmd.get_logical_axis_rules()
+    if not rules or jax.sharding.get_abstract_mesh().empty:
+        return x
+    spec = jax.sharding.PartitionSpec(*spmd.from_sharding_rules(tuple(names), rules))
+    return jax.lax.with_sharding_constraint(x, spec)

@@ -1,0 +1,125 @@
+"""GPT-Neo: embeddings, a scanned stack of layer groups, final LayerNorm and tied logits."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from neoscale.model.config import ModelConfig
+from neoscale.model.layers import Attention, LayerNorm, Mlp, dtype_of, normal_init
+from neoscale.model.moe import MoeMlp
+from neoscale.model.partitioning import constrain, param_init
+
+MOE_SCALARS = ("load_balancing_loss", "router_z_loss", "dropped_fraction")
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing, recompute everything in the backward pass
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Block(nnx.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: ModelConfig, layer: int, *, rngs: nnx.Rngs):
+        self.ln_1 = LayerNorm(config)
+        self.attn = Attention(config, config.attention_kind(layer), rngs=rngs)
+        self.ln_2 = LayerNorm(config)
+        self.is_moe = config.is_moe_layer(layer)
+        self.mlp = MoeMlp(config, rngs=rngs) if self.is_moe else Mlp(config, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """x: [batch, seq, d_model] -> (same shape, MoE aux dict or {})."""
+        x = x + self.attn(self.ln_1(x))
+        if self.is_moe:
+            y, aux = self.mlp(self.ln_2(x))
+        else:
+            y, aux = self.mlp(self.ln_2(x)), {}
+        x = constrain(x + y, ("act_batch", "act_length", "act_embed"))
+        return x, aux
+
+
+class LayerGroup(nnx.Module):
+    """One period of the layer pattern (e.g. [global, local]): the unit the scan repeats."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.blocks = nnx.List([Block(config, i, rngs=rngs) for i in range(config.layer_period)])
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """x: [batch, seq, d_model] -> (same shape, aux with a leading MoE-layer axis)."""
+        collected: list[dict[str, jax.Array]] = []
+        for block in self.blocks:
+            x, aux = block(x)
+            if aux:
+                collected.append(aux)
+        stacked = {k: jnp.stack([a[k] for a in collected]) for k in collected[0]} if collected else {}
+        return x, stacked
+
+
+class GPTNeo(nnx.Module):
+    """GPT-Neo language model, dense or mixture-of-experts.
+
+    ``model(tokens)`` with int tokens [batch, seq] returns float32 logits [batch, seq, vocab] and an
+    aux dict: ``load_balancing_loss``, ``router_z_loss``, ``dropped_fraction`` (float32 scalars,
+    means over MoE layers, zero for dense) and, for MoE, ``expert_load`` [num_moe_layers, experts].
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        pdtype = dtype_of(config.param_dtype)
+        init = normal_init(config)
+        self.wte = nnx.Param(param_init(init, ("vocab", "embed"))(
+            rngs.params(), (config.vocab_size, config.d_model), pdtype))
+        self.wpe = nnx.Param(param_init(init, ("positions", "embed"))(
+            rngs.params(), (config.max_positions, config.d_model), pdtype))
+
+        @nnx.split_rngs(splits=config.num_groups)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def make_groups(rngs: nnx.Rngs) -> LayerGroup:
+            return LayerGroup(config, rngs=rngs)
+
+        self.groups = make_groups(rngs)
+        self.ln_f = LayerNorm(config)
+        if not config.tie_embeddings:
+            self.lm_head = nnx.Param(param_init(init, ("embed", "vocab"))(
+                rngs.params(), (config.d_model, config.vocab_size), pdtype))
+
+    def __call__(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        config, dt = self.config, dtype_of(self.config.dtype)
+        seq = tokens.shape[1]
+        x = self.wte[...].astype(dt)[tokens] + self.wpe[...].astype(dt)[:seq]
+        x = constrain(x, ("act_batch", "act_length", "act_embed"))
+        x, moe_aux = self._apply_groups(x)
+        x = self.ln_f(x)
+        if config.tie_embeddings:
+            logits = jnp.einsum("bsd,vd->bsv", x, self.wte[...].astype(dt),
+                                preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("bsd,dv->bsv", x, self.lm_head[...].astype(dt),
+                                preferred_element_type=jnp.float32)
+        logits = constrain(logits.astype(jnp.float32), ("act_batch", "act_length", "act_vocab"))
+        return logits, _summarise_aux(moe_aux)
+
+    def _apply_groups(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Scans the stacked layer groups: compile time does not grow with depth."""
+
+        def apply_group(x: jax.Array, group: LayerGroup):
+            return group(x)
+
+        if self.config.remat != "none":
+            apply_group = nnx.remat(apply_group, policy=REMAT_POLICIES[self.config.remat])
+        scan = nnx.scan(apply_group, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0),
+                        transform_metadata={nnx.PARTITION_NAME: "layers"})
+        return scan(x, self.groups)
+
+
+def _summarise_aux(moe_aux: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """[groups, moe-per-group, ...] per-layer values -> means over MoE layers (+ per-layer load)."""
+    if not moe_aux:
+        return {name: jnp.zeros((), jnp.float32) for name in MOE_SCALARS}
+    summary = {name: moe_aux[name].mean() for name in MOE_SCALARS}
+    load = moe_aux["expert_load"]
+    summary["expert_load"] = load.reshape(-1, load.shape[-1])
+    return summary

@@ -1,0 +1,182 @@
+"""Model core: causality, GPT-Neo's local window, MoE routing, dtypes and the scan."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from neoscale.model import GPTNeo
+from neoscale.model.moe import MoeMlp
+from neoscale.presets import model_config
+
+VOCAB, SEQ, WINDOW = 97, 24, 6
+
+
+def tiny(name="w32d2h2", **overrides):
+    fields = dict(vocab_size=VOCAB, max_positions=32, window_size=WINDOW) | overrides
+    return GPTNeo(model_config(name, **fields), rngs=nnx.Rngs(0))
+
+
+def tokens(seed=0, batch=2):
+    return jax.random.randint(jax.random.key(seed), (batch, SEQ), 0, VOCAB)
+
+
+def test_logits_shape_and_dtype():
+    logits, aux = tiny()(tokens())
+    assert logits.shape == (2, SEQ, VOCAB) and logits.dtype == jnp.float32
+    assert float(aux["load_balancing_loss"]) == 0.0
+
+
+@pytest.mark.parametrize("pattern", ["alternating", "global", "local"])
+def test_changing_a_future_token_never_changes_an_earlier_logit(pattern):
+    model = tiny("w32d4h2", attention_pattern=pattern)
+    x = tokens()
+    position = 13
+    y = x.at[:, position].set((x[:, position] + 1) % VOCAB)
+    a, _ = model(x)
+    b, _ = model(y)
+    np.testing.assert_array_equal(a[:, :position], b[:, :position])
+    assert np.abs(a[:, position:] - b[:, position:]).max() > 1e-4
+
+
+def _influence(model, query: int, key: int) -> float:
+    x = tokens(1)
+    y = x.at[:, key].set((x[:, key] + 1) % VOCAB)
+    return float(jnp.abs(model(x)[0][:, query] - model(y)[0][:, query]).max())
+
+
+def test_local_window_is_exactly_gpt_neos():
+    """A local-only model: query i sees keys i-window+1 ... i and nothing earlier."""
+    model = tiny("w32d1h2", attention_pattern="local")
+    query = 20
+    assert _influence(model, query, query - WINDOW) == 0.0  # exactly `window` back: no influence
+    assert _influence(model, query, query - WINDOW + 1) > 1e-5  # `window - 1` back: influence
+
+
+def test_global_layer_sees_the_whole_prefix():
+    model = tiny("w32d1h2", attention_pattern="global")
+    assert _influence(model, 20, 0) > 1e-5
+
+
+def test_alternating_stack_has_global_and_local_layers():
+    config = model_config("w32d4h2")
+    assert [config.attention_kind(i) for i in range(4)] == ["global", "local"] * 2
+    assert config.layer_period == 2 and config.num_groups == 2
+
+
+def test_inverse_sqrt_scale_changes_logits():
+    a, _ = tiny()(tokens())
+    b, _ = tiny(attention_scale="inverse_sqrt")(tokens())
+    assert float(jnp.abs(a - b).max()) > 1e-5
+
+
+def test_bf16_compute_with_f32_params_matches_f32():
+    f32, _ = tiny()(tokens())
+    bf16_model = tiny(dtype="bfloat16")
+    params = nnx.state(bf16_model, nnx.Param)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    bf16, _ = bf16_model(tokens())
+    assert bf16.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(bf16), np.asarray(f32), atol=0.1)
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_gives_same_gradients(remat):
+    x = tokens()
+
+    def grads(model):
+        graphdef, params = nnx.split(model)
+        return jax.grad(lambda p: nnx.merge(graphdef, p)(x)[0].mean())(params)
+
+    reference = jax.tree.leaves(grads(tiny()))
+    for a, b in zip(jax.tree.leaves(grads(tiny(remat=remat))), reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_layers_are_stacked_for_the_scan():
+    model = tiny("w32d6h2")
+    assert model.groups.blocks[0].attn.q_proj.shape == (3, 32, 2, 16)  # 6 layers = 3 groups of 2
+    spec = nnx.get_partition_spec(nnx.state(model, nnx.Param))
+    assert tuple(spec["groups"]["blocks"][0]["attn"]["q_proj"].value) == (
+        "layers", "embed", "heads", "head_dim")
+    assert tuple(spec["wte"].value) == ("vocab", "embed")
+
+
+# ---- mixture of experts -------------------------------------------------------------------------
+
+
+def moe_layer(experts=4, top_k=2, **overrides):
+    config = model_config(f"w32d2h2e{experts}k{top_k}", vocab_size=VOCAB, **overrides)
+    return MoeMlp(config, rngs=nnx.Rngs(3))
+
+
+def test_dropless_sends_every_token_to_exactly_k_experts():
+    layer = moe_layer(experts=4, top_k=2)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 32))
+    y, aux = layer(x)
+    assert y.shape == x.shape
+    assert float(aux["dropped_fraction"]) == 0.0
+    np.testing.assert_allclose(float(aux["expert_load"].sum()), 1.0, rtol=1e-6)
+    # expert_load * (tokens * k) counts assignments: every token contributes exactly k.
+    np.testing.assert_allclose(np.asarray(aux["expert_load"]) * 16 * 2,
+                               np.round(np.asarray(aux["expert_load"]) * 16 * 2), atol=1e-4)
+
+
+def test_dropless_equals_explicit_per_token_mixture():
+    layer = moe_layer(experts=4, top_k=2)
+    x = jax.random.normal(jax.random.key(1), (1, 5, 32))
+    y, _ = layer(x)
+    tokens_ = x.reshape(5, 32)
+    probs = jax.nn.softmax(tokens_ @ layer.router[...], axis=-1)
+    expected = []
+    for t in range(5):
+        top = np.argsort(-np.asarray(probs[t]))[:2]
+        w = np.asarray(probs[t])[top] / np.asarray(probs[t])[top].sum()
+        out = 0
+        for weight, e in zip(w, top, strict=True):
+            h = jax.nn.gelu(tokens_[t] @ layer.w_in[...][e] + layer.b_in[...][e], approximate=True)
+            out = out + weight * (h @ layer.w_out[...][e] + layer.b_out[...][e])
+        expected.append(out)
+    np.testing.assert_allclose(np.asarray(y[0]), np.stack(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_capacity_dispatch_reports_dropped_fraction():
+    layer = moe_layer(experts=4, top_k=1, capacity_factor=1.0)
+    # Force every token onto expert 0: capacity = ceil(16 * 1 / 4) = 4 of 16 assignments kept.
+    layer.router[...] = jnp.zeros((32, 4)).at[:, 0].set(10.0)
+    x = jnp.abs(jax.random.normal(jax.random.key(2), (2, 8, 32)))
+    y, aux = layer(x)
+    np.testing.assert_allclose(float(aux["dropped_fraction"]), 12 / 16)
+    dropped_rows = np.where(np.abs(np.asarray(y).reshape(16, 32)).sum(-1) == 0)[0]
+    assert len(dropped_rows) == 12  # dropped tokens get no MLP output (residual only)
+
+
+def test_capacity_large_enough_matches_dropless():
+    x = jax.random.normal(jax.random.key(4), (2, 8, 32))
+    dropless, _ = moe_layer()(x)
+    capped, aux = moe_layer(capacity_factor=4.0)(x)
+    assert float(aux["dropped_fraction"]) == 0.0
+    np.testing.assert_allclose(np.asarray(capped), np.asarray(dropless), rtol=1e-5, atol=1e-6)
+
+
+def test_load_balancing_loss_is_one_under_a_uniform_router():
+    layer = moe_layer(experts=8, top_k=2)
+    layer.router[...] = jnp.zeros((32, 8))
+    _, aux = layer(jax.random.normal(jax.random.key(5), (2, 8, 32)))
+    np.testing.assert_allclose(float(aux["load_balancing_loss"]), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(float(aux["router_z_loss"]), np.log(8) ** 2, rtol=1e-6)
+
+
+def test_moe_model_reports_aux_per_moe_layer():
+    model = tiny("w32d4h2e4k2", moe_every=2)
+    logits, aux = model(tokens())
+    assert aux["expert_load"].shape == (2, 4)  # layers 1 and 3 are MoE
+    assert float(aux["load_balancing_loss"]) > 0.9
+
+
+def test_renormalisation_switch():
+    x = jax.random.normal(jax.random.key(6), (1, 4, 32))
+    a, _ = moe_layer(renormalize_top_k=True)(x)
+    b, _ = moe_layer(renormalize_top_k=False)(x)
+    assert float(jnp.abs(a - b).max()) > 1e-6
