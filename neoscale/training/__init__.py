@@ -1,0 +1,1 @@
+"""Training: hyper-parameters, optimizer, sharded train state and step, checkpoints, the loop."""

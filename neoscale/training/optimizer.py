@@ -1,0 +1,83 @@
+"""AdamW with GPT-3's settings, gradient clipping, and the learning-rate schedules.
+
+* ``cosine``: linear warmup from 0, then cosine decay to 10% of the peak at the last step.
+* ``wsd`` (warmup-stable-decay, Hägele et al. 2024): linear warmup, constant at the peak, then a
+  cooldown to 0 over the last ``cooldown_steps`` steps, ``linear`` or ``1-sqrt`` in shape.
+* ``constant``: linear warmup, then the peak to the end (a WSD run without cooldown: the trunk
+  from which cooldown branches are forked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax.numpy as jnp
+import optax
+from jax.sharding import PartitionSpec
+
+SCHEDULES = ("cosine", "wsd", "constant")
+COOLDOWN_SHAPES = ("linear", "1-sqrt")
+COSINE_FINAL_FRACTION = 0.1  # GPT-3: cosine decay to 10% of the peak.
+EMBEDDING_AXES = ("vocab", "positions")  # first axis of a lookup table
+STACKING_AXES = ("layers", "expert")  # axes that stack copies of one matrix or vector
+
+
+def make_schedule(kind: str, peak_learning_rate: float, total_steps: int, warmup_steps: int,
+                  cooldown_steps: int = 0, cooldown_shape: str = "linear") -> optax.Schedule:
+    """The learning rate as a function of the step (0-based; the update of step t uses lr(t))."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; valid: {', '.join(SCHEDULES)}")
+    if cooldown_shape not in COOLDOWN_SHAPES:
+        raise ValueError(f"unknown cooldown shape {cooldown_shape!r}; "
+                         f"valid: {', '.join(COOLDOWN_SHAPES)}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps={warmup_steps} must be between 0 and steps={total_steps}")
+    warmup = optax.linear_schedule(0.0, peak_learning_rate, max(warmup_steps, 1))
+    if kind == "cosine":
+        decay = optax.cosine_decay_schedule(peak_learning_rate, max(total_steps - warmup_steps, 1),
+                                            alpha=COSINE_FINAL_FRACTION)
+        return optax.join_schedules([warmup, decay], [warmup_steps])
+    if kind == "constant":
+        cooldown_steps = 0
+    if not 0 <= cooldown_steps <= total_steps - warmup_steps:
+        raise ValueError(f"cooldown of {cooldown_steps} steps does not fit after {warmup_steps} "
+                         f"warmup steps in a run of {total_steps} steps")
+    stable_end = total_steps - cooldown_steps
+
+    def cooldown(step):
+        progress = jnp.clip(step / max(cooldown_steps, 1), 0.0, 1.0)
+        if cooldown_shape == "1-sqrt":
+            return peak_learning_rate * (1.0 - jnp.sqrt(progress))
+        return peak_learning_rate * (1.0 - progress)
+
+    stable = optax.constant_schedule(peak_learning_rate)
+    return optax.join_schedules([warmup, stable, cooldown], [warmup_steps, stable_end])
+
+
+def weight_decay_mask(logical_specs: Mapping[str, PartitionSpec], decay_embeddings: bool = False,
+                      decay_norms_and_biases: bool = False) -> dict[str, bool]:
+    """True for parameters that get weight decay: matrices, not embeddings, norms or biases.
+
+    Decided from logical axis names, so it holds for any layer naming: after dropping the
+    stacking axes (``layers``, ``expert``) a vector is a norm or bias, and a matrix whose first
+    axis is ``vocab`` or ``positions`` is an embedding table (an untied LM head is a matrix).
+    """
+    mask = {}
+    for name, spec in logical_specs.items():
+        axes = [axis for axis in (spec or ()) if axis not in STACKING_AXES]
+        is_vector = len(axes) < 2
+        is_embedding = not is_vector and axes[0] in EMBEDDING_AXES
+        mask[name] = ((not is_vector or decay_norms_and_biases)
+                      and (not is_embedding or decay_embeddings))
+    return mask
+
+
+def make_optimizer(schedule: optax.Schedule, decay_mask: Mapping[str, bool],
+                   weight_decay: float = 0.1, b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
+                   clip_norm: float = 1.0) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW (decoupled weight decay scaled by the schedule)."""
+    return optax.chain(
+        optax.clip_by_global_norm(clip_norm),
+        optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                    mask=dict(decay_mask)),
+    )

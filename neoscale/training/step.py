@@ -1,0 +1,130 @@
+"""The loss, the jitted train step (sharded, donated, with gradient accumulation) and eval step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from neoscale.sharding import batch_sharding, mesh_pspec, sharding_context
+from neoscale.training.state import ModelParams, Params, TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+MOE_METRICS = ("load_balancing_loss", "router_z_loss", "dropped_fraction", "expert_load")
+
+
+def loss_fn(params: Params, model_params: ModelParams, batch: Batch) -> tuple[jax.Array, Metrics]:
+    """Training objective and its parts, all float32.
+
+    batch: "inputs", "targets" int32 [B, S] (optional "mask" float32 [B, S]). Returns
+    (cross-entropy + load_balancing_coef * lb + router_z_loss_coef * z, metrics) where
+    metrics["loss"] is the cross-entropy alone (comparable with the eval loss).
+    """
+    config = model_params.config
+    logits, aux = model_params.merge(params)(batch["inputs"])
+    per_token = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch["targets"])
+    mask = batch.get("mask")
+    loss = per_token.mean() if mask is None else (per_token * mask).sum() / mask.sum()
+    total = loss
+    metrics = {"loss": loss}
+    if config.is_moe:
+        total = (loss + config.load_balancing_coef * aux["load_balancing_loss"]
+                 + config.router_z_loss_coef * aux["router_z_loss"])
+        metrics.update({name: aux[name].astype(jnp.float32) for name in MOE_METRICS})
+    metrics["total_loss"] = total
+    return total, metrics
+
+
+def _split_micro_batches(batch: Batch, micro_batches: int) -> Batch:
+    """[B, S] -> [M, B/M, S] taking every M-th row, so every device keeps its own rows."""
+
+    def split(x: jax.Array) -> jax.Array:
+        x = x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(
+            x, PartitionSpec(None, *mesh_pspec(("act_batch", "act_length"))))
+
+    return jax.tree.map(split, batch)
+
+
+def grads_and_metrics(params: Params, model_params: ModelParams, batch: Batch,
+                      micro_batches: int = 1) -> tuple[Params, Metrics]:
+    """Mean gradient and metrics over ``micro_batches`` equal slices of the batch."""
+    grad_fn = jax.grad(lambda p, b: loss_fn(p, model_params, b), has_aux=True)
+    if micro_batches == 1:
+        return grad_fn(params, batch)
+    micro = _split_micro_batches(batch, micro_batches)
+
+    def accumulate(carry, micro_batch):
+        return jax.tree.map(jnp.add, carry, grad_fn(params, micro_batch)), None
+
+    shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro))
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+    summed, _ = jax.lax.scan(accumulate, zeros, micro)
+    return jax.tree.map(lambda x: x / micro_batches, summed)
+
+
+def make_train_step(model_params: ModelParams, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, mesh: Mesh, shardings: TrainState,
+                    micro_batches: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState,
+                                                                                  Metrics]]:
+    """The jitted step: (state, batch) -> (state after one optimizer update, metrics).
+
+    The state is donated; metrics are replicated float32 scalars (and MoE expert_load), with
+    "finite" = 1.0 when the loss, the gradient and the update are all finite.
+    """
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        grads, metrics = grads_and_metrics(state.params, model_params, batch, micro_batches)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = (jnp.isfinite(metrics["total_loss"]) & jnp.isfinite(grad_norm)
+                  & jnp.isfinite(optax.global_norm(updates)))
+        metrics.update(grad_norm=grad_norm, learning_rate=jnp.asarray(schedule(state.step),
+                                                                      jnp.float32),
+                       finite=finite.astype(jnp.float32))
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    jitted = jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)),
+                     out_shardings=(shardings, replicated), donate_argnums=0)
+
+    def call(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        with sharding_context(mesh):
+            return jitted(state, batch)
+
+    return call
+
+
+def make_eval_step(model_params: ModelParams, mesh: Mesh,
+                   param_shardings: dict) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
+    """Jitted (params, batch) -> (sum of masked cross-entropy, number of tokens), float32."""
+
+    def evaluate(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+        logits, _ = model_params.merge(params)(batch["inputs"])
+        per_token = optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), batch["targets"])
+        mask = batch.get("mask", jnp.ones_like(per_token))
+        return (per_token * mask).sum(), mask.sum()
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    jitted = jax.jit(evaluate, in_shardings=(param_shardings, batch_sharding(mesh)),
+                     out_shardings=replicated)
+
+    def call(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+        with sharding_context(mesh):
+            return jitted(params, batch)
+
+    return call
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> Batch:
+    """This process's rows (numpy) -> global jax Arrays sharded over the batch mesh axes."""
+    sharding = batch_sharding(mesh)
+    return {name: jax.make_array_from_process_local_data(sharding, value)
+            for name, value in local_batch.items()}
