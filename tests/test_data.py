@@ -136,9 +136,7 @@ def test_every_token_once_per_epoch_and_reshuffled():
     for epoch in range(2):
         rows = slice(epoch * windows, (epoch + 1) * windows)
         np.testing.assert_array_equal(np.sort(inputs[rows].ravel()), np.arange(windows * 16))
-        np.testing.assert_array_equal(
-            np.sort(targets[rows].ravel()), np.arange(1, windows * 16 + 1)
-        )
+        np.testing.assert_array_equal(np.sort(targets[rows].ravel()), np.arange(1, windows * 16 + 1))
     assert not np.array_equal(inputs[:windows], inputs[windows : 2 * windows])  # new order
 
 
@@ -172,9 +170,10 @@ def test_iterator_state_restores_the_exact_next_batches(prepared):
 
 
 def test_iterator_round_trips_through_orbax_checkpoint_manager(prepared, tmp_path):
+    """As the training loop does it: an async save, training goes on, a later restore."""
     iterator = prepared.train_iterator(16)
     take(iterator, 5)
-    options = ocp.CheckpointManagerOptions(max_to_keep=2)
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=True)
     with ocp.CheckpointManager(tmp_path / "ckpt", options=options) as manager:
         manager.save(
             5,
@@ -183,8 +182,8 @@ def test_iterator_round_trips_through_orbax_checkpoint_manager(prepared, tmp_pat
                 meta=ocp.args.JsonSave({"step": 5}),
             ),
         )
+        expected = take(iterator, 2)  # the iterator moves on while the checkpoint is written
         manager.wait_until_finished()
-    expected = take(iterator, 2)
     fresh = prepared.train_iterator(16)
     with ocp.CheckpointManager(tmp_path / "ckpt", options=options) as manager:
         restored = manager.restore(
@@ -194,6 +193,7 @@ def test_iterator_round_trips_through_orbax_checkpoint_manager(prepared, tmp_pat
             ),
         )
     assert restored.meta == {"step": 5}
+    assert restored.data is fresh
     for want, got in zip(expected, take(restored.data, 2), strict=True):
         np.testing.assert_array_equal(want["inputs"], got["inputs"])
 

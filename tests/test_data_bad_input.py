@@ -69,9 +69,7 @@ def test_unknown_tfds_dataset(tmp_path, cache):
 
 def test_unreachable_tfds_data_dir(tmp_path, cache):
     missing = str(tmp_path / "nowhere")
-    assert_fails(
-        config_for("tfds:lm1b", cache, tfds_data_dir=missing), FileNotFoundError, "does not exist"
-    )
+    assert_fails(config_for("tfds:lm1b", cache, tfds_data_dir=missing), FileNotFoundError, "does not exist")
     try:
         import gcsfs  # noqa: F401
     except ImportError:
@@ -84,9 +82,7 @@ def test_unreachable_tfds_data_dir(tmp_path, cache):
 
 def test_vocabulary_larger_than_the_corpus_supports(tmp_path, cache):
     data = write_corpus(tmp_path / "corpus", make_documents(120))
-    message = assert_fails(
-        config_for(data, cache, tokenizer="train:50000"), ValueError, "at most \\d+"
-    )
+    message = assert_fails(config_for(data, cache, tokenizer="train:50000"), ValueError, "at most \\d+")
     assert "--tokenizer=train:" in message
 
 
@@ -97,9 +93,7 @@ def test_vocabulary_too_small_for_the_characters(tmp_path, cache):
 
 def test_heldout_larger_than_the_corpus(tmp_path, cache):
     data = write_corpus(tmp_path / "corpus", make_documents(30))
-    assert_fails(
-        config_for(data, cache, heldout_tokens=100_000), ValueError, "lower heldout_tokens"
-    )
+    assert_fails(config_for(data, cache, heldout_tokens=100_000), ValueError, "lower heldout_tokens")
 
 
 @pytest.mark.parametrize(

@@ -30,9 +30,7 @@ def test_builtin_corpus_is_several_megabytes_of_clean_text(documents):
     assert "HAMLET:\nTo be, or not to be" in plays
     assert not re.search(r"[*_#\\]", plays)  # markdown emphasis, headings and escapes removed
     assert not re.search(r" +\n", plays)  # no markdown hard line breaks
-    assert any(
-        t.startswith("2001: A Space Odyssey\n2001: A Space Odyssey is a 1968") for t in texts
-    )
+    assert any(t.startswith("2001: A Space Odyssey\n2001: A Space Odyssey is a 1968") for t in texts)
 
 
 def test_builtin_packages_are_not_imported(documents):

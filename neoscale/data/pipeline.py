@@ -85,6 +85,8 @@ def _check_config(config: DataConfig) -> None:
             f"heldout_tokens={config.heldout_tokens} is smaller than seq_len={config.seq_len}: "
             "raise heldout_tokens to at least one sequence"
         )
+    if config.max_documents is not None and config.max_documents < 1:
+        raise ValueError(f"max_documents={config.max_documents} must be positive (or None: all)")
     if not 0 <= config.seed < 2**32:
         raise ValueError(f"seed={config.seed} must be in [0, 2**32)")
 
@@ -134,9 +136,7 @@ def _build(config, source, spec, directory: str) -> None:
         shutil.copyfile(spec.path, model_path)
     else:
         order = np.random.default_rng(config.seed).permutation(len(train_documents))
-        model = tokenizer.train(
-            (train_documents[i] for i in order), spec.vocab_size, spec.model_type
-        )
+        model = tokenizer.train((train_documents[i] for i in order), spec.vocab_size, spec.model_type)
         with open(model_path, "wb") as f:
             f.write(model)
     processor = tokenizer.load(model_path)
@@ -273,9 +273,7 @@ class PreparedData:
                 f"training sequences of one epoch: lower the batch size or seq_len, or add data"
             )
         seed = self.seed if seed is None else seed
-        dataset = packing.train_dataset(
-            self.train_stream, self.seq_len, global_batch_size, rows, seed
-        )
+        dataset = packing.train_dataset(self.train_stream, self.seq_len, global_batch_size, rows, seed)
         read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=16)
         return iter(dataset.to_iter_dataset(read_options))
 
@@ -295,9 +293,7 @@ class PreparedData:
         real = np.arange(num_batches * global_batch_size) < self.num_heldout_windows
         gather = packing.GatherWindows(self.heldout_stream, self.seq_len, rows)
         batches = []
-        for ids, keep in zip(
-            window_ids.reshape(num_batches, -1), real.reshape(num_batches, -1), strict=True
-        ):
+        for ids, keep in zip(window_ids.reshape(num_batches, -1), real.reshape(num_batches, -1), strict=True):
             batch = gather(ids)
             mask = np.broadcast_to(keep[rows, None], batch["targets"].shape)
             batches.append({**batch, "mask": mask.astype(np.float32)})
@@ -312,9 +308,7 @@ class PreparedData:
         return loss_nats_per_token / math.log(2) / self.bytes_per_token
 
 
-def measure_throughput(
-    prepared: PreparedData, global_batch_size: int, num_batches: int = 200
-) -> float:
+def measure_throughput(prepared: PreparedData, global_batch_size: int, num_batches: int = 200) -> float:
     """Tokens per second (inputs) the training iterator delivers, after one warm-up batch."""
     iterator = prepared.train_iterator(global_batch_size)
     next(iterator)

@@ -53,8 +53,7 @@ def parse(data: str, **options) -> SourceSpec:
             raise ValueError(f"bad tfds version in --data={data}: use tfds:NAME or tfds:NAME:X.Y.Z")
         return SourceSpec(kind, rest, **options)
     raise ValueError(
-        f"unknown --data={data!r}: use builtin, text:GLOB (.txt/.jsonl files) or "
-        "tfds:NAME[:VERSION]"
+        f"unknown --data={data!r}: use builtin, text:GLOB (.txt/.jsonl files) or tfds:NAME[:VERSION]"
     )
 
 
@@ -95,8 +94,7 @@ def _read_text(spec: SourceSpec) -> tuple[list[str], dict]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise ValueError(
-                    f"{path}:{line_number} is not valid JSON: .jsonl files need one JSON object "
-                    "per line"
+                    f"{path}:{line_number} is not valid JSON: .jsonl files need one JSON object per line"
                 ) from None
             if not isinstance(record, dict) or not isinstance(record.get(spec.text_field), str):
                 raise ValueError(
@@ -113,13 +111,11 @@ def _check_tfds_data_dir(data_dir: str | None) -> None:
     if data_dir.startswith("gs://"):
         if importlib.util.find_spec("gcsfs") is None:
             raise ValueError(
-                f"--tfds_data_dir={data_dir} needs gcsfs to read gs:// paths: "
-                "pip install neoscale[gcs]"
+                f"--tfds_data_dir={data_dir} needs gcsfs to read gs:// paths: pip install neoscale[gcs]"
             )
     elif not os.path.isdir(os.path.expanduser(data_dir)):
         raise FileNotFoundError(
-            f"--tfds_data_dir={data_dir} does not exist: give the directory the dataset was "
-            "built into"
+            f"--tfds_data_dir={data_dir} does not exist: give the directory the dataset was built into"
         )
 
 
@@ -201,8 +197,7 @@ def fingerprint(spec: SourceSpec) -> dict:
         fields["files"] = builtin.fingerprint()
     elif spec.kind == "text":
         fields["files"] = [
-            [os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns]
-            for p in _text_files(spec)
+            [os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in _text_files(spec)
         ]
     else:
         builder = _tfds_builder(spec)

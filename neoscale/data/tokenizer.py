@@ -113,28 +113,24 @@ def load(path: str) -> spm.SentencePieceProcessor:
     try:
         processor = spm.SentencePieceProcessor(model_file=path)
     except (OSError, RuntimeError):
-        raise ValueError(
-            f"{path} is not a sentencepiece model: give a .model file or train:VOCAB"
-        ) from None
+        raise ValueError(f"{path} is not a sentencepiece model: give a .model file or train:VOCAB") from None
     if processor.eos_id() < 0:
-        raise ValueError(
-            f"the tokenizer {path} has no EOS piece (eos_id=-1): train it with eos_id >= 0"
-        )
+        raise ValueError(f"the tokenizer {path} has no EOS piece (eos_id=-1): train it with eos_id >= 0")
     return processor
 
 
-def encode(
-    processor: spm.SentencePieceProcessor, documents: Sequence[str], num_threads: int = 0
-) -> np.ndarray:
-    """Tokenizes documents into one stream, each document followed by EOS: int32 [tokens]."""
-    eos = processor.eos_id()
-    pieces = processor.encode(list(documents), num_threads=num_threads)
-    lengths = np.fromiter((len(p) + 1 for p in pieces), dtype=np.int64, count=len(pieces))
-    stream = np.full(int(lengths.sum()), eos, dtype=np.int32)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    for start, ids in zip(starts, pieces, strict=True):
-        stream[start : start + len(ids)] = ids
-    return stream
+def encode(processor: spm.SentencePieceProcessor, documents: Sequence[str], chunk: int = 4096) -> np.ndarray:
+    """Tokenizes documents into one stream, each document followed by EOS: int32 [tokens].
+
+    Works through ``chunk`` documents at a time so that large corpora never exist as Python
+    lists of token ids all at once.
+    """
+    eos = np.array([processor.eos_id()], dtype=np.int32)
+    pieces = []
+    for start in range(0, len(documents), chunk):
+        for ids in processor.encode(list(documents[start : start + chunk])):
+            pieces += [np.array(ids, dtype=np.int32), eos]
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
 def utf8_bytes(processor: spm.SentencePieceProcessor, ids: np.ndarray) -> int:
