@@ -5,7 +5,11 @@
 ``eval_batches`` the fixed held-out set. The cache directory ``{cache_dir}/data/{key}`` holds
 ``tokenizer.model``, ``train.npy`` and ``heldout.npy`` (token streams, documents joined by EOS)
 and ``description.json``; it is built in a temporary directory and renamed into place, so a
-failure never leaves a half-written cache behind.
+failure never leaves a half-written cache behind (only a process killed mid-build leaves a
+``.tmp-*`` directory, which is never read). The key hashes the source's fingerprint (file names,
+sizes and mtimes; package versions; tfds name, version and size), the tokenizer settings (or the
+given model's sha256), seed and heldout_tokens; seq_len is applied at read time, so every
+sequence length shares one cache.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ class DataConfig:
     tfds_data_dir: where the tfds dataset was built (local path or gs://); None: tfds default.
     tokenizer: "train:VOCAB" (BPE), "train:VOCAB:unigram", or a path to a sentencepiece .model.
     seq_len: tokens per training sequence.
-    heldout_tokens: size of the fixed held-out evaluation set, the same for every model size.
+    heldout_tokens: size of the fixed held-out evaluation set, the same for every model size
+        (the first heldout_tokens tokens of the held-out documents' stream; evaluation uses the
+        largest multiple of seq_len that fits).
     seed: chooses the held-out documents and the shuffling of training windows.
     cache_dir: where prepared data is cached (the runner passes WORKDIR/cache).
     text_field: the text field of .jsonl records and tfds examples.
