@@ -1,0 +1,31 @@
+"""The sparsity axis: dense models against E = 4, 8, 16 routed experts (top-1) at several widths.
+
+Every model sees the same number of tokens (``budget.tokens``), so loss differences at equal
+active parameters come from sparsity alone (Clark et al. 2022). Sized for one TPU host; on a
+laptop pass e.g. ``--sizes=w128d4h4,w128d4h4e4k1 --tokens=2e6``.
+"""
+
+from neoscale.runner.config import base_config
+
+WIDTHS = ((256, 4, 4), (384, 6, 6), (512, 8, 8))
+EXPERTS = (1, 4, 8, 16)
+
+
+def get_config():
+    c = base_config()
+    c.name = "moe"
+    names = []
+    for d, layers, heads in WIDTHS:
+        for experts in EXPERTS:
+            suffix = f"e{experts}k1" if experts > 1 else ""
+            names.append(f"w{d}d{layers}h{heads}{suffix}")
+    c.sizes = ",".join(names)
+    c.budget.tokens = 2e8
+    c.data.tokenizer = "train:8192"
+    c.data.seq_len = 512
+    c.model.max_positions = 512
+    c.model.window_size = 128
+    c.model.moe_every = 2  # experts in every other layer (GShard / Switch)
+    c.train.batch_size = 128
+    c.train.evals_per_run = 10
+    return c

@@ -1,0 +1,69 @@
+"""The study config: the fields every ``experiments/*.py`` starts from (``base_config()``).
+
+A study is one ml_collections ConfigDict:
+
+* ``sizes``: comma-separated size names (``neoscale.presets``); ``--sizes`` replaces it.
+* ``budget``: exactly one of ``tokens_per_param`` / ``tokens`` / ``flops`` (comma-separated for
+  several IsoFLOP budgets) / ``steps``; all unset means ``tokens_per_param=20``.
+* ``data``: the ``neoscale.data.DataConfig`` fields shared by every size.
+* ``train``: ``neoscale.training.RunConfig`` settings shared by every size; ``None`` (unset)
+  ``batch_size`` / ``learning_rate`` / ``warmup_steps`` take the GPT-3-table rule
+  (``neoscale.training.hparams``).
+* ``model``: ModelConfig fields replaced for every size (e.g. ``dtype``, ``max_positions``).
+* ``size_overrides``: {size: {field: value}} for one size only (train or model fields).
+* ``cooldowns``: fractions at which WSD cooldown branches are forked ("" = none).
+* ``fit``: what ``neoscale.scaling.fit_study`` fits (curves, bootstrap resamples, seed).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults shared by every study; experiments change what they need."""
+    c = ml_collections.ConfigDict()
+    c.name = "study"
+    c.sizes = "cpu-100k,cpu-400k,cpu-1.8M"
+    c.budget = ml_collections.ConfigDict({
+        "tokens_per_param": config_dict.placeholder(float),
+        "tokens": config_dict.placeholder(float),
+        "flops": config_dict.placeholder(str),
+        "steps": config_dict.placeholder(int),
+    })
+    c.data = ml_collections.ConfigDict({
+        "data": "builtin",
+        "tokenizer": "train:8192",
+        "seq_len": 256,
+        "heldout_tokens": 65536,
+        "seed": 0,
+        "tfds_data_dir": config_dict.placeholder(str),
+        "cache_dir": config_dict.placeholder(str),  # None: WORKDIR/cache (local workdirs)
+    })
+    c.train = ml_collections.ConfigDict({
+        "batch_size": config_dict.placeholder(int),
+        "learning_rate": config_dict.placeholder(float),
+        "warmup_steps": config_dict.placeholder(int),
+        "micro_batches": 1,
+        "schedule": "cosine",
+        "cooldown_fraction": 0.2,
+        "cooldown_shape": "1-sqrt",
+        "weight_decay": 0.1,
+        "clip_norm": 1.0,
+        "evals_per_run": 10,  # evaluation points per run (rows of results.csv)
+        "checkpoints_per_run": 10,
+        "keep_checkpoints": 2,
+        "log_every": 10,
+        "tensorboard": True,
+    })
+    c.model = ml_collections.ConfigDict({"dtype": "float32"})
+    c.size_overrides = ml_collections.ConfigDict()
+    c.cooldowns = ""
+    c.fit = ml_collections.ConfigDict({
+        "curves": "",  # comma-separated curve names of neoscale.scaling; "" = its default set
+        "n_bootstrap": 200,
+        "seed": 0,
+    })
+    c.mesh = ""
+    return c

@@ -1,0 +1,395 @@
+"""Turning a study config into a list of planned runs (no training, no memory: seconds even for 2.7B).
+
+A study is a set of sizes and one compute budget rule. Per size the plan fixes the model shape, the
+parameter counts (from ``neoscale.accounting``, abstractly), the tokens, the training FLOPs, the
+steps, the batch, the peak learning rate and warmup (``neoscale.training.hparams``: the GPT-3 table,
+interpolated; every value can be overridden in the study config) and an estimate of the memory one
+device needs.
+
+Budget modes (exactly one):
+
+* ``tokens_per_param=K`` (the default, K = 20, Chinchilla's compute-optimal ratio): D = K * N with
+  N the *active* parameters including embeddings (Chinchilla's convention, the one accounting uses).
+* ``tokens=D``: the same data for every size.
+* ``flops=C`` (one or several budgets, comma-separated): an IsoFLOP slice,
+  D = C / (training FLOPs per token). Several budgets x several sizes is Chinchilla's Approach 2.
+* ``steps=S``: the same number of optimizer steps for every size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import ml_collections
+
+from neoscale import accounting, presets
+from neoscale.data import check_seq_len
+from neoscale.model import ModelConfig
+from neoscale.sharding.mesh import parse_mesh
+from neoscale.training import hparams as hparams_rule
+
+BUDGET_MODES = ("tokens_per_param", "tokens", "flops", "steps")
+DEFAULT_TOKENS_PER_PARAM = 20.0
+BUDGET_HELP = ("give exactly one budget: --tokens_per_param=K (default 20), --tokens=D, "
+               "--flops=C[,C2,...] or --steps=S")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """One compute-budget rule: ``mode`` in BUDGET_MODES and its value(s)."""
+
+    mode: str
+    values: tuple[float, ...]
+
+    def describe(self) -> str:
+        return f"{self.mode}=" + ",".join(f"{v:g}" for v in self.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Branch:
+    """A WSD cooldown branch: forked from its run's checkpoint at ``fork_step`` (in the stable
+    phase), it cools down over ``cooldown_steps`` and ends at about ``fraction`` of the run."""
+
+    name: str
+    fraction: float
+    fork_step: int
+    cooldown_steps: int
+
+    @property
+    def steps(self) -> int:
+        return self.fork_step + self.cooldown_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """Everything decided about one run before it trains (JSON-able through ``to_dict``)."""
+
+    name: str  # the run's directory under WORKDIR/runs
+    size: str  # the size name it was built from, e.g. "cpu-400k" or "125M"
+    model: ModelConfig
+    params_total: int
+    params_non_embedding: int
+    params_active: int
+    seq_len: int
+    batch_size: int  # sequences per optimizer step (global)
+    steps: int
+    tokens: int  # steps * batch_size * seq_len
+    flops_per_token: float  # training FLOPs per token (accounting's convention)
+    flops: float  # flops_per_token * tokens
+    learning_rate: float
+    warmup_steps: int
+    memory_bytes_per_device: int
+    budget_flops: float | None  # the IsoFLOP budget this run belongs to (flops mode), else None
+    eval_every: int  # steps between evaluations (rows of results.csv)
+    checkpoint_every: int
+    schedule: str  # "wsd" when cooldown branches are forked, else the study's schedule
+    branches: tuple[Branch, ...] = ()  # WSD cooldown branches forked from this run
+    overrides: dict = dataclasses.field(default_factory=dict)  # per-size RunConfig overrides
+
+    @property
+    def step_flops(self) -> float:
+        return self.batch_size * self.seq_len * self.flops_per_token
+
+    @property
+    def cooldown_flops(self) -> float:
+        """FLOPs of all cooldown branches (each branch's steps past its fork point)."""
+        return sum(branch.cooldown_steps for branch in self.branches) * self.step_flops
+
+    @property
+    def total_flops(self) -> float:
+        return self.flops + self.cooldown_flops
+
+    def branch_names(self) -> list[str]:
+        return [branch.name for branch in self.branches]
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["model"] = self.model.to_dict()
+        return out
+
+
+def branch_name(run: str, fraction: float) -> str:
+    """Directory name of the cooldown branch ending at ``fraction`` of ``run``: 'cpu-400k_cd0.25'."""
+    return f"{run}_cd{fraction:g}"
+
+
+def plan_branches(run: str, steps: int, fractions: Sequence[float], cooldown_fraction: float,
+                  checkpoint_every: int) -> tuple[Branch, ...]:
+    """Cooldown branches of a WSD run of ``steps`` steps (Hägele et al. 2024).
+
+    The branch for fraction f < 1 ends near step f * steps; its last ``cooldown_fraction`` decays
+    the learning rate, so it forks at (1 - cooldown_fraction) * f * steps, rounded to a checkpoint
+    step (a multiple of ``checkpoint_every``), which lies in the run's stable phase. f = 1 is the
+    run itself (its own cooldown at the end), so it needs no branch.
+    """
+    stable_end = steps - round(cooldown_fraction * steps)
+    ratio = cooldown_fraction / max(1e-9, 1 - cooldown_fraction)
+    branches = {}
+    for fraction in fractions:
+        if fraction >= 1:
+            continue
+        fork = round((1 - cooldown_fraction) * fraction * steps / checkpoint_every) * checkpoint_every
+        fork = min(max(fork, checkpoint_every), stable_end // checkpoint_every * checkpoint_every)
+        if fork < 1:
+            raise ValueError(f"run {run!r} of {steps} steps is too short for cooldown branches; "
+                             "train more steps or drop --cooldowns")
+        branches[fork] = Branch(branch_name(run, fraction), fraction, fork, max(1, round(ratio * fork)))
+    return tuple(branches[fork] for fork in sorted(branches))
+
+
+def _as_float(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not a number; {BUDGET_HELP}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive number; {BUDGET_HELP}")
+    return number
+
+
+def parse_budget(tokens_per_param=None, tokens=None, flops=None, steps=None) -> Budget:
+    """The one budget among the given (None = not given); none given: tokens_per_param=20.
+
+    ``flops`` may be a comma-separated string of several budgets. Raises a one-line ValueError for
+    conflicting or malformed budgets.
+    """
+    given = {"tokens_per_param": tokens_per_param, "tokens": tokens, "flops": flops, "steps": steps}
+    given = {k: v for k, v in given.items() if v is not None and str(v).strip() != ""}
+    if len(given) > 1:
+        raise ValueError(f"conflicting budgets {', '.join(f'{k}={v}' for k, v in given.items())}; "
+                         + BUDGET_HELP)
+    if not given:
+        return Budget("tokens_per_param", (DEFAULT_TOKENS_PER_PARAM,))
+    ((mode, value),) = given.items()
+    if mode == "flops":
+        parts = [p for p in str(value).split(",") if p.strip()] if isinstance(value, str) else [value]
+        if not parts:
+            raise ValueError(f"empty flops budget {value!r}; {BUDGET_HELP}")
+        return Budget(mode, tuple(sorted(_as_float(mode, p) for p in parts)))
+    number = _as_float(mode, value)
+    if mode in ("tokens", "steps"):
+        if number != int(number):
+            raise ValueError(f"{mode}={value!r} must be a whole number; {BUDGET_HELP}")
+        number = float(int(number))
+    return Budget(mode, (number,))
+
+
+def parse_cooldowns(spec) -> tuple[float, ...]:
+    """'0.25,0.5,1.0' -> (0.25, 0.5, 1.0); each fraction in (0, 1]. Empty -> ()."""
+    if spec is None:
+        return ()
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    fractions = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value <= 1:
+            raise ValueError(f"bad cooldown fraction {part!r} in --cooldowns={spec!r}; give fractions "
+                             "of the run in (0, 1], comma-separated, e.g. 0.25,0.5,1.0")
+        fractions.append(value)
+    return tuple(sorted(set(fractions)))
+
+
+def activation_bytes(model: ModelConfig, seq_len: int, local_batch: int) -> int:
+    """Activations kept for the backward pass of one device's micro-batch (an estimate).
+
+    Per layer ``s·b·d·(34 + 5·a·s/d)`` bytes at 16 bits (Korthikanti et al. 2022), scaled by the
+    compute dtype's width; with full rematerialisation only each layer's input is kept. Plus the
+    float32 logits and their gradient, ``2·4·s·b·V``.
+    """
+    itemsize = 4 if model.dtype == "float32" else 2
+    s, b, d, a = seq_len, local_batch, model.d_model, model.num_heads
+    if model.remat == "full":
+        per_layer = s * b * d * itemsize
+    else:
+        per_layer = s * b * d * (34 + 5 * a * s / d) * itemsize / 2
+    return int(model.num_layers * per_layer + 8 * s * b * model.vocab_size)
+
+
+def memory_per_device(model: ModelConfig, seq_len: int, batch_size: int, mesh: dict[str, int]) -> int:
+    """Model state (params, grads, AdamW moments) sharded over fsdp x expert x tensor, plus the
+    activations of the per-device batch (``batch_size / (data x fsdp)`` sequences)."""
+    state = accounting.model_state_bytes(model)["total"]
+    state_shards = mesh["fsdp"] * mesh["expert"] * mesh["tensor"]
+    local_batch = max(1, math.ceil(batch_size / (mesh["data"] * mesh["fsdp"])))
+    return int(state / state_shards) + activation_bytes(model, seq_len, local_batch)
+
+
+def _get(config: ml_collections.ConfigDict, key: str, default=None):
+    return config.get(key, default) if config is not None else default
+
+
+def plan_size(
+    name: str,
+    size: str,
+    model: ModelConfig,
+    budget_mode: str,
+    budget_value: float,
+    seq_len: int,
+    train: ml_collections.ConfigDict | None,
+    mesh: dict[str, int],
+    cooldowns: tuple[float, ...] = (),
+    overrides: dict | None = None,
+    process_count: int = 1,
+) -> PlannedRun:
+    """Plans one run of ``model`` under one budget value (see the module docstring)."""
+    overrides = dict(overrides or {})
+
+    def setting(key):
+        return overrides.get(key, _get(train, key))
+
+    try:
+        check_seq_len(seq_len, model.max_positions)
+    except ValueError as error:
+        raise ValueError(f"size {size!r}: {error}") from None
+    counts = accounting.param_counts(model)
+    rule = hparams_rule.gpt3_hparams(counts["non_embedding"])
+    batch_size = setting("batch_size")
+    if batch_size is None:
+        batch_size = hparams_rule.default_batch_size(rule, seq_len, multiple_of=mesh["data"] * mesh["fsdp"])
+    batch_size = int(batch_size)
+    multiple = mesh["data"] * mesh["fsdp"] * int(setting("micro_batches") or 1) * process_count
+    if batch_size < 1 or batch_size % multiple:
+        raise ValueError(f"size {size!r}: batch_size={batch_size} must be a positive multiple of "
+                         f"{multiple} (the mesh's data x fsdp shards x micro_batches x processes); "
+                         "set --config.train.batch_size")
+    batch_tokens = batch_size * seq_len
+    flops_per_token = accounting.train_flops_per_token(model, seq_len)
+    budget_flops = None
+    if budget_mode == "steps":
+        steps = int(budget_value)
+    else:
+        if budget_mode == "tokens_per_param":
+            tokens = budget_value * counts["active"]
+        elif budget_mode == "tokens":
+            tokens = budget_value
+        else:  # flops
+            tokens = budget_value / flops_per_token
+            budget_flops = budget_value
+        steps = max(1, round(tokens / batch_tokens))
+    learning_rate = setting("learning_rate")
+    learning_rate = rule.peak_learning_rate if learning_rate is None else float(learning_rate)
+    warmup = setting("warmup_steps")
+    warmup = hparams_rule.warmup_steps(rule, batch_tokens, steps) if warmup is None else int(warmup)
+    tokens = steps * batch_tokens
+    evals = int(_get(train, "evals_per_run", 10) or 1)
+    checkpoints = int(_get(train, "checkpoints_per_run", 10) or 1)
+    checkpoint_every = max(1, steps // checkpoints)
+    schedule = str(setting("schedule") or "cosine")
+    branches: tuple[Branch, ...] = ()
+    if cooldowns:
+        schedule = "wsd"
+        cooldown_fraction = float(setting("cooldown_fraction") or 0.2)
+        branches = plan_branches(name, steps, cooldowns, cooldown_fraction, checkpoint_every)
+    return PlannedRun(
+        name=name, size=size, model=model,
+        params_total=counts["total"], params_non_embedding=counts["non_embedding"],
+        params_active=counts["active"], seq_len=seq_len, batch_size=batch_size, steps=steps,
+        tokens=tokens, flops_per_token=flops_per_token, flops=flops_per_token * tokens,
+        learning_rate=learning_rate, warmup_steps=warmup,
+        memory_bytes_per_device=memory_per_device(model, seq_len, batch_size, mesh),
+        budget_flops=budget_flops, eval_every=max(1, steps // evals),
+        checkpoint_every=checkpoint_every, schedule=schedule, branches=branches,
+        overrides={k: v for k, v in overrides.items()
+                   if k not in ("batch_size", "learning_rate", "warmup_steps", "schedule")},
+    )
+
+
+def model_for(size: str, model_overrides: dict, vocab_size: int) -> ModelConfig:
+    """The size's ModelConfig with the study's model overrides and the tokenizer's vocabulary."""
+    return presets.model_config(size, **{**model_overrides, "vocab_size": vocab_size})
+
+
+def make_plan(
+    sizes: Sequence[str],
+    budget: Budget,
+    *,
+    vocab_size: int,
+    seq_len: int,
+    train: ml_collections.ConfigDict | None = None,
+    model_overrides: dict | None = None,
+    size_overrides: dict | None = None,
+    cooldowns: tuple[float, ...] = (),
+    num_devices: int = 1,
+    mesh: str = "",
+    process_count: int = 1,
+) -> list[PlannedRun]:
+    """One PlannedRun per (budget value, size), smallest budget first, sizes in the given order.
+
+    Raises a one-line ValueError for a bad size name, a seq_len beyond a size's positions or a
+    bad mesh.
+    """
+    if not sizes:
+        raise ValueError("empty size list; " + presets.VALID_FORMS)
+    mesh_sizes = parse_mesh(mesh, num_devices)
+    size_overrides = dict(size_overrides or {})
+    unknown = sorted(set(size_overrides) - set(sizes))
+    if unknown:
+        raise ValueError(f"size_overrides for {', '.join(unknown)}, which are not among the sizes "
+                         f"{', '.join(sizes)}: fix the names or drop them")
+    runs = []
+    for value in budget.values:
+        for size in sizes:
+            overrides = dict(size_overrides.get(size, {}))
+            model_fields = {k: overrides.pop(k) for k in list(overrides) if k in MODEL_FIELDS}
+            model = model_for(size, {**(model_overrides or {}), **model_fields}, vocab_size)
+            name = size if len(budget.values) == 1 else f"{size}_C{value:.2e}".replace("+", "")
+            runs.append(plan_size(name, size, model, budget.mode, value, seq_len, train, mesh_sizes,
+                                  cooldowns, overrides, process_count))
+    return runs
+
+
+MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+
+PLAN_COLUMNS = ("run", "shape", "params", "non-emb", "active", "tokens", "FLOPs", "steps", "batch",
+                "lr", "warmup", "mem/device")
+
+
+def format_bytes(n: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def plan_rows(runs: Sequence[PlannedRun]) -> list[list[str]]:
+    """The plan as table cells (PLAN_COLUMNS), one row per run."""
+    fmt = accounting.format_count
+    rows = []
+    for run in runs:
+        m = run.model
+        shape = f"d{m.d_model} L{m.num_layers} H{m.num_heads}" + (
+            f" E{m.num_experts}k{m.top_k}" if m.is_moe else "")
+        rows.append([run.name, shape, fmt(run.params_total), fmt(run.params_non_embedding),
+                     fmt(run.params_active), fmt(run.tokens), f"{run.flops:.3g}", str(run.steps),
+                     str(run.batch_size), f"{run.learning_rate:.3g}", str(run.warmup_steps),
+                     format_bytes(run.memory_bytes_per_device)])
+    return rows
+
+
+def total_flops(runs: Sequence[PlannedRun]) -> float:
+    """FLOPs of the whole study: every main run plus its cooldown branches."""
+    return sum(run.total_flops for run in runs)
+
+
+def format_table(runs: Sequence[PlannedRun], markdown: bool = False) -> str:
+    """The plan table (plain aligned text, or markdown) followed by the study's total FLOPs."""
+    rows = plan_rows(runs)
+    if markdown:
+        lines = ["| " + " | ".join(PLAN_COLUMNS) + " |", "|" + "---|" * len(PLAN_COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max(len(str(c)) for c in col) for col in zip(PLAN_COLUMNS, *rows, strict=True)]
+        lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                           enumerate(zip(cells, widths, strict=True)))
+                 for cells in [list(PLAN_COLUMNS), *rows]]
+    branches = sum(len(run.branch_names()) for run in runs)
+    extra = f" (incl. {branches} cooldown branches)" if branches else ""
+    lines.append("")
+    lines.append(f"total training FLOPs: {total_flops(runs):.4g}{extra}; {len(runs)} runs; FLOPs "
+                 "= 3 x forward incl. LM head and attention (neoscale.accounting)")
+    return "\n".join(lines)

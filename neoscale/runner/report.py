@@ -1,0 +1,70 @@
+"""report.md: the study in one page: the plan, final losses, the fitted laws, figures, failures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ml_collections
+from etils import epath
+
+from neoscale.accounting import format_count
+from neoscale.runner.plan import PlannedRun, format_table
+
+REPORT_FILE = "report.md"
+
+
+def _final_table(frame) -> str:
+    """Final held-out loss of every finished run and branch."""
+    final = frame[frame["final"]]
+    if final.empty:
+        return "_No run has finished yet._"
+    lines = ["| run | params | tokens | FLOPs | train loss | held-out loss | wall time |",
+             "|---|---|---|---|---|---|---|"]
+    for _, row in final.sort_values(["flops"]).iterrows():
+        lines.append(f"| {row['run']} | {format_count(row['params_total'])} | "
+                     f"{format_count(row['tokens'])} | {row['flops']:.3g} | {row['train_loss']:.4f} | "
+                     f"{row['eval_loss']:.4f} | {row['wall_seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def _fit_section(fit: dict) -> str:
+    if "error" in fit:
+        return f"_No fit: {fit['error']}_"
+    from neoscale import scaling
+
+    return scaling.report_section(fit)
+
+
+def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, fit: dict,
+           figures: Sequence[str], failures: dict[str, str], workdir: epath.Path) -> str:
+    """The markdown report; figure paths are made relative to ``workdir``."""
+    done = int(frame[frame["final"]]["run"].nunique()) if len(frame) else 0
+    total = sum(1 + len(run.branches) for run in plan)
+    flops = float(frame[frame["final"]]["flops"].sum()) if len(frame) else 0.0
+    parts = [
+        f"# Scaling study `{study.name}`",
+        "",
+        f"{done} of {total} runs finished ({len(failures)} failed); {flops:.3g} training FLOPs in "
+        f"finished runs. Data: `{study.data.data}`, tokenizer `{study.data.tokenizer}`, "
+        f"sequence length {study.data.seq_len}. Losses are nats per token on a fixed held-out set. "
+        "Parameters include embeddings; FLOPs = 3 x forward FLOPs including the LM head and "
+        "attention (neoscale.accounting).",
+        "",
+        "## Figures",
+        "",
+    ]
+    pngs = [f for f in figures if f.endswith(".png")]
+    for figure in pngs:
+        relative = str(figure).replace(str(workdir).rstrip("/") + "/", "")
+        name = epath.Path(figure).stem.replace("_", " ")
+        parts += [f"![{name}]({relative})", ""]
+    if not pngs:
+        parts += ["_No figures (nothing to fit yet)._", ""]
+    parts += ["## Fitted laws", "", _fit_section(fit), "", "## Final losses", "", _final_table(frame),
+              "", "## Plan", "", format_table(plan, markdown=True), ""]
+    if failures:
+        parts += ["## Failures", ""]
+        parts += [f"- `{name}`: {reason}" for name, reason in failures.items()]
+        parts.append("")
+    return "\n".join(parts)
+

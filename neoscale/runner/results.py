@@ -1,0 +1,102 @@
+"""results.csv: one row per evaluation point of every run and cooldown branch, written atomically.
+
+Columns (the contract with ``neoscale.scaling``): see ``COLUMNS``. ``status`` is ``done``,
+``running`` or ``failed:<reason>``; ``budget_flops`` is the run's IsoFLOP budget (empty outside
+IsoFLOP studies); ``cooldown`` the fraction of the run at which a WSD cooldown branch ends (empty
+for a main run); ``final`` is true on the last evaluation row of each finished run or branch. Losses
+are in nats per token on the fixed held-out set; FLOPs follow ``neoscale.accounting``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from etils import epath
+
+from neoscale.runner.plan import PlannedRun
+from neoscale.training.metrics import write_atomic
+
+RESULTS_FILE = "results.csv"
+COLUMNS = ("run", "size", "d_model", "num_layers", "num_heads", "num_experts", "top_k",
+           "params_total", "params_non_embedding", "params_active", "step", "tokens", "flops",
+           "train_loss", "eval_loss", "wall_seconds", "status", "budget_flops", "cooldown", "final")
+
+
+def run_columns(run: PlannedRun, name: str | None = None, cooldown: float | None = None) -> dict:
+    """The columns that describe a run (not an evaluation point)."""
+    m = run.model
+    return {"run": name or run.name, "size": run.size, "d_model": m.d_model,
+            "num_layers": m.num_layers, "num_heads": m.num_heads, "num_experts": m.num_experts,
+            "top_k": m.top_k, "params_total": run.params_total,
+            "params_non_embedding": run.params_non_embedding, "params_active": run.params_active,
+            "budget_flops": run.budget_flops, "cooldown": cooldown}
+
+
+def point_columns(point: Mapping[str, Any]) -> dict:
+    """The columns of one evaluation point (an EvalPoint as a dict, or a metrics.jsonl record)."""
+    return {"step": point["step"], "tokens": point["tokens"], "flops": point["flops"],
+            "train_loss": point.get("train_loss", point.get("loss")),
+            "eval_loss": point["eval_loss"], "wall_seconds": point.get("wall_seconds")}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
+    """CSV text with the header COLUMNS (missing values empty)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in COLUMNS])
+    return buffer.getvalue()
+
+
+def write_results(workdir: str | epath.Path, rows: Iterable[Mapping[str, Any]]) -> epath.Path:
+    path = epath.Path(workdir) / RESULTS_FILE
+    write_atomic(path, to_csv(rows))
+    return path
+
+
+def read_results(workdir: str | epath.Path):
+    """results.csv as a pandas DataFrame (empty cells are NaN; ``final`` is bool)."""
+    import pandas as pd
+
+    with (epath.Path(workdir) / RESULTS_FILE).open() as f:
+        frame = pd.read_csv(f, dtype={"status": str, "run": str, "size": str})
+    frame["final"] = frame["final"].astype(str).str.lower() == "true"
+    return frame
+
+
+class RunRows:
+    """The evaluation rows of one run or branch, with its current status."""
+
+    def __init__(self, columns: dict, status: str = "running"):
+        self.columns = columns
+        self.status = status
+        self.points: list[dict] = []
+
+    def add(self, point: Mapping[str, Any]) -> None:
+        """Adds an evaluation point; drops points at or after its step (a resumed run redoes them)."""
+        row = point_columns(point)
+        self.points = [p for p in self.points if p["step"] < row["step"]] + [row]
+
+    def rows(self) -> list[dict]:
+        out = []
+        for i, point in enumerate(self.points):
+            final = self.status == "done" and i == len(self.points) - 1
+            out.append({**self.columns, **point, "status": self.status, "final": final})
+        if not out and self.status.startswith("failed"):
+            out.append({**self.columns, "status": self.status, "final": False})
+        return out

@@ -1,0 +1,281 @@
+"""Executing a study plan: every run (and its cooldown branches) in turn, then fit, plots, report.
+
+WORKDIR layout::
+
+    plan.json           the study config and the plan (what the report's table shows)
+    runs/<run>/         one training run (config.json, metrics.jsonl, tensorboard/, checkpoints/,
+                        finished.json); cooldown branches are runs named <run>_cd<fraction>
+    results.csv         one row per evaluation point (rewritten atomically after every one)
+    fit.json            the fitted laws (neoscale.scaling.fit_study)
+    plots/*.png, *.svg  the figures (neoscale.plots.draw_study)
+    report.md           the summary with the figures inline
+
+Resumable at every level: ``train`` skips a finished run and resumes an interrupted one from its
+latest checkpoint. A run that fails (non-finite loss, out of memory, bad settings) is recorded
+with its reason and the study goes on; a preemption stops the study (rerun to resume). Every
+process runs this; only process 0 writes results, fit, plots and report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+from etils import epath
+
+from neoscale.runner import report as report_lib
+from neoscale.runner import results as results_lib
+from neoscale.runner.plan import Branch, PlannedRun, total_flops
+from neoscale.training.config import RunConfig
+from neoscale.training.loop import NonFiniteLossError, Preempted, train
+from neoscale.training.metrics import read_metrics, write_atomic
+
+PLAN_FILE = "plan.json"
+FIT_FILE = "fit.json"
+PLOTS_DIR = "plots"
+RUNS_DIR = "runs"
+# RunConfig fields a study's ``train`` section or ``size_overrides`` may set directly.
+RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+
+
+@dataclasses.dataclass
+class StudyOutcome:
+    """What ``run_study`` did: failures maps a run name to its reason."""
+
+    failures: dict[str, str]
+    trained: list[str]  # runs that trained at least one step in this invocation
+    skipped: list[str]  # runs found finished
+    outputs: list[str]  # files written at the end (results, fit, plots, report)
+
+
+def failure_reason(error: BaseException) -> str:
+    """A short one-line reason for results.csv (``failed:<reason>``)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, NonFiniteLossError):
+        return "non-finite loss: " + text
+    if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+        return "out of memory: " + text[:200]
+    if isinstance(error, ValueError | FileNotFoundError):
+        return "bad settings or data: " + text
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath.Path,
+               cache_dir: str, branch: Branch | None = None) -> RunConfig:
+    """The RunConfig of a planned run, or of one of its cooldown branches."""
+    train_cfg = study.train
+    shared = {key: train_cfg[key] for key in train_cfg if key in RUN_FIELDS}
+    shared = {key: value for key, value in shared.items() if value is not None}
+    fields: dict[str, Any] = {
+        **shared,
+        "size": run.size,
+        "workdir": str(workdir / RUNS_DIR / run.name),
+        "model_overrides": {k: v for k, v in run.model.to_dict().items() if k not in ("vocab_size",)},
+        "steps": run.steps,
+        "batch_size": run.batch_size,
+        "seq_len": run.seq_len,
+        "mesh": study.mesh,
+        "seed": study.data.seed,  # one seed: initialisation, held-out split and data order
+        "learning_rate": run.learning_rate,
+        "warmup_steps": run.warmup_steps,
+        "schedule": run.schedule,
+        "eval_every": run.eval_every,
+        "checkpoint_every": run.checkpoint_every,
+        "data": study.data.data,
+        "tokenizer": study.data.tokenizer,
+        "heldout_tokens": study.data.heldout_tokens,
+        "data_cache_dir": cache_dir,
+        "tfds_data_dir": study.data.tfds_data_dir,
+    }
+    if run.branches:
+        from math import gcd
+
+        fork_steps = [b.fork_step for b in run.branches]
+        fields["keep_checkpoint_every"] = gcd(*fork_steps) if len(fork_steps) > 1 else fork_steps[0]
+    fields.update({k: v for k, v in run.overrides.items() if k in RUN_FIELDS})
+    if branch is not None:
+        fields.update(
+            workdir=str(workdir / RUNS_DIR / branch.name), steps=branch.steps,
+            cooldown_steps=branch.cooldown_steps, init_from=(str(workdir / RUNS_DIR / run.name),
+                                                             branch.fork_step),
+            eval_every=branch.steps, checkpoint_every=max(1, branch.cooldown_steps // 2),
+            keep_checkpoint_every=None)
+    return RunConfig(**fields)
+
+
+class Progress:
+    """The study's overall progress line: runs done / total, FLOPs done / total, ETA."""
+
+    def __init__(self, plan: Sequence[PlannedRun], enabled: bool):
+        self.enabled = enabled
+        self.total_runs = sum(1 + len(run.branches) for run in plan)
+        self.total_flops = total_flops(plan)
+        self.done_runs = 0
+        self.done_flops = 0.0
+        self.start = time.monotonic()
+        self.flops_this_invocation = 0.0
+
+    def finish(self, flops: float, trained: bool) -> None:
+        self.done_runs += 1
+        self.done_flops += flops
+        if trained:
+            self.flops_this_invocation += flops
+
+    def line(self, current: str = "") -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        parts = [f"[study] runs {self.done_runs}/{self.total_runs}",
+                 f"FLOPs {self.done_flops:.3g}/{self.total_flops:.3g} "
+                 f"({self.done_flops / max(self.total_flops, 1e-30):.0%})",
+                 f"elapsed {_duration(elapsed)}"]
+        if self.flops_this_invocation > 0:
+            remaining = (self.total_flops - self.done_flops) * elapsed / self.flops_this_invocation
+            parts.append(f"ETA {_duration(remaining)}")
+        if current:
+            parts.append(f"now {current}")
+        print(" | ".join(parts), file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _eval_records(run_dir: epath.Path) -> list[dict]:
+    """Evaluation records already in a run's metrics.jsonl (an interrupted run's earlier points)."""
+    return [r for r in read_metrics(run_dir) if r.get("eval_loss") is not None]
+
+
+def run_study(
+    plan: Sequence[PlannedRun],
+    study: ml_collections.ConfigDict,
+    workdir: str | epath.Path,
+    *,
+    cache_dir: str,
+    train_fn: Callable[..., Any] = train,
+) -> StudyOutcome:
+    """Trains every planned run and branch (skipping finished ones), then fits, draws, reports.
+
+    Raises Preempted (after writing results) when a run was preempted: rerun to resume.
+    """
+    workdir = epath.Path(workdir)
+    primary = jax.process_index() == 0
+    if primary:
+        write_atomic(workdir / PLAN_FILE, json.dumps(
+            {"study": study.to_dict(), "runs": [run.to_dict() for run in plan]}, indent=1,
+            default=str))
+    table: dict[str, results_lib.RunRows] = {}
+    for run in plan:
+        table[run.name] = results_lib.RunRows(results_lib.run_columns(run), "pending")
+        for branch in run.branches:
+            table[branch.name] = results_lib.RunRows(
+                results_lib.run_columns(run, branch.name, branch.fraction), "pending")
+
+    def write_results() -> None:
+        if primary:
+            rows = [row for entry in table.values() if entry.status != "pending" for row in entry.rows()]
+            results_lib.write_results(workdir, rows)
+
+    progress = Progress(plan, primary)
+    outcome = StudyOutcome(failures={}, trained=[], skipped=[], outputs=[])
+
+    def execute(name: str, config: RunConfig, flops: float) -> bool:
+        """Trains one run or branch; returns True if it finished."""
+        entry = table[name]
+        run_dir = epath.Path(config.workdir)
+        entry.status = "running"
+        for record in _eval_records(run_dir):
+            entry.add(record)
+        progress.line(current=name)
+
+        def on_eval(point) -> None:
+            entry.add(dataclasses.asdict(point))
+            write_results()
+
+        try:
+            result = train_fn(config, on_eval=on_eval)
+        except Preempted:
+            write_results()
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:  # noqa: BLE001 - failure isolation: record and go on
+            reason = failure_reason(error)
+            entry.status = f"failed:{reason}"
+            outcome.failures[name] = reason
+            if primary:
+                print(f"[study] {name} failed: {reason}", file=sys.stderr, flush=True)
+            write_results()
+            progress.finish(flops, trained=False)
+            return False
+        entry.points = []
+        for point in result.eval_points:
+            if config.init_from is None or point.step > config.init_from[1]:
+                entry.add(dataclasses.asdict(point))
+        entry.status = "done"
+        (outcome.skipped if result.skipped else outcome.trained).append(name)
+        write_results()
+        progress.finish(flops, trained=not result.skipped)
+        return True
+
+    for run in plan:
+        finished = execute(run.name, run_config(run, study, workdir, cache_dir), run.flops)
+        for branch in run.branches:
+            if not finished:
+                table[branch.name].status = f"failed:its run {run.name} failed"
+                outcome.failures[branch.name] = f"its run {run.name} failed"
+                progress.finish(branch.cooldown_steps * run.step_flops, trained=False)
+                continue
+            execute(branch.name, run_config(run, study, workdir, cache_dir, branch),
+                    branch.cooldown_steps * run.step_flops)
+    progress.line()
+    if primary:
+        outcome.outputs = finish_study(workdir, study, plan, outcome.failures)
+    return outcome
+
+
+def _curves(study: ml_collections.ConfigDict) -> list[str] | None:
+    names = [c.strip() for c in str(study.fit.curves or "").split(",") if c.strip()]
+    return names or None
+
+
+def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
+                 plan: Sequence[PlannedRun], failures: dict[str, str]) -> list[str]:
+    """Fits the laws, draws the figures and writes the report (process 0). Returns the paths."""
+    from neoscale import plots, scaling
+
+    frame = results_lib.read_results(workdir)
+    outputs = [str(workdir / results_lib.RESULTS_FILE)]
+    fit_kwargs = {"n_bootstrap": int(study.fit.n_bootstrap), "seed": int(study.fit.seed)}
+    if _curves(study):
+        fit_kwargs["curves"] = _curves(study)
+    try:
+        fit = scaling.fit_study(frame, **fit_kwargs)
+    except ValueError as error:  # e.g. too few finished runs to fit anything
+        fit = {"error": str(error)}
+    write_atomic(workdir / FIT_FILE, json.dumps(fit, indent=1, sort_keys=True, default=_json_default))
+    outputs.append(str(workdir / FIT_FILE))
+    figures: list[str] = []
+    if "error" not in fit:
+        draw_kwargs = {"curves": _curves(study)} if _curves(study) else {}
+        figures = [str(p) for p in plots.draw_study(frame, fit, workdir / PLOTS_DIR, **draw_kwargs)]
+    outputs += figures
+    text = report_lib.render(study, plan, frame, fit, figures, failures, workdir)
+    write_atomic(workdir / report_lib.REPORT_FILE, text)
+    outputs.append(str(workdir / report_lib.REPORT_FILE))
+    return outputs
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
