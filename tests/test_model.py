@@ -18,12 +18,18 @@ def tiny(name="w32d2h2", **overrides):
     return GPTNeo(model_config(name, **fields), rngs=nnx.Rngs(0))
 
 
+@nnx.jit
+def forward(model, x):
+    """Jitted model call: compiled once per configuration (eager calls re-trace the scan)."""
+    return model(x)
+
+
 def tokens(seed=0, batch=2):
     return jax.random.randint(jax.random.key(seed), (batch, SEQ), 0, VOCAB)
 
 
 def test_logits_shape_and_dtype():
-    logits, aux = tiny()(tokens())
+    logits, aux = forward(tiny(), tokens())
     assert logits.shape == (2, SEQ, VOCAB) and logits.dtype == jnp.float32
     assert float(aux["load_balancing_loss"]) == 0.0
 
@@ -34,8 +40,8 @@ def test_changing_a_future_token_never_changes_an_earlier_logit(pattern):
     x = tokens()
     position = 13
     y = x.at[:, position].set((x[:, position] + 1) % VOCAB)
-    a, _ = model(x)
-    b, _ = model(y)
+    a, _ = forward(model, x)
+    b, _ = forward(model, y)
     np.testing.assert_array_equal(a[:, :position], b[:, :position])
     assert np.abs(a[:, position:] - b[:, position:]).max() > 1e-4
 
@@ -43,7 +49,7 @@ def test_changing_a_future_token_never_changes_an_earlier_logit(pattern):
 def _influence(model, query: int, key: int) -> float:
     x = tokens(1)
     y = x.at[:, key].set((x[:, key] + 1) % VOCAB)
-    return float(jnp.abs(model(x)[0][:, query] - model(y)[0][:, query]).max())
+    return float(jnp.abs(forward(model, x)[0][:, query] - forward(model, y)[0][:, query]).max())
 
 
 def test_local_window_is_exactly_gpt_neos():
@@ -66,17 +72,17 @@ def test_alternating_stack_has_global_and_local_layers():
 
 
 def test_inverse_sqrt_scale_changes_logits():
-    a, _ = tiny()(tokens())
-    b, _ = tiny(attention_scale="inverse_sqrt")(tokens())
+    a, _ = forward(tiny(), tokens())
+    b, _ = forward(tiny(attention_scale="inverse_sqrt"), tokens())
     assert float(jnp.abs(a - b).max()) > 1e-5
 
 
 def test_bf16_compute_with_f32_params_matches_f32():
-    f32, _ = tiny()(tokens())
+    f32, _ = forward(tiny(), tokens())
     bf16_model = tiny(dtype="bfloat16")
     params = nnx.state(bf16_model, nnx.Param)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
-    bf16, _ = bf16_model(tokens())
+    bf16, _ = forward(bf16_model, tokens())
     assert bf16.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(bf16), np.asarray(f32), atol=0.1)
 
@@ -87,7 +93,7 @@ def test_remat_gives_same_gradients(remat):
 
     def grads(model):
         graphdef, params = nnx.split(model)
-        return jax.grad(lambda p: nnx.merge(graphdef, p)(x)[0].mean())(params)
+        return jax.jit(jax.grad(lambda p: nnx.merge(graphdef, p)(x)[0].mean()))(params)
 
     reference = jax.tree.leaves(grads(tiny()))
     for a, b in zip(jax.tree.leaves(grads(tiny(remat=remat))), reference, strict=True):
@@ -170,7 +176,7 @@ def test_load_balancing_loss_is_one_under_a_uniform_router():
 
 def test_moe_model_reports_aux_per_moe_layer():
     model = tiny("w32d4h2e4k2", moe_every=2)
-    logits, aux = model(tokens())
+    logits, aux = forward(model, tokens())
     assert aux["expert_load"].shape == (2, 4)  # layers 1 and 3 are MoE
     assert float(aux["load_balancing_loss"]) > 0.9
 
