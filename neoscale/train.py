@@ -1,0 +1,114 @@
+"""Train one model: ``python -m neoscale.train --size=NAME --workdir=DIR [flags]``.
+
+Rerunning the same command resumes from the latest checkpoint; a finished run is skipped.
+Exit status: 0 done, 1 bad input (one line on stderr), ``PREEMPTED_EXIT_CODE`` (75) preempted
+(a checkpoint was saved: rerun to resume), ``NON_FINITE_EXIT_CODE`` (3) non-finite loss.
+Multi-host (e.g. a TPU pod): run the same command on every host with ``--distributed``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+from neoscale.sharding.mesh import MESH_HELP
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("size", None, "model size name, e.g. cpu-100k, 125M, w256d4h4, 125M-e8k2")
+flags.DEFINE_string("workdir", None, "run directory (local path or gs://)")
+flags.DEFINE_integer("steps", 1000, "optimizer steps")
+flags.DEFINE_integer("batch_size", None, "global batch in sequences (default: GPT-3 table)")
+flags.DEFINE_integer("seq_len", 256, "tokens per sequence")
+flags.DEFINE_integer("micro_batches", 1, "gradient accumulation: slices per batch")
+flags.DEFINE_string("mesh", "", MESH_HELP)
+flags.DEFINE_integer("seed", 0, "seed of parameters and data order")
+flags.DEFINE_float("learning_rate", None, "peak learning rate (default: GPT-3 table rule)")
+flags.DEFINE_enum("schedule", "cosine", ["cosine", "wsd", "constant"], "learning-rate schedule")
+flags.DEFINE_integer("warmup_steps", None, "warmup steps (default: 375M tokens, <= 10% of run)")
+flags.DEFINE_float("cooldown_fraction", 0.2, "wsd: fraction of the steps spent cooling down")
+flags.DEFINE_integer("cooldown_steps", None, "wsd: cooldown steps (overrides the fraction)")
+flags.DEFINE_enum("cooldown_shape", "linear", ["linear", "1-sqrt"], "wsd cooldown shape")
+flags.DEFINE_float("weight_decay", 0.1, "AdamW weight decay (not on norms/biases/embeddings)")
+flags.DEFINE_integer("log_every", 10, "steps between metrics lines")
+flags.DEFINE_integer("eval_every", 100, "steps between held-out evaluations (and at the end)")
+flags.DEFINE_integer("checkpoint_every", 100, "steps between checkpoints (and at the end)")
+flags.DEFINE_integer("keep_checkpoints", 3, "checkpoints kept")
+flags.DEFINE_string("data", "builtin", "synthetic | builtin | text:GLOB | tfds:NAME")
+flags.DEFINE_string("tokenizer", "train:8192", "train:VOCAB[:unigram] or a .model path")
+flags.DEFINE_integer("heldout_tokens", 65536, "held-out tokens evaluated")
+flags.DEFINE_string("data_cache_dir", "~/.cache/neoscale", "prepared-data cache")
+flags.DEFINE_integer("vocab_size", None, "--data=synthetic only: vocabulary size")
+flags.DEFINE_string("model_overrides", "{}", 'JSON of ModelConfig fields, e.g. {"dtype":"bfloat16"}')
+flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host)")
+flags.DEFINE_string("coordinator", None, "distributed: coordinator address host:port")
+flags.DEFINE_integer("num_processes", None, "distributed: number of processes")
+flags.DEFINE_integer("process_id", None, "distributed: this process's index")
+
+
+def _fail(message: str, status: int = 1) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def _run_config():
+    from neoscale.training.config import RunConfig
+
+    if not FLAGS.size:
+        raise ValueError("--size is required, e.g. --size=cpu-100k")
+    try:
+        overrides = json.loads(FLAGS.model_overrides)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--model_overrides is not JSON ({error.msg})") from None
+    return RunConfig(
+        size=FLAGS.size, workdir=FLAGS.workdir or "", model_overrides=overrides,
+        steps=FLAGS.steps, batch_size=FLAGS.batch_size, seq_len=FLAGS.seq_len,
+        micro_batches=FLAGS.micro_batches, mesh=FLAGS.mesh, seed=FLAGS.seed,
+        learning_rate=FLAGS.learning_rate, schedule=FLAGS.schedule,
+        warmup_steps=FLAGS.warmup_steps, cooldown_fraction=FLAGS.cooldown_fraction,
+        cooldown_steps=FLAGS.cooldown_steps, cooldown_shape=FLAGS.cooldown_shape,
+        weight_decay=FLAGS.weight_decay, log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
+        checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
+        data=FLAGS.data, tokenizer=FLAGS.tokenizer, heldout_tokens=FLAGS.heldout_tokens,
+        data_cache_dir=FLAGS.data_cache_dir, vocab_size=FLAGS.vocab_size)
+
+
+def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags")
+    try:
+        from neoscale.presets import model_config
+
+        config = _run_config()
+        model_config(config.size)  # unknown size: fail before jax starts
+        if FLAGS.distributed:
+            import jax
+
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            jax.distributed.initialize(coordinator_address=FLAGS.coordinator,
+                                       num_processes=FLAGS.num_processes,
+                                       process_id=FLAGS.process_id)
+        from neoscale.training import loop
+
+        try:
+            result = loop.train(config)
+        except loop.Preempted as error:
+            _fail(str(error), loop.PREEMPTED_EXIT_CODE)
+        except loop.NonFiniteLossError as error:
+            _fail(str(error), loop.NON_FINITE_EXIT_CODE)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if result.skipped:
+        print(f"{config.workdir}: already finished at step {result.step}", file=sys.stderr)
+    print(json.dumps({"step": result.step, "train_loss": result.train_loss,
+                      "eval_loss": result.eval_loss, "run_dir": result.run_dir}))
+
+
+def entrypoint() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,89 @@
+"""Checkpoints with orbax: asynchronous, every N steps and at the end, keeping the last K.
+
+One checkpoint (``RUN/checkpoints/STEP/``) holds three items:
+
+* ``state``: the TrainState (written collectively by every process, each its own shards);
+* ``data``: the data iterator's position (one small JSON file per process, grain's handler);
+* ``run``: JSON with the run's configuration and progress counters (written by process 0).
+
+orbax writes a checkpoint into a temporary directory and renames it when complete, so a run
+killed at any moment, even mid-save, finds only complete checkpoints on restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grain.checkpoint
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from neoscale.training.state import TrainState
+
+
+class Checkpointer:
+    """A thin wrapper over ``ocp.CheckpointManager`` for this project's three items."""
+
+    def __init__(self, directory: str | epath.Path, *, save_every: int, keep: int,
+                 keep_period: int | None = None, async_save: bool = True,
+                 read_only: bool = False):
+        if save_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {save_every}")
+        if keep < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, save_interval_steps=save_every, keep_period=keep_period,
+            enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
+        self.directory = epath.Path(directory)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: TrainState, data_iterator: Any, run: dict,
+             force: bool = False) -> bool:
+        """Starts saving (asynchronously) if ``step`` is due or ``force``; True if it started."""
+        if not force and not self.manager.should_save(step):
+            return False
+        return self.manager.save(step, force=force, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(data_iterator),
+            run=ocp.args.JsonSave(run)))
+
+    def restore(self, step: int, target: TrainState,
+                data_iterator: Any | None = None) -> tuple[TrainState, dict]:
+        """Restores onto ``target``'s shardings (any mesh): (state, run JSON).
+
+        target: TrainState of jax.ShapeDtypeStruct with shardings (``state.abstract_state``).
+        data_iterator: set to the saved position (in place) when given.
+        """
+        items = {"state": ocp.args.StandardRestore(target), "run": ocp.args.JsonRestore()}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], restored["run"]
+
+    def restore_run(self, step: int) -> dict:
+        """Only the run JSON of checkpoint ``step``."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            run=ocp.args.JsonRestore()))
+        return restored["run"]
+
+    def reached_preemption(self, step: int) -> bool:
+        """JAX's preemption sync point (multi-process runs after jax.distributed.initialize)."""
+        if jax.process_count() == 1:
+            return False
+        return self.manager.reached_preemption(step)
+
+    def wait(self) -> None:
+        """Blocks until an asynchronous save has finished."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,0 +1,121 @@
+"""RunConfig: everything that defines one training run (one model size, one schedule)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from neoscale.training.optimizer import COOLDOWN_SHAPES, SCHEDULES
+
+SYNTHETIC = "synthetic"
+SYNTHETIC_VOCAB_SIZE = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One run. ``None`` hyper-parameters take the GPT-3-table defaults (``hparams``).
+
+    size: a name accepted by ``neoscale.presets.model_config`` (e.g. "cpu-100k", "125M").
+    model_overrides: ModelConfig fields to replace (e.g. {"dtype": "bfloat16"}).
+    batch_size: sequences per optimizer step (global); None: the table's tokens / seq_len.
+    micro_batches: gradient accumulation: the batch is processed in this many slices.
+    mesh: "--mesh" syntax, e.g. "data:2,fsdp:-1"; "" = every device on fsdp.
+    schedule: "cosine" | "wsd" | "constant"; cooldown_steps (if set) or cooldown_fraction of the
+      steps is the WSD cooldown, ``cooldown_shape`` "linear" or "1-sqrt".
+    data: "synthetic" or a ``neoscale.data`` source ("builtin", "text:GLOB", "tfds:NAME").
+    vocab_size: synthetic data only (real data: the tokenizer's).
+    init_from: (run_dir, step): start from that run's checkpoint (state and data position),
+      e.g. a WSD cooldown branch with ``steps = step + cooldown_steps``; the learning rate and
+      warmup default to the parent run's resolved values.
+    keep_checkpoint_every: also keep every checkpoint whose step is a multiple of this
+      (orbax keep_period), e.g. the fork points of cooldown branches.
+    """
+
+    size: str = "cpu-100k"
+    workdir: str = ""
+    model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    steps: int = 1000
+    batch_size: int | None = None
+    seq_len: int = 256
+    micro_batches: int = 1
+    mesh: str = ""
+    seed: int = 0
+    learning_rate: float | None = None
+    schedule: str = "cosine"
+    warmup_steps: int | None = None
+    cooldown_fraction: float = 0.2
+    cooldown_steps: int | None = None
+    cooldown_shape: str = "linear"
+    weight_decay: float = 0.1
+    decay_embeddings: bool = False
+    decay_norms_and_biases: bool = False
+    clip_norm: float = 1.0
+    log_every: int = 10
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    keep_checkpoint_every: int | None = None
+    async_checkpoints: bool = True
+    tensorboard: bool = True
+    data: str = "builtin"
+    tokenizer: str = "train:8192"
+    heldout_tokens: int = 65536
+    data_cache_dir: str = "~/.cache/neoscale"
+    tfds_data_dir: str | None = None
+    vocab_size: int | None = None
+    init_from: tuple[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["init_from"] = list(self.init_from) if self.init_from else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in fields}
+        if d.get("init_from"):
+            d["init_from"] = (str(d["init_from"][0]), int(d["init_from"][1]))
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def validate(c: RunConfig) -> None:
+    """One-line ValueError for a bad setting (before anything is built or compiled)."""
+    if not c.workdir:
+        raise ValueError("workdir is required: pass --workdir=DIR (a local path or gs://...)")
+    for name in ("steps", "seq_len", "micro_batches", "log_every", "eval_every",
+                 "checkpoint_every", "keep_checkpoints"):
+        if getattr(c, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+    if c.batch_size is not None and c.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {c.batch_size}")
+    if c.batch_size is not None and c.batch_size % c.micro_batches:
+        raise ValueError(f"batch_size={c.batch_size} is not divisible by "
+                         f"micro_batches={c.micro_batches}")
+    if c.learning_rate is not None and not c.learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {c.learning_rate}")
+    if c.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {c.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if c.cooldown_shape not in COOLDOWN_SHAPES:
+        raise ValueError(f"unknown cooldown_shape {c.cooldown_shape!r}; "
+                         f"valid: {', '.join(COOLDOWN_SHAPES)}")
+    if not 0 <= c.cooldown_fraction <= 1:
+        raise ValueError(f"cooldown_fraction must be in [0, 1], got {c.cooldown_fraction}")
+    if c.warmup_steps is not None and not 0 <= c.warmup_steps <= c.steps:
+        raise ValueError(f"warmup_steps={c.warmup_steps} must be between 0 and steps={c.steps}")
+    if c.init_from is not None and not 0 < int(c.init_from[1]) < c.steps:
+        raise ValueError(f"init_from step {c.init_from[1]} must be between 1 and steps-1 "
+                         f"({c.steps - 1})")
+    if c.vocab_size is not None and c.data != SYNTHETIC:
+        raise ValueError("vocab_size applies to --data=synthetic only; real data takes the "
+                         "tokenizer's vocabulary (set --tokenizer=train:VOCAB)")

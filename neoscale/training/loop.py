@@ -1,0 +1,413 @@
+"""The training loop: ``train(run_config) -> RunResult``.
+
+A run directory holds::
+
+    config.json         the RunConfig, resolved hyper-parameters, model and data description
+    metrics.jsonl       one JSON object per logged step (process 0)
+    tensorboard/        event files (process 0)
+    checkpoints/STEP/   orbax checkpoints: train state, data position, run progress
+    finished.json       written last (atomically): the RunResult; a finished run is skipped
+
+Starting ``train`` again on the same directory resumes from the latest complete checkpoint.
+A non-finite loss, gradient or update raises ``NonFiniteLossError`` without saving the bad
+state; SIGTERM (single process) or JAX's preemption sync point (multi-process) saves a
+checkpoint and raises ``Preempted``; ``neoscale.train`` exits with ``PREEMPTED_EXIT_CODE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+
+from neoscale import accounting
+from neoscale.presets import model_config
+from neoscale.sharding import batch_divisor, describe, make_mesh
+from neoscale.training import hparams as hparams_lib
+from neoscale.training.checkpoint import Checkpointer
+from neoscale.training.config import SYNTHETIC, SYNTHETIC_VOCAB_SIZE, RunConfig
+from neoscale.training.metrics import MetricsWriter, write_atomic
+from neoscale.training.optimizer import make_optimizer, make_schedule, weight_decay_mask
+from neoscale.training.state import ModelParams, abstract_state, create_train_state, state_shardings
+from neoscale.training.step import global_batch, make_eval_step, make_train_step
+from neoscale.training.synthetic import SyntheticData
+
+CONFIG_FILE = "config.json"
+FINISHED_FILE = "finished.json"
+CHECKPOINT_DIR = "checkpoints"
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; rerunning the same command resumes.
+NON_FINITE_EXIT_CODE = 3
+# RunConfig fields that must not change when a run directory is reused (resume).
+RESUME_INVARIANTS = ("size", "model_overrides", "seq_len", "seed", "data", "tokenizer",
+                     "vocab_size", "micro_batches")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss, gradient norm or update became NaN/inf; the last good checkpoint is intact."""
+
+
+class Preempted(RuntimeError):
+    """The run saved a checkpoint and stopped on a preemption signal; rerun to resume."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPoint:
+    """One evaluation: losses in nats per token, flops = training FLOPs so far."""
+
+    step: int
+    tokens: int
+    flops: float
+    train_loss: float
+    eval_loss: float
+    wall_seconds: float
+    eval_bits_per_byte: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What a finished (or skipped, already finished) run returns."""
+
+    run_dir: str
+    step: int
+    tokens: int
+    flops: float
+    train_loss: float
+    eval_loss: float
+    wall_seconds: float
+    eval_points: list[EvalPoint]
+    skipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunResult:
+        d = dict(d)
+        d["eval_points"] = [EvalPoint(**p) for p in d["eval_points"]]
+        return cls(**d)
+
+
+def is_finished(run_dir: str | epath.Path) -> bool:
+    return (epath.Path(run_dir) / FINISHED_FILE).exists()
+
+
+def load_result(run_dir: str | epath.Path) -> RunResult:
+    """The RunResult of a finished run (``skipped=True``)."""
+    d = json.loads((epath.Path(run_dir) / FINISHED_FILE).read_text())
+    return dataclasses.replace(RunResult.from_dict(d), skipped=True)
+
+
+def prepare_run_dir(workdir: str) -> epath.Path:
+    """Creates the run directory and checks it is writable (one-line ValueError otherwise)."""
+    run_dir = epath.Path(workdir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{jax.process_index()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"cannot write to workdir {workdir!r} ({reason}); "
+                         "choose a writable --workdir") from None
+    return run_dir
+
+
+def _make_data(config: RunConfig):
+    if config.data == SYNTHETIC:
+        return SyntheticData(config.vocab_size or SYNTHETIC_VOCAB_SIZE, config.seq_len,
+                             seed=config.seed, heldout_tokens=config.heldout_tokens)
+    from neoscale.data import DataConfig, prepare
+
+    return prepare(DataConfig(data=config.data, tokenizer=config.tokenizer,
+                              seq_len=config.seq_len, heldout_tokens=config.heldout_tokens,
+                              seed=config.seed, cache_dir=config.data_cache_dir,
+                              tfds_data_dir=config.tfds_data_dir))
+
+
+def _read_config_json(run_dir: epath.Path) -> dict | None:
+    path = run_dir / CONFIG_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """Hyper-parameters after defaults: what actually runs."""
+
+    batch_size: int
+    learning_rate: float
+    warmup_steps: int
+    cooldown_steps: int
+
+
+def resolve(config: RunConfig, non_embedding_params: int, batch_multiple: int,
+            parent: dict | None = None) -> Resolved:
+    """Fills unset hyper-parameters: from the parent run (init_from), else the GPT-3 rule."""
+    hp = hparams_lib.gpt3_hparams(non_embedding_params)
+    parent = parent or {}
+    batch_size = config.batch_size or parent.get("batch_size") or hparams_lib.default_batch_size(
+        hp, config.seq_len, batch_multiple)
+    if batch_size % batch_multiple:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of {batch_multiple} (the "
+                         "batch shards of the mesh's data x fsdp axes times micro_batches, and "
+                         "the process count)")
+    learning_rate = config.learning_rate or parent.get("learning_rate") or hp.peak_learning_rate
+    if config.warmup_steps is not None:
+        warmup = config.warmup_steps
+    elif "warmup_steps" in parent:
+        warmup = parent["warmup_steps"]
+    else:
+        warmup = hparams_lib.warmup_steps(hp, batch_size * config.seq_len, config.steps)
+    cooldown = 0
+    if config.schedule == "wsd":
+        cooldown = (config.cooldown_steps if config.cooldown_steps is not None
+                    else round(config.cooldown_fraction * config.steps))
+    return Resolved(batch_size=int(batch_size), learning_rate=float(learning_rate),
+                    warmup_steps=int(warmup), cooldown_steps=int(cooldown))
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+    """Yields an Event set by SIGTERM (single process, main thread); else an unset Event."""
+    event = threading.Event()
+    if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+        yield event  # multi-process: JAX's preemption sync point owns SIGTERM
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _scalar(x: Any) -> float:
+    return float(np.asarray(x))
+
+
+def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
+          on_eval: Callable[[EvalPoint], None] | None = None) -> RunResult:
+    """Trains (or resumes, or skips if finished) one run; returns its RunResult.
+
+    devices: the devices of the mesh (default: all); ``on_eval`` is called on every process
+    with each new EvalPoint. Raises ValueError (bad settings, before any compilation),
+    NonFiniteLossError, Preempted.
+    """
+    primary = jax.process_index() == 0
+    run_dir = prepare_run_dir(config.workdir)
+    if is_finished(run_dir):
+        return load_result(run_dir)
+    mesh = make_mesh(config.mesh, devices)
+    data = _make_data(config)
+    overrides = dict(config.model_overrides)
+    overrides.setdefault("vocab_size", data.vocab_size)
+    model_cfg = model_config(config.size, **overrides)
+    if config.seq_len > model_cfg.max_positions:
+        raise ValueError(f"seq_len={config.seq_len} exceeds the model's max_positions="
+                         f"{model_cfg.max_positions}; lower --seq_len")
+    if model_cfg.vocab_size < data.vocab_size:
+        raise ValueError(f"model vocab_size={model_cfg.vocab_size} is smaller than the data's "
+                         f"{data.vocab_size}")
+
+    parent_dir = parent = None
+    if config.init_from is not None:
+        parent_dir = epath.Path(config.init_from[0])
+        parent_json = _read_config_json(parent_dir)
+        if parent_json is None:
+            raise FileNotFoundError(f"init_from run {str(parent_dir)!r} has no {CONFIG_FILE}")
+        parent = parent_json["resolved"]
+    counts = accounting.param_counts(model_cfg)
+    batch_multiple = math.lcm(batch_divisor(mesh) * config.micro_batches, jax.process_count())
+    resolved = resolve(config, counts["non_embedding"], batch_multiple, parent)
+    schedule = make_schedule(config.schedule, resolved.learning_rate, config.steps,
+                             resolved.warmup_steps, resolved.cooldown_steps, config.cooldown_shape)
+    model_params = ModelParams(model_cfg, config.seed)
+    optimizer = make_optimizer(
+        schedule,
+        weight_decay_mask(model_params.logical_specs, config.decay_embeddings,
+                          config.decay_norms_and_biases),
+        weight_decay=config.weight_decay, clip_norm=config.clip_norm)
+    shardings = state_shardings(model_params, optimizer, mesh)  # checks divisibility
+
+    tokens_per_step = resolved.batch_size * config.seq_len
+    flops_per_token = accounting.train_flops_per_token(model_cfg, config.seq_len)
+    device_peak = accounting.device_peak_flops(mesh.devices.flat[0], model_cfg.dtype)
+    peak_flops = device_peak * mesh.size if device_peak else None
+    description = {
+        "run": config.to_dict(), "resolved": dataclasses.asdict(resolved),
+        "model": model_cfg.to_dict(), "params": counts, "flops_per_token": flops_per_token,
+        "tokens_per_step": tokens_per_step, "mesh": describe(mesh),
+        "num_devices": mesh.size, "process_count": jax.process_count(),
+        "device_kind": mesh.devices.flat[0].device_kind, "data": data.description,
+    }
+    previous = _read_config_json(run_dir)
+    if previous is not None:
+        for name in RESUME_INVARIANTS:
+            if previous["run"].get(name) != description["run"].get(name):
+                raise ValueError(
+                    f"workdir {config.workdir!r} holds a run with {name}="
+                    f"{previous['run'].get(name)!r}, not {description['run'].get(name)!r}; "
+                    "use a new --workdir or the same settings")
+        if previous["resolved"]["batch_size"] != resolved.batch_size:
+            raise ValueError(f"workdir {config.workdir!r} holds a run with batch_size="
+                             f"{previous['resolved']['batch_size']}, not {resolved.batch_size}")
+    if primary:
+        write_atomic(run_dir / CONFIG_FILE, json.dumps(description, indent=2, default=str))
+
+    checkpointer = Checkpointer(run_dir / CHECKPOINT_DIR, save_every=config.checkpoint_every,
+                                keep=config.keep_checkpoints,
+                                keep_period=config.keep_checkpoint_every,
+                                async_save=config.async_checkpoints)
+    writer = MetricsWriter(run_dir, enabled=primary, tensorboard=config.tensorboard,
+                           total_steps=config.steps)
+    try:
+        return _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings,
+                           resolved, checkpointer, writer, parent_dir, run_dir,
+                           tokens_per_step, flops_per_token, peak_flops, on_eval)
+    finally:
+        writer.close()
+        checkpointer.close()
+
+
+def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings, resolved,
+                checkpointer, writer, parent_dir, run_dir, tokens_per_step, flops_per_token,
+                peak_flops, on_eval) -> RunResult:
+    primary = jax.process_index() == 0
+    iterator = data.train_iterator(resolved.batch_size, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+    target = abstract_state(model_params, optimizer, mesh)
+    latest = checkpointer.latest_step()
+    progress: dict[str, Any] = {"wall_seconds": 0.0, "eval_points": []}
+    if latest is not None:
+        state, progress = checkpointer.restore(latest, target, iterator)
+        writer.truncate_after(latest)
+    elif config.init_from is not None:
+        parent = Checkpointer(parent_dir / CHECKPOINT_DIR, save_every=1, keep=1, read_only=True)
+        fork_step = int(config.init_from[1])
+        if fork_step not in parent.all_steps():
+            raise FileNotFoundError(f"run {str(parent_dir)!r} has no checkpoint at step "
+                                    f"{fork_step} (it has {parent.all_steps()}); keep it with "
+                                    "keep_checkpoint_every")
+        state, progress = parent.restore(fork_step, target, iterator)
+        progress["eval_points"] = [p for p in progress["eval_points"] if p["step"] <= fork_step]
+        parent.close()
+    else:
+        state = create_train_state(model_params, optimizer, mesh)
+    eval_points = [EvalPoint(**p) for p in progress["eval_points"]]
+    wall_offset = float(progress["wall_seconds"])
+
+    train_step = make_train_step(model_params, optimizer, schedule, mesh, shardings,
+                                 config.micro_batches)
+    eval_step = make_eval_step(model_params, mesh, shardings.params)
+    eval_batches = [global_batch(b, mesh) for b in data.eval_batches(
+        resolved.batch_size, process_index=jax.process_index(),
+        process_count=jax.process_count())]
+
+    def evaluate(params) -> float:
+        totals = [eval_step(params, batch) for batch in eval_batches]
+        return sum(_scalar(s) for s, _ in totals) / sum(_scalar(n) for _, n in totals)
+
+    step = int(np.asarray(state.step))
+    start_time = time.monotonic()
+    wall = lambda: wall_offset + time.monotonic() - start_time
+    last_saved = step if latest is not None else None
+    last_train_loss = eval_points[-1].train_loss if eval_points else math.nan
+    last_eval_loss = eval_points[-1].eval_loss if eval_points else math.nan
+    throughput_mark: tuple[float, int] | None = None
+    pending: tuple[int, dict] | None = None  # a step whose finiteness is not yet checked
+
+    def check(pending_step: int, metrics: dict) -> None:
+        if _scalar(metrics["finite"]) != 1.0:
+            raise NonFiniteLossError(
+                f"non-finite loss, gradient or update at step {pending_step} (loss "
+                f"{_scalar(metrics['loss'])}, grad_norm {_scalar(metrics['grad_norm'])}, "
+                f"learning rate {_scalar(metrics['learning_rate'])}); stopped, the last good "
+                f"checkpoint is step {checkpointer.latest_step()}; lower the learning rate "
+                "or check the data")
+
+    def run_progress() -> dict:
+        return {"step": step, "tokens": step * tokens_per_step, "wall_seconds": wall(),
+                "eval_points": [dataclasses.asdict(p) for p in eval_points],
+                "config": config.to_dict()}
+
+    def save(force: bool) -> None:
+        nonlocal last_saved
+        if last_saved == step:
+            return
+        if checkpointer.save(step, state, iterator, run_progress(), force=force):
+            last_saved = step
+
+    with _sigterm_flag() as sigterm:
+        while step < config.steps:
+            batch = global_batch(next(iterator), mesh)
+            state, metrics = train_step(state, batch)
+            step += 1
+            if pending is not None:
+                check(*pending)
+            pending = (step, metrics)
+            if throughput_mark is None:
+                jax.block_until_ready(metrics)
+                throughput_mark = (time.monotonic(), step)
+            is_last = step == config.steps
+            do_log = step % config.log_every == 0 or is_last
+            do_eval = step % config.eval_every == 0 or is_last
+            preempted = sigterm.is_set() or checkpointer.reached_preemption(step)
+            do_save = (is_last or preempted or step % config.checkpoint_every == 0
+                       or checkpointer.manager.should_save(step))
+            if not (do_log or do_eval or do_save):
+                continue
+            check(*pending)
+            pending = None
+            record = jax.device_get(metrics)
+            last_train_loss = float(record["loss"])
+            tokens = step * tokens_per_step
+            if do_eval:
+                last_eval_loss = evaluate(state.params)
+                point = EvalPoint(step=step, tokens=tokens, flops=tokens * flops_per_token,
+                                  train_loss=last_train_loss, eval_loss=last_eval_loss,
+                                  wall_seconds=wall(),
+                                  eval_bits_per_byte=data.bits_per_byte(last_eval_loss))
+                eval_points.append(point)
+                if on_eval is not None:
+                    on_eval(point)
+            if do_log or do_eval:
+                now = time.monotonic()
+                tokens_per_sec = None
+                if step > throughput_mark[1]:
+                    tokens_per_sec = ((step - throughput_mark[1]) * tokens_per_step
+                                      / (now - throughput_mark[0]))
+                throughput_mark = (now, step)
+                line = {name: value for name, value in record.items()
+                        if name not in ("finite", "total_loss")}
+                line.update(tokens=tokens, flops=tokens * flops_per_token,
+                            tokens_per_sec=tokens_per_sec, epochs=data.epochs(tokens),
+                            wall_seconds=wall())
+                if tokens_per_sec is not None and peak_flops:
+                    line["mfu"] = tokens_per_sec * flops_per_token / peak_flops
+                if do_eval:
+                    line.update(eval_loss=last_eval_loss,
+                                eval_bits_per_byte=data.bits_per_byte(last_eval_loss))
+                writer.write(step, line)
+                writer.progress(step, line)
+            if do_save:
+                save(force=is_last or preempted)
+            if preempted and not is_last:
+                checkpointer.wait()
+                raise Preempted(f"preempted at step {step}: checkpoint saved to "
+                                f"{checkpointer.directory}; rerun the same command to resume")
+    checkpointer.wait()
+    result = RunResult(run_dir=str(run_dir), step=step, tokens=step * tokens_per_step,
+                       flops=step * tokens_per_step * flops_per_token,
+                       train_loss=last_train_loss, eval_loss=last_eval_loss,
+                       wall_seconds=wall(), eval_points=eval_points)
+    if primary:
+        write_atomic(run_dir / FINISHED_FILE, json.dumps(result.to_dict(), indent=2))
+    return result

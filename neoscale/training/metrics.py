@@ -1,0 +1,115 @@
+"""Run outputs: metrics.jsonl, TensorBoard event files and a console progress line with ETA.
+
+Only process 0 writes; on other processes every method is a no-op. Paths go through
+``etils.epath`` so a gs:// run directory works when gcsfs (or TensorFlow) is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from etils import epath
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def write_atomic(path: epath.Path, text: str) -> None:
+    """Writes ``text`` to a temporary sibling, then renames it over ``path``."""
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    tmp.rename(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic) or hasattr(value, "__array__"):
+        value = np.asarray(value)
+        if value.ndim:
+            return value.tolist()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else value  # json.dumps writes Infinity
+    return value
+
+
+def read_metrics(run_dir: str | epath.Path) -> list[dict]:
+    """All records of a run's metrics.jsonl (empty if none yet)."""
+    path = epath.Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step; mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: str | epath.Path, *, enabled: bool = True,
+                 tensorboard: bool = True, total_steps: int | None = None):
+        self.enabled = enabled
+        self.path = epath.Path(run_dir) / METRICS_FILE
+        self.total_steps = total_steps
+        self._tb = None
+        if enabled and tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(epath.Path(run_dir) / TENSORBOARD_DIR))
+        self._start = time.monotonic()
+        self._start_step: int | None = None
+
+    def truncate_after(self, step: int) -> None:
+        """Drops records past ``step`` (written after the checkpoint a resumed run starts from)."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= step]
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        """One record {"step": step, **metrics} (None values are dropped)."""
+        if not self.enabled:
+            return
+        record = {"step": int(step)}
+        record.update({k: _jsonable(v) for k, v in metrics.items() if v is not None})
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for name, value in record.items():
+                if name != "step" and isinstance(value, int | float):
+                    self._tb.add_scalar(name, value, step)
+            self._tb.flush()
+
+    def progress(self, step: int, metrics: dict[str, Any]) -> None:
+        """A console line: step, loss, learning rate, throughput, MFU and ETA."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self._start_step is None:
+            self._start, self._start_step = now, step
+        parts = [f"step {step}" + (f"/{self.total_steps}" if self.total_steps else "")]
+        for name, fmt in (("loss", "{:.4f}"), ("eval_loss", "{:.4f}"), ("learning_rate", "{:.2e}"),
+                          ("grad_norm", "{:.3f}"), ("tokens_per_sec", "{:,.0f}"),
+                          ("mfu", "{:.1%}")):
+            if metrics.get(name) is not None:
+                label = {"learning_rate": "lr", "tokens_per_sec": "tok/s"}.get(name, name)
+                parts.append(f"{label} {fmt.format(float(metrics[name]))}")
+        done = step - self._start_step
+        if self.total_steps and done > 0:
+            remaining = (now - self._start) / done * (self.total_steps - step)
+            parts.append(f"eta {_duration(remaining)}")
+        print(" | ".join(parts), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
