@@ -143,7 +143,7 @@ def _target(name: str, config: ModelConfig) -> tuple[tuple, bool, int | None]:
     if name in TOP_LEVEL:
         return (*TOP_LEVEL[name], None)
     layer, _, rest = name.removeprefix("h.").partition(".")
-    if name.startswith("h.") and layer.isdigit() and rest in PER_LAYER:
+    if name.startswith("h.") and layer.isdigit() and int(layer) < config.num_layers and rest in PER_LAYER:
         group, position = divmod(int(layer), config.layer_period)
         ours, linear = PER_LAYER[rest]
         return ("groups", "blocks", position, *ours), linear, group

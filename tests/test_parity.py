@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 from flax import nnx  # noqa: E402
 
 from neoscale.accounting import param_counts  # noqa: E402
-from neoscale.convert import load_hf_gpt_neo  # noqa: E402
+from neoscale.convert import load_hf_gpt_neo, load_hf_state_dict  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -40,9 +40,10 @@ CASES = [
     Case("w64-l6-h8-win16-mlp96-bin", dict(hidden_size=64, num_layers=6, num_heads=8, vocab_size=257,
                                            max_position_embeddings=80, window_size=16,
                                            intermediate_size=96), 64, "bin"),
-    Case("w24-l2-h2-global-gelu", dict(hidden_size=24, num_layers=2, num_heads=2, vocab_size=61,
-                                       max_position_embeddings=32, activation_function="gelu",
-                                       attention_types=[[["global"], 2]]), 32, "safetensors"),
+    Case("w24-l2-h2-global-gelu-untied", dict(hidden_size=24, num_layers=2, num_heads=2, vocab_size=61,
+                                              max_position_embeddings=32, activation_function="gelu",
+                                              attention_types=[[["global"], 2]],
+                                              tie_word_embeddings=False), 32, "safetensors"),
 ]
 
 
@@ -117,6 +118,7 @@ def test_config_and_parameter_count_round_trip(converted):
     assert config.ffn_dim == (hf.intermediate_size or 4 * hf.hidden_size)
     expected_pattern = "global" if set(hf.attention_layers) == {"global"} else "alternating"
     assert config.attention_pattern == expected_pattern
+    assert config.tie_embeddings == hf.tie_word_embeddings
     assert param_counts(config)["total"] == reference.num_parameters()
 
 
@@ -126,6 +128,18 @@ def test_dtype_overrides(tmp_path):
     assert (config.dtype, config.param_dtype) == ("bfloat16", "bfloat16")
     params = nnx.to_flat_state(nnx.state(model, nnx.Param))
     assert {variable[...].dtype for _, variable in params} == {np.dtype("bfloat16")}
+
+
+@pytest.mark.parametrize("storage", ["safetensors", "bin"])
+def test_bfloat16_checkpoint_is_read_exactly(tmp_path, storage):
+    reference = make_reference(CASES[0].hf).to(torch.bfloat16)
+    save(reference, tmp_path, storage)
+    tensors = load_hf_state_dict(tmp_path)
+    for name, tensor in reference.state_dict().items():
+        if name in tensors:
+            np.testing.assert_array_equal(np.asarray(tensors[name], np.float32), tensor.float().numpy())
+    config, model = load_hf_gpt_neo(tmp_path)  # parameters upcast to the default float32
+    np.testing.assert_array_equal(model.wte[...], reference.transformer.wte.weight.detach().float().numpy())
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -177,6 +191,17 @@ def test_weights_that_do_not_match_the_config(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "vocab_size": 51}))
     with pytest.raises(ValueError, match="transformer.wte.weight"):
+        load_hf_gpt_neo(tmp_path)
+
+
+def test_layer_beyond_num_layers(tmp_path):
+    make_reference(dict(hidden_size=16, num_layers=4, num_heads=2, vocab_size=50,
+                        max_position_embeddings=16)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    layout = {"num_layers": 2, "attention_types": [[["global", "local"], 1]],
+              "attention_layers": ["global", "local"]}
+    (tmp_path / "config.json").write_text(json.dumps({**config, **layout}))
+    with pytest.raises(ValueError, match="unexpected tensor 'h.2.attn"):
         load_hf_gpt_neo(tmp_path)
 
 
