@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,9 +25,7 @@ DEFAULT_CONFIG = os.path.join(EXPERIMENTS_DIR, "cpu_demo.py")
 DEFAULT_WORKDIR_ROOT = "neoscale_runs"
 PROG = "neoscale.run"
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", DEFAULT_CONFIG, "Study config file (experiments/NAME.py); override fields with "
-    "--config.FIELD=VALUE.", lock_config=True)
+_CONFIG: flags.FlagHolder | None = None  # defined by define_config_flag() (it reads sys.argv)
 _SIZES = flags.DEFINE_string("sizes", None, "Comma-separated sizes (default: the config's), e.g. "
                              "125M,350M,1.3B, cpu-100k, w256d4h4, 125M-e8k2.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory, local or gs:// (default: "
@@ -56,12 +54,27 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def define_config_flag() -> None:
+    """Defines --config; ml_collections applies the --config.X overrides of sys.argv right here."""
+    global _CONFIG
+    if _CONFIG is None:
+        try:
+            _CONFIG = config_flags.DEFINE_config_file(
+                "config", DEFAULT_CONFIG, "Study config file (experiments/NAME.py); override "
+                "fields with --config.FIELD=VALUE.", lock_config=True)
+        except Exception as error:  # noqa: BLE001 - e.g. an override of a field that does not exist
+            if isinstance(error, AttributeError | KeyError):
+                error = (f"unknown config field {error} in a --config.FIELD=VALUE override; "
+                         "see the fields of the --config file")
+            _fail(f"bad flag: {error}")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, with every parsing error turned into one line on stderr."""
     try:
         return flags.FLAGS(argv)
     except Exception as error:  # noqa: BLE001 - flags.Error, or AttributeError for a bad --config.X
-        if isinstance(error, AttributeError | KeyError):
+        if isinstance(error, AttributeError | KeyError) and "get_config" not in str(error):
             error = f"unknown config field in an override {error}; see the fields of the --config file"
         _fail(f"bad flag: {error}")
     return []
@@ -148,6 +161,8 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # progress lines only; --verbosity=0 for INFO logs
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments {' '.join(argv[1:])!r}; flags look like --name=value")
     config = load_config()
@@ -221,6 +236,7 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
 
 
 def entrypoint() -> None:
+    define_config_flag()
     app.run(main, flags_parser=parse_flags)
 
 

@@ -18,7 +18,6 @@ from typing import Any
 from etils import epath
 
 from neoscale.runner.plan import PlannedRun
-from neoscale.training.metrics import write_atomic
 
 RESULTS_FILE = "results.csv"
 COLUMNS = ("run", "size", "d_model", "num_layers", "num_heads", "num_experts", "top_k",
@@ -63,6 +62,15 @@ def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def write_atomic(path: str | epath.Path, text: str) -> None:
+    """Writes a temporary sibling, then replaces ``path`` with it: readers never see half a file
+    (on gs:// an object appears whole when its upload completes)."""
+    path = epath.Path(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def write_results(workdir: str | epath.Path, rows: Iterable[Mapping[str, Any]]) -> epath.Path:
     path = epath.Path(workdir) / RESULTS_FILE
     write_atomic(path, to_csv(rows))
@@ -100,3 +108,39 @@ class RunRows:
         if not out and self.status.startswith("failed"):
             out.append({**self.columns, "status": self.status, "final": False})
         return out
+
+
+RUN_COLUMNS_FILE = "study_run.json"  # in each run directory: its run_columns, for collect()
+
+
+def collect(runs_dir: str | epath.Path, exclude: Iterable[str] = ()) -> list[dict]:
+    """Rows of every run directory under ``runs_dir`` that holds a RUN_COLUMNS_FILE, except
+    ``exclude``: how several slices (each running part of the sizes into one shared workdir) see
+    each other's runs. Finished runs give their evaluation points, others their metrics so far."""
+    import json
+
+    from neoscale.training.loop import FINISHED_FILE
+    from neoscale.training.metrics import read_metrics
+
+    rows: list[dict] = []
+    runs_dir = epath.Path(runs_dir)
+    if not runs_dir.exists():
+        return rows
+    excluded = set(exclude)
+    for run_dir in sorted(runs_dir.iterdir(), key=lambda p: p.name):
+        columns_file = run_dir / RUN_COLUMNS_FILE
+        if run_dir.name in excluded or not columns_file.exists():
+            continue
+        entry = RunRows(json.loads(columns_file.read_text()))
+        finished = run_dir / FINISHED_FILE
+        if finished.exists():
+            entry.status = "done"
+            points = json.loads(finished.read_text())["eval_points"]
+        else:
+            points = [r for r in read_metrics(run_dir) if r.get("eval_loss") is not None]
+        fork = entry.columns.get("fork_step")
+        for point in points:
+            if fork is None or point["step"] > fork:
+                entry.add(point)
+        rows += [{k: v for k, v in row.items() if k in COLUMNS} for row in entry.rows()]
+    return rows

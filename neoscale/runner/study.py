@@ -32,9 +32,10 @@ from etils import epath
 from neoscale.runner import report as report_lib
 from neoscale.runner import results as results_lib
 from neoscale.runner.plan import Branch, PlannedRun, total_flops
+from neoscale.runner.results import write_atomic
 from neoscale.training.config import RunConfig
 from neoscale.training.loop import NonFiniteLossError, Preempted, train
-from neoscale.training.metrics import read_metrics, write_atomic
+from neoscale.training.metrics import read_metrics
 
 PLAN_FILE = "plan.json"
 FIT_FILE = "fit.json"
@@ -58,7 +59,7 @@ def failure_reason(error: BaseException) -> str:
     """A short one-line reason for results.csv (``failed:<reason>``)."""
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, NonFiniteLossError):
-        return "non-finite loss: " + text
+        return text if text.startswith("non-finite") else "non-finite loss: " + text
     if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
         return "out of memory: " + text[:200]
     if isinstance(error, ValueError | FileNotFoundError):
@@ -170,6 +171,7 @@ def run_study(
     workdir = epath.Path(workdir)
     primary = jax.process_index() == 0
     if primary:
+        workdir.mkdir(parents=True, exist_ok=True)
         write_atomic(workdir / PLAN_FILE, json.dumps(
             {"study": study.to_dict(), "runs": [run.to_dict() for run in plan]}, indent=1,
             default=str))
@@ -181,8 +183,9 @@ def run_study(
                 results_lib.run_columns(run, branch.name, branch.fraction), "pending")
 
     def write_results() -> None:
-        if primary:
+        if primary:  # this study's runs, then runs other slices put into the same workdir
             rows = [row for entry in table.values() if entry.status != "pending" for row in entry.rows()]
+            rows += results_lib.collect(workdir / RUNS_DIR, exclude=table)
             results_lib.write_results(workdir, rows)
 
     progress = Progress(plan, primary)
@@ -193,6 +196,10 @@ def run_study(
         entry = table[name]
         run_dir = epath.Path(config.workdir)
         entry.status = "running"
+        if primary:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            columns = dict(entry.columns, fork_step=config.init_from[1] if config.init_from else None)
+            write_atomic(run_dir / results_lib.RUN_COLUMNS_FILE, json.dumps(columns))
         for record in _eval_records(run_dir):
             entry.add(record)
         progress.line(current=name)

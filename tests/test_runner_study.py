@@ -1,0 +1,178 @@
+"""End-to-end studies of tiny sizes on the built-in corpus: outputs, resume, skip, failure isolation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from neoscale.runner import plan as plan_lib
+from neoscale.runner import results, study
+from neoscale.runner.config import base_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZES = ["w32d2h2", "w48d2h2", "w64d2h2"]
+# Tiny everything: 512-piece vocabulary, 64-token sequences, a 4k-token held-out set.
+TINY = ["--config.data.tokenizer=train:512", "--config.data.seq_len=64",
+        "--config.data.heldout_tokens=4096", "--config.train.batch_size=8",
+        "--config.train.evals_per_run=3", "--config.train.checkpoints_per_run=3",
+        "--config.train.tensorboard=False", "--config.fit.n_bootstrap=20"]
+
+
+def tiny_config(workdir):
+    config = base_config()
+    config.name = "tiny"
+    config.sizes = ",".join(SIZES)
+    config.data.tokenizer = "train:512"
+    config.data.seq_len = 64
+    config.data.heldout_tokens = 4096
+    config.data.cache_dir = str(workdir / "cache")
+    config.train.batch_size = 8
+    config.train.evals_per_run = 3
+    config.train.checkpoints_per_run = 3
+    config.train.tensorboard = False
+    config.fit.n_bootstrap = 20
+    return config
+
+
+def tiny_plan(config, steps=30):
+    import jax
+
+    return plan_lib.make_plan(SIZES, plan_lib.parse_budget(steps=steps), vocab_size=512, seq_len=64,
+                              train=config.train, num_devices=jax.device_count())
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("study")
+    config = tiny_config(workdir)
+    plan = tiny_plan(config)
+    outcome = study.run_study(plan, config, workdir, cache_dir=config.data.cache_dir)
+    return workdir, config, plan, outcome
+
+
+@pytest.mark.slow
+def test_end_to_end_outputs_are_present_and_consistent(finished_study):
+    workdir, _, plan, outcome = finished_study
+    assert outcome.failures == {} and sorted(outcome.trained) == sorted(SIZES)
+    frame = results.read_results(workdir)
+    assert tuple(frame.columns) == results.COLUMNS
+    final = frame[frame["final"]].set_index("run")
+    assert sorted(final.index) == sorted(SIZES)
+    assert set(frame["status"]) == {"done"}
+    for run in plan:
+        rows = frame[frame["run"] == run.name]
+        assert rows["step"].tolist() == [10, 20, 30]
+        assert final.loc[run.name, "params_total"] == run.params_total
+        assert final.loc[run.name, "tokens"] == run.tokens
+        assert final.loc[run.name, "flops"] == pytest.approx(run.flops)
+        metrics = [json.loads(line) for line in
+                   (workdir / "runs" / run.name / "metrics.jsonl").read_text().splitlines()]
+        last_eval = [m for m in metrics if "eval_loss" in m][-1]
+        assert final.loc[run.name, "eval_loss"] == pytest.approx(last_eval["eval_loss"])
+    # Training lowered the held-out loss below the uniform-prediction loss log(512) = 6.24.
+    assert (final["eval_loss"] < 6.2).all()
+    fit = json.loads((workdir / study.FIT_FILE).read_text())
+    assert "error" not in fit, fit
+    pngs = sorted((workdir / study.PLOTS_DIR).glob("*.png"))
+    assert pngs and sorted((workdir / study.PLOTS_DIR).glob("*.svg"))
+    report = (workdir / "report.md").read_text()
+    for png in pngs:
+        assert f"(plots/{png.name})" in report
+    for name in SIZES:
+        assert name in report
+    assert [str(p) for p in pngs] == [p for p in outcome.outputs if p.endswith(".png")]
+
+
+@pytest.mark.slow
+def test_second_invocation_trains_nothing_and_reproduces_the_fit(finished_study):
+    workdir, config, plan, _ = finished_study
+    fit_before = (workdir / study.FIT_FILE).read_text()
+    results_before = (workdir / results.RESULTS_FILE).read_text()
+    calls = []
+
+    def no_training(run_config, on_eval=None):
+        from neoscale.training.loop import train
+
+        result = train(run_config, on_eval=on_eval)
+        calls.append(result.skipped)
+        return result
+
+    outcome = study.run_study(plan, config, workdir, cache_dir=config.data.cache_dir,
+                              train_fn=no_training)
+    assert calls == [True, True, True] and outcome.trained == []
+    assert sorted(outcome.skipped) == sorted(SIZES)
+    assert (workdir / study.FIT_FILE).read_text() == fit_before
+    assert (workdir / results.RESULTS_FILE).read_text() == results_before
+
+
+def _cli(workdir, *extra):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # one device, like a user's laptop
+    return [sys.executable, "-m", "neoscale.run", f"--sizes={','.join(SIZES)}", "--steps=60",
+            f"--workdir={workdir}", *TINY, *extra], env
+
+
+@pytest.mark.slow
+def test_resume_after_the_runner_is_killed(tmp_path):
+    workdir = tmp_path / "study"
+    command, env = _cli(workdir)
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    second = workdir / "runs" / SIZES[1] / "checkpoints"
+    deadline = time.monotonic() + 400
+    try:  # kill once the first run finished and the second one saved a checkpoint
+        while not (second.is_dir() and any(p.name.isdigit() for p in second.iterdir())):
+            assert proc.poll() is None, "the runner ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (workdir / "runs" / SIZES[0] / "finished.json").exists()
+    assert not (workdir / "runs" / SIZES[1] / "finished.json").exists()
+    checkpoint = max(int(p.name) for p in second.iterdir() if p.name.isdigit())
+
+    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "trained 2, skipped 1 finished" in out.stderr
+    frame = results.read_results(workdir)
+    assert sorted(frame[frame["final"]]["run"]) == sorted(SIZES)
+    # The second run resumed from its checkpoint: its first logged step comes after it.
+    lines = out.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith(f"now {SIZES[1]}"))
+    first_step = next(int(line.split()[1].split("/")[0]) for line in lines[start:]
+                      if line.startswith("step "))
+    assert first_step > checkpoint
+    assert (workdir / "fit.json").exists() and (workdir / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_failure_isolation(tmp_path):
+    config_file = tmp_path / "failing.py"
+    config_file.write_text(
+        "from neoscale.runner.config import base_config\n\n"
+        "def get_config():\n"
+        "    c = base_config()\n"
+        "    c.name = 'failing'\n"
+        "    c.size_overrides = {'w48d2h2': {'learning_rate': 1e30}}  # diverges at once\n"
+        "    return c\n")
+    workdir = tmp_path / "study"
+    command, env = _cli(workdir, f"--config={config_file}")
+    command[command.index("--steps=60")] = "--steps=20"
+    # The failing size first: the one after it must still run.
+    command[command.index(f"--sizes={','.join(SIZES)}")] = "--sizes=w48d2h2,w32d2h2"
+    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("neoscale.run: 1 run(s) failed: w48d2h2: non-finite loss")
+    frame = results.read_results(workdir)
+    status = dict(zip(frame["run"], frame["status"], strict=True))
+    assert status["w32d2h2"] == "done"
+    assert status["w48d2h2"].startswith("failed:non-finite loss")
+    assert frame[frame["final"]]["run"].tolist() == ["w32d2h2"]
+    report = (workdir / "report.md").read_text()
+    assert "## Failures" in report and "w48d2h2" in report
