@@ -2,11 +2,13 @@
 
     python -m neoscale.run
 
-Five sizes from cpu-100k to cpu-1.8M (about 9x in total and 18x in non-embedding parameters)
-train on the offline built-in English corpus with a small (2048-piece) vocabulary, so that the
-embeddings do not dominate the smallest models, at sequence length 128. Each size gets a fixed
-number of tokens per parameter, so compute grows about quadratically along the ladder; the
-study ends with a loss-vs-compute fit, its plot and report.md.
+Five sizes from w32d2h2 to cpu-800k (11x in total and 31x in non-embedding parameters) train on
+the offline built-in English corpus with a small (2048-piece) vocabulary, so that embeddings do
+not dominate the smallest models, at sequence length 128. Every size sees the same 1M tokens
+(~244 steps of 32 x 128 tokens): at 20 tokens per parameter the largest size alone would need
+an hour here. Compute therefore grows with the parameters (11x), and the study ends with a
+loss-vs-compute fit, its plot and report.md. For a Chinchilla-style ratio on a faster machine:
+``--tokens_per_param=20``.
 """
 
 from neoscale.runner.config import base_config
@@ -15,8 +17,8 @@ from neoscale.runner.config import base_config
 def get_config():
     c = base_config()
     c.name = "cpu_demo"
-    c.sizes = "cpu-100k,cpu-220k,cpu-400k,cpu-800k,cpu-1.8M"
-    c.budget.tokens_per_param = 2.0
+    c.sizes = "w32d2h2,cpu-100k,cpu-220k,cpu-400k,cpu-800k"
+    c.budget.tokens = 1e6
     c.data.tokenizer = "train:2048"
     c.data.seq_len = 128
     c.data.heldout_tokens = 16384
