@@ -113,7 +113,7 @@ def _cli(workdir, *extra):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # one device, like a user's laptop
     return [sys.executable, "-m", "neoscale.run", f"--sizes={','.join(SIZES)}", "--steps=60",
-            f"--workdir={workdir}", *TINY, *extra], env
+            f"--workdir={workdir}", *extra, *TINY], env  # --config before its --config.X overrides
 
 
 @pytest.mark.slow

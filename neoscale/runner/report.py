@@ -41,10 +41,11 @@ def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, 
     done = int(frame[frame["final"]]["run"].nunique()) if len(frame) else 0
     total = sum(1 + len(run.branches) for run in plan)
     flops = float(frame[frame["final"]]["flops"].sum()) if len(frame) else 0.0
+    run_failures = [name for name in failures if name not in ("fit", "plots")]
     parts = [
         f"# Scaling study `{study.name}`",
         "",
-        f"{done} of {total} runs finished ({len(failures)} failed); {flops:.3g} training FLOPs in "
+        f"{done} of {total} runs finished ({len(run_failures)} failed); {flops:.3g} training FLOPs in "
         f"finished runs. Data: `{study.data.data}`, tokenizer `{study.data.tokenizer}`, "
         f"sequence length {study.data.seq_len}. Losses are nats per token on a fixed held-out set. "
         "Parameters include embeddings; FLOPs = 3 x forward FLOPs including the LM head and "

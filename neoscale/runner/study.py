@@ -257,24 +257,33 @@ def _curves(study: ml_collections.ConfigDict) -> list[str] | None:
 
 def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
                  plan: Sequence[PlannedRun], failures: dict[str, str]) -> list[str]:
-    """Fits the laws, draws the figures and writes the report (process 0). Returns the paths."""
-    from neoscale import plots, scaling
+    """Fits the laws, draws the figures and writes the report (process 0). Returns the paths.
 
+    A fit or plot that fails is recorded in ``failures`` (key "fit" / "plots") and in the report;
+    the trained runs and results.csv are kept either way.
+    """
     frame = results_lib.read_results(workdir)
     outputs = [str(workdir / results_lib.RESULTS_FILE)]
-    fit_kwargs = {"n_bootstrap": int(study.fit.n_bootstrap), "seed": int(study.fit.seed)}
-    if _curves(study):
-        fit_kwargs["curves"] = _curves(study)
+    curves = _curves(study)
     try:
-        fit = scaling.fit_study(frame, **fit_kwargs)
-    except ValueError as error:  # e.g. too few finished runs to fit anything
-        fit = {"error": str(error)}
+        from neoscale import scaling
+
+        fit = scaling.fit_study(frame, n_bootstrap=int(study.fit.n_bootstrap),
+                                seed=int(study.fit.seed), **({"curves": curves} if curves else {}))
+    except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
+        fit = {"error": failure_reason(error)}
+        failures["fit"] = fit["error"]
     write_atomic(workdir / FIT_FILE, json.dumps(fit, indent=1, sort_keys=True, default=_json_default))
     outputs.append(str(workdir / FIT_FILE))
     figures: list[str] = []
     if "error" not in fit:
-        draw_kwargs = {"curves": _curves(study)} if _curves(study) else {}
-        figures = [str(p) for p in plots.draw_study(frame, fit, workdir / PLOTS_DIR, **draw_kwargs)]
+        try:
+            from neoscale import plots
+
+            figures = [str(p) for p in plots.draw_study(frame, fit, workdir / PLOTS_DIR,
+                                                        **({"curves": curves} if curves else {}))]
+        except Exception as error:  # noqa: BLE001
+            failures["plots"] = failure_reason(error)
     outputs += figures
     text = report_lib.render(study, plan, frame, fit, figures, failures, workdir)
     write_atomic(workdir / report_lib.REPORT_FILE, text)
