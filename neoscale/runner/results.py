@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -66,7 +67,7 @@ def write_atomic(path: str | epath.Path, text: str) -> None:
     """Writes a temporary sibling, then replaces ``path`` with it: readers never see half a file
     (on gs:// an object appears whole when its upload completes)."""
     path = epath.Path(path)
-    tmp = path.parent / f".{path.name}.tmp"
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"  # unique: slices share a workdir
     tmp.write_text(text)
     tmp.replace(path)
 
