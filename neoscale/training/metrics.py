@@ -23,7 +23,7 @@ def write_atomic(path: epath.Path, text: str) -> None:
     """Writes ``text`` to a temporary sibling, then renames it over ``path``."""
     tmp = path.parent / f".{path.name}.tmp"
     tmp.write_text(text)
-    tmp.rename(path)
+    tmp.replace(path)
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,105 @@
+"""Checkpoints: restore onto another mesh; SIGTERM / SIGKILL of a real run resume exactly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from neoscale.presets import model_config
+from neoscale.sharding import make_mesh
+from neoscale.training import loop as loop_lib
+from neoscale.training.checkpoint import Checkpointer
+from neoscale.training.config import RunConfig
+from neoscale.training.metrics import read_metrics
+from neoscale.training.optimizer import make_optimizer, make_schedule, weight_decay_mask
+from neoscale.training.state import ModelParams, abstract_state, create_train_state
+from neoscale.training.synthetic import SyntheticData
+
+CLI = ["--size=w32d2h2", "--data=synthetic", "--vocab_size=64", "--batch_size=8",
+       "--seq_len=16", "--learning_rate=0.01", "--heldout_tokens=256", "--log_every=1",
+       "--eval_every=1000", '--model_overrides={"max_positions": 16}']
+STEPS = 400
+
+
+def test_restore_onto_another_mesh(tmp_path):
+    params = ModelParams(model_config("w32d2h2", vocab_size=64, max_positions=16), 0)
+    optimizer = make_optimizer(make_schedule("cosine", 1e-2, 10, 1),
+                               weight_decay_mask(params.logical_specs))
+    state = create_train_state(params, optimizer, make_mesh("fsdp:8"))
+    iterator = SyntheticData(64, 16).train_iterator(8)
+    next(iterator)
+    checkpointer = Checkpointer(tmp_path / "ckpt", save_every=1, keep=1)
+    checkpointer.save(1, state, iterator, {"note": "x"})
+    checkpointer.close()
+    other = make_mesh("data:2,fsdp:2,tensor:2")
+    fresh_iterator = SyntheticData(64, 16).train_iterator(8)
+    restored, run = Checkpointer(tmp_path / "ckpt", save_every=1, keep=1).restore(
+        1, abstract_state(params, optimizer, other), fresh_iterator)
+    assert run == {"note": "x"}
+    assert restored.params["wte"].sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+    assert restored.params["wte"].sharding.mesh.shape == other.shape
+    for name in params.names:
+        np.testing.assert_array_equal(np.asarray(restored.params[name]),
+                                      np.asarray(state.params[name]))
+    np.testing.assert_array_equal(next(fresh_iterator)["inputs"], next(iterator)["inputs"])
+
+
+def _losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir)}
+
+
+def _start(run_dir):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               JAX_PLATFORMS="cpu")
+    return subprocess.Popen([sys.executable, "-m", "neoscale.train", *CLI, f"--steps={STEPS}",
+                             "--checkpoint_every=7", f"--workdir={run_dir}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(run_dir, step: int, proc) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if max(_losses(run_dir), default=0) >= step:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the run did not reach step {step}: {proc.communicate()[1][-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[int, float]:
+    """The same run as the CLI's, in this process on one device."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    config = RunConfig(size="w32d2h2", workdir=str(run_dir), data="synthetic", vocab_size=64,
+                       batch_size=8, seq_len=16, learning_rate=0.01, heldout_tokens=256,
+                       log_every=1, eval_every=1000, checkpoint_every=1000, steps=STEPS,
+                       model_overrides={"max_positions": 16}, tensorboard=False)
+    loop_lib.train(config, devices=jax.devices()[:1])
+    return _losses(run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_run_resumes_exactly(tmp_path, uninterrupted, sig):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir)
+    _wait_for_step(run_dir, 30, proc)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == loop_lib.PREEMPTED_EXIT_CODE, stderr[-2000:]
+        assert "preempted at step" in stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    stopped_at = max(_losses(run_dir))
+    assert stopped_at < STEPS
+    resumed = _start(run_dir)
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-2000:]
+    losses = _losses(run_dir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    assert losses == uninterrupted
