@@ -33,9 +33,10 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=save_every, keep_period=keep_period,
+            max_to_keep=keep, keep_period=keep_period,
             enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
         self.directory = epath.Path(directory)
+        self.save_every = save_every
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -47,10 +48,10 @@ class Checkpointer:
 
     def save(self, step: int, state: TrainState, data_iterator: Any, run: dict,
              force: bool = False) -> bool:
-        """Starts saving (asynchronously) if ``step`` is due or ``force``; True if it started."""
-        if not force and not self.manager.should_save(step):
+        """Starts saving (asynchronously) if ``step`` is a multiple of save_every or ``force``."""
+        if not force and step % self.save_every:
             return False
-        return self.manager.save(step, force=force, args=ocp.args.Composite(
+        return self.manager.save(step, force=True, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(data_iterator),
             run=ocp.args.JsonSave(run)))

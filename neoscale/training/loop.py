@@ -360,8 +360,7 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
             do_log = step % config.log_every == 0 or is_last
             do_eval = step % config.eval_every == 0 or is_last
             preempted = sigterm.is_set() or checkpointer.reached_preemption(step)
-            do_save = (is_last or preempted or step % config.checkpoint_every == 0
-                       or checkpointer.manager.should_save(step))
+            do_save = is_last or preempted or step % config.checkpoint_every == 0
             if not (do_log or do_eval or do_save):
                 continue
             check(*pending)
