@@ -229,7 +229,7 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
         for path in outcome.outputs:
             print(path)
     if outcome.failures:
-        print(f"{PROG}: {len(outcome.failures)} run(s) failed: " + "; ".join(
+        print(f"{PROG}: failed ({len(outcome.failures)}): " + "; ".join(
             f"{name}: {reason}" for name, reason in outcome.failures.items()), file=sys.stderr)
         return 1
     return 0

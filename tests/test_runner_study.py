@@ -152,7 +152,7 @@ def test_failure_isolation(tmp_path):
     out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1, out.stderr[-3000:]
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("neoscale.run: 1 run(s) failed: w48d2h2: non-finite loss")
+    assert last.startswith("neoscale.run: failed (1): w48d2h2: non-finite loss")
     frame = results.read_results(workdir)
     status = dict(zip(frame["run"], frame["status"], strict=True))
     assert status["w32d2h2"] == "done"
