@@ -112,6 +112,8 @@ def benchmark(config: ModelConfig, *, size: str, mesh, batch_size: int, seq_len:
     """One configuration's figures (the JSON line's fields)."""
     timing = time_train_step(config, mesh, batch_size, seq_len, steps, warmup_steps, profile_dir)
     step_seconds = timing.median_step_seconds
+    logging.info("depth %d: compile %.2f s, median step %.4f s", config.num_layers,
+                 timing.compile_seconds, step_seconds)
     tokens_per_sec = batch_size * seq_len / step_seconds
     flops_per_token = accounting.train_flops_per_token(config, seq_len)
     model_tflops = flops_per_token * tokens_per_sec / 1e12
@@ -144,7 +146,8 @@ def benchmark(config: ModelConfig, *, size: str, mesh, batch_size: int, seq_len:
         reference_tokens = batch_size * seq_len / median(seconds)
         result.update(reference_tokens_per_sec=reference_tokens,
                       ratio_vs_reference=tokens_per_sec / reference_tokens,
-                      reference_step_seconds=median(seconds), reference_threads=host_cores())
+                      reference_step_seconds=median(seconds), reference_threads=host_cores(),
+                      reference_mfu=flops_per_token * reference_tokens / peak_flops_per_sec)
     return result
 
 
@@ -157,6 +160,7 @@ def format_table(results: list[dict]) -> str:
         ("MFU", "mfu", "{:.1%}"), ("peak memory", "peak_memory_bytes", "{}"),
         ("params+grads+adam", "state_bytes", "{}"), ("data tokens/s", "data_tokens_per_sec", "{:,.0f}"),
         ("reference tokens/s", "reference_tokens_per_sec", "{:,.0f}"),
+        ("reference MFU", "reference_mfu", "{:.1%}"),
         ("ratio vs reference", "ratio_vs_reference", "{:.2f}x"),
     ]
     first = results[0]
