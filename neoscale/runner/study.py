@@ -119,14 +119,14 @@ class Progress:
         self.total_flops = total_flops(plan)
         self.done_runs = 0
         self.done_flops = 0.0
-        self.start = time.monotonic()
-        self.flops_this_invocation = 0.0
+        self.start = self.run_start = time.monotonic()
+        self.rate: float | None = None  # FLOP/s of the last trained run (larger runs run faster)
 
     def finish(self, flops: float, trained: bool) -> None:
         self.done_runs += 1
         self.done_flops += flops
         if trained:
-            self.flops_this_invocation += flops
+            self.rate = flops / max(time.monotonic() - self.run_start, 1e-9)
 
     def line(self, current: str = "") -> None:
         if not self.enabled:
@@ -136,11 +136,11 @@ class Progress:
                  f"FLOPs {self.done_flops:.3g}/{self.total_flops:.3g} "
                  f"({self.done_flops / max(self.total_flops, 1e-30):.0%})",
                  f"elapsed {_duration(elapsed)}"]
-        if self.flops_this_invocation > 0:
-            remaining = (self.total_flops - self.done_flops) * elapsed / self.flops_this_invocation
-            parts.append(f"ETA {_duration(remaining)}")
+        if self.rate:  # at the last run's speed: an upper bound, as larger models run faster
+            parts.append(f"ETA {_duration((self.total_flops - self.done_flops) / self.rate)}")
         if current:
             parts.append(f"now {current}")
+            self.run_start = time.monotonic()
         print(" | ".join(parts), file=sys.stderr, flush=True)
 
 
