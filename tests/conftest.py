@@ -1,9 +1,13 @@
-"""Test session set-up: 8 fake CPU devices for sharding tests, set before jax is imported."""
+"""Test session set-up, before jax is imported: 8 fake CPU devices and fast XLA compilation.
+
+The test models are tiny, so compiling dominates their cost; the XLA CPU backend's expensive
+optimisation passes are switched off for the tests (never for training or the benchmarks).
+Child processes started by tests get the same compile flags through ``subprocess_env.cpu_env``,
+so their numbers are bit-comparable with this process's.
+"""
 
 import os
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-_flags = os.environ.get("XLA_FLAGS", "")
-if "xla_force_host_platform_device_count" not in _flags:
-    os.environ["XLA_FLAGS"] = f"{_flags} --xla_force_host_platform_device_count=8".strip()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from subprocess_env import cpu_env
+
+os.environ.update(cpu_env(device_count=8, base=os.environ))

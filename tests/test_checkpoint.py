@@ -1,6 +1,5 @@
 """Checkpoints: restore onto another mesh; SIGTERM / SIGKILL of a real run resume exactly."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from subprocess_env import cpu_env
 
 from neoscale.presets import model_config
 from neoscale.sharding import make_mesh
@@ -54,8 +54,7 @@ def _losses(run_dir) -> dict[int, float]:
 
 
 def _start(run_dir):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               JAX_PLATFORMS="cpu")
+    env = cpu_env(device_count=1)
     return subprocess.Popen([sys.executable, "-m", "neoscale.train", *CLI, f"--steps={STEPS}",
                              "--checkpoint_every=7", f"--workdir={run_dir}"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

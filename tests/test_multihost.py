@@ -1,12 +1,12 @@
 """Two processes (gloo CPU collectives, two fake devices each) train like one 4-device process."""
 
-import os
 import socket
 import subprocess
 import sys
 
 import jax
 import pytest
+from subprocess_env import cpu_env
 
 from neoscale.training import loop as loop_lib
 from neoscale.training.config import RunConfig
@@ -28,8 +28,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     reference = loop_lib.train(RunConfig(workdir=str(tmp_path / "one"), tensorboard=False,
                                          **SETTINGS), devices=jax.devices()[:4])
     config = RunConfig(workdir=str(tmp_path / "two"), **SETTINGS)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
+    env = cpu_env(device_count=2)
     port = _free_port()
     flags = [f"--{k}={v}" for k, v in config.to_dict().items()
              if k in ("size", "data", "vocab_size", "batch_size", "seq_len", "learning_rate",
