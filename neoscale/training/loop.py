@@ -368,6 +368,11 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
             record = jax.device_get(metrics)
             last_train_loss = float(record["loss"])
             tokens = step * tokens_per_step
+            # Training throughput since the last mark, excluding evaluation and checkpointing.
+            tokens_per_sec = None
+            if step > throughput_mark[1]:
+                tokens_per_sec = ((step - throughput_mark[1]) * tokens_per_step
+                                  / (time.monotonic() - throughput_mark[0]))
             if do_eval:
                 last_eval_loss = evaluate(state.params)
                 point = EvalPoint(step=step, tokens=tokens, flops=tokens * flops_per_token,
@@ -378,12 +383,6 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
                 if on_eval is not None:
                     on_eval(point)
             if do_log or do_eval:
-                now = time.monotonic()
-                tokens_per_sec = None
-                if step > throughput_mark[1]:
-                    tokens_per_sec = ((step - throughput_mark[1]) * tokens_per_step
-                                      / (now - throughput_mark[0]))
-                throughput_mark = (now, step)
                 line = {name: value for name, value in record.items()
                         if name not in ("finite", "total_loss")}
                 line.update(tokens=tokens, flops=tokens * flops_per_token,
@@ -398,6 +397,7 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
                 writer.progress(step, line)
             if do_save:
                 save(force=is_last or preempted)
+            throughput_mark = (time.monotonic(), step)
             if preempted and not is_last:
                 checkpointer.wait()
                 raise Preempted(f"preempted at step {step}: checkpoint saved to "
