@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from neoscale.presets import model_config
 from neoscale.training import loop as loop_lib
 from neoscale.training.config import RunConfig
-from neoscale.training.hparams import gpt3_hparams, warmup_steps
+from neoscale.training.hparams import gpt3_hparams, hparams_for, warmup_steps
 from neoscale.training.metrics import read_metrics
 from neoscale.training.optimizer import make_schedule, weight_decay_mask
 
@@ -106,3 +107,11 @@ def test_cli_bad_input_is_one_line(tmp_path, args, fragment):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and fragment in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_moe_hparams_follow_active_parameters():
+    dense = hparams_for(model_config("w256d4h4", vocab_size=1000))
+    top1 = hparams_for(model_config("w256d4h4e8k1", vocab_size=1000))  # + router weights only
+    top2 = hparams_for(model_config("w256d4h4e8k2", vocab_size=1000))
+    assert top1.peak_learning_rate == pytest.approx(dense.peak_learning_rate, rel=0.01)
+    assert top2.peak_learning_rate < top1.peak_learning_rate

@@ -8,10 +8,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from neoscale.accounting import param_counts
 from neoscale.benchmarking.timing import compile_seconds, median, time_calls
 from neoscale.model import ModelConfig
-from neoscale.training.hparams import gpt3_hparams
+from neoscale.training.hparams import hparams_for
 from neoscale.training.optimizer import make_optimizer, make_schedule, weight_decay_mask
 from neoscale.training.state import ModelParams, create_train_state, state_shardings
 from neoscale.training.step import global_batch, make_train_step
@@ -34,7 +33,7 @@ class StepTiming:
 
 def peak_learning_rate(config: ModelConfig) -> float:
     """The learning rate training uses by default for this size (GPT-3 table rule)."""
-    return gpt3_hparams(param_counts(config)["non_embedding"]).peak_learning_rate
+    return hparams_for(config).peak_learning_rate
 
 
 def time_train_step(config: ModelConfig, mesh: Mesh, batch_size: int, seq_len: int, steps: int,

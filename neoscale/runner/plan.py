@@ -247,7 +247,7 @@ def plan_size(
     except ValueError as error:
         raise ValueError(f"size {size!r}: {error}") from None
     counts = accounting.param_counts(model)
-    rule = hparams_rule.gpt3_hparams(counts["non_embedding"])
+    rule = hparams_rule.hparams_for(model)
     batch_size = setting("batch_size")
     if batch_size is None:
         batch_size = hparams_rule.default_batch_size(rule, seq_len, multiple_of=mesh["data"] * mesh["fsdp"])

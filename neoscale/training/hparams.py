@@ -4,7 +4,8 @@ THE rule (one rule for every size, used by ``neoscale.train`` and the study runn
 
 * Anchors: the GPT-3 paper's batch size (tokens) and peak learning rate for the five GPT-Neo
   shapes (REFERENCE.md §1), keyed by their *non-embedding* parameter count, which does not depend
-  on the tokenizer's vocabulary.
+  on the tokenizer's vocabulary (for mixture-of-experts models: the *active* non-embedding
+  count, ``hparams_for``).
 * Between anchors: straight lines in log(non-embedding params) vs log(value).
 * Beyond the anchors: the peak learning rate follows the power law ``lr ∝ N^-b`` least-squares
   fitted to all five anchors (b ≈ 0.38), continued from the nearest anchor (so the 100k-parameter
@@ -18,6 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+
+from neoscale.accounting import param_counts
+from neoscale.model import ModelConfig
 
 # (non-embedding params, batch tokens, peak learning rate), from REFERENCE.md §1.
 GPT3_TABLE: tuple[tuple[int, int, float], ...] = (
@@ -78,6 +82,13 @@ def gpt3_hparams(non_embedding_params: int) -> HParams:
         lr = _interpolate(n, [(p, v) for p, _, v in GPT3_TABLE])
         batch = _interpolate(n, [(p, float(b)) for p, b, _ in GPT3_TABLE])
     return HParams(batch_tokens=int(round(batch)), peak_learning_rate=lr)
+
+
+def hparams_for(config: ModelConfig) -> HParams:
+    """The rule's defaults for a model, keyed by its *active* non-embedding parameters, so that a
+    mixture-of-experts model trains like the dense model of the same per-token compute."""
+    counts = param_counts(config)
+    return gpt3_hparams(counts["active"] - counts["embedding"])
 
 
 def default_batch_size(hparams: HParams, seq_len: int, multiple_of: int = 1) -> int:

@@ -149,10 +149,9 @@ class Resolved:
     cooldown_steps: int
 
 
-def resolve(config: RunConfig, non_embedding_params: int, batch_multiple: int,
+def resolve(config: RunConfig, hp: hparams_lib.HParams, batch_multiple: int,
             parent: dict | None = None) -> Resolved:
-    """Fills unset hyper-parameters: from the parent run (init_from), else the GPT-3 rule."""
-    hp = hparams_lib.gpt3_hparams(non_embedding_params)
+    """Fills unset hyper-parameters: from the parent run (init_from), else the rule's ``hp``."""
     parent = parent or {}
     batch_size = config.batch_size or parent.get("batch_size") or hparams_lib.default_batch_size(
         hp, config.seq_len, batch_multiple)
@@ -224,9 +223,8 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
         if parent_json is None:
             raise FileNotFoundError(f"init_from run {str(parent_dir)!r} has no {CONFIG_FILE}")
         parent = parent_json["resolved"]
-    counts = accounting.param_counts(model_cfg)
     batch_multiple = math.lcm(batch_divisor(mesh) * config.micro_batches, jax.process_count())
-    resolved = resolve(config, counts["non_embedding"], batch_multiple, parent)
+    resolved = resolve(config, hparams_lib.hparams_for(model_cfg), batch_multiple, parent)
     schedule = make_schedule(config.schedule, resolved.learning_rate, config.steps,
                              resolved.warmup_steps, resolved.cooldown_steps, config.cooldown_shape)
     model_params = ModelParams(model_cfg, config.seed)
@@ -243,7 +241,8 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
     peak_flops = device_peak * mesh.size if device_peak else None
     description = {
         "run": config.to_dict(), "resolved": dataclasses.asdict(resolved),
-        "model": model_cfg.to_dict(), "params": counts, "flops_per_token": flops_per_token,
+        "model": model_cfg.to_dict(), "params": accounting.param_counts(model_cfg),
+        "flops_per_token": flops_per_token,
         "tokens_per_step": tokens_per_step, "mesh": describe(mesh),
         "num_devices": mesh.size, "process_count": jax.process_count(),
         "device_kind": mesh.devices.flat[0].device_kind, "data": data.description,
