@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from subprocess_env import cpu_env
 
 from neoscale import accounting, presets
 from neoscale.runner import plan as plan_lib
@@ -17,10 +18,7 @@ GPT_NEO = list(presets.GPT_NEO_PRESETS)
 
 
 def _env_one_device() -> dict:
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's machine
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
+    return cpu_env(device_count=None)  # one CPU device, as a user's machine
 
 
 def test_plan_gpt_neo_matches_accounting():

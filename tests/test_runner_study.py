@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from subprocess_env import cpu_env
 
 from neoscale.runner import plan as plan_lib
 from neoscale.runner import results, study
@@ -23,8 +24,7 @@ TINY = ["--config.data.tokenizer=train:512", "--config.data.seq_len=64",
 
 
 def _cli(workdir, *extra):
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # one device, like a user's laptop
+    env = cpu_env(device_count=None)  # one device, like a user's laptop
     return [sys.executable, "-m", "neoscale.run", f"--sizes={','.join(SIZES)}", "--steps=60",
             f"--workdir={workdir}", *extra, *TINY], env  # --config before its --config.X overrides
 
