@@ -36,6 +36,7 @@ flags.DEFINE_integer("eval_every", 100, "steps between held-out evaluations (and
 flags.DEFINE_integer("checkpoint_every", 100, "steps between checkpoints (and at the end)")
 flags.DEFINE_integer("keep_checkpoints", 3, "checkpoints kept")
 flags.DEFINE_string("data", "builtin", "synthetic | builtin | text:GLOB | tfds:NAME")
+flags.DEFINE_string("tfds_data_dir", None, "--data=tfds:NAME: dataset directory (local or gs://)")
 flags.DEFINE_string("tokenizer", "train:8192", "train:VOCAB[:unigram] or a .model path")
 flags.DEFINE_integer("heldout_tokens", 65536, "held-out tokens evaluated")
 flags.DEFINE_string("data_cache_dir", "~/.cache/neoscale", "prepared-data cache")
@@ -71,7 +72,8 @@ def _run_config():
         weight_decay=FLAGS.weight_decay, log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
         checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
         data=FLAGS.data, tokenizer=FLAGS.tokenizer, heldout_tokens=FLAGS.heldout_tokens,
-        data_cache_dir=FLAGS.data_cache_dir, vocab_size=FLAGS.vocab_size)
+        data_cache_dir=FLAGS.data_cache_dir, tfds_data_dir=FLAGS.tfds_data_dir,
+        vocab_size=FLAGS.vocab_size)
 
 
 def main(argv: list[str]) -> None:
