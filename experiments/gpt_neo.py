@@ -20,6 +20,9 @@ def get_config():
     c.data.tokenizer = "train:50257"
     c.data.seq_len = 2048
     c.data.heldout_tokens = 4 * 2**20
+    # Data is tokenized once into the workdir's cache: cap the documents read (~20B tokens of
+    # openwebtext-sized text at 2.7B x 20 tokens/param would need ~54B tokens: raise as needed).
+    c.data.max_documents = 8_000_000
     c.model.dtype = "bfloat16"
     c.model.remat = "dots"
     c.train.schedule = "cosine"

@@ -37,6 +37,9 @@ flags.DEFINE_integer("checkpoint_every", 100, "steps between checkpoints (and at
 flags.DEFINE_integer("keep_checkpoints", 3, "checkpoints kept")
 flags.DEFINE_string("data", "builtin", "synthetic | builtin | text:GLOB | tfds:NAME")
 flags.DEFINE_string("tfds_data_dir", None, "--data=tfds:NAME: dataset directory (local or gs://)")
+flags.DEFINE_string("tfds_split", "train", "--data=tfds:NAME: split read (held-out documents too)")
+flags.DEFINE_string("text_field", "text", "text field of .jsonl records and tfds examples")
+flags.DEFINE_integer("max_documents", None, "read at most this many documents (None: all)")
 flags.DEFINE_string("tokenizer", "train:8192", "train:VOCAB[:unigram] or a .model path")
 flags.DEFINE_integer("heldout_tokens", 65536, "held-out tokens evaluated")
 flags.DEFINE_string("data_cache_dir", "~/.cache/neoscale", "prepared-data cache")
@@ -73,7 +76,8 @@ def _run_config():
         checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
         data=FLAGS.data, tokenizer=FLAGS.tokenizer, heldout_tokens=FLAGS.heldout_tokens,
         data_cache_dir=FLAGS.data_cache_dir, tfds_data_dir=FLAGS.tfds_data_dir,
-        vocab_size=FLAGS.vocab_size)
+        tfds_split=FLAGS.tfds_split, text_field=FLAGS.text_field,
+        max_documents=FLAGS.max_documents, vocab_size=FLAGS.vocab_size)
 
 
 def main(argv: list[str]) -> None:

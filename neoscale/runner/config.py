@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
         "heldout_tokens": 65536,
         "seed": 0,
         "tfds_data_dir": config_dict.placeholder(str),
+        "tfds_split": "train",
+        "text_field": "text",
+        "max_documents": config_dict.placeholder(int),  # None: all (cap huge corpora like c4)
         "cache_dir": config_dict.placeholder(str),  # None: WORKDIR/cache (local workdirs)
     })
     c.train = ml_collections.ConfigDict({

@@ -93,6 +93,9 @@ def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath
         "heldout_tokens": study.data.heldout_tokens,
         "data_cache_dir": cache_dir,
         "tfds_data_dir": study.data.tfds_data_dir,
+        "tfds_split": study.data.tfds_split,
+        "text_field": study.data.text_field,
+        "max_documents": study.data.max_documents,
     }
     if run.branches:
         from math import gcd

@@ -23,7 +23,9 @@ class RunConfig:
     mesh: "--mesh" syntax, e.g. "data:2,fsdp:-1"; "" = every device on fsdp.
     schedule: "cosine" | "wsd" | "constant"; cooldown_steps (if set) or cooldown_fraction of the
       steps is the WSD cooldown, ``cooldown_shape`` "linear" or "1-sqrt".
-    data: "synthetic" or a ``neoscale.data`` source ("builtin", "text:GLOB", "tfds:NAME").
+    data: "synthetic" or a ``neoscale.data`` source ("builtin", "text:GLOB", "tfds:NAME");
+      tokenizer, heldout_tokens, tfds_data_dir, tfds_split, text_field and max_documents are
+      passed on to ``neoscale.data.DataConfig``.
     vocab_size: synthetic data only (real data: the tokenizer's).
     init_from: (run_dir, step): start from that run's checkpoint (state and data position),
       e.g. a WSD cooldown branch with ``steps = step + cooldown_steps``; the learning rate and
@@ -63,6 +65,9 @@ class RunConfig:
     heldout_tokens: int = 65536
     data_cache_dir: str = "~/.cache/neoscale"
     tfds_data_dir: str | None = None
+    tfds_split: str = "train"
+    text_field: str = "text"
+    max_documents: int | None = None
     vocab_size: int | None = None
     init_from: tuple[str, int] | None = None
 

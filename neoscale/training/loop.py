@@ -131,7 +131,8 @@ def _make_data(config: RunConfig):
     return prepare(DataConfig(data=config.data, tokenizer=config.tokenizer,
                               seq_len=config.seq_len, heldout_tokens=config.heldout_tokens,
                               seed=config.seed, cache_dir=config.data_cache_dir,
-                              tfds_data_dir=config.tfds_data_dir))
+                              tfds_data_dir=config.tfds_data_dir, tfds_split=config.tfds_split,
+                              text_field=config.text_field, max_documents=config.max_documents))
 
 
 def _read_config_json(run_dir: epath.Path) -> dict | None:
