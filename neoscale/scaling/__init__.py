@@ -1,0 +1,24 @@
+"""Scaling-law fits with uncertainty: Kaplan-style L(C), Chinchilla approaches 1–3, MoE laws."""
+
+from neoscale.scaling.bootstrap import percentile_interval, resample_weights
+from neoscale.scaling.chinchilla import ChinchillaFit, fit_chinchilla, fit_chinchilla_bootstrap
+from neoscale.scaling.envelope import EnvelopeFit, fit_envelope
+from neoscale.scaling.isoflop import IsoFlopFit, fit_isoflop
+from neoscale.scaling.moe import (
+    ClarkFit,
+    MoEChinchillaFit,
+    fit_clark,
+    fit_moe_chinchilla,
+    saturated_experts,
+)
+from neoscale.scaling.power_law import PowerLawFit, fit_power_law
+from neoscale.scaling.results import from_table, load_curves, load_results
+from neoscale.scaling.study import fit_study, report_section
+
+__all__ = [
+    "ChinchillaFit", "ClarkFit", "EnvelopeFit", "IsoFlopFit", "MoEChinchillaFit", "PowerLawFit",
+    "fit_chinchilla", "fit_chinchilla_bootstrap", "fit_clark", "fit_envelope", "fit_isoflop",
+    "fit_moe_chinchilla", "fit_power_law", "fit_study", "from_table", "load_curves",
+    "load_results", "percentile_interval", "report_section", "resample_weights",
+    "saturated_experts",
+]
