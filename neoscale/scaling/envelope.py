@@ -18,91 +18,99 @@ import pandas as pd
 
 @dataclasses.dataclass(frozen=True)
 class EnvelopeFit:
-  """The envelope on a FLOP grid and the power laws N_opt = k_n·C^a, D_opt = k_d·C^b."""
+    """The envelope on a FLOP grid and the power laws N_opt = k_n·C^a, D_opt = k_d·C^b."""
 
-  compute: np.ndarray  # (g,)
-  loss: np.ndarray  # (g,) envelope loss
-  run: np.ndarray  # (g,) winning run per grid point
-  n_opt: np.ndarray  # (g,)
-  d_opt: np.ndarray  # (g,)
-  a: float
-  b: float
-  log_k_n: float
-  log_k_d: float
+    compute: np.ndarray  # (g,)
+    loss: np.ndarray  # (g,) envelope loss
+    run: np.ndarray  # (g,) winning run per grid point
+    n_opt: np.ndarray  # (g,)
+    d_opt: np.ndarray  # (g,)
+    a: float
+    b: float
+    log_k_n: float
+    log_k_d: float
 
-  def n_opt_at(self, compute):
-    return np.exp(self.log_k_n) * np.asarray(compute, np.float64) ** self.a
+    def n_opt_at(self, compute):
+        return np.exp(self.log_k_n) * np.asarray(compute, np.float64) ** self.a
 
-  def d_opt_at(self, compute):
-    return np.exp(self.log_k_d) * np.asarray(compute, np.float64) ** self.b
+    def d_opt_at(self, compute):
+        return np.exp(self.log_k_d) * np.asarray(compute, np.float64) ** self.b
 
 
 def _smooth(loss: np.ndarray) -> np.ndarray:
-  window = max(1, loss.size // 20)
-  return pd.Series(loss).rolling(window, center=True, min_periods=1).median().to_numpy()
+    window = max(1, loss.size // 20)
+    return pd.Series(loss).rolling(window, center=True, min_periods=1).median().to_numpy()
 
 
-def fit_envelope(curves: Mapping[str, pd.DataFrame], params: Mapping[str, float], *,
-                 n_grid: int = 40) -> EnvelopeFit:
-  """Approach 1 from per-step curves.
+def fit_envelope(
+    curves: Mapping[str, pd.DataFrame], params: Mapping[str, float], *, n_grid: int = 40
+) -> EnvelopeFit:
+    """Approach 1 from per-step curves.
 
-  Args:
-    curves: run -> DataFrame with columns flops, loss, tokens (one row per step).
-    params: run -> parameter count N.
-    n_grid: number of log-spaced FLOP values between the smallest final and largest compute.
-  Raises:
-    ValueError: fewer than 2 usable curves, or fewer than 2 distinct winning sizes.
-  """
-  usable = {}
-  for run, df in curves.items():
-    if run not in params or not {"flops", "loss", "tokens"} <= set(df.columns):
-      continue
-    df = df[["flops", "loss", "tokens"]].dropna()
-    df = df[(df.flops > 0) & (df.loss > 0) & (df.tokens > 0)].sort_values("flops")
-    if len(df) >= 2:
-      usable[run] = df
-  if len(usable) < 2:
-    raise ValueError(f"need >= 2 training curves with flops, loss and tokens, got {len(usable)}")
-  lowest = min(df.flops.iloc[-1] for df in usable.values())
-  highest = max(df.flops.iloc[-1] for df in usable.values())
-  lowest = max(lowest, max(df.flops.iloc[0] for df in usable.values()))
-  grid = np.geomspace(lowest, highest, n_grid)
-  runs = list(usable)
-  losses = np.full((len(runs), n_grid), np.inf)
-  tokens = np.full((len(runs), n_grid), np.nan)
-  for i, run in enumerate(runs):
-    df = usable[run]
-    log_f = np.log(df.flops.to_numpy())
-    inside = (grid >= df.flops.iloc[0]) & (grid <= df.flops.iloc[-1])
-    losses[i, inside] = np.interp(np.log(grid[inside]), log_f, _smooth(df.loss.to_numpy()))
-    tokens[i, inside] = np.exp(np.interp(np.log(grid[inside]), log_f,
-                                         np.log(df.tokens.to_numpy())))
-  best = np.argmin(losses, axis=0)
-  covered = np.isfinite(losses.min(axis=0))
-  grid, best = grid[covered], best[covered]
-  n_opt = np.array([params[runs[i]] for i in best], np.float64)
-  d_opt = tokens[best, np.flatnonzero(covered)]
-  if np.unique(n_opt).size < 2:
-    raise ValueError("the envelope is made of a single size: need runs of more sizes")
-  a, log_k_n = np.polyfit(np.log(grid), np.log(n_opt), 1)
-  b, log_k_d = np.polyfit(np.log(grid), np.log(d_opt), 1)
-  return EnvelopeFit(compute=grid, loss=losses[best, np.flatnonzero(covered)],
-                     run=np.array([runs[i] for i in best]), n_opt=n_opt, d_opt=d_opt,
-                     a=float(a), b=float(b), log_k_n=float(log_k_n), log_k_d=float(log_k_d))
+    Args:
+      curves: run -> DataFrame with columns flops, loss, tokens (one row per step).
+      params: run -> parameter count N.
+      n_grid: number of log-spaced FLOP values between the smallest final and largest compute.
+    Raises:
+      ValueError: fewer than 2 usable curves, or fewer than 2 distinct winning sizes.
+    """
+    usable = {}
+    for run, df in curves.items():
+        if run not in params or not {"flops", "loss", "tokens"} <= set(df.columns):
+            continue
+        df = df[["flops", "loss", "tokens"]].dropna()
+        df = df[(df.flops > 0) & (df.loss > 0) & (df.tokens > 0)].sort_values("flops")
+        if len(df) >= 2:
+            usable[run] = df
+    if len(usable) < 2:
+        raise ValueError(f"need >= 2 training curves with flops, loss and tokens, got {len(usable)}")
+    lowest = min(df.flops.iloc[-1] for df in usable.values())
+    highest = max(df.flops.iloc[-1] for df in usable.values())
+    lowest = max(lowest, max(df.flops.iloc[0] for df in usable.values()))
+    grid = np.geomspace(lowest, highest, n_grid)
+    runs = list(usable)
+    losses = np.full((len(runs), n_grid), np.inf)
+    tokens = np.full((len(runs), n_grid), np.nan)
+    for i, run in enumerate(runs):
+        df = usable[run]
+        log_f = np.log(df.flops.to_numpy())
+        inside = (grid >= df.flops.iloc[0]) & (grid <= df.flops.iloc[-1])
+        losses[i, inside] = np.interp(np.log(grid[inside]), log_f, _smooth(df.loss.to_numpy()))
+        tokens[i, inside] = np.exp(np.interp(np.log(grid[inside]), log_f, np.log(df.tokens.to_numpy())))
+    best = np.argmin(losses, axis=0)
+    covered = np.isfinite(losses.min(axis=0))
+    grid, best = grid[covered], best[covered]
+    n_opt = np.array([params[runs[i]] for i in best], np.float64)
+    d_opt = tokens[best, np.flatnonzero(covered)]
+    if np.unique(n_opt).size < 2:
+        raise ValueError("the envelope is made of a single size: need runs of more sizes")
+    a, log_k_n = np.polyfit(np.log(grid), np.log(n_opt), 1)
+    b, log_k_d = np.polyfit(np.log(grid), np.log(d_opt), 1)
+    return EnvelopeFit(
+        compute=grid,
+        loss=losses[best, np.flatnonzero(covered)],
+        run=np.array([runs[i] for i in best]),
+        n_opt=n_opt,
+        d_opt=d_opt,
+        a=float(a),
+        b=float(b),
+        log_k_n=float(log_k_n),
+        log_k_d=float(log_k_d),
+    )
 
 
 def fit_envelope_bootstrap(curves, params, *, n_bootstrap: int = 200, seed: int = 0):
-  """(fit, samples (R, 2) of (a, b)): runs resampled with replacement (duplicates are no-ops,
-  so a resample is a random subset of the runs)."""
-  fit = fit_envelope(curves, params)
-  rng = np.random.default_rng(seed)
-  runs = list(curves)
-  samples = np.full((n_bootstrap, 2), np.nan)
-  for r in range(n_bootstrap):
-    chosen = set(rng.choice(runs, len(runs)))
-    try:
-      refit = fit_envelope({k: curves[k] for k in chosen}, params)
-    except ValueError:
-      continue
-    samples[r] = refit.a, refit.b
-  return fit, samples
+    """(fit, samples (R, 2) of (a, b)): runs resampled with replacement (duplicates are no-ops,
+    so a resample is a random subset of the runs)."""
+    fit = fit_envelope(curves, params)
+    rng = np.random.default_rng(seed)
+    runs = list(curves)
+    samples = np.full((n_bootstrap, 2), np.nan)
+    for r in range(n_bootstrap):
+        chosen = set(rng.choice(runs, len(runs)))
+        try:
+            refit = fit_envelope({k: curves[k] for k in chosen}, params)
+        except ValueError:
+            continue
+        samples[r] = refit.a, refit.b
+    return fit, samples

@@ -17,57 +17,83 @@ TRUE_LAW = {"E0": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37, "ga
 
 
 def law_loss(n, d, experts=1.0, law=TRUE_LAW):
-  n, d, experts = (np.asarray(v, np.float64) for v in (n, d, experts))
-  return law["E0"] + law["A"] / (n**law["alpha"] * experts**law["gamma"]) + law["B"] / d**law[
-      "beta"]
+    n, d, experts = (np.asarray(v, np.float64) for v in (n, d, experts))
+    return law["E0"] + law["A"] / (n ** law["alpha"] * experts ** law["gamma"]) + law["B"] / d ** law["beta"]
 
 
-def synthetic_study(*, budgets=(1e16, 1e17, 1e18), sizes_per_budget: int = 5,
-                    moe_experts=(4, 8), moe_sizes=(1e7, 3e7, 1e8), n_evals: int = 4,
-                    n_steps: int = 24, noise: float = 0.005, seed: int = 0,
-                    law=TRUE_LAW) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-  """(results table with the runner's columns, run -> per-step curve)."""
-  rng = np.random.default_rng(seed)
-  alpha, beta = law["alpha"], law["beta"]
-  g = (alpha * law["A"] / (beta * law["B"])) ** (1 / (alpha + beta))
-  runs = []
-  for c in budgets:
-    n_opt = g * (c / 6) ** (beta / (alpha + beta))
-    for n in n_opt * np.geomspace(1 / 4, 4, sizes_per_budget):
-      runs.append((float(f"{n:.3g}"), c / (6 * float(f"{n:.3g}")), 1, c))
-  for e in moe_experts:
-    for n in moe_sizes:
-      runs.append((n, 20 * n, e, np.nan))
-  rows, curves = [], {}
-  for i, (n, d, e, budget) in enumerate(runs):
-    name = f"r{i:02d}_n{n:.2g}_e{e}"
-    tokens = np.linspace(d / n_steps, d, n_steps)
-    loss = law_loss(n, tokens, e, law) * np.exp(noise * rng.standard_normal(n_steps))
-    curves[name] = pd.DataFrame({"step": np.arange(1, n_steps + 1), "loss": loss,
-                                 "tokens": tokens, "flops": 6 * n * tokens})
-    eval_steps = np.linspace(n_steps // n_evals, n_steps, n_evals).astype(int) - 1
-    for k, s in enumerate(eval_steps):
-      eval_loss = law_loss(n, tokens[s], e, law) * np.exp(noise * rng.standard_normal())
-      curves[name].loc[s, "eval_loss"] = eval_loss
-      rows.append({"run": name, "size": f"{n:.2g}", "d_model": 0, "num_layers": 0,
-                   "num_heads": 0, "num_experts": e, "top_k": 1 if e > 1 else 0,
-                   "params_total": n * (1 + 0.6 * (e - 1)), "params_non_embedding": 0.9 * n,
-                   "params_active": n, "step": s + 1, "tokens": tokens[s],
-                   "flops": 6 * n * tokens[s], "train_loss": curves[name].loss[s],
-                   "eval_loss": eval_loss, "wall_seconds": 1.0 + s, "status": "done",
-                   "budget_flops": budget, "cooldown": np.nan,
-                   "final": k == len(eval_steps) - 1})
-  return pd.DataFrame(rows), curves
+def synthetic_study(
+    *,
+    budgets=(1e16, 1e17, 1e18),
+    sizes_per_budget: int = 5,
+    moe_experts=(4, 8),
+    moe_sizes=(8e6, 3.2e7, 1.28e8),
+    n_evals: int = 4,
+    n_steps: int = 24,
+    noise: float = 0.005,
+    seed: int = 0,
+    law=TRUE_LAW,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """(results table with the runner's columns, run -> per-step curve)."""
+    rng = np.random.default_rng(seed)
+    alpha, beta = law["alpha"], law["beta"]
+    g = (alpha * law["A"] / (beta * law["B"])) ** (1 / (alpha + beta))
+    ladder = 1e6 * 2.0 ** np.arange(12)  # one size ladder shared by all budgets, as in a study
+    runs = []
+    for c in budgets:
+        n_opt = g * (c / 6) ** (beta / (alpha + beta))
+        nearest = np.sort(ladder[np.argsort(np.abs(np.log(ladder / n_opt)))[:sizes_per_budget]])
+        for n in nearest:
+            runs.append((n, c / (6 * n), 1, c))
+    for e in moe_experts:
+        for n in moe_sizes:
+            runs.append((n, 20 * n, e, np.nan))
+    rows, curves = [], {}
+    for i, (n, d, e, budget) in enumerate(runs):
+        name = f"r{i:02d}_n{n:.2g}_e{e}"
+        tokens = np.linspace(d / n_steps, d, n_steps)
+        loss = law_loss(n, tokens, e, law) * np.exp(noise * rng.standard_normal(n_steps))
+        curves[name] = pd.DataFrame(
+            {"step": np.arange(1, n_steps + 1), "loss": loss, "tokens": tokens, "flops": 6 * n * tokens}
+        )
+        eval_steps = np.linspace(n_steps // n_evals, n_steps, n_evals).astype(int) - 1
+        for k, s in enumerate(eval_steps):
+            eval_loss = law_loss(n, tokens[s], e, law) * np.exp(noise * rng.standard_normal())
+            curves[name].loc[s, "eval_loss"] = eval_loss
+            rows.append(
+                {
+                    "run": name,
+                    "size": f"{n:.2g}",
+                    "d_model": 0,
+                    "num_layers": 0,
+                    "num_heads": 0,
+                    "num_experts": e,
+                    "top_k": 1 if e > 1 else 0,
+                    "params_total": n * (1 + 0.6 * (e - 1)),
+                    "params_non_embedding": 0.9 * n,
+                    "params_active": n,
+                    "step": s + 1,
+                    "tokens": tokens[s],
+                    "flops": 6 * n * tokens[s],
+                    "train_loss": curves[name].loss[s],
+                    "eval_loss": eval_loss,
+                    "wall_seconds": 1.0 + s,
+                    "status": "done",
+                    "budget_flops": budget,
+                    "cooldown": np.nan,
+                    "final": k == len(eval_steps) - 1,
+                }
+            )
+    return pd.DataFrame(rows), curves
 
 
 def write_workdir(workdir, results: pd.DataFrame, curves: dict[str, pd.DataFrame]) -> None:
-  """Writes results.csv and runs/<run>/metrics.jsonl as the study runner does."""
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  results.to_csv(workdir / "results.csv", index=False)
-  for run, df in curves.items():
-    (workdir / "runs" / run).mkdir(parents=True, exist_ok=True)
-    with open(workdir / "runs" / run / "metrics.jsonl", "w") as f:
-      for record in df.to_dict("records"):
-        clean = {k: v for k, v in record.items() if not (isinstance(v, float) and np.isnan(v))}
-        f.write(json.dumps(clean) + "\n")
+    """Writes results.csv and runs/<run>/metrics.jsonl as the study runner does."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    results.to_csv(workdir / "results.csv", index=False)
+    for run, df in curves.items():
+        (workdir / "runs" / run).mkdir(parents=True, exist_ok=True)
+        with open(workdir / "runs" / run / "metrics.jsonl", "w") as f:
+            for record in df.to_dict("records"):
+                clean = {k: v for k, v in record.items() if not (isinstance(v, float) and np.isnan(v))}
+                f.write(json.dumps(clean) + "\n")

@@ -1,0 +1,109 @@
+"""Refit and redraw a study's scaling laws from saved results, without training.
+
+  python -m neoscale.fit --workdir=DIR
+      reads DIR/results.csv (+ DIR/runs/*/metrics.jsonl), writes DIR/fit.json and DIR/plots/.
+  python -m neoscale.fit --results=FILE.csv --params_column="Model Size" \
+      --flops_column="Training FLOP" --loss_column=loss --out_dir=OUT
+      fits any table of finished runs (one row per run), e.g. published data.
+
+Exit status: 0 done, 1 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "study directory holding results.csv (and runs/)")
+flags.DEFINE_string("results", None, "any CSV of finished runs, one row per run")
+flags.DEFINE_string(
+    "out_dir", None, "where fit.json and plots/ go (default: --workdir, or the folder of --results)"
+)
+flags.DEFINE_string("params_column", "params_active", "--results: parameter-count column")
+flags.DEFINE_string("tokens_column", None, "--results: training-tokens column")
+flags.DEFINE_string("flops_column", None, "--results: training-FLOPs column")
+flags.DEFINE_string("loss_column", "eval_loss", "--results: final-loss column")
+flags.DEFINE_string("experts_column", None, "--results: expert-count column (MoE)")
+flags.DEFINE_string("run_column", None, "--results: run-name column (bootstrap groups)")
+flags.DEFINE_string("budget_column", None, "--results: IsoFLOP budget column")
+flags.DEFINE_integer("n_bootstrap", 200, "bootstrap resamples for the 95% intervals")
+flags.DEFINE_integer("seed", 0, "bootstrap seed")
+flags.DEFINE_bool("plots", True, "draw the figures")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def _load():
+    """(results table, curves or None, output directory)."""
+    import pandas as pd
+
+    from neoscale.scaling import results as results_lib
+
+    if bool(FLAGS.workdir) == bool(FLAGS.results):
+        raise ValueError("pass exactly one of --workdir=DIR or --results=FILE.csv")
+    if FLAGS.workdir:
+        workdir = pathlib.Path(FLAGS.workdir)
+        table = results_lib.load_results(workdir / "results.csv")
+        return table, results_lib.load_curves(workdir) or None, pathlib.Path(FLAGS.out_dir or workdir)
+    path = pathlib.Path(FLAGS.results)
+    if not path.is_file():
+        raise FileNotFoundError(f"--results={path} does not exist")
+    try:
+        raw = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable CSV table ({e.__class__.__name__})") from None
+    if {"run", "final", "params_active"} <= set(raw.columns):  # a study's own results table
+        table = results_lib.validate(raw)
+    else:
+        if FLAGS.tokens_column is None and FLAGS.flops_column is None:
+            raise ValueError("pass --tokens_column or --flops_column (the other follows from C = 6·N·D)")
+        table = results_lib.from_table(
+            raw,
+            params_column=FLAGS.params_column,
+            loss_column=FLAGS.loss_column,
+            tokens_column=FLAGS.tokens_column,
+            flops_column=FLAGS.flops_column,
+            experts_column=FLAGS.experts_column,
+            run_column=FLAGS.run_column,
+            budget_column=FLAGS.budget_column,
+        )
+    return table, None, pathlib.Path(FLAGS.out_dir or path.parent)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags")
+    try:
+        from neoscale import plots, scaling
+
+        table, curves, out_dir = _load()
+        fit = scaling.fit_study(table, curves=curves, n_bootstrap=FLAGS.n_bootstrap, seed=FLAGS.seed)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "fit.json").write_text(json.dumps(fit, indent=1, sort_keys=True))
+        figures = plots.draw_study(table, fit, out_dir / "plots", curves=curves) if (FLAGS.plots) else []
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    print(
+        json.dumps(
+            {
+                "fit": str(out_dir / "fit.json"),
+                "plots": [str(p) for p in figures],
+                "laws": {k: v["status"] for k, v in fit["laws"].items()},
+            }
+        )
+    )
+
+
+def entrypoint() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,286 @@
+"""Figures of a study's scaling laws (matplotlib, Agg backend: no display needed).
+
+Every figure is written as PNG and SVG. Each parameter count keeps one colour across figures
+(`size_colors`), so a run can be followed from figure to figure.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+
+from neoscale.scaling import results as results_lib  # noqa: E402
+
+_EXPERT_MARKERS = "os^Dvp*h"
+
+
+def size_colors(params: np.ndarray) -> dict[float, tuple]:
+    """Parameter count -> colour (viridis over log N, smallest dark, largest light)."""
+    sizes = np.unique(np.asarray(params, np.float64))
+    cmap = plt.get_cmap("viridis")
+    if sizes.size == 1:
+        return {float(sizes[0]): cmap(0.5)}
+    logs = np.log(sizes)
+    return {
+        float(s): cmap(0.9 * (v - logs[0]) / (logs[-1] - logs[0])) for s, v in zip(sizes, logs, strict=True)
+    }
+
+
+def _label_n(n: float) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def _save(fig, out_dir: pathlib.Path, name: str) -> list[pathlib.Path]:
+    paths = []
+    for ext in ("png", "svg"):
+        path = out_dir / f"{name}.{ext}"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _legend(ax, title=None):
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(
+        unique.values(),
+        unique.keys(),
+        fontsize=7,
+        title=title,
+        title_fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+    )
+
+
+def _plain_loss_axis(ax):
+    """Log-scale loss axis with plain tick labels (2, 3, 4 rather than 2×10⁰)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+
+
+def _fitted(fit: dict, key: str) -> dict | None:
+    law = fit.get("laws", {}).get(key, {})
+    return law if law.get("status") == "fitted" else None
+
+
+def loss_vs_compute(points, fit, colors, curves=None):
+    """Loss against compute: curves, final points, fitted frontier with band and extrapolation."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    dense = points[points["num_experts"] == points["num_experts"].min()]
+    runs_n = dict(zip(points["run"], points["params_active"], strict=True))
+    for run, df in (curves or {}).items():
+        if run in runs_n and {"flops", "loss"} <= set(df.columns) and run in set(dense["run"]):
+            ax.plot(df["flops"], df["loss"], color=colors[runs_n[run]], alpha=0.35, lw=0.8)
+    for n, group in dense.groupby("params_active"):
+        ax.scatter(
+            group["flops"],
+            group["eval_loss"],
+            color=colors[n],
+            s=18,
+            zorder=3,
+            edgecolor="k",
+            linewidth=0.3,
+            label=f"N = {_label_n(n)}",
+        )
+    law = _fitted(fit, "loss_vs_compute")
+    if law:
+        band = law["frontier"]
+        grid, curve = np.array(band["compute"]), np.array(band["loss"], float)
+        inside = grid <= dense["flops"].max() * 1.0001
+        c = law["constants"]
+        text = f"fit E + A·C^-α: E={c['E']:.3g}, α={c['alpha']:.3g}"
+        ax.plot(grid[inside], curve[inside], "k-", lw=1.5, label=text)
+        ax.plot(grid[~inside], curve[~inside], "k--", lw=1.2, label="extrapolation (to 100×)")
+        if "lower" in band:
+            ax.fill_between(
+                grid,
+                np.array(band["lower"], float),
+                np.array(band["upper"], float),
+                color="k",
+                alpha=0.12,
+                label="95% bootstrap band",
+            )
+    ax.set_xscale("log")
+    _plain_loss_axis(ax)
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Loss against compute")
+    _legend(ax)
+    return fig
+
+
+def isoflop_curves(points, fit, colors):
+    law = _fitted(fit, "isoflop_approach2")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cmap = plt.get_cmap("plasma")
+    budgets = np.array(law["budgets"])
+    for i, (c, parabola) in enumerate(zip(budgets, law["parabolas_ln_n"], strict=True)):
+        shade = cmap(0.85 * i / max(1, budgets.size - 1))
+        at = points[np.isclose(points["budget_flops"], c)]
+        ax.scatter(
+            at["params_active"],
+            at["eval_loss"],
+            color=[colors[n] for n in at["params_active"]],
+            edgecolor=shade,
+            linewidth=1.2,
+            s=30,
+            zorder=3,
+        )
+        x = np.linspace(np.log(at["params_active"].min()) - 0.3, np.log(at["params_active"].max()) + 0.3, 100)
+        ax.plot(np.exp(x), np.polyval(parabola, x), color=shade, label=f"C = {c:.2g} FLOPs")
+        ax.plot(law["n_opt"][i], law["loss_opt"][i], marker="*", color=shade, ms=12, mec="k", zorder=4)
+    ax.plot([], [], "k*", ms=10, ls="", label="parabola minimum N_opt(C)")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("final loss (nats/token)")
+    ax.set_title("IsoFLOP curves (Approach 2)")
+    _legend(ax, "budget")
+    return fig
+
+
+def optimal_allocation(fit):
+    """N_opt and D_opt against compute for every approach that was fitted."""
+    fig, (ax_n, ax_d) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    styles = {
+        "isoflop_approach2": ("Approach 2", "tab:blue", "o"),
+        "envelope_approach1": ("Approach 1", "tab:orange", "s"),
+    }
+    spans = []
+    for key, (name, color, marker) in styles.items():
+        law = _fitted(fit, key)
+        if not law:
+            continue
+        compute = np.array(law.get("budgets", law.get("compute")), float)
+        spans.append(compute)
+        k = law["constants"]
+        line = np.geomspace(compute.min(), compute.max() * 100, 50)
+        for ax, opt, exp_key, log_k in ((ax_n, "n_opt", "a", "log_k_n"), (ax_d, "d_opt", "b", "log_k_d")):
+            ax.scatter(compute, law[opt], color=color, marker=marker, s=18)
+            ax.plot(
+                line,
+                np.exp(k[log_k]) * line ** k[exp_key],
+                color=color,
+                label=f"{name}: ∝ C^{k[exp_key]:.3f}",
+            )
+    law3 = _fitted(fit, "chinchilla_approach3")
+    if law3 and spans:
+        allocation = law3["allocation"]
+        line = np.geomspace(min(s.min() for s in spans), max(s.max() for s in spans) * 100, 50)
+        n_opt = allocation["G"] * (line / 6) ** allocation["a"]
+        ax_n.plot(line, n_opt, "g--", label=f"Approach 3: ∝ C^{allocation['a']:.3f}")
+        ax_d.plot(
+            line,
+            (line / 6) ** allocation["b"] / allocation["G"],
+            "g--",
+            label=f"Approach 3: ∝ C^{allocation['b']:.3f}",
+        )
+    for ax, what in ((ax_n, "compute-optimal parameters N_opt"), (ax_d, "compute-optimal tokens D_opt")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training compute C (FLOPs)")
+        ax.set_ylabel(what)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Compute-optimal allocation")
+    return fig
+
+
+def moe_frontiers(points, fit):
+    law = _fitted(fit, "moe")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cmap = plt.get_cmap("tab10")
+    for i, (e, group) in enumerate(points.groupby("num_experts")):
+        color = cmap(i)
+        name = "dense" if e == 1 else f"{int(e)} experts"
+        ax.scatter(
+            group["flops"],
+            group["eval_loss"],
+            color=color,
+            s=20,
+            marker=_EXPERT_MARKERS[i % len(_EXPERT_MARKERS)],
+            label=f"{name} (final points)",
+        )
+        frontier = law["frontiers"].get(str(int(e)), {})
+        if frontier.get("status") == "fitted":
+            c = frontier["constants"]
+            grid = np.geomspace(group["flops"].min(), group["flops"].max() * 10, 50)
+            ax.plot(
+                grid,
+                c["E"] + c["A"] * grid ** -c["alpha"],
+                color=color,
+                label=f"{name}: α = {c['alpha']:.3f}",
+            )
+    saving = law.get("chinchilla_form", {}).get("compute_saving", {})
+    if saving:
+        note = ", ".join(f"E={e}: {s:.2g}×" for e, s in saving.items() if e != "1")
+        ax.text(0.02, 0.03, f"compute saving at equal loss: {note}", transform=ax.transAxes, fontsize=7)
+    ax.set_xscale("log")
+    _plain_loss_axis(ax)
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel("final loss (nats/token)")
+    ax.set_title("Dense against mixture-of-experts frontiers")
+    _legend(ax)
+    return fig
+
+
+def loss_vs_tokens(points, all_rows, colors, curves=None):
+    """Loss against tokens, one colour per size (curves if given, else evaluation rows)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    runs_n = dict(zip(points["run"], points["params_active"], strict=True))
+    for run, n in runs_n.items():
+        df = (curves or {}).get(run)
+        if df is not None and {"tokens", "loss"} <= set(df.columns):
+            ax.plot(df["tokens"], df["loss"], color=colors[n], lw=0.9, alpha=0.8, label=f"N = {_label_n(n)}")
+        else:
+            rows = all_rows[all_rows["run"] == run].sort_values("tokens")
+            ax.plot(
+                rows["tokens"], rows["eval_loss"], "-o", ms=3, color=colors[n], label=f"N = {_label_n(n)}"
+            )
+    ax.scatter(
+        points["tokens"],
+        points["eval_loss"],
+        c=[colors[n] for n in points["params_active"]],
+        s=14,
+        edgecolor="k",
+        linewidth=0.3,
+        zorder=3,
+    )
+    ax.set_xscale("log")
+    _plain_loss_axis(ax)
+    ax.set_xlabel("training tokens D")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Loss against tokens")
+    _legend(ax)
+    return fig
+
+
+def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[pathlib.Path]:
+    """Writes PNG and SVG of every figure the data and fit support; returns the paths."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_rows = results_lib.validate(results)
+    points, _ = results_lib.final_points(all_rows)
+    if points.empty:
+        return []
+    colors = size_colors(points["params_active"])
+    paths = _save(loss_vs_compute(points, fit, colors, curves), out_dir, "loss_vs_compute")
+    paths += _save(loss_vs_tokens(points, all_rows, colors, curves), out_dir, "loss_vs_tokens")
+    if _fitted(fit, "isoflop_approach2"):
+        paths += _save(isoflop_curves(points, fit, colors), out_dir, "isoflop")
+    if _fitted(fit, "isoflop_approach2") or _fitted(fit, "envelope_approach1"):
+        paths += _save(optimal_allocation(fit), out_dir, "optimal_allocation")
+    if _fitted(fit, "moe"):
+        paths += _save(moe_frontiers(points, fit), out_dir, "moe_frontiers")
+    return paths
