@@ -59,6 +59,8 @@ def bootstrap_huber(
     best distinct local optima — instead of the full start grid: the resampled optimum lies near
     the full-data one, and this keeps 200 resamples to about a grid's cost.
     """
+    if n_resamples == 0:
+        return np.empty((0, seeds.shape[1]))
     weights = resample_weights(groups, n_resamples, seed)
     n_seeds = seeds.shape[0]
     starts = np.tile(seeds, (n_resamples, 1))

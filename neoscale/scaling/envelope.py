@@ -3,8 +3,10 @@
 Every run's curve (loss against FLOPs, smoothed with a running median) is interpolated onto
 log-spaced FLOP values; at each one the run with the lowest loss gives N_opt(C) (its parameters)
 and D_opt(C) (its tokens at C). log N_opt and log D_opt are then regressed on log C.
-Caveat: runs with a constant-LR (WSD) stable phase sit above a cosine-matched curve before
-their cooldown, so the envelope of such curves is biased towards long runs.
+The FLOP grid runs from where every curve has started to the end of the longest one. Caveats:
+beyond the end of the shorter runs only longer ones compete, which biases N_opt upwards at the
+top of the range; and runs with a constant-LR (WSD) stable phase sit above a cosine-matched
+curve before their cooldown.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def fit_envelope(
     Args:
       curves: run -> DataFrame with columns flops, loss, tokens (one row per step).
       params: run -> parameter count N.
-      n_grid: number of log-spaced FLOP values between the smallest final and largest compute.
+      n_grid: number of log-spaced FLOP values on the grid.
     Raises:
       ValueError: fewer than 2 usable curves, or fewer than 2 distinct winning sizes.
     """
@@ -64,9 +66,8 @@ def fit_envelope(
             usable[run] = df
     if len(usable) < 2:
         raise ValueError(f"need >= 2 training curves with flops, loss and tokens, got {len(usable)}")
-    lowest = min(df.flops.iloc[-1] for df in usable.values())
+    lowest = max(df.flops.iloc[0] for df in usable.values())
     highest = max(df.flops.iloc[-1] for df in usable.values())
-    lowest = max(lowest, max(df.flops.iloc[0] for df in usable.values()))
     grid = np.geomspace(lowest, highest, n_grid)
     runs = list(usable)
     losses = np.full((len(runs), n_grid), np.inf)

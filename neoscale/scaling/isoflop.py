@@ -64,7 +64,7 @@ def fit_isoflop(budget, n, d, loss) -> IsoFlopFit:
     Raises:
       ValueError: fewer than 2 budgets with a minimum (each needs >= 3 distinct sizes).
     """
-    cols, _ = checks.clean_points(6, budget=budget, n=n, d=d, loss=loss)
+    cols, _ = checks.clean_points(1, budget=budget, n=n, d=d, loss=loss)
     rows, skipped = [], {}
     for c in np.unique(cols["budget"]):
         at = cols["budget"] == c

@@ -164,8 +164,8 @@ def minimize_huber(
     *,
     delta: float = HUBER_DELTA,
     max_iter: int = 1000,
-    gtol: float = 1e-8,
-    ftol: float = 1e-12,
+    gtol: float = 1e-5,
+    ftol: float = 2.2e-9,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minimises Σ_i w_i·Huber_δ(law(θ, log_x)_i − log_y_i) by L-BFGS from every start.
 
@@ -176,7 +176,7 @@ def minimize_huber(
       weights: (B, n) point weights per problem (bootstrap counts); default all ones.
       max_iter: L-BFGS iterations per problem, at most.
       gtol, ftol: a problem stops when max |gradient| <= gtol, an iteration lowers the objective
-        by <= ftol·max(|f|, 1) (scipy's rule), or the line search finds no decrease.
+        by <= ftol·max(|f|, 1), or the line search finds no decrease (defaults: scipy L-BFGS-B).
 
     Returns:
       (params (B, P), objective (B,)); a problem whose objective is not finite gets +inf.

@@ -1,0 +1,67 @@
+"""python -m neoscale.fit: refit and redraw from a workdir or any CSV; bad input is one line."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from neoscale.scaling.synthetic import synthetic_study, write_workdir
+
+DATA = pathlib.Path(__file__).parent / "data" / "chinchilla_fig4_epoch_extracted.csv"
+
+
+def run_fit(*args):
+    return subprocess.run([sys.executable, "-m", "neoscale.fit", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_refits_and_redraws_a_workdir(tmp_path):
+    results, curves = synthetic_study(budgets=(1e16, 1e17), sizes_per_budget=4, moe_experts=())
+    write_workdir(tmp_path, results, curves)
+    done = run_fit(f"--workdir={tmp_path}", "--n_bootstrap=5")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["laws"]["isoflop_approach2"] == "fitted"
+    assert summary["laws"]["envelope_approach1"] == "fitted"
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["n_bootstrap"] == 5
+    assert (tmp_path / "plots" / "isoflop.svg").is_file()
+    assert (tmp_path / "plots" / "loss_vs_compute.png").is_file()
+
+
+def test_fits_any_csv_with_named_columns(tmp_path):
+    results, _ = synthetic_study(budgets=(1e16, 1e17), sizes_per_budget=4, moe_experts=())
+    final = results[results.final]
+    table = final.rename(columns={"params_active": "Model Size", "tokens": "Tokens",
+                                  "eval_loss": "Loss", "budget_flops": "Budget"})
+    path = tmp_path / "published.csv"
+    table[["Model Size", "Tokens", "Loss", "Budget"]].to_csv(path, index=False)
+    done = run_fit(f"--results={path}", "--params_column=Model Size", "--tokens_column=Tokens",
+                   "--loss_column=Loss", "--budget_column=Budget", "--n_bootstrap=0",
+                   "--noplots")
+    assert done.returncode == 0, done.stderr
+    fit = json.loads((tmp_path / "fit.json").read_text())  # next to the CSV by default
+    assert fit["laws"]["chinchilla_approach3"]["points"] == len(final)
+    assert fit["laws"]["isoflop_approach2"]["status"] == "fitted"
+    assert fit["laws"]["isoflop_approach2"]["budgets"] == [1e16, 1e17]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workdir=/nonexistent/study"], "no results table"),
+        ([], "exactly one of --workdir"),
+        ([f"--results={DATA}", "--params_column=params", "--flops_column=Training FLOP",
+          "--loss_column=loss"], "'params' is not a column"),
+        ([f"--results={DATA}", "--params_column=Model Size", "--loss_column=loss"],
+         "--tokens_column or --flops_column"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(args, message):
+    done = run_fit(*args)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
