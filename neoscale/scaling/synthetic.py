@@ -49,7 +49,7 @@ def synthetic_study(
             runs.append((n, 20 * n, e, np.nan))
     rows, curves = [], {}
     for i, (n, d, e, budget) in enumerate(runs):
-        name = f"r{i:02d}_n{n:.2g}_e{e}"
+        name = f"r{i:02d}_{n / 1e6:g}M_e{e}"
         tokens = np.linspace(d / n_steps, d, n_steps)
         loss = law_loss(n, tokens, e, law) * np.exp(noise * rng.standard_normal(n_steps))
         curves[name] = pd.DataFrame(
