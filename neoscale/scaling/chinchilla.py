@@ -124,7 +124,9 @@ def _uncentred(params: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 def _to_fit(p, **extra) -> ChinchillaFit:
     e, a, b, alpha, beta = (float(v) for v in p)
-    return ChinchillaFit(E=np.exp(e), A=np.exp(a), B=np.exp(b), alpha=alpha, beta=beta, **extra)
+    return ChinchillaFit(
+        E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)), alpha=alpha, beta=beta, **extra
+    )
 
 
 def _fit_grid(cols, starts):

@@ -152,7 +152,9 @@ def fit_moe_chinchilla_bootstrap(n, d, experts, loss, *, groups=None, n_bootstra
     params, objective = optimize.minimize_huber(LAW, starts, log_x, log_y)
     best = int(np.argmin(objective))
     fit = MoEChinchillaFit(
-        *_decode(params[best], centre)[0], objective=float(objective[best]), n_points=int(log_y.size)
+        *(float(v) for v in _decode(params[best], centre)[0]),
+        objective=float(objective[best]),
+        n_points=int(log_y.size),
     )
     samples = np.empty((0, 6))
     if n_bootstrap:
