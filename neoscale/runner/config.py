@@ -12,7 +12,7 @@ A study is one ml_collections ConfigDict:
 * ``model``: ModelConfig fields replaced for every size (e.g. ``dtype``, ``max_positions``).
 * ``size_overrides``: {size: {field: value}} for one size only (train or model fields).
 * ``cooldowns``: fractions at which WSD cooldown branches are forked ("" = none).
-* ``fit``: what ``neoscale.scaling.fit_study`` fits (curves, bootstrap resamples, seed).
+* ``fit``: what ``neoscale.scaling.fit_study`` fits (bootstrap resamples, seed).
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.size_overrides = ml_collections.ConfigDict()
     c.cooldowns = ""
     c.fit = ml_collections.ConfigDict({
-        "curves": "",  # comma-separated curve names of neoscale.scaling; "" = its default set
         "n_bootstrap": 200,
         "seed": 0,
     })

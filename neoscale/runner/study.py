@@ -253,11 +253,6 @@ def run_study(
     return outcome
 
 
-def _curves(study: ml_collections.ConfigDict) -> list[str] | None:
-    names = [c.strip() for c in str(study.fit.curves or "").split(",") if c.strip()]
-    return names or None
-
-
 def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
                  plan: Sequence[PlannedRun], failures: dict[str, str]) -> list[str]:
     """Fits the laws, draws the figures and writes the report (process 0). Returns the paths.
@@ -267,12 +262,12 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
     """
     frame = results_lib.read_results(workdir)
     outputs = [str(workdir / results_lib.RESULTS_FILE)]
-    curves = _curves(study)
     try:
         from neoscale import scaling
 
-        fit = scaling.fit_study(frame, n_bootstrap=int(study.fit.n_bootstrap),
-                                seed=int(study.fit.seed), **({"curves": curves} if curves else {}))
+        curves = scaling.load_curves(workdir)  # per-step metrics: Approach 1 and the run curves
+        fit = scaling.fit_study(frame, curves=curves, n_bootstrap=int(study.fit.n_bootstrap),
+                                seed=int(study.fit.seed))
     except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
         fit = {"error": failure_reason(error)}
         failures["fit"] = fit["error"]
@@ -284,7 +279,7 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
             from neoscale import plots
 
             figures = [str(p) for p in plots.draw_study(frame, fit, workdir / PLOTS_DIR,
-                                                        **({"curves": curves} if curves else {}))]
+                                                        curves=curves)]
         except Exception as error:  # noqa: BLE001
             failures["plots"] = failure_reason(error)
     outputs += figures

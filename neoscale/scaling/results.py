@@ -8,10 +8,11 @@ columns with `from_table`.
 
 from __future__ import annotations
 
-import pathlib
+import io
 
 import numpy as np
 import pandas as pd
+from etils import epath
 
 RESULTS_COLUMNS = (
     "run",
@@ -74,24 +75,27 @@ def validate(results: pd.DataFrame) -> pd.DataFrame:
 
 def load_results(path) -> pd.DataFrame:
     """Reads and validates a results CSV; FileNotFoundError/ValueError with a clear message."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no results table at {path}: pass a study's results.csv")
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(io.StringIO(path.read_text()))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable CSV table ({e.__class__.__name__})") from None
     return validate(table)
 
 
 def load_curves(workdir) -> dict[str, pd.DataFrame]:
-    """run -> per-step metrics from workdir/runs/<run>/metrics.jsonl (missing runs are skipped)."""
+    """run -> per-step metrics from workdir/runs/<run>/metrics.jsonl (missing runs are skipped).
+
+    ``workdir`` may be local or gs://."""
     curves = {}
-    for path in sorted(pathlib.Path(workdir).glob("runs/*/metrics.jsonl")):
-        if path.stat().st_size == 0:
+    for path in sorted(epath.Path(workdir).glob("runs/*/metrics.jsonl")):
+        text = path.read_text()
+        if not text.strip():
             continue
         try:
-            curves[path.parent.name] = pd.read_json(path, lines=True)
+            curves[path.parent.name] = pd.read_json(io.StringIO(text), lines=True)
         except ValueError as e:
             raise ValueError(f"{path} is not JSON lines ({e}): fix or remove it") from None
     return curves
