@@ -29,7 +29,7 @@ def _final_table(frame) -> str:
 
 def _fit_section(fit: dict) -> str:
     if "error" in fit:
-        return f"_No fit: {fit['error']}_"
+        return f"## Scaling-law fits\n\n_No fit: {fit['error']}_"
     from neoscale import scaling
 
     return scaling.report_section(fit)
@@ -61,7 +61,7 @@ def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, 
         parts += [f"![{name}]({relative})", ""]
     if not pngs:
         parts += ["_No figures (nothing to fit yet)._", ""]
-    parts += ["## Fitted laws", "", _fit_section(fit), "", "## Final losses", "", _final_table(frame),
+    parts += [_fit_section(fit), "", "## Final losses", "", _final_table(frame),
               "", "## Plan", "", format_table(plan, markdown=True), ""]
     if failures:
         parts += ["## Failures", ""]
