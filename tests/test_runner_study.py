@@ -1,5 +1,6 @@
 """End-to-end studies of tiny sizes on the built-in corpus: outputs, resume, skip, failure isolation."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -29,9 +30,18 @@ def _cli(workdir, *extra):
             f"--workdir={workdir}", *extra, *TINY], env  # --config before its --config.X overrides
 
 
+def _default_study():
+    """experiments/cpu_demo.py's config: the CLI's default, whose model overrides the runs get."""
+    spec = importlib.util.spec_from_file_location("cpu_demo", os.path.join(REPO, "experiments",
+                                                                            "cpu_demo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
 def tiny_plan(steps):
     return plan_lib.make_plan(SIZES, plan_lib.parse_budget(steps=steps), vocab_size=512, seq_len=64,
-                              train=_tiny_train())
+                              train=_tiny_train(), model_overrides=dict(_default_study().model))
 
 
 def _tiny_train():
