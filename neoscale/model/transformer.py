@@ -87,25 +87,20 @@ class GPTNeo(nnx.Module):
                 rngs.params(), (config.d_model, config.vocab_size), pdtype))
 
     def __call__(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """tokens int [batch, seq] -> (float32 logits [batch, seq, vocab], aux)."""
-        hidden, aux = self.hidden_states(tokens)
-        return lm_head_logits(hidden, self.output_embedding()), aux
-
-    def hidden_states(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """tokens int [batch, seq] -> (final-LayerNorm output [batch, seq, d_model], aux)."""
-        dt = dtype_of(self.config.dtype)
+        config, dt = self.config, dtype_of(self.config.dtype)
         seq = tokens.shape[1]
         x = self.wte[...].astype(dt)[tokens] + self.wpe[...].astype(dt)[:seq]
         x = constrain(x, ("act_batch", "act_length", "act_embed"))
         x, moe_aux = self._apply_groups(x)
-        return self.ln_f(x), _summarise_aux(moe_aux)
-
-    def output_embedding(self) -> jax.Array:
-        """The LM head as [vocab, d_model] in the compute dtype (the token embedding when tied)."""
-        dt = dtype_of(self.config.dtype)
-        if self.config.tie_embeddings:
-            return self.wte[...].astype(dt)
-        return self.lm_head[...].astype(dt).T
+        x = self.ln_f(x)
+        if config.tie_embeddings:
+            logits = jnp.einsum("bsd,vd->bsv", x, self.wte[...].astype(dt),
+                                preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("bsd,dv->bsv", x, self.lm_head[...].astype(dt),
+                                preferred_element_type=jnp.float32)
+        logits = constrain(logits.astype(jnp.float32), ("act_batch", "act_length", "act_vocab"))
+        return logits, _summarise_aux(moe_aux)
 
     def _apply_groups(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Scans the stacked layer groups: compile time does not grow with depth."""
@@ -118,12 +113,6 @@ class GPTNeo(nnx.Module):
         scan = nnx.scan(apply_group, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0),
                         transform_metadata={nnx.PARTITION_NAME: "layers"})
         return scan(x, self.groups)
-
-
-def lm_head_logits(hidden: jax.Array, output_embedding: jax.Array) -> jax.Array:
-    """hidden [..., d_model] x output_embedding [vocab, d_model] -> float32 logits [..., vocab]."""
-    logits = jnp.einsum("...d,vd->...v", hidden, output_embedding, preferred_element_type=jnp.float32)
-    return constrain(logits, ("act_batch", "act_length", "act_vocab")[-logits.ndim:])
 
 
 def _summarise_aux(moe_aux: dict[str, jax.Array]) -> dict[str, jax.Array]:

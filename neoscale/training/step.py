@@ -10,28 +10,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from neoscale.sharding import batch_sharding, mesh_pspec, sharding_context
-from neoscale.training.cross_entropy import lm_head_cross_entropy
 from neoscale.training.state import ModelParams, Params, TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 MOE_METRICS = ("load_balancing_loss", "router_z_loss", "dropped_fraction", "expert_load")
-
-
-def _summed_cross_entropy(params: Params, model_params: ModelParams,
-                          batch: Batch) -> tuple[jax.Array, jax.Array, Metrics]:
-    """(sum of masked token cross-entropies, number of counted tokens, MoE aux), float32.
-
-    The LM head and the loss run chunk by chunk (``lm_head_cross_entropy``): the full
-    [B, S, vocab] logits are never held in memory.
-    """
-    model = model_params.merge(params)
-    hidden, aux = model.hidden_states(batch["inputs"])
-    mask = batch.get("mask")
-    if mask is None:
-        mask = jnp.ones(batch["targets"].shape, jnp.float32)
-    summed = lm_head_cross_entropy(hidden, model.output_embedding(), batch["targets"], mask)
-    return summed, mask.sum(), aux
 
 
 def loss_fn(params: Params, model_params: ModelParams, batch: Batch) -> tuple[jax.Array, Metrics]:
@@ -42,8 +25,11 @@ def loss_fn(params: Params, model_params: ModelParams, batch: Batch) -> tuple[ja
     metrics["loss"] is the cross-entropy alone (comparable with the eval loss).
     """
     config = model_params.config
-    summed, count, aux = _summed_cross_entropy(params, model_params, batch)
-    loss = summed / count
+    logits, aux = model_params.merge(params)(batch["inputs"])
+    per_token = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch["targets"])
+    mask = batch.get("mask")
+    loss = per_token.mean() if mask is None else (per_token * mask).sum() / mask.sum()
     total = loss
     metrics = {"loss": loss}
     if config.is_moe:
@@ -120,8 +106,11 @@ def make_eval_step(model_params: ModelParams, mesh: Mesh,
     """Jitted (params, batch) -> (sum of masked cross-entropy, number of tokens), float32."""
 
     def evaluate(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
-        summed, count, _ = _summed_cross_entropy(params, model_params, batch)
-        return summed, count
+        logits, _ = model_params.merge(params)(batch["inputs"])
+        per_token = optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), batch["targets"])
+        mask = batch.get("mask", jnp.ones_like(per_token))
+        return (per_token * mask).sum(), mask.sum()
 
     replicated = NamedSharding(mesh, PartitionSpec())
     jitted = jax.jit(evaluate, in_shardings=(param_shardings, batch_sharding(mesh)),
