@@ -40,6 +40,20 @@ def loss_fn(params: Params, model_params: ModelParams, batch: Batch) -> tuple[ja
     return total, metrics
 
 
+def masked_loss_sums(params: Params, model_params: ModelParams,
+                     batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(sum of masked per-token cross-entropy, number of unmasked tokens), float32 scalars.
+
+    batch: "inputs", "targets" int32 [B, S], optional "mask" float32 [B, S] (default all ones).
+    The evaluation loss is sum / count over all held-out batches.
+    """
+    logits, _ = model_params.merge(params)(batch["inputs"])
+    per_token = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch["targets"])
+    mask = batch.get("mask", jnp.ones_like(per_token))
+    return (per_token * mask).sum(), mask.sum()
+
+
 def _split_micro_batches(batch: Batch, micro_batches: int) -> Batch:
     """[B, S] -> [M, B/M, S] taking every M-th row, so every device keeps its own rows."""
 
@@ -106,11 +120,7 @@ def make_eval_step(model_params: ModelParams, mesh: Mesh,
     """Jitted (params, batch) -> (sum of masked cross-entropy, number of tokens), float32."""
 
     def evaluate(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
-        logits, _ = model_params.merge(params)(batch["inputs"])
-        per_token = optax.softmax_cross_entropy_with_integer_labels(
-            logits.astype(jnp.float32), batch["targets"])
-        mask = batch.get("mask", jnp.ones_like(per_token))
-        return (per_token * mask).sum(), mask.sum()
+        return masked_loss_sums(params, model_params, batch)
 
     replicated = NamedSharding(mesh, PartitionSpec())
     jitted = jax.jit(evaluate, in_shardings=(param_shardings, batch_sharding(mesh)),
