@@ -54,25 +54,58 @@ def test_mean_keys_per_query():
 
 
 def test_train_flops_against_a_hand_count():
-    # d=64, 2 layers (global then local, window 4), seq 8, vocab 100, mlp 256.
+    # The one independent hand count (every number below written out, not recomputed):
+    # w64d2h2, vocab 100, seq 8: layer 0 global (causal), layer 1 local with window 4, MLP 256.
     config = model_config("w64d2h2", vocab_size=100, max_positions=16, window_size=4)
-    d, s, v = 64, 8, 100
-    logits = 2 * d * v
-    projections = 2 * 4 * d * d
-    mlp = 2 * 2 * d * 4 * d
-    global_keys = (s + 1) / 2  # 4.5
-    local_keys = sum(min(i + 1, 4) for i in range(s)) / s  # (1+2+3+4*5)/8 = 3.25
-    attention = 4 * d * global_keys + 4 * d * local_keys
-    forward = logits + 2 * (projections + mlp) + attention
-    assert accounting.train_flops_per_token(config, s) == pytest.approx(3 * forward)
+    # Per token, multiply-add = 2 FLOPs:
+    #   logits: [64] x [64, 100]                                   2*64*100      = 12_800
+    #   per layer, q, k, v, out: 4 x [64] x [64, 64]               4*2*64*64     = 32_768
+    #   per layer, MLP: [64] x [64, 256] then [256] x [256, 64]    2*2*64*256    = 65_536
+    #   layer 0 attention: query i sees keys 0..i: 1+2+...+8 = 36 keys for 8 queries, 4.5 each;
+    #     scores q.k and sum of values: 2 x 2*64 per key           4*64*4.5      = 1_152
+    #   layer 1 attention: query i sees min(i+1, 4) keys: 1+2+3+4+4+4+4+4 = 26, 3.25 each
+    #                                                              4*64*3.25     = 832
+    forward = 12_800 + 2 * (32_768 + 65_536) + 1_152 + 832
+    assert forward == 211_392
+    assert accounting.forward_flops_per_token(config, 8) == 211_392
+    assert accounting.train_flops_per_token(config, 8) == 3 * 211_392  # backward = 2 x forward
+    # Chinchilla App. F on the same config: embedding 2*100*64 = 12_800 more, and per layer the
+    # full context (8 keys for every query, no window): scores + values 2*2*8*64 = 2_048 and
+    # softmax 3*2 heads*8 = 48, instead of 1_152 and 832.
+    chinchilla = 12_800 + 12_800 + 2 * (32_768 + 65_536 + 2_048 + 48)
+    assert accounting.forward_flops_per_token(config, 8, convention="chinchilla") == chinchilla
+
+
+def test_chinchilla_convention_at_125m():
+    # Hoffmann et al. 2022 App. F per token at 125M (d 768, 12 layers, 12 heads, V 50257), S 2048:
+    #   embedding 2*50257*768 = 77_194_752, logits the same;
+    #   per layer: q,k,v 2*3*768*768 = 3_538_944; scores 2*2048*768 = 3_145_728; softmax
+    #   3*12*2048 = 73_728; values 3_145_728; out 2*768*768 = 1_179_648; MLP 2*2*768*3072 = 9_437_184
+    #   -> 20_520_960 per layer, 246_251_520 for 12.
+    config = model_config("125M")
+    chinchilla = 2 * 77_194_752 + 12 * 20_520_960
+    assert accounting.forward_flops_per_token(config, 2048, convention="chinchilla") == chinchilla
+    # neoscale: logits 77_194_752; per layer projections 4*2*768*768 = 4_718_592 and MLP 9_437_184;
+    # attention 4*768 per key over 6 global layers (1024.5 keys) and 6 local ones (window 256:
+    # 256 - 256*255/4096 = 240.0625 keys) = 3072 * 6 * 1264.5625 = 23_308_416.
+    neoscale = 77_194_752 + 12 * (4_718_592 + 9_437_184) + 23_308_416
+    assert neoscale == 270_372_480
+    assert accounting.forward_flops_per_token(config, 2048) == neoscale
+    # The "16% fewer forward FLOPs than Chinchilla's" is App. F without its embedding term;
+    # with it, 32.5% fewer.
+    assert 1 - neoscale / (chinchilla - 77_194_752) == pytest.approx(0.164, abs=5e-4)
+    assert 1 - neoscale / chinchilla == pytest.approx(0.325, abs=5e-4)
+    with pytest.raises(ValueError, match="unknown FLOP convention"):
+        accounting.train_flops_per_token(config, 2048, convention="kaplan")
 
 
 def test_moe_flops_count_router_and_k_experts():
+    # w64d2h2e8k2 at seq 64, vocab 100: both layers are MoE with 8 experts of width 256, top-2.
+    # Per MoE layer instead of one MLP (65_536): router 2*64*8 = 1_024 and 2 experts 2*65_536.
     dense = model_config("w64d2h2", vocab_size=100)
     moe = model_config("w64d2h2e8k2", vocab_size=100)
-    extra = 2 * (2 * 64 * 8 + (2 - 1) * 2 * 2 * 64 * 256)  # per layer: router + one more expert
-    assert accounting.train_flops_per_token(moe, 64) == pytest.approx(
-        accounting.train_flops_per_token(dense, 64) + 3 * extra)
+    difference = accounting.forward_flops_per_token(moe, 64) - accounting.forward_flops_per_token(dense, 64)
+    assert difference == 2 * (1_024 + 65_536)
 
 
 def test_6nd_approximation_is_close_for_a_large_model():
