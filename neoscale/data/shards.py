@@ -1,0 +1,534 @@
+"""Preparing a corpus into token shards: split off held-out documents, tokenize in parallel, write.
+
+Layout of a prepared directory (local or gs://)::
+
+    tokenizer.json                     the tokenizer's identity (and its setting)
+    tokenizer.model                    sentencepiece tokenizers only
+    train-PPPPP-of-QQQQQ-KKKKKK.array_record   training shards of process P of Q, in order K
+    state-PPPPP-of-QQQQQ-KKKKKK.npz    what process P knew after shard K (held-out candidates)
+    done-PPPPP-of-QQQQQ.json           process P finished its share
+    train-extra.array_record           held-out candidates that were not needed (back to training)
+    heldout.npy                        the held-out documents' tokens, each followed by EOS
+    heldout.json                       held-out document ids, labels and tokens
+    manifest.json                      written last: shards, token counts, mixtures, description
+
+A shard's records hold ``RECORD_TOKENS`` token ids each (the last one fewer): the shard's
+documents, each followed by EOS, as one stream of ``dtype`` (uint16 when the vocabulary fits).
+
+**Held-out documents** are chosen before anything is written: document ``i`` gets the key
+``u = hash(seed, i)`` uniform in [0, 1); the held-out set is the documents with the smallest keys,
+taken in key order until they hold ``heldout_tokens + 1`` tokens (with their EOS), i.e. a uniform
+random sample of whole documents across all sources. Every held-out document is evaluated (none is
+taken out of training and then dropped). While tokenizing, each process keeps the smallest-key
+documents it has seen that could still be held out (only keys below ``HELDOUT_MAX_FRACTION`` are
+eligible); the others go to its shards. At the end, process 0 merges the processes' candidates,
+keeps the global prefix and writes the rest to ``train-extra``. A trained tokenizer learns from
+documents with keys at or above ``HELDOUT_MAX_FRACTION`` (never held out), in key order.
+
+**Resuming**: a shard is written under a temporary name and renamed (on gs:// copied) into place
+after its state file, so a complete shard is never rewritten and a partial one never read; a
+restart skips the documents of complete shards without tokenizing them.
+
+**Processes** (``--distributed``): process ``p`` of ``P`` tokenizes the documents ``i % P == p``
+(tfds array_record sources read only those records), with ``workers`` tokenizer processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import io
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+from etils import epath
+
+from neoscale.data import sources
+from neoscale.data import tokenizer as tokenizer_lib
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2  # bump when the files change meaning
+RECORD_TOKENS = 16384  # token ids per array_record record
+DOCUMENTS_PER_SHARD = 32768  # documents of one process per shard
+HELDOUT_MAX_FRACTION = 0.25  # only documents with keys below this can be held out
+CHUNK_DOCUMENTS = 256  # documents per tokenizer task
+MANIFEST, TOKENIZER_JSON, TOKENIZER_MODEL = "manifest.json", "tokenizer.json", "tokenizer.model"
+HELDOUT_NPY, HELDOUT_JSON, EXTRA_SHARD = "heldout.npy", "heldout.json", "train-extra.array_record"
+WRITER_OPTIONS = "group_size:1,uncompressed"  # random access to single records
+POLL_SECONDS = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+    """What to prepare and how. heldout_tokens and seed fix the held-out set."""
+
+    tokenizer: str
+    heldout_tokens: int
+    seed: int = 0
+    workers: int = 1
+    process_index: int = 0
+    process_count: int = 1
+    documents_per_shard: int = DOCUMENTS_PER_SHARD
+
+
+def document_keys(seed: int, ids: np.ndarray) -> np.ndarray:
+    """Uniform keys in [0, 1), a fixed hash (splitmix64) of (seed, document id): float64 [n]."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(ids, np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def _name(kind: str, options: PrepareOptions, shard: int | None = None, ext: str = "") -> str:
+    name = f"{kind}-{options.process_index:05d}-of-{options.process_count:05d}"
+    return f"{name}-{shard:06d}{ext}" if shard is not None else f"{name}{ext}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: written locally, then committed into the output directory (rename, or copy to gs://).
+
+
+def _commit(local: str, final: epath.Path) -> None:
+    """Moves a finished local file to its final name (atomically on a local disk and on GCS)."""
+    if "://" in str(final):
+        epath.Path(local).copy(final, overwrite=True)
+        os.remove(local)
+    else:
+        os.replace(local, final)
+
+
+def _write_bytes(final: epath.Path, data: bytes, scratch: str) -> None:
+    fd, local = tempfile.mkstemp(prefix=".tmp-", dir=scratch)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    _commit(local, final)
+
+
+class _ShardWriter:
+    """Writes one token stream as records of RECORD_TOKENS ids into an array_record file."""
+
+    def __init__(self, path: str, dtype: np.dtype):
+        from array_record.python.array_record_module import ArrayRecordWriter
+
+        self.path = path
+        self._writer = ArrayRecordWriter(path, WRITER_OPTIONS)
+        self._dtype = dtype
+        self._pending: list[np.ndarray] = []
+        self._pending_tokens = 0
+        self.tokens = self.records = self.documents = self.bytes = 0
+        self.labels: dict[str, int] = {}  # tokens per document label
+
+    def add_document(self, document: _Candidate, eos_id: int) -> None:
+        """Appends a document's tokens and EOS."""
+        self.add(np.append(document.tokens, eos_id))
+        self.documents += 1
+        self.bytes += document.num_bytes
+        self.labels[document.label] = self.labels.get(document.label, 0) + len(document.tokens) + 1
+
+    def add(self, tokens: np.ndarray) -> None:
+        self._pending.append(tokens.astype(self._dtype))
+        self._pending_tokens += len(tokens)
+        self.tokens += len(tokens)
+        if self._pending_tokens >= RECORD_TOKENS:
+            stream = np.concatenate(self._pending)
+            full = len(stream) // RECORD_TOKENS * RECORD_TOKENS
+            for start in range(0, full, RECORD_TOKENS):
+                self._writer.write(stream[start : start + RECORD_TOKENS].tobytes())
+                self.records += 1
+            self._pending = [stream[full:]]
+            self._pending_tokens = len(stream) - full
+
+    def close(self, name: str) -> dict:
+        """Writes the last partial record; returns the shard's manifest entry (named ``name``)."""
+        if self._pending_tokens:
+            self._writer.write(np.concatenate(self._pending).tobytes())
+            self.records += 1
+        self._writer.close()
+        return {"path": name, "tokens": self.tokens, "records": self.records,
+                "documents": self.documents, "bytes": self.bytes, "labels": self.labels}
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents of this process, tokenized in parallel.
+
+
+def _documents(spec: sources.SourceSpec, options: PrepareOptions,
+               stats: sources.ReadStats) -> Iterator[tuple[int, str, str]]:
+    """(document id, label, text) of this process's share, in order."""
+    return sources.documents(spec, stats, start=options.process_index, step=options.process_count)
+
+
+_WORKER_TOKENIZER: tokenizer_lib.Tokenizer | None = None
+
+
+def _init_worker(tokenizer: tokenizer_lib.Tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _encode_chunk(texts: list[str]) -> list[np.ndarray]:
+    assert _WORKER_TOKENIZER is not None
+    return [np.asarray(ids, np.int64) for ids in _WORKER_TOKENIZER.encode_batch(texts)]
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def tokenize(documents: Iterable[tuple[int, str, str]], tokenizer: tokenizer_lib.Tokenizer,
+             workers: int) -> Iterator[tuple[int, str, int, np.ndarray]]:
+    """(id, label, UTF-8 bytes, token ids int64 [n]) per document, in order, with ``workers``
+    processes. At most ~4 chunks per worker are in flight, so memory stays bounded."""
+    chunks = _chunks(documents, CHUNK_DOCUMENTS)
+    if workers <= 1:
+        _init_worker(tokenizer)
+        for chunk in chunks:
+            for (i, label, text), ids in zip(chunk, _encode_chunk([t for _, _, t in chunk]), strict=True):
+                yield i, label, len(text.encode("utf-8")), ids
+        return
+    # Never fork a process that runs JAX's threads.
+    context = multiprocessing.get_context("spawn" if "jax" in sys.modules else "fork")
+    with context.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+        window = list(_take(chunks, 4 * workers))
+        while window:
+            results = pool.map_async(_encode_chunk, [[t for _, _, t in c] for c in window], chunksize=1)
+            upcoming = list(_take(chunks, 4 * workers))  # read ahead while the workers encode
+            for chunk, encoded in zip(window, results.get(), strict=True):
+                for (i, label, text), ids in zip(chunk, encoded, strict=True):
+                    yield i, label, len(text.encode("utf-8")), ids
+            window = upcoming
+
+
+def _take(iterator: Iterator, count: int) -> Iterator:
+    for _ in range(count):
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out candidates: the smallest-key documents that together reach the held-out target.
+
+
+@dataclasses.dataclass(order=True)
+class _Candidate:
+    neg_key: float  # heapq is a min-heap: the largest key sits on top
+    id: int
+    label: str = dataclasses.field(compare=False)
+    num_bytes: int = dataclasses.field(compare=False)
+    tokens: np.ndarray = dataclasses.field(compare=False)  # without EOS
+
+
+class _Candidates:
+    """Smallest-key documents whose tokens (each + EOS) reach ``target``; evicts the others."""
+
+    def __init__(self, target: int):
+        self.target = target
+        self.heap: list[_Candidate] = []
+        self.total = 0
+
+    def push(self, candidate: _Candidate) -> list[_Candidate]:
+        """Adds a candidate; returns the candidates no longer needed (back to training)."""
+        heapq.heappush(self.heap, candidate)
+        self.total += len(candidate.tokens) + 1
+        evicted = []
+        while self.heap and self.total - (len(self.heap[0].tokens) + 1) >= self.target:
+            evicted.append(heapq.heappop(self.heap))
+            self.total -= len(evicted[-1].tokens) + 1
+        return evicted
+
+    def to_bytes(self) -> bytes:
+        items = sorted(self.heap, reverse=True)  # ascending key
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            keys=np.array([-c.neg_key for c in items], np.float64),
+            ids=np.array([c.id for c in items], np.int64),
+            labels=np.array([c.label for c in items], dtype=str),
+            num_bytes=np.array([c.num_bytes for c in items], np.int64),
+            lengths=np.array([len(c.tokens) for c in items], np.int64),
+            tokens=np.concatenate([c.tokens for c in items] or [np.zeros(0, np.int64)]),
+        )
+        return buffer.getvalue()
+
+    @staticmethod
+    def load(data: bytes) -> list[_Candidate]:
+        fields = np.load(io.BytesIO(data))
+        splits = np.split(fields["tokens"], np.cumsum(fields["lengths"])[:-1]) if len(fields["ids"]) else []
+        return [_Candidate(-float(k), int(i), str(label), int(b), t.astype(np.int64))
+                for k, i, label, b, t in zip(fields["keys"], fields["ids"], fields["labels"],
+                                             fields["num_bytes"], splits, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The tokenizer: loaded, or trained on documents that can never be held out.
+
+
+def _training_sample(spec: sources.SourceSpec, options: PrepareOptions) -> Iterator[str]:
+    """Documents with keys >= HELDOUT_MAX_FRACTION, in key order (the data seed's order), about
+    ``tokenizer.MAX_TRAINING_BYTES`` of them (a key band sized from the source's estimated bytes)."""
+    estimated_bytes, _ = sources.estimate(spec)
+    band = min(1 - HELDOUT_MAX_FRACTION, 1.5 * tokenizer_lib.MAX_TRAINING_BYTES / max(estimated_bytes, 1))
+    sample, count = [], 0
+    for i, _, text in sources.documents(spec):
+        count += 1
+        key = float(document_keys(options.seed, np.array([i]))[0])
+        if HELDOUT_MAX_FRACTION <= key < HELDOUT_MAX_FRACTION + band:
+            sample.append((key, text))
+    if not count:
+        raise ValueError(f"the corpus of {spec.describe()} is empty (no non-blank documents): "
+                         "point --data at files with text")
+    sample.sort()
+    return (text for _, text in sample)
+
+
+def _tokenizer(spec: sources.SourceSpec, options: PrepareOptions, out: epath.Path,
+               scratch: str) -> tokenizer_lib.Tokenizer:
+    """Loads the run's tokenizer, or (process 0) trains and records it; other processes wait."""
+    setting = tokenizer_lib.parse(options.tokenizer)
+    recorded = out / TOKENIZER_JSON
+    if recorded.exists():
+        identity = json.loads(recorded.read_text())
+        return tokenizer_lib.from_identity(identity, str(out))
+    if not setting.trained:
+        tok = tokenizer_lib.load(options.tokenizer)
+    elif options.process_index == 0:
+        model = tokenizer_lib.train(_training_sample(spec, options), setting.vocab_size, setting.model_type)
+        tok = tokenizer_lib.SentencePieceTokenizer(model)
+    else:
+        _wait_for(recorded, "the tokenizer (process 0 trains it)")
+        return tokenizer_lib.from_identity(json.loads(recorded.read_text()), str(out))
+    if options.process_index == 0:
+        if isinstance(tok, tokenizer_lib.SentencePieceTokenizer):
+            _write_bytes(out / TOKENIZER_MODEL, tok.model, scratch)
+        identity = {**tok.identity(), "setting": options.tokenizer}
+        _write_bytes(recorded, json.dumps(identity, indent=1).encode(), scratch)
+    return tok
+
+
+def _wait_for(path: epath.Path, what: str) -> None:
+    start = time.monotonic()
+    while not path.exists():
+        if time.monotonic() - start > 60:
+            log.info("waiting for %s (%s)", what, path)
+            start = time.monotonic()
+        time.sleep(POLL_SECONDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# One process's share.
+
+
+def _process_share(spec, options: PrepareOptions, tok, out: epath.Path, scratch: str) -> dict:
+    """Tokenizes this process's documents into shards (skipping complete ones); returns its
+    summary (also written as its done file)."""
+    done = out / _name("done", options, ext=".json")
+    if done.exists():
+        return json.loads(done.read_text())
+    dtype = token_dtype(tok.vocab_size)
+    target = options.heldout_tokens + 1
+    candidates = _Candidates(target)
+    shards: list[dict] = []
+    shard = 0
+    while (out / _name("train", options, shard, ".array_record")).exists():
+        shard += 1
+    if shard:  # resume: the state after the last complete shard
+        state = json.loads((out / _name("state", options, shard - 1, ".json")).read_text())
+        shards = state["shards"]
+        for c in _Candidates.load((out / _name("state", options, shard - 1, ".npz")).read_bytes()):
+            candidates.push(c)
+        log.info("resuming process %d at shard %d", options.process_index, shard)
+    stats = sources.ReadStats()
+    skip = shard * options.documents_per_shard
+    documents = _documents(spec, options, stats)
+    for _ in _take(documents, skip):
+        pass
+    writer = None
+    for position, (i, label, num_bytes, ids) in enumerate(tokenize(documents, tok, options.workers), skip):
+        index = position // options.documents_per_shard
+        if writer is not None and index != shard:
+            shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards))
+            writer = None
+        if writer is None:
+            shard = index
+            local = os.path.join(scratch, f".tmp-{_name('train', options, shard, '.array_record')}")
+            writer = _ShardWriter(local, dtype)
+        key = float(document_keys(options.seed, np.array([i]))[0])
+        to_train = [_Candidate(-key, i, label, num_bytes, ids)]
+        if key < HELDOUT_MAX_FRACTION:
+            to_train = candidates.push(to_train[0])
+        for c in to_train:
+            writer.add_document(c, tok.eos_id)
+    if writer is not None:
+        shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards))
+    summary = {"shards": shards, "stats": {"files": stats.files,
+                                           "replaced_undecodable": stats.replaced_undecodable,
+                                           **stats.extra},
+               "candidates": _name("state", options, len(shards) - 1, ".npz") if shards else None}
+    if not shards:  # no documents in this share: its (empty) candidates still need a file
+        _write_bytes(out / _name("state", options, 0, ".npz"), candidates.to_bytes(), scratch)
+        summary["candidates"] = _name("state", options, 0, ".npz")
+    _write_bytes(done, json.dumps(summary).encode(), scratch)
+    return summary
+
+
+def _finish_shard(writer: _ShardWriter, candidates: _Candidates, options: PrepareOptions, shard: int,
+                  out: epath.Path, scratch: str, previous: list[dict]) -> dict:
+    """Closes a shard; commits its state (candidates, shard list) and then the shard itself."""
+    name = _name("train", options, shard, ".array_record")
+    entry = writer.close(name)
+    _write_bytes(out / _name("state", options, shard, ".npz"), candidates.to_bytes(), scratch)
+    state = {"shards": [*previous, entry]}
+    _write_bytes(out / _name("state", options, shard, ".json"), json.dumps(state).encode(), scratch)
+    _commit(writer.path, out / name)
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------
+# Finishing (process 0): the held-out set, the extra shard, the manifest.
+
+
+def _finish(spec, options: PrepareOptions, tok, out: epath.Path, scratch: str, start: float) -> dict:
+    summaries = []
+    for p in range(options.process_count):
+        done = out / _name("done", dataclasses.replace(options, process_index=p), ext=".json")
+        _wait_for(done, f"process {p}")
+        summaries.append(json.loads(done.read_text()))
+    pool = sorted(c for s in summaries for c in _Candidates.load((out / s["candidates"]).read_bytes()))
+    pool.reverse()  # ascending key
+    heldout, total = [], 0
+    for c in pool:
+        if total >= options.heldout_tokens + 1:
+            break
+        heldout.append(c)
+        total += len(c.tokens) + 1
+    if total < options.heldout_tokens + 1:
+        raise ValueError(
+            f"the corpus of {spec.describe()} is too small for heldout_tokens={options.heldout_tokens}: "
+            f"the documents that may be held out (a random {HELDOUT_MAX_FRACTION:.0%} of them) hold "
+            f"only {total} tokens; lower heldout_tokens or add data"
+        )
+    dtype = token_dtype(tok.vocab_size)
+    shards = [s for summary in summaries for s in summary["shards"]]
+    rest = pool[len(heldout):]
+    if rest:
+        writer = _ShardWriter(os.path.join(scratch, f".tmp-{EXTRA_SHARD}"), dtype)
+        for c in sorted(rest, key=lambda c: c.id):
+            writer.add_document(c, tok.eos_id)
+        shards.append(writer.close(EXTRA_SHARD))
+        _commit(writer.path, out / EXTRA_SHARD)
+    stream = np.concatenate([np.append(c.tokens, tok.eos_id) for c in heldout]).astype(dtype)
+    buffer = io.BytesIO()
+    np.save(buffer, stream)
+    _write_bytes(out / HELDOUT_NPY, buffer.getvalue(), scratch)
+    heldout_labels: dict[str, int] = {}
+    for c in heldout:
+        heldout_labels[c.label] = heldout_labels.get(c.label, 0) + len(c.tokens) + 1
+    heldout_record = {"ids": [c.id for c in heldout], "labels": [c.label for c in heldout],
+                      "tokens": [len(c.tokens) + 1 for c in heldout]}
+    _write_bytes(out / HELDOUT_JSON, json.dumps(heldout_record).encode(), scratch)
+    train_labels: dict[str, int] = {}
+    for s in shards:
+        for label, count in s["labels"].items():
+            train_labels[label] = train_labels.get(label, 0) + count
+    train_tokens = sum(s["tokens"] for s in shards)
+    if train_tokens < 2:
+        raise ValueError(f"the corpus of {spec.describe()} leaves no training tokens after the "
+                         "held-out set: lower heldout_tokens or add data")
+    train_documents = sum(s["documents"] for s in shards)
+    stats = summaries[0]["stats"]
+    manifest = {
+        "format": FORMAT,
+        "source": spec.describe(),
+        "source_fingerprint": sources.fingerprint(spec),
+        "tokenizer": json.loads((out / TOKENIZER_JSON).read_text()),
+        "dtype": dtype.name,
+        "record_tokens": RECORD_TOKENS,
+        "seed": options.seed,
+        "heldout_tokens_requested": options.heldout_tokens,
+        "process_count": options.process_count,
+        "shards": shards,
+        "train_stream_tokens": train_tokens,
+        "train_documents": train_documents,
+        "heldout_stream_tokens": int(len(stream)),
+        "heldout_documents": len(heldout),
+        "documents": train_documents + len(heldout),
+        "bytes": sum(s["bytes"] for s in shards) + sum(c.num_bytes for c in heldout),
+        "train_mixture": _fractions(train_labels),
+        "heldout_mixture": _fractions(heldout_labels),
+        "files": stats.get("files", 0),
+        "replaced_undecodable": stats.get("replaced_undecodable", 0),
+        **{k: v for k, v in stats.items() if k not in ("files", "replaced_undecodable")},
+        "prepare_seconds": round(time.perf_counter() - start, 2),
+    }
+    if spec.kind == "builtin":
+        from neoscale.data import builtin
+
+        manifest["credits"] = builtin.CREDITS
+    _write_bytes(out / MANIFEST, json.dumps(manifest, indent=1, default=str).encode(), scratch)
+    return manifest
+
+
+def _fractions(counts: dict[str, int]) -> dict[str, float]:
+    total = sum(counts.values()) or 1
+    return {label: round(count / total, 4) for label, count in sorted(counts.items())}
+
+
+def prepare_shards(spec: sources.SourceSpec, options: PrepareOptions, out: str) -> dict:
+    """Prepares (or resumes preparing) ``spec`` into ``out``; returns the manifest.
+
+    Every process of a distributed preparation calls this with its process_index; process 0
+    finishes (held-out set and manifest) once all are done, the others wait for the manifest.
+    """
+    start = time.perf_counter()
+    out_path = epath.Path(out)
+    manifest = out_path / MANIFEST
+    if manifest.exists():
+        return json.loads(manifest.read_text())
+    out_path.mkdir(parents=True, exist_ok=True)
+    with _scratch(out) as scratch:
+        tok = _tokenizer(spec, options, out_path, scratch)
+        _process_share(spec, options, tok, out_path, scratch)
+        if options.process_index == 0:
+            return _finish(spec, options, tok, out_path, scratch, start)
+    _wait_for(manifest, "process 0 to write the manifest")
+    return json.loads(manifest.read_text())
+
+
+@contextlib.contextmanager
+def _scratch(out: str) -> Iterator[str]:
+    """A local directory for files being written: inside ``out`` when local (renames stay on one
+    file system), else a temporary directory."""
+    if "://" in out:
+        directory = tempfile.mkdtemp(prefix="neoscale-prepare-")
+    else:
+        directory = tempfile.mkdtemp(prefix=".tmp-", dir=out)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

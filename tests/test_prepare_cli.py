@@ -1,0 +1,43 @@
+"""python -m neoscale.prepare, as a user runs it: shards with worker processes, then training reads them."""
+
+import json
+import subprocess
+import sys
+
+from subprocess_env import cpu_env
+from test_data import make_documents, split_documents, train_documents, write_corpus
+
+from neoscale.data import DataConfig, prepare
+
+
+def run_prepare(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "neoscale.prepare", *flags], capture_output=True,
+                          text=True, env=cpu_env(), timeout=300)
+
+
+def test_prepare_cli_with_workers_then_train_on_the_shards(tmp_path):
+    documents = make_documents(600, seed=5)
+    data = write_corpus(tmp_path / "corpus", documents)
+    out = tmp_path / "prepared"
+    flags = [f"--data={data}", "--tokenizer=train:400", "--heldout_tokens=2048", f"--out={out}",
+             "--workers=2"]
+    result = run_prepare(*flags)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["heldout_stream_tokens"] >= 2049
+    assert set(summary["heldout_mixture"]) == {"corpus"}  # text documents: labelled by directory
+    prepared = prepare(DataConfig(data=f"prepared:{out}", tokenizer="train:400", seq_len=32,
+                                  heldout_tokens=2048, cache_dir=str(tmp_path / "cache")))
+    heldout = split_documents(prepared, prepared.heldout_stream)[:-1]
+    assert sorted(train_documents(prepared) + heldout) == sorted(documents)
+    assert next(prepared.train_iterator(8))["inputs"].shape == (8, 32)
+    again = run_prepare(*flags)  # already prepared: reads the manifest, writes nothing
+    assert again.returncode == 0 and json.loads(again.stdout) == summary
+
+
+def test_prepare_cli_bad_input_is_one_line(tmp_path):
+    result = run_prepare(f"--data=text:{tmp_path}/missing/*.txt", f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("python -m neoscale.prepare: error: no files match")
+    assert not (tmp_path / "out").exists()
