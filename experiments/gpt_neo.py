@@ -1,12 +1,24 @@
-"""GPT-Neo 125M-2.7B at Chinchilla's 20 tokens per parameter on a tfds corpus (for Cloud TPU).
+"""GPT-Neo 125M-2.7B at Chinchilla's 20 tokens per parameter on FineWeb-Edu (for Cloud TPU / GPUs).
 
-    python -m neoscale.run --config=experiments/gpt_neo.py --workdir=gs://BUCKET/gpt_neo \
-        --config.data.data=tfds:openwebtext --config.data.tfds_data_dir=gs://BUCKET/tfds
+    python -m neoscale.run --sizes=125M,350M,1.3B --dry_run --accelerator=v4-32   # plan it anywhere
+    python -m neoscale.prepare --config=experiments/gpt_neo.py --out=gs://BUCKET/data/fineweb_edu_gpt2
+    python -m neoscale.run --sizes=125M,350M,1.3B --workdir=gs://BUCKET/gpt_neo --distributed \\
+        --config.data.data=prepared:gs://BUCKET/data/fineweb_edu_gpt2
 
-The GPT-Neo vocabulary size (50257) is kept so parameter counts match the released models; batch,
-learning rate and warmup per size come from the GPT-3 table (neoscale.training.hparams). Runs use
-bfloat16 compute with float32 parameters. ``--sizes=125M,350M`` on one slice and
-``--sizes=760M,1.3B,2.7B`` on another share one workdir; ``python -m neoscale.fit`` combines them.
+Naming GPT-Neo presets in ``--sizes`` selects this study without ``--config``. The models have
+GPT-Neo's true shapes (vocabulary 50257, 2048 positions, window 256), GPT-Neo's tokenizer (GPT-2
+BPE, offline), sequence length 2048, bfloat16 compute with float32 parameters, and the batch, peak
+learning rate and warmup of the GPT-3 table (``neoscale.training.hparams``: 0.5M-token batches up to
+760M, 1M above). The planner picks each size's micro-batches and rematerialisation to fit the
+accelerator's memory (``--dry_run`` prints them).
+
+Corpus: FineWeb-Edu's ``sample-100BT`` (Hugging Face ``HuggingFaceFW/fineweb-edu``, ODC-By; ~100B
+GPT-2 tokens), streamed by the preparation step into array_record token shards (on ``gs://`` for a
+pod: a preempted pod never prepares twice). Unique tokens cover the largest size's budget (2.7B:
+53B tokens, 0.53 epochs), so no run repeats data. Preparing only what the study reads:
+``data.max_documents`` caps the documents (~1,000 GPT-2 tokens each in FineWeb-Edu); the default
+reads all of the sample. ``data.corpus_tokens`` is the corpus's size used for planning until it
+is prepared (then the measured count replaces it).
 """
 
 from neoscale.runner.config import base_config
@@ -16,15 +28,12 @@ def get_config():
     c = base_config()
     c.name = "gpt_neo"
     c.sizes = "125M,350M,760M,1.3B,2.7B"
-    c.data.data = "tfds:openwebtext"
-    c.data.tokenizer = "train:50257"
+    c.data.data = "hf:HuggingFaceFW/fineweb-edu:sample-100BT"
+    c.data.tokenizer = "gpt2"
     c.data.seq_len = 2048
-    c.data.heldout_tokens = 4 * 2**20
-    # Data is tokenized once into the workdir's cache: cap the documents read (~20B tokens of
-    # openwebtext-sized text at 2.7B x 20 tokens/param would need ~54B tokens: raise as needed).
-    c.data.max_documents = 8_000_000
+    c.data.heldout_tokens = 4 * 2**20  # 2048 sequences: noise well below the differences fitted
+    c.data.corpus_tokens = 100e9
     c.model.dtype = "bfloat16"
-    c.model.remat = "dots"
     c.train.schedule = "cosine"
     c.train.evals_per_run = 20
     c.train.checkpoints_per_run = 20

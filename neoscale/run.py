@@ -1,9 +1,15 @@
 r"""The study runner: trains a family of sizes, records results, fits the laws, draws and reports.
 
     python -m neoscale.run                                   # the CPU demo (experiments/cpu_demo.py)
-    python -m neoscale.run --sizes=125M,350M,1.3B --workdir=DIR --config=experiments/gpt_neo.py
+    python -m neoscale.run --sizes=125M,350M,1.3B --dry_run  # the GPT-Neo study (experiments/gpt_neo.py)
+    python -m neoscale.run --sizes=125M,350M,1.3B --workdir=gs://BUCKET/gpt_neo --distributed
     python -m neoscale.run --config=experiments/isoflop.py --dry_run
     python -m neoscale.run --cooldowns=0.25,0.5,1.0          # WSD cooldown branches
+
+Without --config, the study is chosen from the sizes: any GPT-Neo preset among --sizes (125M, 350M,
+760M, 1.3B, 2.7B, or one with experts such as 125M-e8k2) selects experiments/gpt_neo.py (vocabulary
+50257, GPT-2 tokenizer, sequence length 2048, 20 tokens per parameter, GPT-3 batch and learning
+rate, bfloat16); otherwise experiments/cpu_demo.py (the CPU demo and its small ladder).
 
 Budgets (one): --tokens_per_param=K (default 20), --tokens=D, --flops=C[,C2,..], --steps=S.
 Any study field can be overridden: --config.train.batch_size=64 --config.data.seq_len=512.
@@ -22,6 +28,9 @@ from ml_collections import config_flags
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS_DIR = os.path.join(REPO_ROOT, "experiments")
 DEFAULT_CONFIG = os.path.join(EXPERIMENTS_DIR, "cpu_demo.py")
+GPT_NEO_CONFIG = os.path.join(EXPERIMENTS_DIR, "gpt_neo.py")
+CPU_DAY_SECONDS = 86400.0  # refuse CPU plans longer than this without --allow_slow
+CPU_MODEL_EFFICIENCY = 0.4  # training FLOP/s as a fraction of the matmul probe (measured: 0.36-0.54)
 DEFAULT_WORKDIR_ROOT = "neoscale_runs"
 PROG = "neoscale.run"
 
@@ -41,6 +50,14 @@ _COOLDOWNS = flags.DEFINE_string("cooldowns", None, "Fork WSD cooldown branches 
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and total FLOPs, then exit.")
 _DATA = flags.DEFINE_string("data", None, "Data source: builtin | text:GLOB | tfds:NAME[:VERSION].")
 _MESH = flags.DEFINE_string("mesh", None, "Device mesh, e.g. data:2,fsdp:-1 (default: all fsdp).")
+_ACCELERATOR = flags.DEFINE_string(
+    "accelerator", None, "Plan for these devices, e.g. v4-32, v5e-64, v5p-128, v6e-64, h100, h100x8 "
+    "(default: the devices here). The plan picks micro-batches and remat to fit their memory; with "
+    "--dry_run any target can be planned from a laptop.")
+_ALLOW_SLOW = flags.DEFINE_bool("allow_slow", False, "Train on a CPU-only host even when the plan "
+                                "would take more than a day at this machine's measured speed.")
+_ALLOW_REPETITION = flags.DEFINE_bool("allow_repetition", None, "Allow runs that read the corpus more "
+                                      "than data.max_epochs (default 4) times.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first "
                                  "(every process of a TPU pod runs the same command).")
 
@@ -54,14 +71,34 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def define_config_flag() -> None:
-    """Defines --config; ml_collections applies the --config.X overrides of sys.argv right here."""
+def default_config_for(argv: list[str]) -> str:
+    """experiments/gpt_neo.py when --sizes names a GPT-Neo preset, else experiments/cpu_demo.py."""
+    from neoscale.presets import GPT_NEO_PRESETS
+
+    sizes = ""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--sizes="):
+            sizes = arg.split("=", 1)[1]
+        elif arg == "--sizes" and i + 1 < len(argv):
+            sizes = argv[i + 1]
+    names = [name.strip() for name in sizes.split(",")]
+    if any(name.split("-e")[0] in GPT_NEO_PRESETS for name in names):
+        return GPT_NEO_CONFIG
+    return DEFAULT_CONFIG
+
+
+def define_config_flag(argv: list[str] | None = None) -> None:
+    """Defines --config (default chosen by ``default_config_for``); ml_collections applies the
+    --config.X overrides of sys.argv right here."""
     global _CONFIG
     if _CONFIG is None:
+        default = default_config_for(sys.argv if argv is None else argv)
         try:
             _CONFIG = config_flags.DEFINE_config_file(
-                "config", DEFAULT_CONFIG, "Study config file (experiments/NAME.py); override "
-                "fields with --config.FIELD=VALUE.", lock_config=True)
+                "config", default, "Study config file (experiments/NAME.py). Default: "
+                "experiments/gpt_neo.py when --sizes names a GPT-Neo preset (125M ... 2.7B), else "
+                "experiments/cpu_demo.py. Override fields with --config.FIELD=VALUE.",
+                lock_config=True)
         except Exception as error:  # noqa: BLE001 - e.g. an override of a field that does not exist
             if isinstance(error, AttributeError | KeyError):
                 error = (f"unknown config field {error} in a --config.FIELD=VALUE override; "
@@ -102,6 +139,8 @@ def load_config():
         config.data.data = _DATA.value
     if _MESH.value is not None:
         config.mesh = _MESH.value
+    if _ALLOW_REPETITION.value is not None:
+        config.data.allow_repetition = _ALLOW_REPETITION.value
     return config
 
 
@@ -115,16 +154,6 @@ def resolve_budget(config):
     return parse_budget(**{key: config.budget[key] for key in cli})
 
 
-def vocab_size_of(tokenizer_setting: str) -> int:
-    """The vocabulary a tokenizer setting gives (trained: its size; a file: read from it)."""
-    from neoscale.data import tokenizer
-
-    spec = tokenizer.parse(tokenizer_setting)
-    if spec.path:
-        return tokenizer.load(spec.path).vocab_size()
-    return spec.vocab_size
-
-
 def check_workdir(workdir: str) -> None:
     from etils import epath
 
@@ -132,15 +161,6 @@ def check_workdir(workdir: str) -> None:
     if path.exists() and not path.is_dir():
         raise UsageError(f"workdir {workdir!r} is a file, not a directory; pass --workdir=DIR "
                          "(a new or existing directory, local or gs://)")
-
-
-def data_config(config, cache_dir: str):
-    from neoscale.data import DataConfig
-
-    d = config.data
-    return DataConfig(data=d.data, tokenizer=d.tokenizer, seq_len=d.seq_len,
-                      heldout_tokens=d.heldout_tokens, seed=d.seed, cache_dir=cache_dir,
-                      tfds_data_dir=d.tfds_data_dir)
 
 
 def default_cache_dir(config, workdir: str) -> str:
@@ -166,8 +186,11 @@ def _main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments {' '.join(argv[1:])!r}; flags look like --name=value")
     config = load_config()
-    from neoscale import presets
+    from neoscale import data as data_lib
+    from neoscale import hardware, presets
+    from neoscale.data import tokenizer
     from neoscale.runner import plan as plan_lib
+    from neoscale.runner import study
 
     sizes = presets.parse_sizes(str(config.sizes))
     budget = resolve_budget(config)
@@ -176,33 +199,102 @@ def _main(argv: list[str]) -> int:
     if not workdir.strip():
         raise UsageError("empty --workdir; pass --workdir=DIR (local or gs://)")
     check_workdir(workdir)
-    cache_dir = default_cache_dir(config, workdir)
-    data = data_config(config, cache_dir)
-    data.source()  # validates the data setting (one-line ValueError)
-    vocab_size = vocab_size_of(config.data.tokenizer)
+    data = study.study_data_config(config, workdir, default_cache_dir(config, workdir))
+    vocab_size = tokenizer.vocab_size_of(data.tokenizer)
+    corpus, unchecked = corpus_of(data, config.data.corpus_tokens)
 
     import jax
 
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
+    primary = jax.process_index() == 0
+    target = hardware.parse_target(_ACCELERATOR.value or "local")
+    if target.name != "local" and not _DRY_RUN.value:
+        check_target_is_here(target)
+    # A dry run on a laptop plans a pod study: memory is only checked against a named target
+    # (--accelerator) or local accelerators, never against this host's RAM.
+    fit_memory = target.kind.peak_flops > 0 or not _DRY_RUN.value
 
-    def make_plan(vocab: int):
+    def make_plan(vocab: int, corpus_tokens: int | None):
         return plan_lib.make_plan(
             sizes, budget, vocab_size=vocab, seq_len=int(config.data.seq_len), train=config.train,
             model_overrides=dict(config.model), size_overrides=config.size_overrides.to_dict(),
-            cooldowns=cooldowns, num_devices=jax.device_count(), mesh=str(config.mesh),
-            process_count=jax.process_count())
+            cooldowns=cooldowns, num_devices=target.devices, mesh=str(config.mesh),
+            process_count=target.hosts, target=target if fit_memory else None,
+            corpus_tokens=corpus_tokens,
+            max_epochs=float(config.data.max_epochs),
+            allow_repetition=bool(config.data.allow_repetition))
 
-    plan = make_plan(vocab_size)
-    primary = jax.process_index() == 0
+    plan = make_plan(vocab_size, corpus.train_tokens if corpus else None)
     if _DRY_RUN.value:
         if primary:
-            print(f"study {config.name}: {len(plan)} runs, budget {budget.describe()}, "
-                  f"{jax.device_count()} device(s), data {config.data.data}, "
-                  f"seq_len {config.data.seq_len}, vocab {vocab_size}")
+            size = (f"{corpus.train_tokens:,} training tokens, "
+                    f"{'measured' if corpus.exact else 'estimated'}" if corpus else "size unknown")
+            print(f"study {config.name}: {len(plan)} runs, budget {budget.describe()}, data "
+                  f"{config.data.data} ({size}), tokenizer {data.tokenizer} (vocab {vocab_size}), "
+                  f"seq_len {config.data.seq_len}")
+            print(f"devices: {target.describe()}" + ("" if fit_memory else "; memory not checked: "
+                  "plan for the devices you will use with --accelerator=v4-32, v5e-64, h100, ..."))
             print(plan_lib.format_table(plan))
+            if unchecked:
+                print(f"warning: {unchecked}")
         return 0
+    check_cpu_time(plan, target)
+    if unchecked:
+        data_lib.check_source(data)  # raises the one-line reason the dry run only warned about
     return _execute(config, plan, workdir, data, make_plan, primary)
+
+
+def corpus_of(data, known_tokens: float | None):
+    """(CorpusSize or None, why the source could not be checked or None).
+
+    A source that fails its cheap check (a missing glob, an unknown tfds name, a bad prepared
+    directory) is a one-line error; a Hugging Face dataset that cannot be reached from here (no
+    network, no ``datasets`` package) is planned with the study's ``data.corpus_tokens`` and the
+    reason is returned, so that a dry run works on a laptop and a real run still stops on it.
+    """
+    from neoscale import data as data_lib
+
+    try:
+        data_lib.check_source(data)
+        return data_lib.corpus_size(data), None
+    except (ValueError, FileNotFoundError) as error:
+        if data.source().kind != "hf":
+            raise
+        reason = f"{data.data} not checked here ({error})"
+    if known_tokens:
+        return data_lib.CorpusSize(int(known_tokens), False, None, data.data), reason
+    return None, reason
+
+
+def check_target_is_here(target) -> None:
+    """A named --accelerator must be what this job runs on (it is for planning elsewhere with
+    --dry_run); a mismatch is one line."""
+    from neoscale import hardware
+
+    here = hardware.local_target()
+    if here.kind.name != target.kind.name or here.devices != target.devices:
+        raise UsageError(f"--accelerator={target.name} plans for {target.devices} x "
+                         f"{target.kind.name}, but this job has {here.devices} x {here.kind.name}; "
+                         "drop --accelerator (the devices here are used) or add --dry_run")
+
+
+def check_cpu_time(plan, target) -> None:
+    """On a host without accelerators, refuse a plan longer than a day (unless --allow_slow)."""
+    if target.kind.peak_flops or _ALLOW_SLOW.value:
+        return
+    from neoscale.benchmarking.probe import matmul_flops_per_second
+    from neoscale.runner.plan import total_flops
+    from neoscale.runner.study import format_duration
+
+    rate = matmul_flops_per_second(1024, "float32") * CPU_MODEL_EFFICIENCY
+    seconds = total_flops(plan) / rate
+    if seconds > CPU_DAY_SECONDS:
+        raise UsageError(
+            f"this plan needs {total_flops(plan):.3g} FLOPs, about {format_duration(seconds)} on this "
+            f"CPU-only host (~{rate / 1e9:.0f} GFLOP/s measured); plan it with --dry_run "
+            "(--accelerator=v4-32 ...), pick smaller sizes (e.g. --sizes=cpu-100k,cpu-400k), or run "
+            "on a TPU/GPU; --allow_slow trains here anyway")
 
 
 def _execute(config, plan, workdir, data, make_plan, primary) -> int:
@@ -212,9 +304,8 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
     from neoscale.training.loop import PREEMPTED_EXIT_CODE, Preempted, prepare_run_dir
 
     prepare_run_dir(workdir)
-    prepared = prepare(data)  # once, up front: every size shares the cache
-    if prepared.vocab_size != plan[0].model.vocab_size:
-        plan = make_plan(prepared.vocab_size)
+    prepared = prepare(data)  # once, up front: every size shares the prepared shards
+    plan = make_plan(prepared.vocab_size, prepared.train_tokens)  # measured, not estimated
     if primary:
         print(f"[study] {config.name}: {len(plan)} runs into {workdir}", file=sys.stderr)
         print(format_table(plan), file=sys.stderr, flush=True)

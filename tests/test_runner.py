@@ -9,7 +9,7 @@ import sys
 import pytest
 from subprocess_env import cpu_env
 
-from neoscale import accounting, presets
+from neoscale import accounting, hardware, presets
 from neoscale.runner import plan as plan_lib
 from neoscale.runner import results
 from neoscale.runner.config import base_config
@@ -24,7 +24,7 @@ def _env_one_device() -> dict:
 def test_plan_gpt_neo_matches_accounting():
     budget = plan_lib.parse_budget()
     runs = plan_lib.make_plan(GPT_NEO, budget, vocab_size=50257, seq_len=2048)
-    assert [r.name for r in runs] == GPT_NEO
+    assert [r.name for r in runs] == [f"{size}_tpp20" for size in GPT_NEO]
     for run in runs:
         config = presets.model_config(run.size)
         counts = accounting.param_counts(config)
@@ -122,19 +122,31 @@ def test_results_csv_columns_and_rows(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_dry_run_gpt_neo_cli():
+def test_headline_dry_run_is_the_gpt_neo_study():
+    """`--sizes=125M,350M,1.3B` without --config plans GPT-Neo's own study, exact counts and all."""
+    sizes = ["125M", "350M", "1.3B"]
     out = subprocess.run(
-        [sys.executable, "-m", "neoscale.run", "--config=experiments/gpt_neo.py", "--dry_run"],
+        [sys.executable, "-m", "neoscale.run", "--sizes=" + ",".join(sizes), "--dry_run",
+         "--accelerator=v4-32"],
         capture_output=True, text=True, env=_env_one_device(), timeout=120,
         cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    body = [line.split() for line in lines if line.split() and line.split()[0] in GPT_NEO]
-    assert [cells[0] for cells in body] == GPT_NEO
-    expected = plan_lib.make_plan(GPT_NEO, plan_lib.parse_budget(), vocab_size=50257, seq_len=2048)
+    assert lines[0].startswith("study gpt_neo:") and "vocab 50257" in lines[0]
+    assert "seq_len 2048" in lines[0] and "gpt2" in lines[0]
+    assert "16 x TPU v4" in lines[1]
+    body = [line.split() for line in lines if line.split() and line.split()[0].endswith("_tpp20")]
+    assert [cells[0] for cells in body] == [f"{size}_tpp20" for size in sizes]
+    assert [cells[2] for cells in body] == ["125,198,592", "355,798,016", "1,315,575,808"]
+    target = hardware.parse_target("v4-32")
+    expected = plan_lib.make_plan(sizes, plan_lib.parse_budget(), vocab_size=50257, seq_len=2048,
+                                  model_overrides={"dtype": "bfloat16"}, num_devices=16,
+                                  process_count=4, target=target)
     for cells, run in zip(body, expected, strict=True):
-        assert accounting.format_count(run.params_total) in cells
+        assert f"{run.tokens:,}" in cells  # 20 tokens per parameter
+        assert run.tokens == pytest.approx(20 * run.params_total, rel=0.01)
         assert str(run.steps) in cells and str(run.batch_size) in cells
+        assert str(run.micro_batches) in cells and run.model.remat in cells
     total = next(line for line in lines if line.startswith("total training FLOPs"))
     assert f"{plan_lib.total_flops(expected):.4g}" in total
 

@@ -5,10 +5,14 @@ A study is one ml_collections ConfigDict:
 * ``sizes``: comma-separated size names (``neoscale.presets``); ``--sizes`` replaces it.
 * ``budget``: exactly one of ``tokens_per_param`` / ``tokens`` / ``flops`` (comma-separated for
   several IsoFLOP budgets) / ``steps``; all unset means ``tokens_per_param=20``.
-* ``data``: the ``neoscale.data.DataConfig`` fields shared by every size.
-* ``train``: ``neoscale.training.RunConfig`` settings shared by every size; ``None`` (unset)
-  ``batch_size`` / ``learning_rate`` / ``warmup_steps`` take the GPT-3-table rule
-  (``neoscale.training.hparams``).
+* ``data``: the ``neoscale.data.DataConfig`` fields shared by every size; ``data.seed`` is the
+  data seed (held-out documents, shuffling, tokenizer training order); ``max_epochs``: the most
+  passes over the corpus a run may make unless ``allow_repetition`` (``--allow_repetition``).
+* ``train``: ``neoscale.training.RunConfig`` settings shared by every size; ``train.seed`` is the
+  model seed (initialisation). ``None`` (unset) ``batch_size`` / ``learning_rate`` /
+  ``warmup_steps`` take the GPT-3-table rule (``neoscale.training.hparams``); unset
+  ``micro_batches`` (and an unset ``model.remat``) are chosen by the planner to fit the devices'
+  memory (``neoscale.runner.memory``).
 * ``model``: ModelConfig fields replaced for every size (e.g. ``dtype``, ``max_positions``).
 * ``size_overrides``: {size: {field: value}} for one size only (train or model fields).
 * ``cooldowns``: fractions at which WSD cooldown branches are forked ("" = none).
@@ -43,12 +47,16 @@ def base_config() -> ml_collections.ConfigDict:
         "text_field": "text",
         "max_documents": config_dict.placeholder(int),  # None: all (cap huge corpora like c4)
         "cache_dir": config_dict.placeholder(str),  # None: WORKDIR/cache (local workdirs)
+        "corpus_tokens": config_dict.placeholder(float),  # known size, for plans before preparing
+        "max_epochs": 4.0,  # Muennighoff et al. 2023: little is lost up to ~4 epochs
+        "allow_repetition": False,
     })
     c.train = ml_collections.ConfigDict({
         "batch_size": config_dict.placeholder(int),
         "learning_rate": config_dict.placeholder(float),
         "warmup_steps": config_dict.placeholder(int),
-        "micro_batches": 1,
+        "micro_batches": config_dict.placeholder(int),  # None: the planner's choice
+        "seed": 0,  # model initialisation (the data seed is data.seed)
         "schedule": "cosine",
         "cooldown_fraction": 0.2,
         "cooldown_shape": "1-sqrt",

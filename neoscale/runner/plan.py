@@ -3,8 +3,9 @@
 A study is a set of sizes and one compute budget rule. Per size the plan fixes the model shape, the
 parameter counts (from ``neoscale.accounting``, abstractly), the tokens, the training FLOPs, the
 steps, the batch, the peak learning rate and warmup (``neoscale.training.hparams``: the GPT-3 table,
-interpolated; every value can be overridden in the study config) and an estimate of the memory one
-device needs.
+interpolated; every value can be overridden in the study config), the epochs of the corpus it reads,
+and, for a target accelerator (``neoscale.hardware``), the rematerialisation policy and gradient
+accumulation that fit its memory (``neoscale.runner.memory``).
 
 Budget modes (exactly one):
 
@@ -26,12 +27,15 @@ import ml_collections
 
 from neoscale import accounting, presets
 from neoscale.data import check_seq_len
+from neoscale.hardware import Target
 from neoscale.model import ModelConfig
+from neoscale.runner import memory as memory_lib
 from neoscale.sharding.mesh import parse_mesh
 from neoscale.training import hparams as hparams_rule
 
 BUDGET_MODES = ("tokens_per_param", "tokens", "flops", "steps")
 DEFAULT_TOKENS_PER_PARAM = 20.0
+DEFAULT_MAX_EPOCHS = 4.0  # Muennighoff et al. 2023: up to ~4 epochs of repetition cost little
 BUDGET_HELP = ("give exactly one budget: --tokens_per_param=K (default 20), --tokens=D, "
                "--flops=C[,C2,...] or --steps=S")
 
@@ -45,6 +49,12 @@ class Budget:
 
     def describe(self) -> str:
         return f"{self.mode}=" + ",".join(f"{v:g}" for v in self.values)
+
+    def tag(self, value: float) -> str:
+        """The budget part of a run's name: 'tpp20', 'D1e6', 'D204800', 'C3e13', 'S500'."""
+        prefix = {"tokens_per_param": "tpp", "tokens": "D", "flops": "C", "steps": "S"}[self.mode]
+        text = f"{value:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+        return prefix + text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +90,19 @@ class PlannedRun:
     flops: float  # flops_per_token * tokens
     learning_rate: float
     warmup_steps: int
-    memory_bytes_per_device: int
+    micro_batches: int  # gradient accumulation: the batch is processed in this many slices
+    memory: memory_lib.MemoryEstimate  # per device, for the micro-batch and remat policy chosen
     budget_flops: float | None  # the IsoFLOP budget this run belongs to (flops mode), else None
     eval_every: int  # steps between evaluations (rows of results.csv)
     checkpoint_every: int
     schedule: str  # "wsd" when cooldown branches are forked, else the study's schedule
     branches: tuple[Branch, ...] = ()  # WSD cooldown branches forked from this run
     overrides: dict = dataclasses.field(default_factory=dict)  # per-size RunConfig overrides
+    epochs: float | None = None  # passes over the corpus's training tokens (None: size unknown)
+
+    @property
+    def memory_bytes_per_device(self) -> int:
+        return self.memory.peak
 
     @property
     def step_flops(self) -> float:
@@ -107,6 +123,7 @@ class PlannedRun:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["model"] = self.model.to_dict()
+        out["memory_bytes_per_device"] = self.memory_bytes_per_device
         return out
 
 
@@ -194,31 +211,6 @@ def parse_cooldowns(spec) -> tuple[float, ...]:
     return tuple(sorted(set(fractions)))
 
 
-def activation_bytes(model: ModelConfig, seq_len: int, local_batch: int) -> int:
-    """Activations kept for the backward pass of one device's micro-batch (an estimate).
-
-    Per layer ``s·b·d·(34 + 5·a·s/d)`` bytes at 16 bits (Korthikanti et al. 2022), scaled by the
-    compute dtype's width; with full rematerialisation only each layer's input is kept. Plus the
-    float32 logits and their gradient, ``2·4·s·b·V``.
-    """
-    itemsize = 4 if model.dtype == "float32" else 2
-    s, b, d, a = seq_len, local_batch, model.d_model, model.num_heads
-    if model.remat == "full":
-        per_layer = s * b * d * itemsize
-    else:
-        per_layer = s * b * d * (34 + 5 * a * s / d) * itemsize / 2
-    return int(model.num_layers * per_layer + 8 * s * b * model.vocab_size)
-
-
-def memory_per_device(model: ModelConfig, seq_len: int, batch_size: int, mesh: dict[str, int]) -> int:
-    """Model state (params, grads, AdamW moments) sharded over fsdp x expert x tensor, plus the
-    activations of the per-device batch (``batch_size / (data x fsdp)`` sequences)."""
-    state = accounting.model_state_bytes(model)["total"]
-    state_shards = mesh["fsdp"] * mesh["expert"] * mesh["tensor"]
-    local_batch = max(1, math.ceil(batch_size / (mesh["data"] * mesh["fsdp"])))
-    return int(state / state_shards) + activation_bytes(model, seq_len, local_batch)
-
-
 def _get(config: ml_collections.ConfigDict, key: str, default=None):
     return config.get(key, default) if config is not None else default
 
@@ -235,8 +227,17 @@ def plan_size(
     cooldowns: tuple[float, ...] = (),
     overrides: dict | None = None,
     process_count: int = 1,
+    target: Target | None = None,
+    remat_fixed: bool = True,
+    corpus_tokens: int | None = None,
 ) -> PlannedRun:
-    """Plans one run of ``model`` under one budget value (see the module docstring)."""
+    """Plans one run of ``model`` under one budget value (see the module docstring).
+
+    With a ``target``, the remat policy (unless ``remat_fixed``) and the micro-batch count (unless
+    set) are chosen to fit its memory (a one-line ValueError when nothing fits); without one, the
+    model's remat and the set micro-batch count (default 1) are kept and only estimated.
+    ``corpus_tokens``: training tokens in one epoch of the corpus, for ``epochs``.
+    """
     overrides = dict(overrides or {})
 
     def setting(key):
@@ -248,15 +249,34 @@ def plan_size(
         raise ValueError(f"size {size!r}: {error}") from None
     counts = accounting.param_counts(model)
     rule = hparams_rule.hparams_for(model)
+    batch_shards = mesh["data"] * mesh["fsdp"]
     batch_size = setting("batch_size")
     if batch_size is None:
-        batch_size = hparams_rule.default_batch_size(rule, seq_len, multiple_of=mesh["data"] * mesh["fsdp"])
+        batch_size = hparams_rule.default_batch_size(
+            rule, seq_len, multiple_of=math.lcm(batch_shards, process_count))
     batch_size = int(batch_size)
-    multiple = mesh["data"] * mesh["fsdp"] * int(setting("micro_batches") or 1) * process_count
+    micro_batches = setting("micro_batches")
+    micro_batches = int(micro_batches) if micro_batches else None
+    multiple = math.lcm(batch_shards * (micro_batches or 1), process_count)
     if batch_size < 1 or batch_size % multiple:
         raise ValueError(f"size {size!r}: batch_size={batch_size} must be a positive multiple of "
-                         f"{multiple} (the mesh's data x fsdp shards x micro_batches x processes); "
-                         "set --config.train.batch_size")
+                         f"{multiple}, lcm(the mesh's data x fsdp shards x micro_batches, the process "
+                         "count); set --config.train.batch_size")
+    if target is not None:
+        try:
+            choice = memory_lib.fit(model, seq_len, batch_size, mesh, target,
+                                    process_count=process_count,
+                                    remat=model.remat if remat_fixed else None,
+                                    micro_batches=micro_batches)
+        except ValueError as error:
+            raise ValueError(f"size {size!r} {error}") from None
+        model = model.replace(remat=choice.remat)
+        micro_batches, estimate = choice.micro_batches, choice.estimate
+    else:
+        micro_batches = micro_batches or 1
+        state_shards = mesh["fsdp"] * mesh["tensor"] * mesh["expert"]
+        estimate = memory_lib.estimate(model, seq_len, max(1, batch_size // batch_shards // micro_batches),
+                                       state_shards, micro_batches, flash_attention=False)
     batch_tokens = batch_size * seq_len
     flops_per_token = accounting.train_flops_per_token(model, seq_len)
     budget_flops = None
@@ -272,7 +292,8 @@ def plan_size(
             budget_flops = budget_value
         steps = max(1, round(tokens / batch_tokens))
     learning_rate = setting("learning_rate")
-    learning_rate = rule.peak_learning_rate if learning_rate is None else float(learning_rate)
+    learning_rate = (hparams_rule.learning_rate_for(rule, batch_tokens) if learning_rate is None
+                     else float(learning_rate))
     warmup = setting("warmup_steps")
     warmup = hparams_rule.warmup_steps(rule, batch_tokens, steps) if warmup is None else int(warmup)
     tokens = steps * batch_tokens
@@ -290,12 +311,13 @@ def plan_size(
         params_total=counts["total"], params_non_embedding=counts["non_embedding"],
         params_active=counts["active"], seq_len=seq_len, batch_size=batch_size, steps=steps,
         tokens=tokens, flops_per_token=flops_per_token, flops=flops_per_token * tokens,
-        learning_rate=learning_rate, warmup_steps=warmup,
-        memory_bytes_per_device=memory_per_device(model, seq_len, batch_size, mesh),
-        budget_flops=budget_flops, eval_every=max(1, steps // evals),
+        learning_rate=learning_rate, warmup_steps=warmup, micro_batches=micro_batches,
+        memory=estimate, budget_flops=budget_flops, eval_every=max(1, steps // evals),
         checkpoint_every=checkpoint_every, schedule=schedule, branches=branches,
         overrides={k: v for k, v in overrides.items()
-                   if k not in ("batch_size", "learning_rate", "warmup_steps", "schedule")},
+                   if k not in ("batch_size", "learning_rate", "warmup_steps", "schedule",
+                                "micro_batches")},
+        epochs=tokens / corpus_tokens if corpus_tokens else None,
     )
 
 
@@ -317,11 +339,20 @@ def make_plan(
     num_devices: int = 1,
     mesh: str = "",
     process_count: int = 1,
+    target: Target | None = None,
+    corpus_tokens: int | None = None,
+    max_epochs: float = DEFAULT_MAX_EPOCHS,
+    allow_repetition: bool = False,
 ) -> list[PlannedRun]:
     """One PlannedRun per (budget value, size), smallest budget first, sizes in the given order.
 
-    Raises a one-line ValueError for a bad size name, a seq_len beyond a size's positions or a
-    bad mesh.
+    Runs are named ``{size}_{budget tag}`` (``125M_tpp20``, ``cpu-100k_C3e13``), so a study rerun
+    with another budget never reuses a run of the old one. ``target``: fit each run's memory to
+    these devices (see ``plan_size``). ``corpus_tokens``: training tokens of one epoch; a run
+    reading more than ``max_epochs`` epochs is refused unless ``allow_repetition``.
+
+    Raises a one-line ValueError for a bad size name, a seq_len beyond a size's positions, a bad
+    mesh, a run that does not fit the target, or data repeated beyond ``max_epochs``.
     """
     if not sizes:
         raise ValueError("empty size list; " + presets.VALID_FORMS)
@@ -336,17 +367,33 @@ def make_plan(
         for size in sizes:
             overrides = dict(size_overrides.get(size, {}))
             model_fields = {k: overrides.pop(k) for k in list(overrides) if k in MODEL_FIELDS}
-            model = model_for(size, {**(model_overrides or {}), **model_fields}, vocab_size)
-            name = size if len(budget.values) == 1 else f"{size}_C{value:.2e}".replace("+", "")
-            runs.append(plan_size(name, size, model, budget.mode, value, seq_len, train, mesh_sizes,
-                                  cooldowns, overrides, process_count))
+            model_fields = {**(model_overrides or {}), **model_fields}
+            model = model_for(size, model_fields, vocab_size)
+            runs.append(plan_size(f"{size}_{budget.tag(value)}", size, model, budget.mode, value,
+                                  seq_len, train, mesh_sizes, cooldowns, overrides, process_count,
+                                  target=target, remat_fixed="remat" in model_fields,
+                                  corpus_tokens=corpus_tokens))
+    repeated = [run for run in runs if run.epochs is not None and run.epochs > max_epochs]
+    if repeated and not allow_repetition:
+        worst = max(repeated, key=lambda run: run.epochs)
+        raise ValueError(
+            f"{len(repeated)} run(s) would repeat the data beyond {max_epochs:g} epochs ({worst.name} "
+            f"reads {worst.epochs:.1f} epochs of {corpus_tokens:,} training tokens); returns fall off "
+            "past ~4 epochs (Muennighoff et al. 2023): lower the budget, use a larger corpus, or "
+            "pass --allow_repetition")
     return runs
+
+
+def repetition_warnings(runs: Sequence[PlannedRun], max_epochs: float = DEFAULT_MAX_EPOCHS) -> list[str]:
+    """One line per run that repeats its data more than ``max_epochs`` times (when allowed)."""
+    return [f"{run.name} reads {run.epochs:.1f} epochs of its corpus (more than {max_epochs:g})"
+            for run in runs if run.epochs is not None and run.epochs > max_epochs]
 
 
 MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 
-PLAN_COLUMNS = ("run", "shape", "params", "non-emb", "active", "tokens", "FLOPs", "steps", "batch",
-                "lr", "warmup", "mem/device")
+PLAN_COLUMNS = ("run", "shape", "params", "non-emb", "active", "tokens", "epochs", "FLOPs", "steps",
+                "batch", "micro", "remat", "lr", "warmup", "mem/device")
 
 
 def format_bytes(n: float) -> str:
@@ -364,9 +411,11 @@ def plan_rows(runs: Sequence[PlannedRun]) -> list[list[str]]:
         m = run.model
         shape = f"d{m.d_model} L{m.num_layers} H{m.num_heads}" + (
             f" E{m.num_experts}k{m.top_k}" if m.is_moe else "")
-        rows.append([run.name, shape, fmt(run.params_total), fmt(run.params_non_embedding),
-                     fmt(run.params_active), fmt(run.tokens), f"{run.flops:.3g}", str(run.steps),
-                     str(run.batch_size), f"{run.learning_rate:.3g}", str(run.warmup_steps),
+        epochs = "?" if run.epochs is None else f"{run.epochs:.2f}"
+        rows.append([run.name, shape, f"{run.params_total:,}", fmt(run.params_non_embedding),
+                     fmt(run.params_active), f"{run.tokens:,}", epochs, f"{run.flops:.3g}",
+                     str(run.steps), str(run.batch_size), str(run.micro_batches), m.remat,
+                     f"{run.learning_rate:.3g}", str(run.warmup_steps),
                      format_bytes(run.memory_bytes_per_device)])
     return rows
 
@@ -392,4 +441,5 @@ def format_table(runs: Sequence[PlannedRun], markdown: bool = False) -> str:
     lines.append("")
     lines.append(f"total training FLOPs: {total_flops(runs):.4g}{extra}; {len(runs)} runs; FLOPs "
                  "= 3 x forward incl. LM head and attention (neoscale.accounting)")
+    lines += [f"warning: {line}" for line in repetition_warnings(runs)]
     return "\n".join(lines)

@@ -67,6 +67,21 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}"
 
 
+def data_fields(study: ml_collections.ConfigDict, cache_dir: str) -> dict[str, Any]:
+    """The RunConfig fields that say what data a study's runs read (``RunConfig.data_config()``
+    turns them into the one ``DataConfig``: the study-level preparation and every run agree)."""
+    d = study.data
+    return {"data": d.data, "tokenizer": d.tokenizer, "seq_len": int(d.seq_len),
+            "heldout_tokens": d.heldout_tokens, "data_seed": d.seed, "data_cache_dir": cache_dir,
+            "tfds_data_dir": d.tfds_data_dir, "tfds_split": d.tfds_split,
+            "text_field": d.text_field, "max_documents": d.max_documents}
+
+
+def study_data_config(study: ml_collections.ConfigDict, workdir: str, cache_dir: str):
+    """The DataConfig every run of the study reads (prepared once, up front)."""
+    return RunConfig(workdir=str(workdir), **data_fields(study, cache_dir)).data_config()
+
+
 def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath.Path,
                cache_dir: str, branch: Branch | None = None) -> RunConfig:
     """The RunConfig of a planned run, or of one of its cooldown branches."""
@@ -75,27 +90,20 @@ def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath
     shared = {key: value for key, value in shared.items() if value is not None}
     fields: dict[str, Any] = {
         **shared,
+        **data_fields(study, cache_dir),
         "size": run.size,
         "workdir": str(workdir / RUNS_DIR / run.name),
         "model_overrides": {k: v for k, v in run.model.to_dict().items() if k not in ("vocab_size",)},
         "steps": run.steps,
         "batch_size": run.batch_size,
         "seq_len": run.seq_len,
+        "micro_batches": run.micro_batches,
         "mesh": study.mesh,
-        "seed": study.data.seed,  # one seed: initialisation, held-out split and data order
         "learning_rate": run.learning_rate,
         "warmup_steps": run.warmup_steps,
         "schedule": run.schedule,
         "eval_every": run.eval_every,
         "checkpoint_every": run.checkpoint_every,
-        "data": study.data.data,
-        "tokenizer": study.data.tokenizer,
-        "heldout_tokens": study.data.heldout_tokens,
-        "data_cache_dir": cache_dir,
-        "tfds_data_dir": study.data.tfds_data_dir,
-        "tfds_split": study.data.tfds_split,
-        "text_field": study.data.text_field,
-        "max_documents": study.data.max_documents,
     }
     if run.branches:
         from math import gcd
@@ -138,19 +146,23 @@ class Progress:
         parts = [f"[study] runs {self.done_runs}/{self.total_runs}",
                  f"FLOPs {self.done_flops:.3g}/{self.total_flops:.3g} "
                  f"({self.done_flops / max(self.total_flops, 1e-30):.0%})",
-                 f"elapsed {_duration(elapsed)}"]
+                 f"elapsed {format_duration(elapsed)}"]
         if self.rate:  # at the last run's speed: an upper bound, as larger models run faster
-            parts.append(f"ETA {_duration((self.total_flops - self.done_flops) / self.rate)}")
+            parts.append(f"ETA {format_duration((self.total_flops - self.done_flops) / self.rate)}")
         if current:
             parts.append(f"now {current}")
             self.run_start = time.monotonic()
         print(" | ".join(parts), file=sys.stderr, flush=True)
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """'4m05s', '2h03m10s', '3d04h'."""
     seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
