@@ -1,8 +1,11 @@
 """The sparsity axis: dense models against E = 4, 8, 16 routed experts (top-1) at several widths.
 
 Every model sees the same number of tokens (``budget.tokens``), so loss differences at equal
-active parameters come from sparsity alone (Clark et al. 2022). Sized for one TPU host; on a
-laptop pass e.g. ``--sizes=w128d4h4,w128d4h4e4k1 --tokens=2e6``.
+active parameters come from sparsity alone (Clark et al. 2022). Sized for one TPU host, on
+FineWeb-Edu with the GPT-2 tokenizer (2e8 tokens per run, far below the corpus: no repetition);
+prepare the corpus once with ``python -m neoscale.prepare`` and pass ``--data=prepared:DIR``. On a
+laptop: ``--sizes=w128d4h4,w128d4h4e4k1 --tokens=2e6 --data=builtin
+--config.data.tokenizer=train:8192`` (0.7 epochs of the built-in corpus).
 """
 
 from neoscale.runner.config import base_config
@@ -21,7 +24,9 @@ def get_config():
             names.append(f"w{d}d{layers}h{heads}{suffix}")
     c.sizes = ",".join(names)
     c.budget.tokens = 2e8
-    c.data.tokenizer = "train:8192"
+    c.data.data = "hf:HuggingFaceFW/fineweb-edu:sample-100BT"
+    c.data.corpus_tokens = 100e9
+    c.data.tokenizer = "gpt2"
     c.data.seq_len = 512
     c.model.max_positions = 512
     c.model.window_size = 128
