@@ -290,21 +290,25 @@ class _Candidates:
 
 
 def _training_sample(spec: sources.SourceSpec, options: PrepareOptions) -> Iterator[str]:
-    """Documents with keys >= HELDOUT_MAX_FRACTION, in key order (the data seed's order), about
-    ``tokenizer.MAX_TRAINING_BYTES`` of them (a key band sized from the source's estimated bytes)."""
-    estimated_bytes, _ = sources.estimate(spec)
-    band = min(1 - HELDOUT_MAX_FRACTION, 1.5 * tokenizer_lib.MAX_TRAINING_BYTES / max(estimated_bytes, 1))
-    sample, count = [], 0
+    """The documents with the smallest keys at or above HELDOUT_MAX_FRACTION (never held out),
+    in key order (the data seed's order), about 1.5 x ``tokenizer.MAX_TRAINING_BYTES`` of them:
+    a uniform sample of the corpus, whatever its size, kept in a bounded heap."""
+    heap: list[tuple[float, int, str]] = []  # (-key, id, text): the largest key on top
+    held_bytes = count = 0
+    budget = 1.5 * tokenizer_lib.MAX_TRAINING_BYTES
     for i, _, text in sources.documents(spec):
         count += 1
         key = float(document_keys(options.seed, np.array([i]))[0])
-        if HELDOUT_MAX_FRACTION <= key < HELDOUT_MAX_FRACTION + band:
-            sample.append((key, text))
+        if key < HELDOUT_MAX_FRACTION or (held_bytes > budget and key > -heap[0][0]):
+            continue
+        heapq.heappush(heap, (-key, i, text))
+        held_bytes += len(text)
+        while held_bytes - len(heap[0][2]) > budget:
+            held_bytes -= len(heapq.heappop(heap)[2])
     if not count:
         raise ValueError(f"the corpus of {spec.describe()} is empty (no non-blank documents): "
                          "point --data at files with text")
-    sample.sort()
-    return (text for _, text in sample)
+    return (text for _, _, text in sorted(heap, reverse=True))
 
 
 def _tokenizer(spec: sources.SourceSpec, options: PrepareOptions, out: epath.Path,
