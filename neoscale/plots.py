@@ -71,6 +71,11 @@ def _plain_loss_axis(ax):
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
 
 
+def _compute_label(fit: dict) -> str:
+    """The x label of every compute axis: the one axis all fits share (fit.json's compute_label)."""
+    return fit.get("compute_label", "training compute C (FLOPs)")
+
+
 def _fitted(fit: dict, key: str) -> dict | None:
     law = fit.get("laws", {}).get(key, {})
     return law if law.get("status") == "fitted" else None
@@ -115,7 +120,7 @@ def loss_vs_compute(points, fit, colors, curves=None):
             )
     ax.set_xscale("log")
     _plain_loss_axis(ax)
-    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_xlabel(_compute_label(fit))
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("Loss against compute")
     _legend(ax)
@@ -176,21 +181,22 @@ def optimal_allocation(fit):
                 label=f"{name}: ∝ C^{k[exp_key]:.3f}",
             )
     law3 = _fitted(fit, "chinchilla_approach3")
-    if law3 and spans:
+    if law3 and spans:  # on the same compute axis, through the runs' FLOPs per token k·N^s
         allocation = law3["allocation"]
+        per_token = allocation["flops_per_token"]
         line = np.geomspace(min(s.min() for s in spans), max(s.max() for s in spans) * 100, 50)
-        n_opt = allocation["G"] * (line / 6) ** allocation["a"]
+        n_opt = allocation["n_opt_at_1"] * line ** allocation["a"]
         ax_n.plot(line, n_opt, "g--", label=f"Approach 3: ∝ C^{allocation['a']:.3f}")
         ax_d.plot(
             line,
-            (line / 6) ** allocation["b"] / allocation["G"],
+            line / (per_token["k"] * n_opt ** per_token["s"]),
             "g--",
             label=f"Approach 3: ∝ C^{allocation['b']:.3f}",
         )
     for ax, what in ((ax_n, "compute-optimal parameters N_opt"), (ax_d, "compute-optimal tokens D_opt")):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("training compute C (FLOPs)")
+        ax.set_xlabel(_compute_label(fit))
         ax.set_ylabel(what)
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("Compute-optimal allocation")
@@ -225,10 +231,11 @@ def moe_frontiers(points, fit):
     saving = law.get("chinchilla_form", {}).get("compute_saving", {})
     if saving:
         note = ", ".join(f"E={e}: {s:.2g}×" for e, s in saving.items() if e != "1")
-        ax.text(0.02, 0.03, f"compute saving at equal loss: {note}", transform=ax.transAxes, fontsize=7)
+        text = f"compute (6·N_active·D) saving at equal loss: {note}"
+        ax.text(0.02, 0.03, text, transform=ax.transAxes, fontsize=7)
     ax.set_xscale("log")
     _plain_loss_axis(ax)
-    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_xlabel(_compute_label(fit))
     ax.set_ylabel("final loss (nats/token)")
     ax.set_title("Dense against mixture-of-experts frontiers")
     _legend(ax)

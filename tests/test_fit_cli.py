@@ -27,6 +27,10 @@ def test_refits_and_redraws_a_workdir(tmp_path):
     assert summary["laws"]["envelope_approach1"] == "fitted"
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert fit["n_bootstrap"] == 5
+    # 4 sizes per budget: no IsoFLOP interval, and fit.json says why.
+    iso = fit["laws"]["isoflop_approach2"]
+    assert iso["intervals"] is None and "only 4 distinct sizes" in iso["interval_note"]
+    assert iso["bootstrap"]["requested"] == 5
     assert (tmp_path / "plots" / "isoflop.svg").is_file()
     assert (tmp_path / "plots" / "loss_vs_compute.png").is_file()
 

@@ -1,11 +1,13 @@
 """draw_study writes every supported figure as PNG and SVG, without a display."""
 
 import matplotlib
+import matplotlib.pyplot
 import numpy as np
 import pytest
 
 from neoscale import plots
 from neoscale.scaling import fit_study
+from neoscale.scaling import results as results_lib
 from neoscale.scaling.synthetic import synthetic_study
 
 
@@ -45,3 +47,15 @@ def test_figures_the_data_cannot_support_are_left_out(tmp_path):
     fit = fit_study(results, n_bootstrap=0)
     names = {p.stem for p in plots.draw_study(results, fit, tmp_path)}
     assert names == {"loss_vs_compute", "loss_vs_tokens"}
+
+
+def test_every_compute_axis_is_labelled_with_the_fits_one_axis(drawn):
+    _, _, results, fit = drawn
+    points, _ = results_lib.final_points(results)
+    colors = plots.size_colors(points["params_active"])
+    label = fit["compute_label"]
+    assert "neoscale" in label
+    assert plots.loss_vs_compute(points, fit, colors).axes[0].get_xlabel() == label
+    assert {ax.get_xlabel() for ax in plots.optimal_allocation(fit).axes} == {label}
+    assert plots.moe_frontiers(points, fit).axes[0].get_xlabel() == label
+    matplotlib.pyplot.close("all")

@@ -34,7 +34,7 @@ def test_start_grid_is_the_published_one():
 
 
 def test_reproduces_epoch_refit(epoch_fit):
-    fit, samples = epoch_fit
+    fit, boot = epoch_fit
     assert fit.n_points == 240
     assert abs(fit.E - 1.817) < 0.01
     assert abs(fit.alpha - 0.348) < 0.01
@@ -46,7 +46,10 @@ def test_reproduces_epoch_refit(epoch_fit):
     # The bootstrap intervals land close to Epoch's (4000 resamples there, 200 here).
     from neoscale.scaling import percentile_interval
 
-    low, high = percentile_interval(samples)
+    # 240 points: every resample over-determines the law.
+    assert (boot.requested, boot.accepted, boot.rejected, boot.failed) == (200, 200, 0, 0)
+    low, high = percentile_interval(boot.samples)
+    assert boot.intervals()["alpha"] == pytest.approx([low[3], high[3]])
     for i, name in enumerate(chinchilla.CONSTANTS):
         epoch_lo, epoch_hi = chinchilla.EPOCH_INTERVALS[name]
         width = epoch_hi - epoch_lo
@@ -96,6 +99,7 @@ def test_exact_data_gives_exact_constants():
     [
         (lambda n, d, y: (n[:4], d[:4], y[:4]), "at least 5 points"),
         (lambda n, d, y: (np.full_like(n, 1e8), d, y), "distinct n"),
+        (lambda n, d, y: (np.where(n > 1e8, 1e9, 1e7), d, y), "at least 3 distinct n"),
         (lambda n, d, y: (n, np.where(np.arange(d.size) == 3, -1.0, d), y), "positive"),
         (lambda n, d, y: (n, d, np.where(np.arange(y.size) == 2, np.inf, y)), "infinite"),
         (lambda n, d, y: (n, d[:-1], y), "different lengths"),
@@ -114,3 +118,28 @@ def test_nan_rows_are_reported_and_dropped():
         fit = fit_chinchilla(n, d, loss)
     assert fit.n_dropped == 2 and fit.n_points == n.size - 2
     assert fit.constants()["E"] == pytest.approx(1.8, rel=1e-3)
+
+
+def test_allocation_on_the_runs_own_compute_axis():
+    fit = chinchilla.ChinchillaFit(**chinchilla.EPOCH_REFIT)
+    # FLOPs per token k·N^s recovered exactly from runs that follow it.
+    n = np.geomspace(1e6, 1e9, 7)
+    d = 30 * n
+    axis = chinchilla.fit_compute_axis(n, d, 5.1 * n**1.04 * d, "test FLOPs")
+    assert (axis.k, axis.s) == (pytest.approx(5.1, rel=1e-9), pytest.approx(1.04, rel=1e-12))
+    assert axis.max_relative_error < 1e-9 and axis.label == "test FLOPs"
+    compute = np.geomspace(1e19, 1e24, 6)
+    n_opt, d_opt = fit.optimal_allocation(compute, axis)
+    np.testing.assert_allclose(axis.compute(n_opt, d_opt), compute, rtol=1e-10)
+    # The optimum beats its neighbours spending the same compute on that axis.
+    for scale in (0.9, 1.1):
+        other = n_opt * scale
+        assert np.all(fit.predict(other, compute / (axis.k * other**axis.s)) > fit.predict(n_opt, d_opt))
+    a, b = fit.allocation_exponents(axis)
+    assert np.polyfit(np.log(compute), np.log(n_opt), 1)[0] == pytest.approx(a, rel=1e-9)
+    assert np.polyfit(np.log(compute), np.log(d_opt), 1)[0] == pytest.approx(b, rel=1e-9)
+    assert a == pytest.approx(fit.beta / (fit.alpha + 1.04 * fit.beta))
+    # k = 6, s = 1 is Chinchilla's 6·N·D allocation.
+    six = chinchilla.fit_compute_axis(n, d, 6 * n * d, "6ND")
+    np.testing.assert_allclose(fit.optimal_allocation(compute, six), fit.optimal_allocation(compute),
+                               rtol=1e-9)

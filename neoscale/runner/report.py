@@ -7,10 +7,15 @@ from collections.abc import Sequence
 import ml_collections
 from etils import epath
 
+from neoscale import accounting
 from neoscale.accounting import format_count
 from neoscale.runner.plan import PlannedRun, format_table
 
 REPORT_FILE = "report.md"
+
+
+def _epochs(value) -> str:
+    return "?" if value is None or value != value else f"{value:.3g}"
 
 
 def _final_table(frame) -> str:
@@ -18,13 +23,23 @@ def _final_table(frame) -> str:
     final = frame[frame["final"]]
     if final.empty:
         return "_No run has finished yet._"
-    lines = ["| run | params | tokens | FLOPs | train loss | held-out loss | wall time |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| run | params | tokens | epochs | FLOPs | train loss | held-out loss | wall time |",
+             "|---|---|---|---|---|---|---|---|"]
     for _, row in final.sort_values(["flops"]).iterrows():
         lines.append(f"| {row['run']} | {format_count(row['params_total'])} | "
-                     f"{format_count(row['tokens'])} | {row['flops']:.3g} | {row['train_loss']:.4f} | "
-                     f"{row['eval_loss']:.4f} | {row['wall_seconds']:.0f} s |")
+                     f"{format_count(row['tokens'])} | {_epochs(row.get('epochs'))} | {row['flops']:.3g} | "
+                     f"{row['train_loss']:.4f} | {row['eval_loss']:.4f} | {row['wall_seconds']:.0f} s |")
     return "\n".join(lines)
+
+
+def spent_flops(frame) -> float:
+    """Training FLOPs of the finished runs and branches, a branch counting only its steps after
+    its fork (its flops column is cumulative from its parent's first step)."""
+    final = frame[frame["final"]]
+    if final.empty:
+        return 0.0
+    fork = final["fork_step"].fillna(0) if "fork_step" in final else 0.0
+    return float((final["flops"] * (1 - fork / final["step"])).sum())
 
 
 def _fit_section(fit: dict) -> str:
@@ -40,7 +55,7 @@ def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, 
     """The markdown report; figure paths are made relative to ``workdir``."""
     done = int(frame[frame["final"]]["run"].nunique()) if len(frame) else 0
     total = sum(1 + len(run.branches) for run in plan)
-    flops = float(frame[frame["final"]]["flops"].sum()) if len(frame) else 0.0
+    flops = spent_flops(frame) if len(frame) else 0.0
     run_failures = [name for name in failures if name not in ("fit", "plots")]
     parts = [
         f"# Scaling study `{study.name}`",
@@ -48,8 +63,8 @@ def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, 
         f"{done} of {total} runs finished ({len(run_failures)} failed); {flops:.3g} training FLOPs in "
         f"finished runs. Data: `{study.data.data}`, tokenizer `{study.data.tokenizer}`, "
         f"sequence length {study.data.seq_len}. Losses are nats per token on a fixed held-out set. "
-        "Parameters include embeddings; FLOPs = 3 x forward FLOPs including the LM head and "
-        "attention (neoscale.accounting).",
+        f"Parameters include embeddings; FLOPs are neoscale.accounting's `neoscale` convention "
+        f"({accounting.CONVENTIONS['neoscale']}), the one compute axis of every fit and figure.",
         "",
         "## Figures",
         "",

@@ -1,10 +1,16 @@
 """results.csv: one row per evaluation point of every run and cooldown branch, written atomically.
 
-Columns (the contract with ``neoscale.scaling``): see ``COLUMNS``. ``status`` is ``done``,
-``running`` or ``failed:<reason>``; ``budget_flops`` is the run's IsoFLOP budget (empty outside
-IsoFLOP studies); ``cooldown`` the fraction of the run at which a WSD cooldown branch ends (empty
-for a main run); ``final`` is true on the last evaluation row of each finished run or branch. Losses
-are in nats per token on the fixed held-out set; FLOPs follow ``neoscale.accounting``.
+Columns (the contract with ``neoscale.scaling``, which defines them): see ``COLUMNS``. ``status``
+is ``done``, ``running`` or ``failed:<reason>``; ``budget_flops`` is a main run's IsoFLOP budget
+(empty outside IsoFLOP studies, and always empty for a cooldown branch: a branch spends a fraction
+of its run's budget, so it belongs to no IsoFLOP slice); ``cooldown`` the fraction of the run at
+which a WSD cooldown branch ends (empty for a main run); ``final`` is true on the last evaluation
+row of each finished run or branch; ``parent`` the main run a branch was forked from (the run
+itself for a main run) and ``fork_step`` the step it was forked at (empty for a main run), so that
+fits resample a branch with its parent and never use its curve before the fork; ``epochs`` the
+passes over the corpus's training tokens the run (or branch) made, empty when unknown. Losses are
+in nats per token on the fixed held-out set; FLOPs follow ``neoscale.accounting`` (its default
+``neoscale`` convention).
 """
 
 from __future__ import annotations
@@ -19,21 +25,28 @@ from typing import Any
 from etils import epath
 
 from neoscale.runner.plan import PlannedRun
+from neoscale.scaling.results import RESULTS_COLUMNS as COLUMNS
 
 RESULTS_FILE = "results.csv"
-COLUMNS = ("run", "size", "d_model", "num_layers", "num_heads", "num_experts", "top_k",
-           "params_total", "params_non_embedding", "params_active", "step", "tokens", "flops",
-           "train_loss", "eval_loss", "wall_seconds", "status", "budget_flops", "cooldown", "final")
 
 
 def run_columns(run: PlannedRun, name: str | None = None, cooldown: float | None = None) -> dict:
-    """The columns that describe a run (not an evaluation point)."""
+    """The columns that describe a run, or (``name`` one of its branches') a cooldown branch."""
     m = run.model
-    return {"run": name or run.name, "size": run.size, "d_model": m.d_model,
-            "num_layers": m.num_layers, "num_heads": m.num_heads, "num_experts": m.num_experts,
-            "top_k": m.top_k, "params_total": run.params_total,
-            "params_non_embedding": run.params_non_embedding, "params_active": run.params_active,
-            "budget_flops": run.budget_flops, "cooldown": cooldown}
+    columns = {"run": run.name, "size": run.size, "d_model": m.d_model,
+               "num_layers": m.num_layers, "num_heads": m.num_heads, "num_experts": m.num_experts,
+               "top_k": m.top_k, "params_total": run.params_total,
+               "params_non_embedding": run.params_non_embedding, "params_active": run.params_active,
+               "budget_flops": run.budget_flops, "cooldown": None, "parent": run.name,
+               "fork_step": None, "epochs": run.epochs}
+    if name is None or name == run.name:
+        return columns
+    branch = next((b for b in run.branches if b.name == name), None)
+    if branch is None:
+        raise ValueError(f"{name!r} is not a cooldown branch of run {run.name!r}")
+    epochs = None if run.epochs is None else run.epochs * branch.steps / run.steps
+    return {**columns, "run": name, "budget_flops": None, "cooldown": cooldown,
+            "fork_step": branch.fork_step, "epochs": epochs}
 
 
 def point_columns(point: Mapping[str, Any]) -> dict:

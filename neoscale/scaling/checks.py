@@ -42,5 +42,5 @@ def require_distinct(name: str, values: np.ndarray, minimum: int = 2) -> None:
     if distinct < minimum:
         raise ValueError(
             f"need at least {minimum} distinct {name} values, got {distinct}: "
-            f"a law in {name} cannot be fitted from a single {name}"
+            f"the law's constants in {name} are not determined by fewer"
         )

@@ -7,8 +7,10 @@ a, b ∈ {0, 5, …, 25} (4500 starts), keeping the best. Internally log N and l
 (a' = a − α·mean log N), which maps every grid start to the same point of the same function
 but conditions L-BFGS better; constants are reported uncentred.
 
-Conventions: N counts all parameters (embeddings included), D is training tokens, and the
-compute-optimal allocation uses C = 6·N·D.
+Conventions: N counts all parameters (embeddings included), D is training tokens. The law itself
+has no compute axis; the compute-optimal allocation needs one, C = k·N^s·D (`ComputeAxis`):
+Chinchilla's C = 6·N·D by default (k = 6, s = 1), or the runs' own FLOP count measured by
+`fit_compute_axis`, so that N_opt(C) is on the same axis as L(C) and Approaches 1 and 2.
 """
 
 from __future__ import annotations
@@ -46,8 +48,43 @@ LAW = optimize.LSELaw(terms=((0,), (1,)))
 
 
 @dataclasses.dataclass(frozen=True)
+class ComputeAxis:
+    """Training compute as C = k·N^s·D (FLOPs per token k·N^s): 6·N·D is k = 6, s = 1."""
+
+    k: float = 6.0
+    s: float = 1.0
+    label: str = "C = 6·N·D"
+    max_relative_error: float = 0.0  # of k·N^s against the runs' FLOPs per token it was fitted to
+
+    def compute(self, n, d):
+        return self.k * np.asarray(n, np.float64) ** self.s * np.asarray(d, np.float64)
+
+
+SIX_ND = ComputeAxis()
+
+
+def fit_compute_axis(n, d, flops, label: str) -> ComputeAxis:
+    """FLOPs per token of the runs (flops / d) fitted as k·N^s by least squares in log-log.
+
+    Args:
+      n, d, flops: (runs,) parameters, tokens and training FLOPs (the study's own count).
+      label: what the FLOPs are, for fit.json and the figures.
+    """
+    n, d, flops = (np.asarray(v, np.float64) for v in (n, d, flops))
+    per_token = flops / d
+    if np.unique(np.round(np.log10(n), 3)).size < 2:
+        k, s = float(np.exp(np.mean(np.log(per_token / n)))), 1.0
+    else:
+        s, log_k = np.polyfit(np.log(n), np.log(per_token), 1)
+        k, s = float(np.exp(log_k)), float(s)
+    error = float(np.max(np.abs(k * n**s / per_token - 1)))
+    return ComputeAxis(k=k, s=s, label=label, max_relative_error=error)
+
+
+@dataclasses.dataclass(frozen=True)
 class ChinchillaFit:
-    """L(N, D) = E + A/N^α + B/D^β with its compute-optimal allocation (C = 6ND)."""
+    """L(N, D) = E + A/N^α + B/D^β with its compute-optimal allocation (C = 6ND unless an axis
+    is given)."""
 
     E: float
     A: float
@@ -77,14 +114,27 @@ class ChinchillaFit:
     def G(self) -> float:
         return (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
 
-    def optimal_allocation(self, compute):
-        """(n_opt, d_opt) minimising loss at compute C = 6·N·D."""
-        c6 = np.asarray(compute, np.float64) / 6
-        return self.G * c6**self.a, c6**self.b / self.G
+    def allocation_exponents(self, axis: ComputeAxis = SIX_ND) -> tuple[float, float]:
+        """(a, b) with N_opt ∝ C^a, D_opt ∝ C^b on the axis C = k·N^s·D: β/(α+sβ), α/(α+sβ)."""
+        denominator = self.alpha + axis.s * self.beta
+        return self.beta / denominator, self.alpha / denominator
 
-    def optimal_loss(self, compute):
+    def optimal_allocation(self, compute, axis: ComputeAxis = SIX_ND):
+        """(n_opt, d_opt) minimising loss at compute C = k·N^s·D (default 6·N·D).
+
+        Setting dL/dN = 0 along D = C/(k·N^s): α·A·N^−α = s·β·B·(k·N^s/C)^β, so
+        N_opt = (αA/(sβB))^(1/(α+sβ)) · (C/k)^(β/(α+sβ)) and D_opt = C/(k·N_opt^s).
+        """
+        c = np.asarray(compute, np.float64)
+        a, _ = self.allocation_exponents(axis)
+        denominator = self.alpha + axis.s * self.beta
+        scale = (self.alpha * self.A / (axis.s * self.beta * self.B)) ** (1 / denominator)
+        n_opt = scale * (c / axis.k) ** a
+        return n_opt, c / (axis.k * n_opt**axis.s)
+
+    def optimal_loss(self, compute, axis: ComputeAxis = SIX_ND):
         """Loss of the compute-optimal model at compute C."""
-        return self.predict(*self.optimal_allocation(compute))
+        return self.predict(*self.optimal_allocation(compute, axis))
 
     @property
     def frontier_k(self) -> float:
@@ -131,8 +181,9 @@ def _to_fit(p, **extra) -> ChinchillaFit:
 
 def _fit_grid(cols, starts):
     """Full fit from every start: (fit, params (S, 5) centred, objective (S,), log_x, centre)."""
-    checks.require_distinct("n", cols["n"])
-    checks.require_distinct("d", cols["d"])
+    # With two values of N, E + A/N^α takes two values for three constants (likewise D).
+    checks.require_distinct("n", cols["n"], minimum=3)
+    checks.require_distinct("d", cols["d"], minimum=3)
     log_x, centre = _features(cols["n"], cols["d"])
     starts = start_grid() if starts is None else np.atleast_2d(starts)
     params, objective = optimize.minimize_huber(LAW, _centred(starts, centre), log_x, np.log(cols["loss"]))
@@ -155,6 +206,9 @@ def fit_chinchilla(n, d, loss, *, starts: np.ndarray | None = None) -> Chinchill
     return dataclasses.replace(fit, n_dropped=int((~kept).sum()))
 
 
+REQUIREMENT = bootstrap.Requirement(points=LAW.n_params + 1, columns=(3, 3), names=("N", "D"))
+
+
 def fit_chinchilla_bootstrap(
     n,
     d,
@@ -165,8 +219,11 @@ def fit_chinchilla_bootstrap(
     seed: int = 0,
     starts: np.ndarray | None = None,
     n_seeds: int = 4,
-):
-    """(fit, samples (R, 5) of (E, A, B, α, β)): the full fit and R refits on resampled runs.
+) -> tuple[ChinchillaFit, bootstrap.Bootstrap]:
+    """(fit, bootstrap of (E, A, B, α, β)): the full fit and refits on resampled runs.
+
+    Resamples with fewer than 6 distinct (N, D) points or 3 distinct N or D are rejected, not
+    refitted (bootstrap.Requirement); see bootstrap.Bootstrap for when there is no interval.
 
     Args:
       groups: (runs,) run label per point (points of one run are resampled together); default
@@ -180,9 +237,13 @@ def fit_chinchilla_bootstrap(
         raise ValueError(f"groups has {groups.size} labels for {kept.size} points: pass one per point")
     fit, params, objective, log_x, centre = _fit_grid(cols, starts)
     seeds = bootstrap.distinct_best(params, objective, n_seeds)
-    samples = bootstrap.bootstrap_huber(
-        LAW, seeds, log_x, np.log(cols["loss"]), groups[kept], n_bootstrap, seed
+
+    def decode(raw):
+        raw = _uncentred(raw, centre)
+        return np.concatenate([np.exp(raw[:, :3]), raw[:, 3:]], axis=1)
+
+    boot = bootstrap.bootstrap_huber(
+        LAW, seeds, log_x, np.log(cols["loss"]), groups[kept], n_bootstrap, seed,
+        requirement=REQUIREMENT, names=CONSTANTS, decode=decode,
     )
-    samples = _uncentred(samples, centre)
-    samples = np.concatenate([np.exp(samples[:, :3]), samples[:, 3:]], axis=1)
-    return dataclasses.replace(fit, n_dropped=int((~kept).sum())), samples
+    return dataclasses.replace(fit, n_dropped=int((~kept).sum())), boot

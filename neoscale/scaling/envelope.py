@@ -3,10 +3,13 @@
 Every run's curve (loss against FLOPs, smoothed with a running median) is interpolated onto
 log-spaced FLOP values; at each one the run with the lowest loss gives N_opt(C) (its parameters)
 and D_opt(C) (its tokens at C). log N_opt and log D_opt are then regressed on log C.
-The FLOP grid runs from where every curve has started to the end of the longest one. Caveats:
-beyond the end of the shorter runs only longer ones compete, which biases N_opt upwards at the
-top of the range; and runs with a constant-LR (WSD) stable phase sit above a cosine-matched
-curve before their cooldown.
+The FLOP grid runs from the first point of the earliest curve to the end of the longest one: at
+every grid value the envelope is the lowest of the curves defined there. Caveats: below the start
+of the larger runs' curves (their first logged step costs more) only smaller runs compete, and
+beyond the end of the shorter runs only longer ones, which biases N_opt downwards at the bottom
+of the range and upwards at the top; and runs with a constant-LR (WSD) stable phase sit above a
+cosine-matched curve before their cooldown. A cooldown branch's curve must start after its fork
+(before it, it is its parent's): `neoscale.scaling.study` cuts it there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+
+from neoscale.scaling import bootstrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +71,7 @@ def fit_envelope(
             usable[run] = df
     if len(usable) < 2:
         raise ValueError(f"need >= 2 training curves with flops, loss and tokens, got {len(usable)}")
-    lowest = max(df.flops.iloc[0] for df in usable.values())
+    lowest = min(df.flops.iloc[0] for df in usable.values())
     highest = max(df.flops.iloc[-1] for df in usable.values())
     grid = np.geomspace(lowest, highest, n_grid)
     runs = list(usable)
@@ -100,18 +105,51 @@ def fit_envelope(
     )
 
 
-def fit_envelope_bootstrap(curves, params, *, n_bootstrap: int = 200, seed: int = 0):
-    """(fit, samples (R, 2) of (a, b)): runs resampled with replacement (duplicates are no-ops,
-    so a resample is a random subset of the runs)."""
+LINE_CONSTANTS = 2  # log N_opt = a·log C + log k_n
+
+
+def fit_envelope_bootstrap(
+    curves, params, *, groups: Mapping[str, str] | None = None, n_bootstrap: int = 200, seed: int = 0
+) -> tuple[EnvelopeFit, bootstrap.Bootstrap]:
+    """(fit, bootstrap of (a, b)): runs resampled with replacement (a resample is a random subset
+    of the runs, duplicates being no-ops).
+
+    Args:
+      groups: run -> the unit resampled (a cooldown branch goes with its parent run); default
+        each run alone.
+    A resample with fewer than 3 distinct sizes is rejected (the line through the envelope's
+    sizes needs one more than its 2 constants); no interval with fewer than 4 sizes in all.
+    """
     fit = fit_envelope(curves, params)
+    names = ("a", "b")
+    if n_bootstrap == 0:
+        return fit, bootstrap.Bootstrap.none(names, "no bootstrap resamples requested (n_bootstrap = 0)")
+    runs = [run for run in curves if run in params]
+    unit = {run: (groups or {}).get(run, run) for run in runs}
+    units = sorted(set(unit.values()))
+    size = {run: float(np.round(np.log(params[run]), 6)) for run in runs}
+    n_sizes = len(set(size.values()))
+    shortfall = None
+    if n_sizes <= LINE_CONSTANTS + 1:
+        shortfall = (f"{n_sizes} sizes for the 2 constants of the line through the envelope: an "
+                     f"interval needs at least {LINE_CONSTANTS + 2}")
     rng = np.random.default_rng(seed)
-    runs = list(curves)
-    samples = np.full((n_bootstrap, 2), np.nan)
-    for r in range(n_bootstrap):
-        chosen = set(rng.choice(runs, len(runs)))
+    refits, rejected = [], 0
+    for _ in range(n_bootstrap):
+        drawn = set(rng.choice(units, len(units)))
+        chosen = [run for run in runs if unit[run] in drawn]
+        if len({size[run] for run in chosen}) < LINE_CONSTANTS + 1:
+            rejected += 1
+            continue
+        if shortfall is not None:
+            continue
         try:
             refit = fit_envelope({k: curves[k] for k in chosen}, params)
         except ValueError:
+            refits.append((np.nan, np.nan))
             continue
-        samples[r] = refit.a, refit.b
-    return fit, samples
+        refits.append((refit.a, refit.b))
+    if shortfall is not None:
+        return fit, bootstrap.Bootstrap.none(names, shortfall, n_bootstrap, rejected)
+    refits = np.array(refits, np.float64).reshape(-1, 2)
+    return fit, bootstrap.Bootstrap.from_refits(names, refits, n_bootstrap, rejected)

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from neoscale.scaling import checks
+from neoscale.scaling import bootstrap, checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +56,13 @@ def budget_minimum(n, d, loss):
     )
 
 
+def _power_laws(budgets, n_opt, d_opt) -> tuple[float, float, float, float]:
+    """(a, log_k_n, b, log_k_d): least-squares lines of log N_opt and log D_opt on log C."""
+    a, log_k_n = np.polyfit(np.log(budgets), np.log(n_opt), 1)
+    b, log_k_d = np.polyfit(np.log(budgets), np.log(d_opt), 1)
+    return float(a), float(log_k_n), float(b), float(log_k_d)
+
+
 def fit_isoflop(budget, n, d, loss) -> IsoFlopFit:
     """Approach 2 from runs labelled by budget (their target compute).
 
@@ -78,41 +85,81 @@ def fit_isoflop(budget, n, d, loss) -> IsoFlopFit:
         )
     budgets = np.array([r[0] for r in rows])
     n_opt, d_opt, loss_opt = (np.array([r[i] for r in rows]) for i in (1, 2, 3))
-    a, log_k_n = np.polyfit(np.log(budgets), np.log(n_opt), 1)
-    b, log_k_d = np.polyfit(np.log(budgets), np.log(d_opt), 1)
+    a, log_k_n, b, log_k_d = _power_laws(budgets, n_opt, d_opt)
     return IsoFlopFit(
         budgets=budgets,
         n_opt=n_opt,
         d_opt=d_opt,
         loss_opt=loss_opt,
         parabolas=np.stack([r[4] for r in rows]),
-        a=float(a),
-        b=float(b),
-        log_k_n=float(log_k_n),
-        log_k_d=float(log_k_d),
+        a=a,
+        b=b,
+        log_k_n=log_k_n,
+        log_k_d=log_k_d,
         skipped=skipped,
     )
 
 
-def fit_isoflop_bootstrap(budget, n, d, loss, *, groups=None, n_bootstrap: int = 200, seed: int = 0):
-    """(fit, samples (R, 2) of (a, b)): runs resampled with replacement within each budget."""
+PARABOLA_CONSTANTS = 3  # loss = p0·x² + p1·x + p2 in x = ln N
+LINE_CONSTANTS = 2  # log N_opt = a·log C + log k_n
+
+
+def _shortfall(distinct_sizes: dict[float, int], n_budgets: int) -> str | None:
+    """Why the full data cannot give an interval (bootstrap's points <= constants + 1 rule)."""
+    fewest = min(distinct_sizes.values())
+    if fewest <= PARABOLA_CONSTANTS + 1:
+        return (f"a budget has only {fewest} distinct sizes: an interval needs at least "
+                f"{PARABOLA_CONSTANTS + 2} per budget, so that resampled parabolas stay over-determined")
+    if n_budgets <= LINE_CONSTANTS + 1:
+        return (f"{n_budgets} budgets for the 2 constants of the line through their minima: an "
+                f"interval needs at least {LINE_CONSTANTS + 2}")
+    return None
+
+
+def fit_isoflop_bootstrap(
+    budget, n, d, loss, *, groups=None, n_bootstrap: int = 200, seed: int = 0
+) -> tuple[IsoFlopFit, bootstrap.Bootstrap]:
+    """(fit, bootstrap of (a, b)): runs resampled with replacement within each budget of the fit.
+
+    Only the budgets the full fit used are resampled. A resample in which a budget has fewer than
+    4 distinct sizes (its parabola exact or under-determined) is rejected, not refitted; a refit
+    in which a budget's parabola has no minimum counts as failed (dropping that budget would
+    change what is estimated). No interval when a budget has <= 4 distinct sizes or there are
+    <= 3 budgets (see bootstrap.Bootstrap).
+    """
     fit = fit_isoflop(budget, n, d, loss)
     budget, n, d, loss = (np.asarray(v, np.float64) for v in (budget, n, d, loss))
-    keep = ~np.isnan(budget + n + d + loss)
     groups = np.arange(budget.size) if groups is None else np.asarray(groups)
+    keep = ~np.isnan(budget + n + d + loss) & np.isin(budget, fit.budgets)
     budget, n, d, loss, groups = budget[keep], n[keep], d[keep], loss[keep], groups[keep]
+    size_id = np.unique(np.round(np.log(n), 6), return_inverse=True)[1].ravel()
+    members = {c: np.flatnonzero(budget == c) for c in fit.budgets}
+    labels = {c: np.unique(groups[idx]) for c, idx in members.items()}
+    distinct = {c: np.unique(size_id[idx]).size for c, idx in members.items()}
+    names = ("a", "b")
+    if n_bootstrap == 0:
+        return fit, bootstrap.Bootstrap.none(names, "no bootstrap resamples requested (n_bootstrap = 0)")
+    shortfall = _shortfall(distinct, fit.budgets.size)
     rng = np.random.default_rng(seed)
-    samples = np.full((n_bootstrap, 2), np.nan)
-    for r in range(n_bootstrap):
-        take = []
-        for c in np.unique(budget):
-            labels = np.unique(groups[budget == c])
-            for label in rng.choice(labels, labels.size):
-                take.extend(np.flatnonzero((groups == label) & (budget == c)))
-        take = np.array(take)
-        try:
-            refit = fit_isoflop(budget[take], n[take], d[take], loss[take])
-        except ValueError:
+    refits, rejected = [], 0
+    for _ in range(n_bootstrap):
+        takes = {}
+        for c, idx in members.items():
+            drawn = rng.choice(labels[c], labels[c].size)
+            takes[c] = np.concatenate([idx[groups[idx] == label] for label in drawn])
+        if min(np.unique(size_id[t]).size for t in takes.values()) < PARABOLA_CONSTANTS + 1:
+            rejected += 1
             continue
-        samples[r] = refit.a, refit.b
-    return fit, samples
+        if shortfall is not None:
+            continue
+        try:
+            minima = [budget_minimum(n[t], d[t], loss[t])[:2] for t in takes.values()]
+        except ValueError:
+            refits.append((np.nan, np.nan))
+            continue
+        a, _, b, _ = _power_laws(fit.budgets, *np.array(minima).T)
+        refits.append((a, b))
+    if shortfall is not None:
+        return fit, bootstrap.Bootstrap.none(names, shortfall, n_bootstrap, rejected)
+    refits = np.array(refits, np.float64).reshape(-1, 2)
+    return fit, bootstrap.Bootstrap.from_refits(names, refits, n_bootstrap, rejected)

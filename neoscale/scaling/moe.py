@@ -134,8 +134,14 @@ def _decode(p: np.ndarray, centre: np.ndarray) -> np.ndarray:
     )
 
 
+NAMES = ("E0", "A", "B", "alpha", "beta", "gamma")
+# Over-determined: 7 distinct (N, D, E) points, 3 sizes and 3 token counts (as Chinchilla's law),
+# 2 expert counts (γ).
+REQUIREMENT = bootstrap.Requirement(points=LAW.n_params + 1, columns=(3, 3, 2), names=("N", "D", "experts"))
+
+
 def fit_moe_chinchilla_bootstrap(n, d, experts, loss, *, groups=None, n_bootstrap: int = 0, seed: int = 0):
-    """(fit, samples (R, 6) of (E0, A, B, α, β, γ)).
+    """(fit, bootstrap of (E0, A, B, α, β, γ)); see bootstrap.Bootstrap for rejected resamples.
 
     Starts: the best distinct optima of a full-grid dense Chinchilla fit on the same points
     (ignoring E), each combined with γ ∈ GAMMA_STARTS.
@@ -156,13 +162,13 @@ def fit_moe_chinchilla_bootstrap(n, d, experts, loss, *, groups=None, n_bootstra
         objective=float(objective[best]),
         n_points=int(log_y.size),
     )
-    samples = np.empty((0, 6))
-    if n_bootstrap:
-        groups = np.arange(kept.size) if groups is None else np.asarray(groups)
-        seeds = bootstrap.distinct_best(params, objective, 3)
-        raw = bootstrap.bootstrap_huber(LAW, seeds, log_x, log_y, groups[kept], n_bootstrap, seed)
-        samples = _decode(raw, centre)
-    return fit, samples
+    groups = np.arange(kept.size) if groups is None else np.asarray(groups)
+    seeds = bootstrap.distinct_best(params, objective, 3)
+    boot = bootstrap.bootstrap_huber(
+        LAW, seeds, log_x, log_y, groups[kept], n_bootstrap, seed,
+        requirement=REQUIREMENT, names=NAMES, decode=lambda raw: _decode(raw, centre),
+    )
+    return fit, boot
 
 
 def fit_moe_chinchilla(n, d, experts, loss) -> MoEChinchillaFit:

@@ -57,10 +57,17 @@ def _decode(p: np.ndarray, centre: float, with_offset: bool) -> np.ndarray:
     return np.stack([np.exp(e), np.exp(a + alpha * centre), alpha], axis=1)
 
 
+NAMES = ("E", "A", "alpha")
+
+
 def fit_power_law_bootstrap(
     compute, loss, *, with_offset: bool = True, groups=None, n_bootstrap: int = 0, seed: int = 0
-):
-    """(fit, samples (R, 3) of (E, A, α)); R = n_bootstrap resamples of runs (`groups`)."""
+) -> tuple[PowerLawFit, bootstrap.Bootstrap]:
+    """(fit, bootstrap of (E, A, α)) over n_bootstrap resamples of runs (`groups`).
+
+    A resample needs distinct compute values for one more point than the law has constants
+    (4 with E, 3 without); see bootstrap.Bootstrap for when there is no interval.
+    """
     law = SATURATING if with_offset else PURE
     cols, kept = checks.clean_points(law.n_params, compute=compute, loss=loss)
     checks.require_distinct("compute", cols["compute"], minimum=2)
@@ -78,13 +85,14 @@ def fit_power_law_bootstrap(
         n_points=int(log_y.size),
         n_dropped=int((~kept).sum()),
     )
-    samples = np.empty((0, 3))
-    if n_bootstrap:
-        groups = np.arange(kept.size) if groups is None else np.asarray(groups)
-        seeds = bootstrap.distinct_best(params, objective, 3)
-        raw = bootstrap.bootstrap_huber(law, seeds, log_x, log_y, groups[kept], n_bootstrap, seed)
-        samples = _decode(raw, centre, with_offset)
-    return fit, samples
+    groups = np.arange(kept.size) if groups is None else np.asarray(groups)
+    seeds = bootstrap.distinct_best(params, objective, 3)
+    boot = bootstrap.bootstrap_huber(
+        law, seeds, log_x, log_y, groups[kept], n_bootstrap, seed,
+        requirement=bootstrap.Requirement(points=law.n_params + 1), names=NAMES,
+        decode=lambda raw: _decode(raw, centre, with_offset),
+    )
+    return fit, boot
 
 
 def fit_power_law(compute, loss, *, with_offset: bool = True) -> PowerLawFit:

@@ -35,6 +35,9 @@ RESULTS_COLUMNS = (
     "budget_flops",
     "cooldown",
     "final",
+    "parent",
+    "fork_step",
+    "epochs",
 )
 # What a fit needs; the rest is descriptive.
 REQUIRED_COLUMNS = ("run", "params_active", "tokens", "flops", "eval_loss", "final")
@@ -62,15 +65,25 @@ def validate(results: pd.DataFrame) -> pd.DataFrame:
         out["num_experts"] = 1
     if "size" not in out:
         out["size"] = out["params_active"].map(lambda v: f"{v:.3g}")
-    if "budget_flops" not in out:
-        out["budget_flops"] = np.nan
-    numeric = ["params_active", "tokens", "flops", "eval_loss", "num_experts", "budget_flops"]
-    numeric += [c for c in ("params_total", "train_loss", "step", "cooldown") if c in out]
+    for column in ("budget_flops", "cooldown", "fork_step"):
+        if column not in out:
+            out[column] = np.nan
+    # A cooldown branch's parent run (older tables: none, each run its own).
+    out["parent"] = out["parent"].fillna(out["run"]).astype(str) if "parent" in out else out["run"]
+    numeric = ["params_active", "tokens", "flops", "eval_loss", "num_experts", "budget_flops", "cooldown",
+               "fork_step"]
+    numeric += [c for c in ("params_total", "train_loss", "step", "epochs") if c in out]
     for c in numeric:
         out[c] = pd.to_numeric(out[c], errors="coerce")
     out["num_experts"] = out["num_experts"].fillna(1).clip(lower=1)
     out["size"] = out["size"].astype(str)
     return out
+
+
+def is_branch(results: pd.DataFrame) -> pd.Series:
+    """(rows,) bool: rows of WSD cooldown branches (a cooldown fraction, or a parent other than
+    the run itself)."""
+    return results["cooldown"].notna() | (results["parent"] != results["run"])
 
 
 def load_results(path) -> pd.DataFrame:

@@ -7,13 +7,17 @@ branch's last evaluation; never stable-phase losses). Laws:
 - loss_vs_compute: L(C) = E + A·C^−α (and the pure power law) on the compute–loss Pareto
   frontier of the dense runs (or of the only expert count present);
 - chinchilla_approach3: L(N, D) on the same runs' final points;
-- isoflop_approach2: runs grouped by budget_flops;
-- envelope_approach1: the per-step curves;
+- isoflop_approach2: main runs grouped by budget_flops (cooldown branches belong to no budget);
+- envelope_approach1: the per-step curves (a branch's only after its fork);
 - moe: Clark et al.'s law and the Chinchilla form with an expert covariate, when the table has
   >= 2 expert counts.
-Conventions: N = params_active (all parameters a token uses, embeddings included; = params_total
-for dense models), D = tokens, C = the flops column (the runner's count, attention included);
-Chinchilla's compute-optimal allocation uses C = 6·N·D.
+Conventions (CONVENTIONS, written into fit.json): N = params_active (all parameters a token uses,
+embeddings included; = params_total for dense models), D = tokens, C = the flops column (for a
+study run here: neoscale.accounting's default "neoscale" convention). Every law that speaks of
+compute uses that one axis: Approach 3's allocation is converted to it through the runs' own
+FLOPs per token, fitted as k·N^s (chinchilla.fit_compute_axis); its 6·N·D allocation is given
+beside it for comparison with published exponents. Bootstrap units are runs, a cooldown branch
+going with its parent; a law without an interval says why (bootstrap.Bootstrap).
 """
 
 from __future__ import annotations
@@ -27,12 +31,18 @@ import pandas as pd
 
 from neoscale.scaling import bootstrap, chinchilla, envelope, isoflop, moe, power_law, results
 
+COMPUTE_LABEL = "training compute C (FLOPs of results.csv: neoscale.accounting, 'neoscale')"  # figures
+COMPUTE_AXIS = ("C = training FLOPs of the results' flops column (studies run by neoscale: "
+                "neoscale.accounting, convention 'neoscale')")
 CONVENTIONS = {
     "N": "params_active (parameters used per token, embeddings included)",
     "D": "tokens seen",
-    "C": "flops column of the results (training FLOPs, attention included)",
-    "allocation": "Chinchilla compute-optimal N_opt, D_opt use C = 6·N·D",
-    "intervals": "bootstrap percentile 95% intervals, runs resampled with replacement",
+    "C": COMPUTE_AXIS,
+    "allocation": "Approach 3's N_opt(C), D_opt(C) on the same C, through the runs' FLOPs per token "
+    "fitted as k·N^s; allocation_6nd gives them for C = 6·N·D",
+    "intervals": "bootstrap percentile 95% intervals over resampled runs (a cooldown branch with its "
+    "parent); resamples that cannot over-determine a law are rejected and counted; no interval when "
+    "points <= constants + 1",
     "loss": "eval_loss of each run's final evaluation",
 }
 EXTRAPOLATION_FACTORS = (10.0, 100.0)
@@ -53,11 +63,9 @@ def _clean(value):
     return value
 
 
-def _intervals(names, samples: np.ndarray) -> dict:
-    if samples.size == 0 or not np.isfinite(samples).any():
-        return {}
-    lo, hi = bootstrap.percentile_interval(samples)
-    return {k: [lo[i], hi[i]] for i, k in enumerate(names)}
+def _uncertainty(boot: bootstrap.Bootstrap) -> dict:
+    """fit.json entries of a bootstrap: intervals (None without one), the note why, the counts."""
+    return {"intervals": boot.intervals(), "interval_note": boot.note, "bootstrap": boot.summary()}
 
 
 def _skipped(reason: str) -> dict:
@@ -65,8 +73,9 @@ def _skipped(reason: str) -> dict:
 
 
 def pareto_frontier(compute: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """(n,) bool: points with no other point at lower-or-equal compute and lower loss."""
-    order = np.argsort(compute, kind="stable")
+    """(n,) bool: points with no other point at lower-or-equal compute and lower loss (of points
+    tied in compute, only the lowest loss)."""
+    order = np.lexsort((loss, compute))
     keep = np.zeros(compute.size, bool)
     best = np.inf
     for i in order:
@@ -98,44 +107,46 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
     compute, loss = points["flops"].to_numpy(), points["eval_loss"].to_numpy()
     frontier = pareto_frontier(compute, loss)
     use = frontier if frontier.sum() >= 3 else np.ones_like(frontier)
-    groups = points["run"].to_numpy()[use]
-    fit, samples = power_law.fit_power_law_bootstrap(
+    groups = points["parent"].to_numpy()[use]
+    fit, boot = power_law.fit_power_law_bootstrap(
         compute[use], loss[use], groups=groups, n_bootstrap=n_bootstrap, seed=seed
     )
-    pure, pure_samples = power_law.fit_power_law_bootstrap(
+    pure, pure_boot = power_law.fit_power_law_bootstrap(
         compute[use], loss[use], with_offset=False, groups=groups, n_bootstrap=n_bootstrap, seed=seed
     )
     grid = np.geomspace(compute.min(), compute.max() * max(EXTRAPOLATION_FACTORS), 60)
     band = {"compute": grid, "loss": fit.predict(grid)}
-    if samples.size:
+    samples = boot.samples
+    if boot.has_interval:
         curves = samples[:, :1] + samples[:, 1:2] * grid[None, :] ** -samples[:, 2:3]
-        band["lower"], band["upper"] = bootstrap.percentile_interval(curves)
+        band["lower"], band["upper"] = boot.interval_of(curves)
     predictions = []
     for factor in EXTRAPOLATION_FACTORS:
         c = compute.max() * factor
-        entry = {"compute": c, "factor": factor, "loss": float(fit.predict(c))}
-        if samples.size:
-            entry["interval"] = list(
-                bootstrap.percentile_interval(samples[:, 0] + samples[:, 1] * c ** -samples[:, 2])
-            )
+        entry = {"compute": c, "factor": factor, "loss": float(fit.predict(c)), "interval": None}
+        if boot.has_interval:
+            entry["interval"] = list(boot.interval_of(samples[:, 0] + samples[:, 1] * c ** -samples[:, 2]))
         predictions.append(entry)
+    pure_uncertainty = _uncertainty(pure_boot)
+    if pure_uncertainty["intervals"]:
+        pure_uncertainty["intervals"].pop("E")
     out = {
         "status": "fitted",
         "form": "L(C) = E + A·C^(−alpha)",
+        "compute_axis": COMPUTE_AXIS,
         "family": label,
         "points": int(use.sum()),
         "on_frontier": bool(frontier.sum() >= 3),
         "constants": fit.constants(),
-        "intervals": _intervals(("E", "A", "alpha"), samples),
+        **_uncertainty(boot),
         "pure_power_law": {
             "form": "L(C) = A·C^(−alpha)",
             "constants": {"A": pure.A, "alpha": pure.alpha},
-            "intervals": _intervals(("E", "A", "alpha"), pure_samples),
+            **pure_uncertainty,
         },
         "frontier": band,
         "predictions": predictions,
     }
-    out["pure_power_law"]["intervals"].pop("E", None)
     train, held = _largest_held_out(points)
     try:
         t_c, t_l = train["flops"].to_numpy(), train["eval_loss"].to_numpy()
@@ -157,25 +168,44 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
     return out
 
 
+def _allocation(
+    fit: chinchilla.ChinchillaFit, boot: bootstrap.Bootstrap, axis: chinchilla.ComputeAxis
+) -> dict:
+    """N_opt ∝ C^a, D_opt ∝ C^b on the compute axis C = k·N^s·D, with intervals when there are."""
+    a, b = fit.allocation_exponents(axis)
+    out = {
+        "compute_axis": axis.label,
+        "flops_per_token": {"form": "C/D = k·N^s", "k": axis.k, "s": axis.s,
+                            "max_relative_error": axis.max_relative_error},
+        "a": a,
+        "b": b,
+        "n_opt_at_1": float(fit.optimal_allocation(1.0, axis)[0]),
+        "form": "N_opt = n_opt_at_1·C^a, D_opt = C/(k·N_opt^s)",
+        "intervals": None,
+    }
+    if boot.has_interval:
+        alpha, beta = boot.samples[:, 3], boot.samples[:, 4]
+        a_samples = beta / (alpha + axis.s * beta)
+        out["intervals"] = {"a": list(boot.interval_of(a_samples)),
+                            "b": list(boot.interval_of(alpha / (alpha + axis.s * beta)))}
+    return out
+
+
 def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
-    n, d, loss = (points[c].to_numpy() for c in ("params_active", "tokens", "eval_loss"))
-    fit, samples = chinchilla.fit_chinchilla_bootstrap(
-        n, d, loss, groups=points["run"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed
+    n, d, loss, flops = (points[c].to_numpy() for c in ("params_active", "tokens", "eval_loss", "flops"))
+    fit, boot = chinchilla.fit_chinchilla_bootstrap(
+        n, d, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed
     )
+    axis = chinchilla.fit_compute_axis(n, d, flops, COMPUTE_AXIS)
     out = {
         "status": "fitted",
         "form": "L(N, D) = E + A/N^alpha + B/D^beta",
         "points": fit.n_points,
         "constants": fit.constants(),
-        "intervals": _intervals(chinchilla.CONSTANTS, samples),
-        "allocation": {"a": fit.a, "b": fit.b, "G": fit.G, "form": "N_opt = G·(C/6)^a, D_opt = (C/6)^b / G"},
+        **_uncertainty(boot),
+        "allocation": _allocation(fit, boot, axis),
+        "allocation_6nd": _allocation(fit, boot, chinchilla.SIX_ND),
     }
-    if samples.size:
-        alloc_a = samples[:, 4] / (samples[:, 3] + samples[:, 4])
-        out["allocation"]["intervals"] = {
-            "a": list(bootstrap.percentile_interval(alloc_a)),
-            "b": list(bootstrap.percentile_interval(1 - alloc_a)),
-        }
     train, held = _largest_held_out(points)
     try:
         with warnings.catch_warnings():
@@ -200,11 +230,14 @@ def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
 
 
 def _isoflop(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
-    with_budget = points[points["budget_flops"].notna() & (points["budget_flops"] > 0)]
+    # A cooldown branch ends at a fraction of its run's budget: it is on no IsoFLOP slice, whatever
+    # budget_flops an older results table gave it.
+    main = points[~results.is_branch(points)]
+    with_budget = main[main["budget_flops"].notna() & (main["budget_flops"] > 0)]
     if with_budget.empty:
-        return _skipped("no runs carry an IsoFLOP budget (budget_flops)")
+        return _skipped("no main runs carry an IsoFLOP budget (budget_flops)")
     try:
-        fit, samples = isoflop.fit_isoflop_bootstrap(
+        fit, boot = isoflop.fit_isoflop_bootstrap(
             *(with_budget[c].to_numpy() for c in ("budget_flops", "params_active", "tokens", "eval_loss")),
             groups=with_budget["run"].to_numpy(),
             n_bootstrap=n_bootstrap,
@@ -215,13 +248,14 @@ def _isoflop(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
     return {
         "status": "fitted",
         "form": "N_opt = k_n·C^a, D_opt = k_d·C^b from IsoFLOP parabolas",
+        "compute_axis": COMPUTE_AXIS + ", the runs' budget_flops",
         "budgets": fit.budgets,
         "n_opt": fit.n_opt,
         "d_opt": fit.d_opt,
         "loss_opt": fit.loss_opt,
         "parabolas_ln_n": fit.parabolas,
         "constants": {"a": fit.a, "b": fit.b, "log_k_n": fit.log_k_n, "log_k_d": fit.log_k_d},
-        "intervals": _intervals(("a", "b"), samples),
+        **_uncertainty(boot),
         "skipped_budgets": fit.skipped,
     }
 
@@ -230,21 +264,36 @@ def _envelope(points: pd.DataFrame, curves, n_bootstrap: int, seed: int) -> dict
     if not curves:
         return _skipped("no training curves (runs/*/metrics.jsonl)")
     params = dict(zip(points["run"], points["params_active"], strict=True))
-    family = {k: v for k, v in curves.items() if k in params}
+    parents = dict(zip(points["run"], points["parent"], strict=True))
+    family = _after_fork({k: v for k, v in curves.items() if k in params}, points)
     try:
-        fit, samples = envelope.fit_envelope_bootstrap(family, params, n_bootstrap=n_bootstrap, seed=seed)
+        fit, boot = envelope.fit_envelope_bootstrap(
+            family, params, groups=parents, n_bootstrap=n_bootstrap, seed=seed
+        )
     except ValueError as e:
         return _skipped(str(e))
     return {
         "status": "fitted",
         "form": "N_opt = k_n·C^a, D_opt = k_d·C^b from the lower envelope of training curves",
+        "compute_axis": COMPUTE_AXIS + ", the curves' flops",
         "compute": fit.compute,
         "loss": fit.loss,
         "n_opt": fit.n_opt,
         "d_opt": fit.d_opt,
         "constants": {"a": fit.a, "b": fit.b, "log_k_n": fit.log_k_n, "log_k_d": fit.log_k_d},
-        "intervals": _intervals(("a", "b"), samples),
+        **_uncertainty(boot),
     }
+
+
+def _after_fork(curves: dict[str, pd.DataFrame], points: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Curves with every cooldown branch's rows at or before its fork_step removed (there the
+    branch is its parent run, which has its own curve)."""
+    forks = points.loc[points["fork_step"].notna(), ["run", "fork_step"]]
+    out = dict(curves)
+    for run, fork in zip(forks["run"], forks["fork_step"], strict=True):
+        if run in out and "step" in out[run].columns:
+            out[run] = out[run][out[run]["step"] > fork]
+    return out
 
 
 def _moe(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
@@ -275,27 +324,25 @@ def _moe(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
     except ValueError as err:
         out["clark"] = _skipped(str(err))
     try:
-        fit, samples = moe.fit_moe_chinchilla_bootstrap(
-            n, d, experts, loss, groups=points["run"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed
+        fit, boot = moe.fit_moe_chinchilla_bootstrap(
+            n, d, experts, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed
         )
         saving = {str(int(e)): fit.compute_saving(e) for e in counts}
         entry = {
             "form": "L(N, D, E) = E0 + A/(N^alpha·E^gamma) + B/D^beta (N active)",
             "constants": fit.constants(),
-            "intervals": _intervals(("E0", "A", "B", "alpha", "beta", "gamma"), samples),
+            **_uncertainty(boot),
             "compute_saving": saving,
-            "compute_saving_note": "times less compute (6·N_active·D) than dense to reach the "
-            "same loss; the same at every loss in this form",
+            "compute_saving_note": "times less compute than dense to reach the same loss, on the "
+            "axis C = 6·N_active·D (not the flops column); the same at every loss in this form",
+            "compute_saving_intervals": None,
         }
-        if samples.size:
-            entry["compute_saving_intervals"] = {}
-            for e in counts:
-                per = []
-                for row in samples[np.isfinite(samples).all(axis=1)]:
-                    per.append(moe.MoEChinchillaFit(*row).compute_saving(e))
-                entry["compute_saving_intervals"][str(int(e))] = list(
-                    bootstrap.percentile_interval(np.array(per))
-                )
+        if boot.has_interval:
+            entry["compute_saving_intervals"] = {
+                str(int(e)): list(boot.interval_of(
+                    np.array([moe.MoEChinchillaFit(*row).compute_saving(e) for row in boot.samples])))
+                for e in counts
+            }
         out["chinchilla_form"] = entry
     except ValueError as err:
         out["chinchilla_form"] = _skipped(str(err))
@@ -324,28 +371,36 @@ def fit_study(
     else:
         laws["loss_vs_compute"] = _skipped(f"needs final rows of >= 3 distinct sizes, got {sizes.size}")
     n_tokens = np.unique(np.round(np.log10(family["tokens"]), 3)).size if len(family) else 0
-    if len(family) >= 6 and sizes.size >= 2 and n_tokens >= 2:
+    if len(family) >= 6 and sizes.size >= 3 and n_tokens >= 3:
         laws["chinchilla_approach3"] = _chinchilla(family, n_bootstrap, seed)
     else:
         laws["chinchilla_approach3"] = _skipped(
-            f"needs >= 6 final points with >= 2 sizes and >= 2 token counts, got {len(family)} "
+            f"needs >= 6 final points with >= 3 sizes and >= 3 token counts, got {len(family)} "
             f"points, {sizes.size} sizes, {n_tokens} token counts"
         )
     laws["isoflop_approach2"] = _isoflop(family, n_bootstrap, seed)
     laws["envelope_approach1"] = _envelope(family, curves, n_bootstrap, seed)
     laws["moe"] = _moe(points, n_bootstrap, seed) if len(points) else _skipped("no points")
+    data = {
+        "final_points": len(points),
+        "cooldown_branches": int(results.is_branch(points).sum()) if len(points) else 0,
+        "family": label,
+        "sizes": sizes,
+        "expert_counts": np.unique(points["num_experts"]) if len(points) else [],
+        "dropped": dropped,
+    }
+    if "epochs" in points and points["epochs"].notna().any():
+        data["epochs"] = dict(zip(points["run"], points["epochs"], strict=True))
+        data["max_epochs"] = float(points["epochs"].max())
     return _clean(
         {
             "conventions": CONVENTIONS,
+            "compute_axis": COMPUTE_AXIS,
+            "compute_label": COMPUTE_LABEL,
             "n_bootstrap": n_bootstrap,
+            "bootstrap_min_accepted": bootstrap.MIN_ACCEPTED,
             "seed": seed,
-            "data": {
-                "final_points": len(points),
-                "family": label,
-                "sizes": sizes,
-                "expert_counts": np.unique(points["num_experts"]) if len(points) else [],
-                "dropped": dropped,
-            },
+            "data": data,
             "laws": laws,
         }
     )
@@ -361,8 +416,21 @@ def _fmt(value, interval=None) -> str:
 
 
 def _constants_line(law: dict) -> str:
-    intervals = law.get("intervals", {})
+    intervals = law.get("intervals") or {}
     return ", ".join(f"{k} = {_fmt(v, intervals.get(k))}" for k, v in law["constants"].items())
+
+
+def _bootstrap_line(law: dict) -> str | None:
+    """'Intervals: 180 of 200 resamples refitted, ...' or why there are none (None: no bootstrap)."""
+    counts = law.get("bootstrap")
+    if not counts:
+        return None
+    tally = (f"{counts['accepted']} of {counts['requested']} resamples refitted, "
+             f"{counts['rejected_not_overdetermined']} rejected as not over-determined, "
+             f"{counts['failed']} failed")
+    if law.get("intervals") is None:
+        return f"\nNo interval: {law.get('interval_note')} ({tally})."
+    return f"\nIntervals: {tally}."
 
 
 def report_section(fit: dict) -> str:
@@ -371,8 +439,13 @@ def report_section(fit: dict) -> str:
         "## Scaling-law fits",
         "",
         f"{fit['data']['final_points']} final points ({fit['data']['family']} family "
-        f"for the single-family laws); intervals are bootstrap 95% percentile intervals "
-        f"over {fit['n_bootstrap']} resamples of runs.",
+        f"for the single-family laws, {fit['data'].get('cooldown_branches', 0)} of them cooldown "
+        f"branches); intervals are bootstrap 95% percentile intervals over {fit['n_bootstrap']} "
+        f"resamples of runs (a branch with its parent), counting only resamples that "
+        f"over-determine the law; a law with no more distinct points than its constants + 1 "
+        f"gets none.",
+        "",
+        f"Compute axis of every law: {fit.get('compute_axis', 'the flops column')}.",
         "",
     ]
     for entry in fit["data"]["dropped"]:
@@ -392,6 +465,7 @@ def report_section(fit: dict) -> str:
             continue
         if "constants" in law:
             lines.append(f"`{law['form']}`: {_constants_line(law)}")
+            lines.append(_bootstrap_line(law))
         if key == "loss_vs_compute":
             pure = law["pure_power_law"]
             lines.append(f"\nPure power law `{pure['form']}`: {_constants_line(pure)}")
@@ -401,8 +475,17 @@ def report_section(fit: dict) -> str:
                     f"({p['compute']:.3g} FLOPs): {_fmt(p['loss'], p.get('interval'))}"
                 )
         if key == "chinchilla_approach3":
-            alloc = law["allocation"]
-            lines.append(f"\nCompute-optimal: N_opt ∝ C^{alloc['a']:.3f}, D_opt ∝ C^{alloc['b']:.3f}")
+            for name, alloc in (("", law["allocation"]), (" (6·N·D)", law["allocation_6nd"])):
+                ci = alloc.get("intervals") or {}
+                lines.append(
+                    f"\nCompute-optimal{name}: N_opt ∝ C^{_fmt(alloc['a'], ci.get('a'))}, "
+                    f"D_opt ∝ C^{_fmt(alloc['b'], ci.get('b'))} on {alloc['compute_axis']}"
+                )
+            per_token = law["allocation"]["flops_per_token"]
+            lines.append(
+                f"\nThe runs' FLOPs per token, fitted as k·N^s: k = {per_token['k']:.4g}, "
+                f"s = {per_token['s']:.4f} (max error {100 * per_token['max_relative_error']:.1f}%)."
+            )
         if key == "moe":
             for name in ("clark", "chinchilla_form"):
                 sub = law.get(name, {})
@@ -410,10 +493,16 @@ def report_section(fit: dict) -> str:
                     lines.append(f"\n{name}: not fitted: {sub['reason']}.")
                 elif sub:
                     lines.append(f"\n`{sub['form']}`: {_constants_line(sub)}")
+                    lines.append(_bootstrap_line(sub))
             saving = law.get("chinchilla_form", {}).get("compute_saving", {})
             for e, s in saving.items():
-                ci = law["chinchilla_form"].get("compute_saving_intervals", {}).get(e)
-                lines.append(f"\n- {e} experts: {_fmt(s, ci)}× less compute than dense for the same loss")
+                if e == "1":
+                    continue
+                ci = (law["chinchilla_form"].get("compute_saving_intervals") or {}).get(e)
+                lines.append(
+                    f"\n- {e} experts: {_fmt(s, ci)}× less compute (6·N_active·D) than dense "
+                    "for the same loss"
+                )
         ext = law.get("extrapolation")
         if ext:
             if ext.get("status") == "skipped":
@@ -424,4 +513,4 @@ def report_section(fit: dict) -> str:
                     f"error {100 * ext['relative_error']:.2f}% on the held-out size."
                 )
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line is not None)
