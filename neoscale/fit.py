@@ -6,7 +6,7 @@
       --flops_column="Training FLOP" --loss_column=loss --out_dir=OUT
       fits any table of finished runs (one row per run), e.g. published data.
 
-Exit status: 0 done, 1 bad input (one line on stderr).
+Exit status: 0 done, 2 bad input (one line on stderr: ``neoscale.fit: error: ...``).
 """
 
 from __future__ import annotations
@@ -35,9 +35,12 @@ flags.DEFINE_integer("seed", 0, "bootstrap seed")
 flags.DEFINE_bool("plots", True, "draw the figures")
 
 
+PROG = "neoscale.fit"
+
+
 def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(1)
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def _load():

@@ -65,7 +65,8 @@ def test_fits_any_csv_with_named_columns(tmp_path):
 )
 def test_bad_input_is_one_line_on_stderr(args, message):
     done = run_fit(*args)
-    assert done.returncode == 1
+    assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+    assert lines[0].startswith("neoscale.fit: error: ")
     assert "Traceback" not in done.stderr
