@@ -25,6 +25,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from neoscale import multihost
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS_DIR = os.path.join(REPO_ROOT, "experiments")
 DEFAULT_CONFIG = os.path.join(EXPERIMENTS_DIR, "cpu_demo.py")
@@ -206,7 +208,7 @@ def _main(argv: list[str]) -> int:
     import jax
 
     if _DISTRIBUTED.value:
-        jax.distributed.initialize()
+        multihost.initialize()  # and, with fail_fast, one failed process stops them all
     primary = jax.process_index() == 0
     target = hardware.parse_target(_ACCELERATOR.value or "local")
     if target.name != "local" and not _DRY_RUN.value:
@@ -328,7 +330,7 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
 
 def entrypoint() -> None:
     define_config_flag()
-    app.run(main, flags_parser=parse_flags)
+    app.run(multihost.fail_fast(main), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

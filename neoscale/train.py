@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags, logging
 
+from neoscale import multihost
 from neoscale.sharding.mesh import MESH_HELP
 
 FLAGS = flags.FLAGS
@@ -90,12 +91,7 @@ def main(argv: list[str]) -> None:
         config = _run_config()
         model_config(config.size)  # unknown size: fail before jax starts
         if FLAGS.distributed:
-            import jax
-
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-            jax.distributed.initialize(coordinator_address=FLAGS.coordinator,
-                                       num_processes=FLAGS.num_processes,
-                                       process_id=FLAGS.process_id)
+            multihost.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
         from neoscale.training import loop
 
         try:
@@ -113,7 +109,7 @@ def main(argv: list[str]) -> None:
 
 
 def entrypoint() -> None:
-    app.run(main)
+    app.run(multihost.fail_fast(main))
 
 
 if __name__ == "__main__":
