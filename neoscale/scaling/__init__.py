@@ -1,7 +1,13 @@
 """Scaling-law fits with uncertainty: Kaplan-style L(C), Chinchilla approaches 1–3, MoE laws."""
 
-from neoscale.scaling.bootstrap import percentile_interval, resample_weights
-from neoscale.scaling.chinchilla import ChinchillaFit, fit_chinchilla, fit_chinchilla_bootstrap
+from neoscale.scaling.bootstrap import Bootstrap, Requirement, percentile_interval, resample_weights
+from neoscale.scaling.chinchilla import (
+    ChinchillaFit,
+    ComputeAxis,
+    fit_chinchilla,
+    fit_chinchilla_bootstrap,
+    fit_compute_axis,
+)
 from neoscale.scaling.envelope import EnvelopeFit, fit_envelope
 from neoscale.scaling.isoflop import IsoFlopFit, fit_isoflop
 from neoscale.scaling.moe import (
@@ -16,7 +22,9 @@ from neoscale.scaling.results import from_table, load_curves, load_results
 from neoscale.scaling.study import fit_study, report_section
 
 __all__ = [
+    "Bootstrap",
     "ChinchillaFit",
+    "ComputeAxis",
     "ClarkFit",
     "EnvelopeFit",
     "IsoFlopFit",
@@ -25,6 +33,7 @@ __all__ = [
     "fit_chinchilla",
     "fit_chinchilla_bootstrap",
     "fit_clark",
+    "fit_compute_axis",
     "fit_envelope",
     "fit_isoflop",
     "fit_moe_chinchilla",
@@ -34,6 +43,7 @@ __all__ = [
     "load_curves",
     "load_results",
     "percentile_interval",
+    "Requirement",
     "report_section",
     "resample_weights",
     "saturated_experts",
