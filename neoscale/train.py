@@ -1,6 +1,7 @@
 """Train one model: ``python -m neoscale.train --size=NAME --workdir=DIR [flags]``.
 
-Rerunning the same command resumes from the latest checkpoint; a finished run is skipped.
+Rerunning the same command resumes from the latest checkpoint; a finished run is skipped. Other
+settings on an existing run directory stop with one line naming the differing fields.
 Exit status: 0 done, 1 bad input (one line on stderr), ``PREEMPTED_EXIT_CODE`` (75) preempted
 (a checkpoint was saved: rerun to resume), ``NON_FINITE_EXIT_CODE`` (3) non-finite loss.
 Multi-host (e.g. a TPU pod): run the same command on every host with ``--distributed``.
@@ -24,7 +25,8 @@ flags.DEFINE_integer("batch_size", None, "global batch in sequences (default: GP
 flags.DEFINE_integer("seq_len", 256, "tokens per sequence")
 flags.DEFINE_integer("micro_batches", 1, "gradient accumulation: slices per batch")
 flags.DEFINE_string("mesh", "", MESH_HELP)
-flags.DEFINE_integer("seed", 0, "seed of parameters and data order")
+flags.DEFINE_integer("seed", 0, "model seed: parameter initialisation")
+flags.DEFINE_integer("data_seed", 0, "data seed: held-out documents, data order, tokenizer training")
 flags.DEFINE_float("learning_rate", None, "peak learning rate (default: GPT-3 table rule)")
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "wsd", "constant"], "learning-rate schedule")
 flags.DEFINE_integer("warmup_steps", None, "warmup steps (default: 375M tokens, <= 10% of run)")
@@ -34,6 +36,8 @@ flags.DEFINE_enum("cooldown_shape", "linear", ["linear", "1-sqrt"], "wsd cooldow
 flags.DEFINE_float("weight_decay", 0.1, "AdamW weight decay (not on norms/biases/embeddings)")
 flags.DEFINE_integer("log_every", 10, "steps between metrics lines")
 flags.DEFINE_integer("eval_every", 100, "steps between held-out evaluations (and at the end)")
+flags.DEFINE_integer("eval_batch_size", None,
+                     "sequences per evaluation micro-batch (default: the training micro-batch)")
 flags.DEFINE_integer("checkpoint_every", 100, "steps between checkpoints (and at the end)")
 flags.DEFINE_integer("keep_checkpoints", 3, "checkpoints kept")
 flags.DEFINE_string("data", "builtin", "synthetic | builtin | text:GLOB | tfds:NAME")
@@ -70,6 +74,7 @@ def _run_config():
         size=FLAGS.size, workdir=FLAGS.workdir or "", model_overrides=overrides,
         steps=FLAGS.steps, batch_size=FLAGS.batch_size, seq_len=FLAGS.seq_len,
         micro_batches=FLAGS.micro_batches, mesh=FLAGS.mesh, seed=FLAGS.seed,
+        data_seed=FLAGS.data_seed, eval_batch_size=FLAGS.eval_batch_size,
         learning_rate=FLAGS.learning_rate, schedule=FLAGS.schedule,
         warmup_steps=FLAGS.warmup_steps, cooldown_fraction=FLAGS.cooldown_fraction,
         cooldown_steps=FLAGS.cooldown_steps, cooldown_shape=FLAGS.cooldown_shape,

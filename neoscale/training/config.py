@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neoscale.training.optimizer import COOLDOWN_SHAPES, SCHEDULES
+
+if TYPE_CHECKING:
+    from neoscale.data import DataConfig
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_VOCAB_SIZE = 256
@@ -21,6 +24,11 @@ class RunConfig:
     batch_size: sequences per optimizer step (global); None: the table's tokens / seq_len.
     micro_batches: gradient accumulation: the batch is processed in this many slices.
     mesh: "--mesh" syntax, e.g. "data:2,fsdp:-1"; "" = every device on fsdp.
+    seed: the model seed (parameter initialisation); data_seed: the data seed (held-out
+      documents, training-window order, the tokenizer's training order): replicates that vary
+      one keep the other fixed.
+    eval_batch_size: sequences (global) per evaluation micro-batch; None: the training
+      micro-batch (batch_size // micro_batches), which the planner has already fitted in memory.
     schedule: "cosine" | "wsd" | "constant"; cooldown_steps (if set) or cooldown_fraction of the
       steps is the WSD cooldown, ``cooldown_shape`` "linear" or "1-sqrt".
     data: "synthetic" or a ``neoscale.data`` source ("builtin", "text:GLOB", "tfds:NAME");
@@ -43,6 +51,7 @@ class RunConfig:
     micro_batches: int = 1
     mesh: str = ""
     seed: int = 0
+    data_seed: int = 0
     learning_rate: float | None = None
     schedule: str = "cosine"
     warmup_steps: int | None = None
@@ -55,6 +64,7 @@ class RunConfig:
     clip_norm: float = 1.0
     log_every: int = 10
     eval_every: int = 100
+    eval_batch_size: int | None = None
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     keep_checkpoint_every: int | None = None
@@ -93,6 +103,16 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+    def data_config(self) -> DataConfig:
+        """The ``neoscale.data.DataConfig`` this run reads (real data; the one place it is built)."""
+        from neoscale.data import DataConfig
+
+        return DataConfig(data=self.data, tokenizer=self.tokenizer, seq_len=self.seq_len,
+                          heldout_tokens=self.heldout_tokens, seed=self.data_seed,
+                          cache_dir=self.data_cache_dir, tfds_data_dir=self.tfds_data_dir,
+                          tfds_split=self.tfds_split, text_field=self.text_field,
+                          max_documents=self.max_documents)
+
 
 def validate(c: RunConfig) -> None:
     """One-line ValueError for a bad setting (before anything is built or compiled)."""
@@ -104,6 +124,8 @@ def validate(c: RunConfig) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
     if c.batch_size is not None and c.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {c.batch_size}")
+    if c.eval_batch_size is not None and c.eval_batch_size < 1:
+        raise ValueError(f"eval_batch_size must be >= 1, got {c.eval_batch_size}")
     if c.batch_size is not None and c.batch_size % c.micro_batches:
         raise ValueError(f"batch_size={c.batch_size} is not divisible by "
                          f"micro_batches={c.micro_batches}")

@@ -11,6 +11,8 @@ THE rule (one rule for every size, used by ``neoscale.train`` and the study runn
   fitted to all five anchors (b ≈ 0.38), continued from the nearest anchor (so the 100k-parameter
   end of the CPU ladder trains at ~7.9e-3, 14M at ~1.2e-3); the batch size stays at the nearest
   anchor's value.
+* A batch other than the table's: the peak learning rate follows the square-root rule for Adam,
+  ``lr * sqrt(B / B_table)`` (``learning_rate_for``), for batches smaller than the table's only.
 * Warmup: GPT-3's 375M tokens for every size, capped at 10% of the run's steps so that short
   runs still spend most of their steps at the peak (``warmup_steps``).
 """
@@ -95,6 +97,22 @@ def default_batch_size(hparams: HParams, seq_len: int, multiple_of: int = 1) -> 
     """Sequences per step closest to the table's batch tokens, a multiple of ``multiple_of``."""
     sequences = max(1, round(hparams.batch_tokens / seq_len / multiple_of)) * multiple_of
     return sequences
+
+
+def learning_rate_for(hparams: HParams, batch_tokens: int) -> float:
+    """Peak learning rate for a batch of ``batch_tokens`` tokens (the table's is for its batch).
+
+    The square-root scaling rule for adaptive optimizers, lr ∝ sqrt(B): Malladi et al. 2022 ("On
+    the SDEs and scaling rules for adaptive gradient algorithms") derive it for Adam (keeping the
+    gradient noise the update sees constant), as Hoffer et al. 2017 did for SGD; the linear rule
+    holds for SGD only. Applied to smaller batches only: the table's batches are near GPT-3's
+    critical batch size, beyond which larger batches stop tolerating larger steps, so a larger
+    batch keeps the table's rate. E.g. 4096-token CPU batches at 100k parameters (table rate
+    7.9e-3 for 2^19 tokens) train at 7.9e-3 * sqrt(4096 / 2^19) = 7.0e-4.
+    """
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens must be positive, got {batch_tokens}")
+    return hparams.peak_learning_rate * math.sqrt(min(1.0, batch_tokens / hparams.batch_tokens))
 
 
 def warmup_steps(hparams: HParams, batch_tokens: int, total_steps: int) -> int:

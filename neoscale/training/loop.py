@@ -8,7 +8,11 @@ A run directory holds::
     checkpoints/STEP/   orbax checkpoints: train state, data position, run progress
     finished.json       written last (atomically): the RunResult; a finished run is skipped
 
-Starting ``train`` again on the same directory resumes from the latest complete checkpoint.
+Starting ``train`` again on the same directory resumes from the latest complete checkpoint, or
+returns a finished run's result, only if the settings are those saved in config.json (the whole
+resolved configuration: ``run_identity``; cadence, paths and device layout may change): otherwise
+it stops with one line naming the differing fields. ``metrics.jsonl`` keeps only the records up
+to the step a run starts from.
 A non-finite loss, gradient or update raises ``NonFiniteLossError`` without saving the bad
 state; SIGTERM (single process) or JAX's preemption sync point (multi-process) saves a
 checkpoint and raises ``Preempted``; ``neoscale.train`` exits with ``PREEMPTED_EXIT_CODE``.
@@ -31,6 +35,7 @@ import numpy as np
 from etils import epath
 
 from neoscale import accounting
+from neoscale.model import ModelConfig
 from neoscale.presets import model_config
 from neoscale.sharding import batch_divisor, describe, make_mesh
 from neoscale.training import hparams as hparams_lib
@@ -39,7 +44,7 @@ from neoscale.training.config import SYNTHETIC, SYNTHETIC_VOCAB_SIZE, RunConfig
 from neoscale.training.metrics import MetricsWriter, write_atomic
 from neoscale.training.optimizer import make_optimizer, make_schedule, weight_decay_mask
 from neoscale.training.state import ModelParams, abstract_state, create_train_state, state_shardings
-from neoscale.training.step import global_batch, make_eval_step, make_train_step
+from neoscale.training.step import global_batch, make_evaluate, make_train_step, stack_batches
 from neoscale.training.synthetic import SyntheticData
 
 CONFIG_FILE = "config.json"
@@ -47,9 +52,18 @@ FINISHED_FILE = "finished.json"
 CHECKPOINT_DIR = "checkpoints"
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; rerunning the same command resumes.
 NON_FINITE_EXIT_CODE = 3
-# RunConfig fields that must not change when a run directory is reused (resume).
-RESUME_INVARIANTS = ("size", "model_overrides", "seq_len", "seed", "data", "tokenizer",
-                     "vocab_size", "micro_batches")
+# What may differ when a run directory is reused (resumed, or its result returned); everything
+# else in config.json must match. Cadence and paths: when and where things are written.
+CADENCE_FIELDS = ("workdir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                  "keep_checkpoint_every", "async_checkpoints", "tensorboard", "data_cache_dir")
+# Layout: how the same computation is placed on devices and which kernels compute it
+# (checkpoints restore onto any mesh; gradient accumulation, evaluation micro-batches,
+# rematerialisation, the loss and attention kernels change rounding only).
+LAYOUT_FIELDS = ("mesh", "micro_batches", "eval_batch_size")
+MODEL_LAYOUT_FIELDS = ("remat", "loss_impl", "loss_chunk_tokens", "attention_impl")
+RESOLVED_LAYOUT_FIELDS = ("eval_batch_size",)
+# Data description entries that name paths or timings, not the data.
+DATA_VOLATILE_FIELDS = ("cache", "tokenizer_path", "prepare_seconds")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -125,14 +139,10 @@ def prepare_run_dir(workdir: str) -> epath.Path:
 def _make_data(config: RunConfig):
     if config.data == SYNTHETIC:
         return SyntheticData(config.vocab_size or SYNTHETIC_VOCAB_SIZE, config.seq_len,
-                             seed=config.seed, heldout_tokens=config.heldout_tokens)
-    from neoscale.data import DataConfig, prepare
+                             seed=config.data_seed, heldout_tokens=config.heldout_tokens)
+    from neoscale.data import prepare
 
-    return prepare(DataConfig(data=config.data, tokenizer=config.tokenizer,
-                              seq_len=config.seq_len, heldout_tokens=config.heldout_tokens,
-                              seed=config.seed, cache_dir=config.data_cache_dir,
-                              tfds_data_dir=config.tfds_data_dir, tfds_split=config.tfds_split,
-                              text_field=config.text_field, max_documents=config.max_documents))
+    return prepare(config.data_config())
 
 
 def _read_config_json(run_dir: epath.Path) -> dict | None:
@@ -148,11 +158,17 @@ class Resolved:
     learning_rate: float
     warmup_steps: int
     cooldown_steps: int
+    eval_batch_size: int  # sequences per evaluation micro-batch (global)
 
 
 def resolve(config: RunConfig, hp: hparams_lib.HParams, batch_multiple: int,
-            parent: dict | None = None) -> Resolved:
-    """Fills unset hyper-parameters: from the parent run (init_from), else the rule's ``hp``."""
+            parent: dict | None = None, eval_multiple: int = 1) -> Resolved:
+    """Fills unset hyper-parameters: from the parent run (init_from), else the rule's ``hp``.
+
+    batch_multiple: lcm(batch shards x micro_batches, process count); eval_multiple:
+    lcm(batch shards, process count). The rule's learning rate is scaled to the batch
+    (``hparams.learning_rate_for``).
+    """
     parent = parent or {}
     batch_size = config.batch_size or parent.get("batch_size") or hparams_lib.default_batch_size(
         hp, config.seq_len, batch_multiple)
@@ -160,7 +176,13 @@ def resolve(config: RunConfig, hp: hparams_lib.HParams, batch_multiple: int,
         raise ValueError(f"batch_size={batch_size} must be a multiple of {batch_multiple} (the "
                          "batch shards of the mesh's data x fsdp axes times micro_batches, and "
                          "the process count)")
-    learning_rate = config.learning_rate or parent.get("learning_rate") or hp.peak_learning_rate
+    learning_rate = (config.learning_rate or parent.get("learning_rate")
+                     or hparams_lib.learning_rate_for(hp, batch_size * config.seq_len))
+    eval_batch_size = config.eval_batch_size or max(
+        eval_multiple, batch_size // config.micro_batches // eval_multiple * eval_multiple)
+    if eval_batch_size % eval_multiple:
+        raise ValueError(f"eval_batch_size={eval_batch_size} must be a multiple of {eval_multiple} "
+                         "(the batch shards of the mesh's data x fsdp axes, and the process count)")
     if config.warmup_steps is not None:
         warmup = config.warmup_steps
     elif "warmup_steps" in parent:
@@ -172,7 +194,50 @@ def resolve(config: RunConfig, hp: hparams_lib.HParams, batch_multiple: int,
         cooldown = (config.cooldown_steps if config.cooldown_steps is not None
                     else round(config.cooldown_fraction * config.steps))
     return Resolved(batch_size=int(batch_size), learning_rate=float(learning_rate),
-                    warmup_steps=int(warmup), cooldown_steps=int(cooldown))
+                    warmup_steps=int(warmup), cooldown_steps=int(cooldown),
+                    eval_batch_size=int(eval_batch_size))
+
+
+def _jsonable(tree: Any) -> Any:
+    return json.loads(json.dumps(tree, default=str))
+
+
+def run_identity(description: dict) -> dict[str, Any]:
+    """What makes two runs the same run: config.json's run settings, resolved hyper-parameters,
+    model and data description, flattened ("resolved.learning_rate", "model.d_model", ...),
+    without cadence, paths and device layout. Settings added since a run was saved take their
+    defaults."""
+    described = _jsonable(description)
+    run = RunConfig.from_dict(described["run"]).to_dict()
+    ignored = (*CADENCE_FIELDS, *LAYOUT_FIELDS)
+    identity: dict[str, Any] = {k: v for k, v in run.items() if k not in ignored}
+    identity["model_overrides"] = {k: v for k, v in run["model_overrides"].items()
+                                   if k not in MODEL_LAYOUT_FIELDS}
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model = dataclasses.asdict(ModelConfig(**{k: v for k, v in described["model"].items()
+                                              if k in model_fields}))
+    sections = {"resolved": (described["resolved"], RESOLVED_LAYOUT_FIELDS),
+                "model": (_jsonable(model), MODEL_LAYOUT_FIELDS),
+                "data": (described["data"], DATA_VOLATILE_FIELDS)}
+    for section, (values, skip) in sections.items():
+        identity.update({f"{section}.{k}": v for k, v in values.items() if k not in skip})
+    return identity
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def check_same_run(workdir: str, saved: dict, description: dict, action: str) -> None:
+    """One-line ValueError naming every field where ``description`` differs from ``saved``."""
+    old, new = run_identity(saved), run_identity(description)
+    changed = [f"{name} {_short(old.get(name))} -> {_short(new.get(name))}"
+               for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
+    if changed:
+        raise ValueError(f"workdir {workdir!r} holds a run with other settings ("
+                         f"{', '.join(changed)}); use a new --workdir, or the same settings "
+                         f"to {action}")
 
 
 @contextlib.contextmanager
@@ -203,8 +268,6 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
     """
     primary = jax.process_index() == 0
     run_dir = prepare_run_dir(config.workdir)
-    if is_finished(run_dir):
-        return load_result(run_dir)
     mesh = make_mesh(config.mesh, devices)
     data = _make_data(config)
     overrides = dict(config.model_overrides)
@@ -224,18 +287,10 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
         if parent_json is None:
             raise FileNotFoundError(f"init_from run {str(parent_dir)!r} has no {CONFIG_FILE}")
         parent = parent_json["resolved"]
+    eval_multiple = math.lcm(batch_divisor(mesh), jax.process_count())
     batch_multiple = math.lcm(batch_divisor(mesh) * config.micro_batches, jax.process_count())
-    resolved = resolve(config, hparams_lib.hparams_for(model_cfg), batch_multiple, parent)
-    schedule = make_schedule(config.schedule, resolved.learning_rate, config.steps,
-                             resolved.warmup_steps, resolved.cooldown_steps, config.cooldown_shape)
-    model_params = ModelParams(model_cfg, config.seed)
-    optimizer = make_optimizer(
-        schedule,
-        weight_decay_mask(model_params.logical_specs, config.decay_embeddings,
-                          config.decay_norms_and_biases),
-        weight_decay=config.weight_decay, clip_norm=config.clip_norm)
-    shardings = state_shardings(model_params, optimizer, mesh)  # checks divisibility
-
+    resolved = resolve(config, hparams_lib.hparams_for(model_cfg), batch_multiple, parent,
+                       eval_multiple)
     tokens_per_step = resolved.batch_size * config.seq_len
     flops_per_token = accounting.train_flops_per_token(model_cfg, config.seq_len)
     device_peak = accounting.device_peak_flops(mesh.devices.flat[0], model_cfg.dtype)
@@ -248,32 +303,39 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
         "num_devices": mesh.size, "process_count": jax.process_count(),
         "device_kind": mesh.devices.flat[0].device_kind, "data": data.description,
     }
-    previous = _read_config_json(run_dir)
-    if previous is not None:
-        for name in RESUME_INVARIANTS:
-            if previous["run"].get(name) != description["run"].get(name):
-                raise ValueError(
-                    f"workdir {config.workdir!r} holds a run with {name}="
-                    f"{previous['run'].get(name)!r}, not {description['run'].get(name)!r}; "
-                    "use a new --workdir or the same settings")
-        if previous["resolved"]["batch_size"] != resolved.batch_size:
-            raise ValueError(f"workdir {config.workdir!r} holds a run with batch_size="
-                             f"{previous['resolved']['batch_size']}, not {resolved.batch_size}")
-    if primary:
-        write_atomic(run_dir / CONFIG_FILE, json.dumps(description, indent=2, default=str))
-
     checkpointer = Checkpointer(run_dir / CHECKPOINT_DIR, save_every=config.checkpoint_every,
                                 keep=config.keep_checkpoints,
                                 keep_period=config.keep_checkpoint_every,
                                 async_save=config.async_checkpoints)
-    writer = MetricsWriter(run_dir, enabled=primary, tensorboard=config.tensorboard,
-                           total_steps=config.steps)
     try:
-        return _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings,
-                           resolved, checkpointer, writer, parent_dir, run_dir,
-                           tokens_per_step, flops_per_token, peak_flops, on_eval)
+        finished = is_finished(run_dir)
+        previous = _read_config_json(run_dir)
+        if previous is not None and (finished or checkpointer.latest_step() is not None):
+            check_same_run(config.workdir, previous, description,
+                           "reuse its result" if finished else "resume it")
+        if finished:
+            return load_result(run_dir)
+        if primary:
+            write_atomic(run_dir / CONFIG_FILE, json.dumps(description, indent=2, default=str))
+        schedule = make_schedule(config.schedule, resolved.learning_rate, config.steps,
+                                 resolved.warmup_steps, resolved.cooldown_steps,
+                                 config.cooldown_shape)
+        model_params = ModelParams(model_cfg, config.seed)
+        optimizer = make_optimizer(
+            schedule,
+            weight_decay_mask(model_params.logical_specs, config.decay_embeddings,
+                              config.decay_norms_and_biases),
+            weight_decay=config.weight_decay, clip_norm=config.clip_norm)
+        shardings = state_shardings(model_params, optimizer, mesh)  # checks divisibility
+        writer = MetricsWriter(run_dir, enabled=primary, tensorboard=config.tensorboard,
+                               total_steps=config.steps)
+        try:
+            return _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings,
+                               resolved, checkpointer, writer, parent_dir, run_dir,
+                               tokens_per_step, flops_per_token, peak_flops, on_eval)
+        finally:
+            writer.close()
     finally:
-        writer.close()
         checkpointer.close()
 
 
@@ -288,7 +350,6 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
     progress: dict[str, Any] = {"wall_seconds": 0.0, "eval_points": []}
     if latest is not None:
         state, progress = checkpointer.restore(latest, target, iterator)
-        writer.truncate_after(latest)
     elif config.init_from is not None:
         parent = Checkpointer(parent_dir / CHECKPOINT_DIR, save_every=1, keep=1, read_only=True)
         fork_step = int(config.init_from[1])
@@ -301,21 +362,21 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
         parent.close()
     else:
         state = create_train_state(model_params, optimizer, mesh)
+    step = int(np.asarray(state.step))
+    writer.truncate_after(step)  # records of an earlier attempt past the starting point
     eval_points = [EvalPoint(**p) for p in progress["eval_points"]]
     wall_offset = float(progress["wall_seconds"])
 
     train_step = make_train_step(model_params, optimizer, schedule, mesh, shardings,
                                  config.micro_batches)
-    eval_step = make_eval_step(model_params, mesh, shardings.params)
-    eval_batches = [global_batch(b, mesh) for b in data.eval_batches(
-        resolved.batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count())]
+    evaluate_heldout = make_evaluate(model_params, mesh, shardings.params)
+    heldout = stack_batches(data.eval_batches(
+        resolved.eval_batch_size, process_index=jax.process_index(),
+        process_count=jax.process_count()), mesh)
 
     def evaluate(params) -> float:
-        totals = [eval_step(params, batch) for batch in eval_batches]
-        return sum(_scalar(s) for s, _ in totals) / sum(_scalar(n) for _, n in totals)
+        return _scalar(evaluate_heldout(params, heldout))
 
-    step = int(np.asarray(state.step))
     start_time = time.monotonic()
     wall = lambda: wall_offset + time.monotonic() - start_time
     last_saved = step if latest is not None else None

@@ -1,8 +1,9 @@
 """AdamW with GPT-3's settings, gradient clipping, and the learning-rate schedules.
 
-* ``cosine``: linear warmup from 0, then cosine decay to 10% of the peak at the last step.
+* ``cosine``: linear warmup, then cosine decay to 10% of the peak, reached at the last update.
 * ``wsd`` (warmup-stable-decay, Hägele et al. 2024): linear warmup, constant at the peak, then a
-  cooldown to 0 over the last ``cooldown_steps`` steps, ``linear`` or ``1-sqrt`` in shape.
+  cooldown over the last ``cooldown_steps`` updates to exactly 0 at the last one, ``linear`` or
+  ``1-sqrt`` in shape.
 * ``constant``: linear warmup, then the peak to the end (a WSD run without cooldown: the trunk
   from which cooldown branches are forked).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
@@ -24,7 +26,22 @@ STACKING_AXES = ("layers", "expert")  # axes that stack copies of one matrix or 
 
 def make_schedule(kind: str, peak_learning_rate: float, total_steps: int, warmup_steps: int,
                   cooldown_steps: int = 0, cooldown_shape: str = "linear") -> optax.Schedule:
-    """The learning rate as a function of the step (0-based; the update of step t uses lr(t))."""
+    """The learning rate of each update, as optax calls it: with the count of updates done before.
+
+    Update ``t = count + 1`` (1-based, the step number the loop logs; ``T = total_steps``,
+    ``W = warmup_steps``, ``C = cooldown_steps``) uses:
+
+    * warmup, ``t <= W``: ``peak * t / W`` (the first update uses ``peak / W``, never 0; the
+      peak is reached at update W);
+    * cosine, ``t > W``: from the peak down to ``COSINE_FINAL_FRACTION * peak`` reached at the
+      last update, ``t = T``;
+    * wsd, ``t > W``: the peak up to update ``T - C``, then the cooldown to exactly 0 at the last
+      update (linear: ``peak * (T - t) / C``; 1-sqrt: ``peak * (1 - sqrt((t - T + C) / C))``);
+    * constant: the peak after warmup (a wsd trunk; a branch forked at step F with
+      ``T = F + C`` follows it exactly up to F).
+
+    Counts past ``T`` keep the final value.
+    """
     if kind not in SCHEDULES:
         raise ValueError(f"unknown schedule {kind!r}; valid: {', '.join(SCHEDULES)}")
     if cooldown_shape not in COOLDOWN_SHAPES:
@@ -32,26 +49,31 @@ def make_schedule(kind: str, peak_learning_rate: float, total_steps: int, warmup
                          f"valid: {', '.join(COOLDOWN_SHAPES)}")
     if not 0 <= warmup_steps <= total_steps:
         raise ValueError(f"warmup_steps={warmup_steps} must be between 0 and steps={total_steps}")
-    warmup = optax.linear_schedule(0.0, peak_learning_rate, max(warmup_steps, 1))
-    if kind == "cosine":
-        decay = optax.cosine_decay_schedule(peak_learning_rate, max(total_steps - warmup_steps, 1),
-                                            alpha=COSINE_FINAL_FRACTION)
-        return optax.join_schedules([warmup, decay], [warmup_steps])
-    if kind == "constant":
+    if kind != "wsd":
         cooldown_steps = 0
     if not 0 <= cooldown_steps <= total_steps - warmup_steps:
         raise ValueError(f"cooldown of {cooldown_steps} steps does not fit after {warmup_steps} "
                          f"warmup steps in a run of {total_steps} steps")
-    stable_end = total_steps - cooldown_steps
+    peak = float(peak_learning_rate)
 
-    def cooldown(step):
-        progress = jnp.clip(step / max(cooldown_steps, 1), 0.0, 1.0)
+    def after_warmup(t: jax.Array) -> jax.Array:
+        if kind == "cosine":
+            progress = jnp.clip((t - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
+            floor = COSINE_FINAL_FRACTION * peak
+            return floor + (peak - floor) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        if kind == "constant" or cooldown_steps == 0:
+            return jnp.full_like(t, peak)
+        progress = jnp.clip((t - (total_steps - cooldown_steps)) / cooldown_steps, 0.0, 1.0)
         if cooldown_shape == "1-sqrt":
-            return peak_learning_rate * (1.0 - jnp.sqrt(progress))
-        return peak_learning_rate * (1.0 - progress)
+            return peak * (1.0 - jnp.sqrt(progress))
+        return peak * (1.0 - progress)
 
-    stable = optax.constant_schedule(peak_learning_rate)
-    return optax.join_schedules([warmup, stable, cooldown], [warmup_steps, stable_end])
+    def schedule(count) -> jax.Array:
+        t = jnp.asarray(count, jnp.float32) + 1.0
+        warmup = peak * jnp.minimum(t, warmup_steps) / max(warmup_steps, 1)
+        return jnp.where(t <= warmup_steps, warmup, after_warmup(t))
+
+    return schedule
 
 
 def weight_decay_mask(logical_specs: Mapping[str, PartitionSpec], decay_embeddings: bool = False,

@@ -1,4 +1,4 @@
-"""The loss, the jitted train step (sharded, donated, with gradient accumulation) and eval step."""
+"""The loss, the jitted train step (sharded, donated, with gradient accumulation) and evaluation."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -115,22 +116,46 @@ def make_train_step(model_params: ModelParams, optimizer: optax.GradientTransfor
     return call
 
 
-def make_eval_step(model_params: ModelParams, mesh: Mesh,
-                   param_shardings: dict) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
-    """Jitted (params, batch) -> (sum of masked cross-entropy, number of tokens), float32."""
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding of stacked batches [N, B, S]: the batch axis over the mesh, N unsharded."""
+    return NamedSharding(mesh, PartitionSpec(None, *batch_sharding(mesh).spec))
 
-    def evaluate(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
-        return masked_loss_sums(params, model_params, batch)
 
-    replicated = NamedSharding(mesh, PartitionSpec())
-    jitted = jax.jit(evaluate, in_shardings=(param_shardings, batch_sharding(mesh)),
-                     out_shardings=replicated)
+def make_evaluate(model_params: ModelParams, mesh: Mesh,
+                  param_shardings: dict) -> Callable[[Params, Batch], jax.Array]:
+    """Jitted (params, stacked held-out batches) -> mean masked cross-entropy, float32 scalar.
 
-    def call(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    batches: "inputs", "targets" int32 and "mask" float32, all [N, B, S] (``stack_batches``):
+    one program scans the N micro-batches of B sequences (``masked_loss_sums`` each, float32
+    sums), so one evaluation is one dispatch of collectives on every device, whatever N, and
+    holds the activations of one micro-batch at a time.
+    """
+
+    def evaluate(params: Params, batches: Batch) -> jax.Array:
+        def accumulate(totals, batch):
+            loss_sum, count = masked_loss_sums(params, model_params, batch)
+            return (totals[0] + loss_sum, totals[1] + count), None
+
+        zero = jnp.zeros((), jnp.float32)
+        (loss_sum, count), _ = jax.lax.scan(accumulate, (zero, zero), batches)
+        return loss_sum / count
+
+    jitted = jax.jit(evaluate, in_shardings=(param_shardings, stacked_batch_sharding(mesh)),
+                     out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+    def call(params: Params, batches: Batch) -> jax.Array:
         with sharding_context(mesh):
-            return jitted(params, batch)
+            return jitted(params, batches)
 
     return call
+
+
+def stack_batches(local_batches: list[dict], mesh: Mesh) -> Batch:
+    """This process's rows of N batches (numpy [B_local, S] each) -> global [N, B, S] arrays."""
+    sharding = stacked_batch_sharding(mesh)
+    return {name: jax.make_array_from_process_local_data(
+        sharding, np.stack([batch[name] for batch in local_batches]))
+        for name in local_batches[0]}
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> Batch:

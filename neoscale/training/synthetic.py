@@ -57,14 +57,19 @@ class SyntheticData:
 
     def eval_batches(self, global_batch_size: int, *, process_index: int = 0,
                      process_count: int = 1) -> list[dict[str, np.ndarray]]:
-        """The fixed held-out set: ceil(heldout_tokens / (batch * seq_len)) batches with a mask."""
+        """The fixed held-out set (heldout_tokens / seq_len sequences, the same whatever the
+        batch size) in ceil(sequences / batch) batches, with a "mask" that is 0 on the rows
+        padding the last batch (they repeat the first sequences)."""
         rows = self._local_rows(global_batch_size, process_index, process_count)
-        num = -(-self.heldout_tokens // (global_batch_size * self.seq_len))
+        num_windows = self.heldout_tokens // self.seq_len
+        heldout = self._batch(EVAL_STREAM, num_windows, slice(None))
+        num_batches = -(-num_windows // global_batch_size)
+        ids = np.arange(num_batches * global_batch_size).reshape(num_batches, global_batch_size)
         batches = []
-        for i in range(num):
-            batch = self._batch(EVAL_STREAM + i, global_batch_size, rows)
-            batch["mask"] = np.ones(batch["targets"].shape, np.float32)
-            batches.append(batch)
+        for batch_ids in ids[:, rows]:
+            batch = {name: value[batch_ids % num_windows] for name, value in heldout.items()}
+            mask = (batch_ids < num_windows)[:, None].repeat(self.seq_len, axis=1)
+            batches.append({**batch, "mask": mask.astype(np.float32)})
         return batches
 
     def epochs(self, tokens_seen: int) -> float | None:
