@@ -231,6 +231,8 @@ def run_study(
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # noqa: BLE001 - failure isolation: record and go on
+            if jax.process_count() > 1 and not isinstance(error, NonFiniteLossError):
+                raise  # on one host only (data, memory, a bug): going on would desynchronize hosts
             reason = failure_reason(error)
             entry.status = f"failed:{reason}"
             outcome.failures[name] = reason
