@@ -65,7 +65,7 @@ def test_cooldown_branches_fork_in_the_stable_phase_at_checkpoints():
     (run,) = plan_lib.make_plan(["cpu-100k"], plan_lib.parse_budget(steps=1000), vocab_size=512,
                                 seq_len=64, train=train, cooldowns=(0.25, 0.5, 1.0))
     assert run.schedule == "wsd" and run.checkpoint_every == 100
-    assert [b.name for b in run.branches] == ["cpu-100k_cd0.25", "cpu-100k_cd0.5"]
+    assert [b.name for b in run.branches] == ["cpu-100k_S1000_cd0.25", "cpu-100k_S1000_cd0.5"]
     for branch in run.branches:
         assert branch.fork_step % run.checkpoint_every == 0
         assert branch.fork_step <= 800  # before the main run's own cooldown (20%)
@@ -137,7 +137,7 @@ def test_headline_dry_run_is_the_gpt_neo_study():
     assert "16 x TPU v4" in lines[1]
     body = [line.split() for line in lines if line.split() and line.split()[0].endswith("_tpp20")]
     assert [cells[0] for cells in body] == [f"{size}_tpp20" for size in sizes]
-    assert [cells[2] for cells in body] == ["125,198,592", "355,798,016", "1,315,575,808"]
+    assert [cells[4] for cells in body] == ["125,198,592", "355,798,016", "1,315,575,808"]
     target = hardware.parse_target("v4-32")
     expected = plan_lib.make_plan(sizes, plan_lib.parse_budget(), vocab_size=50257, seq_len=2048,
                                   model_overrides={"dtype": "bfloat16"}, num_devices=16,
@@ -160,6 +160,10 @@ BAD_INPUTS = {
     "workdir is a file": (["--workdir={tmp}/afile"], "is a file"),
     "unknown config field": (["--config.train.nope=1"], "unknown config field"),
     "bad cooldowns": (["--cooldowns=0,2"], "bad cooldown fraction"),
+    "a day on a CPU": (["--sizes=125M"], "on this CPU-only host"),
+    "data repeated": (["--sizes=cpu-100k", "--tokens=1e8"], "beyond 4 epochs"),
+    "unknown accelerator": (["--accelerator=v9-8"], "unknown accelerator 'v9-8'"),
+    "accelerator not here": (["--accelerator=v4-32"], "drop --accelerator"),
 }
 
 

@@ -116,7 +116,8 @@ def test_resume_after_the_runner_is_killed(tmp_path):
     command, env = _cli(workdir)
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    second = workdir / "runs" / SIZES[1] / "checkpoints"
+    names = [f"{size}_S60" for size in SIZES]  # runs are named by size and budget
+    second = workdir / "runs" / names[1] / "checkpoints"
     deadline = time.monotonic() + 400
     try:  # kill once the first run finished and the second one saved a checkpoint
         while not (second.is_dir() and any(p.name.isdigit() for p in second.iterdir())):
@@ -126,18 +127,18 @@ def test_resume_after_the_runner_is_killed(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert (workdir / "runs" / SIZES[0] / "finished.json").exists()
-    assert not (workdir / "runs" / SIZES[1] / "finished.json").exists()
+    assert (workdir / "runs" / names[0] / "finished.json").exists()
+    assert not (workdir / "runs" / names[1] / "finished.json").exists()
     checkpoint = max(int(p.name) for p in second.iterdir() if p.name.isdigit())
 
     out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "trained 2, skipped 1 finished" in out.stderr
     frame = results.read_results(workdir)
-    assert sorted(frame[frame["final"]]["run"]) == sorted(SIZES)
+    assert sorted(frame[frame["final"]]["run"]) == sorted(names)
     # The second run resumed from its checkpoint: its first logged step comes after it.
     lines = out.stderr.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.endswith(f"now {SIZES[1]}"))
+    start = next(i for i, line in enumerate(lines) if line.endswith(f"now {names[1]}"))
     first_step = next(int(line.split()[1].split("/")[0]) for line in lines[start:]
                       if line.startswith("step "))
     assert first_step > checkpoint
@@ -162,11 +163,11 @@ def test_failure_isolation(tmp_path):
     out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1, out.stderr[-3000:]
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("neoscale.run: failed (1): w48d2h2: non-finite loss")
+    assert last.startswith("neoscale.run: failed (1): w48d2h2_S20: non-finite loss")
     frame = results.read_results(workdir)
     status = dict(zip(frame["run"], frame["status"], strict=True))
-    assert status["w32d2h2"] == "done"
-    assert status["w48d2h2"].startswith("failed:non-finite loss")
-    assert frame[frame["final"]]["run"].tolist() == ["w32d2h2"]
+    assert status["w32d2h2_S20"] == "done"
+    assert status["w48d2h2_S20"].startswith("failed:non-finite loss")
+    assert frame[frame["final"]]["run"].tolist() == ["w32d2h2_S20"]
     report = (workdir / "report.md").read_text()
     assert "## Failures" in report and "w48d2h2" in report

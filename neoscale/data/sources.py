@@ -353,14 +353,36 @@ def _hf_estimate(spec: SourceSpec) -> tuple[int, int | None]:
         ) from None
 
 
+def _check_hf(spec: SourceSpec) -> None:
+    """The datasets package is there and the dataset exists (a local directory, or on the hub:
+    one metadata request, no retries, so an offline machine answers in a second)."""
+    if importlib.util.find_spec("datasets") is None:
+        raise ValueError(f"--data=hf:{spec.pattern} needs the Hugging Face datasets package: "
+                         "pip install neoscale[hf]")
+    name = spec.pattern.partition(":")[0]
+    if os.path.isdir(os.path.expanduser(name)):
+        return
+    import huggingface_hub
+
+    try:
+        huggingface_hub.HfApi().dataset_info(name, timeout=10)
+    except huggingface_hub.errors.RepositoryNotFoundError:
+        raise ValueError(f"unknown Hugging Face dataset {name!r} in --data=hf:{spec.pattern}: check "
+                         "the name (huggingface.co/datasets/NAME)") from None
+    except Exception as error:  # noqa: BLE001 - no network, a proxy, a timeout
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise ValueError(f"cannot reach the Hugging Face hub to check --data=hf:{spec.pattern} "
+                         f"({reason}): run where the hub is reachable, or prepare the corpus there "
+                         "and use --data=prepared:DIR") from None
+
+
 def check(spec: SourceSpec) -> None:
     """Cheap existence check (no reading, no preparation): one-line ValueError/FileNotFoundError."""
     if spec.kind == "text":
         _text_files(spec)
     elif spec.kind == "tfds":
         _tfds_builder(spec, require_prepared=False)
-    elif spec.kind == "hf" and importlib.util.find_spec("datasets") is None:
-        raise ValueError(f"--data=hf:{spec.pattern} needs the Hugging Face datasets package: "
-                         "pip install neoscale[hf]")
+    elif spec.kind == "hf":
+        _check_hf(spec)
     elif spec.kind == "builtin":
         builtin.files()
