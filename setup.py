@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "array-record==0.8.6",
     "sentencepiece==0.2.3",
+    "tiktoken>=0.9,<1",  # GPT-2 BPE; ranks vendored in neoscale/data/assets (MIT, openai-whisper)
     "absl-py>=2.1,<3",
     "ml-collections==1.1.0",
     "numpy>=1.26,<3",
@@ -40,10 +41,13 @@ EXTRAS_REQUIRE = {
         # The reference GPT-Neo for parity tests and benchmarks (CPU build of torch).
         "torch==2.13.0",
         "transformers==5.23.0",
+        # The hf: source's tests (local files, offline).
+        "datasets>=3,<6",
     ],
     "notebooks": ["jupyterlab>=4", "ipykernel>=6.29"],
     "gcs": ["gcsfs>=2024.6"],
     "tf": ["tensorflow-cpu>=2.16"],
+    "hf": ["datasets>=3,<6"],  # --data=hf:NAME (streaming)
 }
 
 setup(
@@ -55,6 +59,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",  # jax, flax, orbax, grain, array-record, numpy: Requires-Python >=3.11
     packages=find_packages(include=["neoscale", "neoscale.*"]),
+    package_data={"neoscale.data": ["assets/gpt2.tiktoken", "assets/gpt2.tiktoken.LICENSE"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
@@ -63,6 +68,7 @@ setup(
             "neoscale-train=neoscale.train:entrypoint",
             "neoscale-fit=neoscale.fit:entrypoint",
             "neoscale-bench=neoscale.bench:entrypoint",
+            "neoscale-prepare=neoscale.prepare:entrypoint",
         ]
     },
 )
