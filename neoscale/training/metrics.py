@@ -1,13 +1,17 @@
 """Run outputs: metrics.jsonl, TensorBoard event files and a console progress line with ETA.
 
 Only process 0 writes; on other processes every method is a no-op. Paths go through
-``etils.epath`` so a gs:// run directory works when gcsfs (or TensorFlow) is installed.
+``etils.epath`` so a gs:// run directory works when gcsfs (or TensorFlow) is installed. Object
+stores (gs://, s3://) cannot append: there the writer keeps the file's lines and rewrites the whole
+object, at most every ``flush_seconds`` (GCS takes about one write per second to one object) and
+on ``close``; a local file is appended to line by line.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -45,14 +49,25 @@ def read_metrics(run_dir: str | epath.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def is_object_store(path: str | epath.Path) -> bool:
+    """True for gs://, s3:// and other URL paths: objects are written whole, never appended to."""
+    return "://" in os.fspath(path)
+
+
 class MetricsWriter:
     """Appends one JSON object per logged step; mirrors scalars to TensorBoard."""
 
     def __init__(self, run_dir: str | epath.Path, *, enabled: bool = True,
-                 tensorboard: bool = True, total_steps: int | None = None):
+                 tensorboard: bool = True, total_steps: int | None = None,
+                 flush_seconds: float = 5.0):
         self.enabled = enabled
         self.path = epath.Path(run_dir) / METRICS_FILE
         self.total_steps = total_steps
+        self.flush_seconds = flush_seconds
+        # Object stores only: every line of the file, rewritten whole by flush() (None: not read yet).
+        self._lines: list[str] | None = None
+        self._unflushed = False
+        self._last_flush = -math.inf
         self._tb = None
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter
@@ -63,7 +78,11 @@ class MetricsWriter:
 
     def truncate_after(self, step: int) -> None:
         """Drops records past ``step`` (written after the checkpoint a resumed run starts from)."""
-        if not self.enabled or not self.path.exists():
+        if not self.enabled:
+            return
+        self.flush()
+        self._lines = None  # read again after the rewrite below
+        if not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= step]
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
@@ -74,13 +93,30 @@ class MetricsWriter:
             return
         record = {"step": int(step)}
         record.update({k: _jsonable(v) for k, v in metrics.items() if v is not None})
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if is_object_store(self.path):
+            if self._lines is None:
+                self._lines = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
+            self._lines.append(line)
+            self._unflushed = True
+        else:
+            with self.path.open("a") as f:
+                f.write(line)
         if self._tb is not None:
             for name, value in record.items():
                 if name != "step" and isinstance(value, int | float):
                     self._tb.add_scalar(name, value, step)
+        if "eval_loss" in record or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()  # evaluation records (the study's results) are never held back
+
+    def flush(self) -> None:
+        """Writes what ``write`` holds back: the whole metrics object, TensorBoard's events."""
+        if self._unflushed:
+            self.path.write_text("".join(self._lines))  # an object appears whole when uploaded
+            self._unflushed = False
+        if self._tb is not None:
             self._tb.flush()
+        self._last_flush = time.monotonic()
 
     def progress(self, step: int, metrics: dict[str, Any]) -> None:
         """A console line: step, loss, learning rate, throughput, MFU and ETA."""
@@ -103,6 +139,8 @@ class MetricsWriter:
         print(" | ".join(parts), file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        if self.enabled:
+            self.flush()
         if self._tb is not None:
             self._tb.close()
             self._tb = None

@@ -1,0 +1,90 @@
+"""Writers on gs:// (a fake GCS that, like the real one, cannot append), through etils.epath."""
+
+import json
+
+import pytest
+from etils import epath
+from fake_gcs import install
+
+from neoscale.runner import results
+from neoscale.training import metrics
+
+
+@pytest.fixture
+def gcs(monkeypatch):
+    return install(monkeypatch)
+
+
+def test_the_fake_is_reached_through_epath_and_cannot_append(gcs):
+    path = epath.Path("gs://bucket/run/log.txt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("first\n")
+    with path.open("a") as f:  # what gcsfs does with append: a new object
+        f.write("second\n")
+    assert path.read_text() == "second\n"
+    assert gcs.cat("gs://bucket/run/log.txt") == b"second\n"  # the fake's own object
+
+
+@pytest.mark.parametrize("flush_seconds", [0.0, 3600.0])
+def test_metrics_on_gcs_keep_every_record(gcs, flush_seconds):
+    run_dir = "gs://bucket/study/runs/a"
+    writer = metrics.MetricsWriter(run_dir, tensorboard=False, flush_seconds=flush_seconds)
+    for step in range(1, 6):
+        writer.write(step, {"loss": 10.0 - step, "eval_loss": 9.5 if step == 5 else None})
+    writer.close()
+    records = metrics.read_metrics(run_dir)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in records] == [9.0, 8.0, 7.0, 6.0, 5.0]
+    assert records[-1]["eval_loss"] == 9.5 and "eval_loss" not in records[0]
+
+
+def test_metrics_on_gcs_hold_back_only_until_flush_and_never_evaluations(gcs):
+    run_dir = "gs://bucket/run"
+    writer = metrics.MetricsWriter(run_dir, tensorboard=False, flush_seconds=3600.0)
+    writer.write(1, {"loss": 3.0})  # the first write flushes (nothing was written yet)
+    writer.write(2, {"loss": 2.5})  # held back: within flush_seconds
+    assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1]
+    writer.write(3, {"loss": 2.0, "eval_loss": 2.2})  # an evaluation: written at once, with step 2
+    assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2, 3]
+    writer.write(4, {"loss": 1.9})
+    writer.flush()
+    assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2, 3, 4]
+    writer.close()
+
+
+def test_resumed_metrics_on_gcs_drop_records_past_the_checkpoint_and_append(gcs):
+    run_dir = "gs://bucket/run"
+    first = metrics.MetricsWriter(run_dir, tensorboard=False)
+    for step in range(1, 7):
+        first.write(step, {"loss": float(step)})
+    first.close()
+    resumed = metrics.MetricsWriter(run_dir, tensorboard=False)  # a new process, same run
+    resumed.truncate_after(4)  # the checkpoint it restores is step 4
+    for step in (5, 6, 7):
+        resumed.write(step, {"loss": step + 0.5})
+    resumed.close()
+    assert [(r["step"], r["loss"]) for r in metrics.read_metrics(run_dir)] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.5), (6, 6.5), (7, 7.5)]
+
+
+def test_local_metrics_are_appended_line_by_line(tmp_path):
+    writer = metrics.MetricsWriter(tmp_path, tensorboard=False, flush_seconds=3600.0)
+    writer.write(1, {"loss": 3.0})
+    writer.write(2, {"loss": 2.5})  # a local file is appended to at once, whatever flush_seconds
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+            ] == [1, 2]
+    writer.close()
+
+
+def test_atomic_writes_and_results_csv_on_gcs(gcs):
+    workdir = epath.Path("gs://bucket/study")
+    metrics.write_atomic(workdir / "config.json", '{"a": 1}')
+    metrics.write_atomic(workdir / "config.json", '{"a": 2}')  # overwrites
+    assert json.loads((workdir / "config.json").read_text()) == {"a": 2}
+    row = {"run": "r", "size": "w32d2h2", "step": 4, "tokens": 512, "flops": 1e9, "eval_loss": 3.25,
+           "status": "done", "final": True}
+    results.write_results(workdir, [row])
+    results.write_results(workdir, [row, dict(row, run="s", eval_loss=3.5)])
+    frame = results.read_results(workdir)
+    assert list(frame["run"]) == ["r", "s"] and list(frame["eval_loss"]) == [3.25, 3.5]
+    assert sorted(p.name for p in workdir.iterdir()) == ["config.json", "results.csv"]  # no tmp left
