@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 SMALL_CORPUS_BYTES = 32 << 20  # below this, tokenizing in one process beats starting workers
 # UTF-8 bytes per token, for estimates before tokenizing (measured on the built-in English corpus
 # by benchmarks/data_throughput.py; a trained sentencepiece vocabulary V interpolates in log V).
-GPT2_BYTES_PER_TOKEN = 4.0
-SENTENCEPIECE_BYTES_PER_TOKEN = {512: 2.6, 2048: 3.2, 8192: 3.8, 32768: 4.3}
+GPT2_BYTES_PER_TOKEN = 3.84
+SENTENCEPIECE_BYTES_PER_TOKEN = {512: 1.78, 2048: 2.63, 8192: 3.29, 32768: 3.81}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,10 +35,12 @@ restart skips the documents of complete shards without tokenizing them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import heapq
 import io
+import itertools
 import json
 import logging
 import multiprocessing
@@ -185,7 +187,7 @@ def _init_worker(tokenizer: tokenizer_lib.Tokenizer) -> None:
 
 def _encode_chunk(texts: list[str]) -> list[np.ndarray]:
     assert _WORKER_TOKENIZER is not None
-    return [np.asarray(ids, np.int64) for ids in _WORKER_TOKENIZER.encode_batch(texts)]
+    return [np.asarray(ids, np.int32) for ids in _WORKER_TOKENIZER.encode_batch(texts)]
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -210,17 +212,25 @@ def tokenize(documents: Iterable[tuple[int, str, str]], tokenizer: tokenizer_lib
             for (i, label, text), ids in zip(chunk, _encode_chunk([t for _, _, t in chunk]), strict=True):
                 yield i, label, len(text.encode("utf-8")), ids
         return
-    # Never fork a process that runs JAX's threads.
-    context = multiprocessing.get_context("spawn" if "jax" in sys.modules else "fork")
+    context = multiprocessing.get_context("spawn" if _jax_running() else "fork")
     with context.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
-        window = list(_take(chunks, 4 * workers))
-        while window:
-            results = pool.map_async(_encode_chunk, [[t for _, _, t in c] for c in window], chunksize=1)
-            upcoming = list(_take(chunks, 4 * workers))  # read ahead while the workers encode
-            for chunk, encoded in zip(window, results.get(), strict=True):
-                for (i, label, text), ids in zip(chunk, encoded, strict=True):
+        in_flight: collections.deque = collections.deque()
+        for chunk in itertools.chain(chunks, [None]):
+            if chunk is not None:
+                in_flight.append((chunk, pool.apply_async(_encode_chunk, ([t for _, _, t in chunk],))))
+            while in_flight and (chunk is None or len(in_flight) > 4 * workers):
+                done, result = in_flight.popleft()
+                for (i, label, text), ids in zip(done, result.get(), strict=True):
                     yield i, label, len(text.encode("utf-8")), ids
-            window = upcoming
+
+
+def _jax_running() -> bool:
+    """Whether JAX has started its backends (threads that a fork must not copy)."""
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
 
 
 def _take(iterator: Iterator, count: int) -> Iterator:
