@@ -65,3 +65,24 @@ def test_tfrecord_dataset_without_tensorflow_asks_for_the_tf_extra(data_dir, tmp
         prepare(tfds_config("tfds:neoscale_test_text", str(tfrecord_dir), cache))
     assert "\n" not in str(error.value)
     assert not any(p.is_file() for p in cache.rglob("*"))
+
+
+def test_tfds_processes_read_only_their_share(data_dir, tmp_path, monkeypatch):
+    import threading
+
+    from neoscale.data import shards, sources
+
+    monkeypatch.setattr(shards, "POLL_SECONDS", 0.02)
+    spec = sources.parse("tfds:neoscale_test_text", tfds_data_dir=data_dir)
+    share = [i for i, _, _ in sources.documents(spec, start=1, step=2)]
+    assert share == list(range(1, 200, 2))
+    out = str(tmp_path / "two")
+    options = [shards.PrepareOptions("train:300", 512, process_index=p, process_count=2) for p in (0, 1)]
+    worker = threading.Thread(target=shards.prepare_shards, args=(spec, options[1], out))
+    worker.start()
+    manifest = shards.prepare_shards(spec, options[0], out)
+    worker.join()
+    assert manifest["documents"] == 200
+    prepared = prepare(tfds_config(f"prepared:{out}", None, tmp_path / "cache"))
+    documents = train_documents(prepared) + split_documents(prepared, prepared.heldout_stream)[:-1]
+    assert sorted(documents) == sorted(tfds_builder.document(i) for i in range(200))

@@ -16,7 +16,7 @@ A shard's records hold ``RECORD_TOKENS`` token ids each (the last one fewer): th
 documents, each followed by EOS, as one stream of ``dtype`` (uint16 when the vocabulary fits).
 
 **Held-out documents** are chosen before anything is written: document ``i`` gets the key
-``u = hash(seed, i)`` uniform in [0, 1); the held-out set is the documents with the smallest keys,
+``u = document_key(seed, i)``, uniform in [0, 1); the held-out set is the documents with the smallest keys,
 taken in key order until they hold ``heldout_tokens + 1`` tokens (with their EOS), i.e. a uniform
 random sample of whole documents across all sources. Every held-out document is evaluated (none is
 taken out of training and then dropped). While tokenizing, each process keeps the smallest-key
@@ -83,15 +83,15 @@ class PrepareOptions:
     documents_per_shard: int = DOCUMENTS_PER_SHARD
 
 
-def document_keys(seed: int, ids: np.ndarray) -> np.ndarray:
-    """Uniform keys in [0, 1), a fixed hash (splitmix64) of (seed, document id): float64 [n]."""
-    with np.errstate(over="ignore"):
-        x = np.asarray(ids, np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+def document_key(seed: int, document_id: int) -> float:
+    """A uniform key in [0, 1) for a document: splitmix64 of (seed, id), a fixed hash that every
+    process and every restart computes alike."""
+    mask = (1 << 64) - 1
+    x = (document_id + seed * 0x9E3779B97F4A7C15 + 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    x ^= x >> 31
+    return (x >> 11) / float(1 << 53)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -308,7 +308,7 @@ def _training_sample(spec: sources.SourceSpec, options: PrepareOptions) -> Itera
     budget = 1.5 * tokenizer_lib.MAX_TRAINING_BYTES
     for i, _, text in sources.documents(spec):
         count += 1
-        key = float(document_keys(options.seed, np.array([i]))[0])
+        key = document_key(options.seed, i)
         if key < HELDOUT_MAX_FRACTION or (held_bytes > budget and key > -heap[0][0]):
             continue
         heapq.heappush(heap, (-key, i, text))
@@ -392,7 +392,7 @@ def _process_share(spec, options: PrepareOptions, tok, out: epath.Path, scratch:
             shard = index
             local = os.path.join(scratch, f".tmp-{_name('train', options, shard, '.array_record')}")
             writer = _ShardWriter(local, dtype)
-        key = float(document_keys(options.seed, np.array([i]))[0])
+        key = document_key(options.seed, i)
         to_train = [_Candidate(-key, i, label, num_bytes, ids)]
         if key < HELDOUT_MAX_FRACTION:
             to_train = candidates.push(to_train[0])

@@ -89,7 +89,8 @@ class GPT2Tokenizer:
         return self._encoding.encode_ordinary(text)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return self._encoding.encode_ordinary_batch(list(texts), num_threads=1)
+        # Parallelism comes from worker processes; tiktoken's batch API would add a thread pool.
+        return [self._encoding.encode_ordinary(text) for text in texts]
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self._encoding.decode([int(i) for i in ids], errors="replace")
