@@ -166,12 +166,9 @@ def check_workdir(workdir: str) -> None:
 
 
 def default_cache_dir(config, workdir: str) -> str:
-    """config.data.cache_dir, else WORKDIR/cache for a local workdir, else ~/.cache/neoscale."""
-    if config.data.cache_dir:
-        return config.data.cache_dir
-    if "://" in workdir:
-        return os.path.expanduser("~/.cache/neoscale")
-    return os.path.join(workdir, "cache")
+    """config.data.cache_dir, else WORKDIR/cache: on gs:// for a pod, so that its hosts prepare the
+    corpus together, once, and a recreated (preempted) pod reuses it."""
+    return config.data.cache_dir or os.path.join(workdir, "cache")
 
 
 def main(argv: list[str]) -> int:

@@ -209,15 +209,28 @@ def prepare(config: DataConfig, *, workers: int | None = None) -> PreparedData:
     directory = cache_directory(config)
     if _read_manifest(directory) is None:
         log.info("preparing %s into %s", config.data, directory)
+        process_index, process_count = _preparing_processes(directory)
         options = shards.PrepareOptions(
             tokenizer=config.tokenizer, heldout_tokens=config.heldout_tokens, seed=config.seed,
-            workers=workers or _workers(source))
+            workers=workers or _workers(source), process_index=process_index,
+            process_count=process_count)
         try:
             shards.prepare_shards(source, options, directory)
         except (ValueError, FileNotFoundError):
             shutil.rmtree(directory, ignore_errors=True)  # bad input: fixing it changes the key
             raise
     return PreparedData(directory, config)
+
+
+def _preparing_processes(directory: str) -> tuple[int, int]:
+    """(process index, count) sharing a preparation: every JAX process of a multi-host job when
+    the cache is shared storage (gs://), each tokenizing its own documents; a local cache is
+    private to its host, which prepares it all (the result is the same on every host)."""
+    if "://" not in directory:
+        return 0, 1
+    import jax
+
+    return jax.process_index(), jax.process_count()
 
 
 def estimated_bytes_per_token(setting: str) -> float:
@@ -261,12 +274,16 @@ def check_source(config: DataConfig) -> None:
         sources.check(source)
 
 
+LOCAL_CACHE_DIR = "~/.cache/neoscale"  # local copies of prepared shards kept on gs://
+
+
 def _local_copy(directory: str, cache_dir: str) -> str:
     """A local directory holding the prepared files (gs:// directories are copied once)."""
     if "://" not in directory:
         return directory
     key = hashlib.sha256(directory.encode()).hexdigest()[:16]
-    local = os.path.join(os.path.expanduser(cache_dir), "prepared", key)
+    local_root = LOCAL_CACHE_DIR if "://" in cache_dir else cache_dir
+    local = os.path.join(os.path.expanduser(local_root), "prepared", key)
     if not os.path.isfile(os.path.join(local, shards.MANIFEST)):
         log.info("copying %s to %s", directory, local)
         os.makedirs(local, exist_ok=True)
