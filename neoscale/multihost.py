@@ -81,12 +81,13 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 def fail_fast(main: Callable[..., _T]) -> Callable[..., _T]:
     """``main``, made to stop every process of a multi-process job when it fails on this one: any
-    exception, or ``sys.exit`` with a non-zero status. Single-process runs are unaffected."""
+    exception, ``sys.exit`` with a non-zero status, or a non-zero int returned (an exit status).
+    Single-process runs are unaffected."""
 
     @functools.wraps(main)
     def wrapped(*args: Any, **kwargs: Any) -> _T:
         try:
-            return main(*args, **kwargs)
+            status = main(*args, **kwargs)
         except SystemExit as error:
             if _state.client is not None and error.code not in (None, 0):
                 _stop_job(error.code if isinstance(error.code, int) else 1,
@@ -98,6 +99,9 @@ def fail_fast(main: Callable[..., _T]) -> Callable[..., _T]:
                     traceback.print_exception(error)
                 _stop_job(1, f"{type(error).__name__}: {error}")
             raise
+        if _state.client is not None and isinstance(status, int) and status != 0:
+            _stop_job(status, f"exit status {status}")
+        return status
 
     return wrapped
 

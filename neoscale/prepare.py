@@ -19,6 +19,8 @@ import json
 import os
 import sys
 
+from neoscale import multihost
+
 PROG = "python -m neoscale.prepare"
 
 
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.distributed:
             import jax
 
-            jax.distributed.initialize()
+            multihost.initialize()  # with fail_fast: one host's failure stops every host
             process_index, process_count = jax.process_index(), jax.process_count()
         options = shards.PrepareOptions(
             tokenizer=args.tokenizer, heldout_tokens=args.heldout_tokens, seed=args.seed,
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entrypoint() -> None:
-    sys.exit(main())
+    sys.exit(multihost.fail_fast(main)())
 
 
 if __name__ == "__main__":
