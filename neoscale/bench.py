@@ -32,7 +32,12 @@ from neoscale import accounting, presets
 from neoscale.benchmarking.memory import peak_memory_bytes
 from neoscale.benchmarking.probe import matmul_flops_per_second
 from neoscale.benchmarking.timing import median
-from neoscale.benchmarking.train_step import peak_learning_rate, time_train_step
+from neoscale.benchmarking.train_step import (
+    TrainStepRunner,
+    peak_learning_rate,
+    time_interleaved,
+    time_train_step,
+)
 from neoscale.data import DataConfig, check_seq_len, measure_throughput, prepare
 from neoscale.model import ModelConfig
 from neoscale.model.config import DTYPES, REMAT_POLICIES
@@ -65,6 +70,12 @@ _DATA = flags.DEFINE_enum("data", "builtin", ["builtin", "synthetic"],
                           "corpus, prepared and cached on first use)")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "~/.cache/neoscale", "data cache directory")
 _PROBE_SIZE = flags.DEFINE_integer("probe_size", 2048, "matrix size of the CPU matmul probe")
+_LOSS_IMPL = flags.DEFINE_list("loss_impl", ["fused"], "LM-head loss: fused, plain, or both "
+                               "(fused,plain: timed side by side, interleaved)")
+_ATTENTION_IMPL = flags.DEFINE_list("attention_impl", ["auto"], "attention: auto, dense, blocked, "
+                                    "splash, cudnn, or several (timed side by side, interleaved)")
+_ROUNDS = flags.DEFINE_integer("rounds", 4, "with several variants: timed rounds, each running "
+                               "every variant for steps/rounds steps")
 
 
 def parse_depths(spec: str | None, config: ModelConfig) -> list[int]:
@@ -111,6 +122,39 @@ def benchmark(config: ModelConfig, *, size: str, mesh, batch_size: int, seq_len:
               data_tokens_per_sec: float, compare: str | None, reference_steps: int) -> dict:
     """One configuration's figures (the JSON line's fields)."""
     timing = time_train_step(config, mesh, batch_size, seq_len, steps, warmup_steps, profile_dir)
+    result = figures(config, timing, size=size, mesh=mesh, batch_size=batch_size, seq_len=seq_len,
+                     steps=steps, peak=peak, data_tokens_per_sec=data_tokens_per_sec)
+    if compare == "reference":
+        add_reference(result, config, reference_steps)
+    return result
+
+
+def benchmark_variants(configs: list[ModelConfig], labels: list[str], *, size: str, mesh,
+                       batch_size: int, seq_len: int, steps: int, warmup_steps: int, rounds: int,
+                       peak: tuple[float, str], data_tokens_per_sec: float, compare: str | None,
+                       reference_steps: int) -> list[dict]:
+    """Several configurations timed in alternation (``time_interleaved``): one result per variant.
+
+    ``gradient_memory_bytes`` (XLA's memory analysis of the compiled loss-and-gradient) is each
+    variant's own; ``peak_memory_bytes`` on a CPU is the whole process's RSS, shared by all.
+    """
+    timings = time_interleaved(configs, mesh, batch_size, seq_len, steps, warmup_steps, rounds)
+    results = []
+    for config, label, timing in zip(configs, labels, timings, strict=True):
+        result = figures(config, timing, size=size, mesh=mesh, batch_size=batch_size,
+                         seq_len=seq_len, steps=steps, peak=peak, data_tokens_per_sec=data_tokens_per_sec)
+        runner = TrainStepRunner(config, mesh, batch_size, seq_len, total_steps=1)
+        result.update(variant=label, gradient_memory_bytes=runner.gradient_memory_bytes())
+        results.append(result)
+    if compare == "reference":
+        for result, config in zip(results, configs, strict=True):
+            add_reference(result, config, reference_steps)
+    return results
+
+
+def figures(config: ModelConfig, timing, *, size: str, mesh, batch_size: int, seq_len: int,
+            steps: int, peak: tuple[float, str], data_tokens_per_sec: float) -> dict:
+    """The JSON line's fields for one timed configuration."""
     step_seconds = timing.median_step_seconds
     logging.info("depth %d: compile %.2f s, median step %.4f s", config.num_layers,
                  timing.compile_seconds, step_seconds)
@@ -134,36 +178,49 @@ def benchmark(config: ModelConfig, *, size: str, mesh, batch_size: int, seq_len:
         "params": accounting.param_counts(config)["total"], "vocab_size": config.vocab_size,
         "remat": config.remat, "mesh": describe(mesh), "first_step_seconds": timing.first_step_seconds,
         "step_seconds_min": min(timing.step_seconds), "step_seconds_max": max(timing.step_seconds),
-        "steps": steps,
+        "steps": steps, "loss_impl": config.loss_impl, "attention_impl": config.attention_impl,
     }
-    if compare == "reference":
-        from neoscale.benchmarking.reference import AdamWSettings, reference_step_seconds
-
-        seconds = reference_step_seconds(config, batch_size, seq_len,
-                                         AdamWSettings(peak_learning_rate(config)),
-                                         steps=reference_steps, warmup_steps=1,
-                                         threads=host_cores())
-        reference_tokens = batch_size * seq_len / median(seconds)
-        result.update(reference_tokens_per_sec=reference_tokens,
-                      ratio_vs_reference=tokens_per_sec / reference_tokens,
-                      reference_step_seconds=median(seconds), reference_threads=host_cores(),
-                      reference_mfu=flops_per_token * reference_tokens / peak_flops_per_sec)
     return result
+
+
+_REFERENCE_CACHE: dict[tuple, list[float]] = {}
+
+
+def add_reference(result: dict, config: ModelConfig, reference_steps: int) -> None:
+    """Times the transformers GPT-Neo step of the same shape (once per shape) and adds the ratio."""
+    from neoscale.benchmarking.reference import AdamWSettings, reference_step_seconds
+
+    batch_size, seq_len = result["batch_size"], result["seq_len"]
+    key = (config.replace(loss_impl="plain", attention_impl="auto"), batch_size, seq_len)
+    if key not in _REFERENCE_CACHE:
+        _REFERENCE_CACHE[key] = reference_step_seconds(
+            config, batch_size, seq_len, AdamWSettings(peak_learning_rate(config)),
+            steps=reference_steps, warmup_steps=1, threads=host_cores())
+    seconds = _REFERENCE_CACHE[key]
+    reference_tokens = batch_size * seq_len / median(seconds)
+    result.update(reference_tokens_per_sec=reference_tokens,
+                  ratio_vs_reference=result["tokens_per_sec"] / reference_tokens,
+                  reference_step_seconds=median(seconds), reference_threads=host_cores(),
+                  reference_mfu=(result["train_flops_per_token"] * reference_tokens
+                                 / (result["peak_tflops"] * 1e12)))
 
 
 def format_table(results: list[dict]) -> str:
     """A readable table: one column per benchmarked configuration."""
     rows = [
-        ("depth", "depth", "{}"), ("params", "params", "{}"), ("compile", "compile_seconds", "{:.2f} s"),
+        ("variant", "variant", "{}"), ("depth", "depth", "{}"), ("params", "params", "{}"),
+        ("compile", "compile_seconds", "{:.2f} s"),
         ("step (median)", "step_seconds", "{:.4f} s"), ("tokens/s", "tokens_per_sec", "{:,.0f}"),
         ("model TFLOP/s", "model_tflops", "{:.4g}"), ("peak TFLOP/s", "peak_tflops", "{:.4g}"),
         ("MFU", "mfu", "{:.1%}"), ("peak memory", "peak_memory_bytes", "{}"),
+        ("loss+grad (XLA)", "gradient_memory_bytes", "{}"),
         ("params+grads+adam", "state_bytes", "{}"), ("data tokens/s", "data_tokens_per_sec", "{:,.0f}"),
         ("reference tokens/s", "reference_tokens_per_sec", "{:,.0f}"),
         ("reference MFU", "reference_mfu", "{:.1%}"),
         ("ratio vs reference", "ratio_vs_reference", "{:.2f}x"),
     ]
     first = results[0]
+    width = max(16, *(len(r.get("variant", "")) + 2 for r in results))
     header = (f"neoscale.bench  size={first['size']} batch={first['batch_size']} "
               f"seq={first['seq_len']} dtype={first['dtype']} remat={first['remat']} "
               f"mesh={first['mesh']} device={first['device']}")
@@ -180,7 +237,7 @@ def format_table(results: list[dict]) -> str:
                 cells.append(f"{value / 2**20:,.1f} MiB")
             else:
                 cells.append(fmt.format(value))
-        lines.append(f"  {label:<20}" + "".join(f"{cell:>16}" for cell in cells))
+        lines.append(f"  {label:<20}" + "".join(f"{cell:>{width}}" for cell in cells))
     lines.append(f"  peak: {first['peak_source']}; memory: {first['peak_memory_source']}; "
                  f"FLOPs: {FLOPS_CONVENTION}")
     return "\n".join(lines)
@@ -209,6 +266,24 @@ def run() -> list[dict]:
     data_tokens = data_tokens_per_second(_DATA.value, config.vocab_size, _SEQ_LEN.value,
                                          _BATCH_SIZE.value, _CACHE_DIR.value)
     peak = peak_flops(list(mesh.devices.flat), _DTYPE.value, _PROBE_SIZE.value)
+    variants = [(loss, attention) for loss in _LOSS_IMPL.value for attention in _ATTENTION_IMPL.value]
+    config = config.replace(loss_impl=variants[0][0], attention_impl=variants[0][1])
+    if _ROUNDS.value < 1:
+        raise ValueError(f"--rounds={_ROUNDS.value} must be positive")
+    if len(variants) > 1:
+        if _DEPTHS.value or _PROFILE.value:
+            raise ValueError("several --loss_impl/--attention_impl variants time one depth without "
+                             "--profile: drop --depths and --profile, or give one variant")
+        configs = [config.replace(loss_impl=loss, attention_impl=attention) for loss, attention in variants]
+        results = benchmark_variants(
+            configs, [f"loss={loss} attn={attention}" for loss, attention in variants],
+            size=_SIZE.value, mesh=mesh, batch_size=_BATCH_SIZE.value, seq_len=_SEQ_LEN.value,
+            steps=_STEPS.value, warmup_steps=_WARMUP_STEPS.value, rounds=_ROUNDS.value, peak=peak,
+            data_tokens_per_sec=data_tokens, compare=_COMPARE.value,
+            reference_steps=_REFERENCE_STEPS.value)
+        for result in results:
+            logging.info("%s: %s", result["variant"], json.dumps(result))
+        return results
     results = []
     for depth in depths:
         result = benchmark(

@@ -8,6 +8,8 @@ import math
 ATTENTION_PATTERNS = ("alternating", "global", "local")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
+LOSS_IMPLS = ("fused", "plain")
+ATTENTION_IMPLS = ("auto", "dense", "blocked", "splash", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +45,16 @@ class ModelConfig:
     capacity_factor: float | None = None  # None = dropless dispatch
     load_balancing_coef: float = 1e-2
     router_z_loss_coef: float = 1e-3
-    # Compilation.
+    # Compilation and kernels.
     remat: str = "none"
+    # "fused": LM head + cross-entropy chunk by chunk, never holding [batch, seq, vocab] logits,
+    # gradients taken in the same pass (neoscale.model.lm_head); "plain": full logits (reference).
+    loss_impl: str = "fused"
+    loss_chunk_tokens: int = 2048  # tokens per device per chunk of the fused loss
+    # "auto": cuDNN on GPU for bf16/f16, splash on TPU, blocked elsewhere; "dense": masked S x S
+    # scores (jax.nn.dot_product_attention, the reference); "blocked": only the window band
+    # (local) or the lower block triangle (global); "splash": Pallas TPU kernel (neoscale.model.attention).
+    attention_impl: str = "auto"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -122,6 +132,12 @@ def validate(c: ModelConfig) -> None:
             fail(f"{name}={getattr(c, name)!r}; valid: {', '.join(DTYPES)}")
     if c.remat not in REMAT_POLICIES:
         fail(f"remat={c.remat!r}; valid: {', '.join(REMAT_POLICIES)}")
+    if c.loss_impl not in LOSS_IMPLS:
+        fail(f"loss_impl={c.loss_impl!r}; valid: {', '.join(LOSS_IMPLS)}")
+    if c.loss_chunk_tokens < 1:
+        fail(f"loss_chunk_tokens must be positive, got {c.loss_chunk_tokens}")
+    if c.attention_impl not in ATTENTION_IMPLS:
+        fail(f"attention_impl={c.attention_impl!r}; valid: {', '.join(ATTENTION_IMPLS)}")
     if c.num_layers % c.layer_period:
         fail(f"num_layers={c.num_layers} must be a multiple of {c.layer_period} (the period of the "
              f"attention pattern {c.attention_pattern!r} and moe_every={c.moe_every})")

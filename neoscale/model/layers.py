@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from neoscale.model.attention import attention
 from neoscale.model.config import ModelConfig
 from neoscale.model.partitioning import constrain, param_init
 
@@ -66,6 +67,7 @@ class Attention(nnx.Module):
         self.window_size = config.window_size
         self.scale = 1.0 if config.attention_scale == "none" else dh**-0.5
         self.dtype = dtype_of(config.dtype)
+        self.impl = config.attention_impl  # neoscale.model.attention: auto = per device
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: [batch, seq, d_model] -> [batch, seq, d_model]."""
@@ -74,20 +76,11 @@ class Attention(nnx.Module):
         q = constrain(jnp.einsum("bsd,dhk->bshk", x, self.q_proj[...].astype(dt)), names)
         k = constrain(jnp.einsum("bsd,dhk->bshk", x, self.k_proj[...].astype(dt)), names)
         v = constrain(jnp.einsum("bsd,dhk->bshk", x, self.v_proj[...].astype(dt)), names)
-        window = (self.window_size - 1, 0) if self.kind == "local" else None
-        # On GPU with bf16 this dispatches to cuDNN flash attention (global and sliding window);
-        # on CPU/TPU the XLA path computes the logits and softmax in float32.
-        implementation = "cudnn" if _use_cudnn(dt) else "xla"
-        y = jax.nn.dot_product_attention(
-            q, k, v, scale=self.scale, is_causal=True, local_window_size=window,
-            implementation=implementation)
+        y = attention(q, k, v, kind=self.kind, window=self.window_size, scale=self.scale,
+                      impl=self.impl)
         y = constrain(y, names)
         out = jnp.einsum("bshk,hkd->bsd", y, self.out_proj[...].astype(dt))
         return out + self.out_bias[...].astype(dt)
-
-
-def _use_cudnn(dtype: jnp.dtype) -> bool:
-    return jax.default_backend() == "gpu" and dtype in (jnp.bfloat16, jnp.float16)
 
 
 class Mlp(nnx.Module):

@@ -7,6 +7,7 @@ constrained with ``constrain``. Both are mapped onto mesh axes by the one rules 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -32,3 +33,16 @@ def constrain(x: jax.Array, names: LogicalNames) -> jax.Array:
         return x
     spec = jax.sharding.PartitionSpec(*spmd.from_sharding_rules(tuple(names), rules))
     return jax.lax.with_sharding_constraint(x, spec)
+
+
+def batch_shards() -> int:
+    """How many ways the active mesh and rules split the batch ("act_batch"); 1 outside them."""
+    rules = spmd.get_logical_axis_rules()
+    mesh = jax.sharding.get_abstract_mesh()
+    if not rules or mesh.empty:
+        return 1
+    axes = spmd.from_sharding_rules(("act_batch",), rules)[0]
+    if axes is None:
+        return 1
+    names = (axes,) if isinstance(axes, str) else axes
+    return math.prod(mesh.shape[name] for name in names)

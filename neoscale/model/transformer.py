@@ -8,10 +8,12 @@ from flax import nnx
 
 from neoscale.model.config import ModelConfig
 from neoscale.model.layers import Attention, LayerNorm, Mlp, dtype_of, normal_init
+from neoscale.model.lm_head import cross_entropy_sum, head_logits
 from neoscale.model.moe import MoeMlp
 from neoscale.model.partitioning import constrain, param_init
 
 MOE_SCALARS = ("load_balancing_loss", "router_z_loss", "dropped_fraction")
+MOE_PER_LAYER = ("load_balancing_loss", "router_z_loss")  # the auxiliary losses, one per MoE layer
 
 REMAT_POLICIES = {
     "full": None,  # save nothing, recompute everything in the backward pass
@@ -63,7 +65,11 @@ class GPTNeo(nnx.Module):
 
     ``model(tokens)`` with int tokens [batch, seq] returns float32 logits [batch, seq, vocab] and an
     aux dict: ``load_balancing_loss``, ``router_z_loss``, ``dropped_fraction`` (float32 scalars,
-    means over MoE layers, zero for dense) and, for MoE, ``expert_load`` [num_moe_layers, experts].
+    means over MoE layers, zero for dense) and, for MoE, ``expert_load`` [num_moe_layers, experts]
+    and ``load_balancing_loss_per_layer``, ``router_z_loss_per_layer`` [num_moe_layers] (the
+    objective adds each coefficient times the *sum* over layers, as Switch and ST-MoE do).
+    ``model.hidden(tokens)`` stops before the LM head; ``model.cross_entropy_sum`` adds the head
+    and the loss (fused or plain, ``config.loss_impl``).
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -87,20 +93,37 @@ class GPTNeo(nnx.Module):
                 rngs.params(), (config.d_model, config.vocab_size), pdtype))
 
     def __call__(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        config, dt = self.config, dtype_of(self.config.dtype)
+        """tokens int [batch, seq] -> (float32 logits [batch, seq, vocab], aux)."""
+        hidden, aux = self.hidden(tokens)
+        return head_logits(hidden, self.output_embedding()), aux
+
+    def hidden(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """tokens int [batch, seq] -> (final LayerNorm output [batch, seq, d_model], aux).
+
+        What the LM head reads: the fused loss (``neoscale.model.lm_head``) starts here.
+        """
+        dt = dtype_of(self.config.dtype)
         seq = tokens.shape[1]
         x = self.wte[...].astype(dt)[tokens] + self.wpe[...].astype(dt)[:seq]
         x = constrain(x, ("act_batch", "act_length", "act_embed"))
         x, moe_aux = self._apply_groups(x)
-        x = self.ln_f(x)
-        if config.tie_embeddings:
-            logits = jnp.einsum("bsd,vd->bsv", x, self.wte[...].astype(dt),
-                                preferred_element_type=jnp.float32)
-        else:
-            logits = jnp.einsum("bsd,dv->bsv", x, self.lm_head[...].astype(dt),
-                                preferred_element_type=jnp.float32)
-        logits = constrain(logits.astype(jnp.float32), ("act_batch", "act_length", "act_vocab"))
-        return logits, _summarise_aux(moe_aux)
+        return self.ln_f(x), _summarise_aux(moe_aux)
+
+    def output_embedding(self) -> jax.Array:
+        """The LM head as [vocab, d_model] in the compute dtype (the token embedding when tied)."""
+        dt = dtype_of(self.config.dtype)
+        if self.config.tie_embeddings:
+            return self.wte[...].astype(dt)
+        return self.lm_head[...].astype(dt).T
+
+    def cross_entropy_sum(self, tokens: jax.Array, targets: jax.Array,
+                          weights: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(sum of weights * next-token cross-entropy, float32 scalar; aux) through the LM head
+        chosen by ``config.loss_impl``. tokens, targets int [batch, seq]; weights float32 [batch, seq]."""
+        hidden, aux = self.hidden(tokens)
+        total = cross_entropy_sum(hidden, self.output_embedding(), targets, weights,
+                                   self.config.loss_impl, self.config.loss_chunk_tokens)
+        return total, aux
 
     def _apply_groups(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Scans the stacked layer groups: compile time does not grow with depth."""
@@ -116,10 +139,12 @@ class GPTNeo(nnx.Module):
 
 
 def _summarise_aux(moe_aux: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """[groups, moe-per-group, ...] per-layer values -> means over MoE layers (+ per-layer load)."""
+    """[groups, moe-per-group, ...] per-layer values -> means over MoE layers, per-layer losses and load."""
     if not moe_aux:
         return {name: jnp.zeros((), jnp.float32) for name in MOE_SCALARS}
     summary = {name: moe_aux[name].mean() for name in MOE_SCALARS}
+    for name in MOE_PER_LAYER:
+        summary[f"{name}_per_layer"] = moe_aux[name].reshape(-1)
     load = moe_aux["expert_load"]
     summary["expert_load"] = load.reshape(-1, load.shape[-1])
     return summary

@@ -22,21 +22,22 @@ def loss_fn(params: Params, model_params: ModelParams, batch: Batch) -> tuple[ja
     """Training objective and its parts, all float32.
 
     batch: "inputs", "targets" int32 [B, S] (optional "mask" float32 [B, S]). Returns
-    (cross-entropy + load_balancing_coef * lb + router_z_loss_coef * z, metrics) where
-    metrics["loss"] is the cross-entropy alone (comparable with the eval loss).
+    (cross-entropy + load_balancing_coef * sum_l lb_l + router_z_loss_coef * sum_l z_l, metrics):
+    the MoE coefficients apply per MoE layer l (Switch, ST-MoE). metrics["loss"] is the
+    cross-entropy alone (comparable with the eval loss); "load_balancing_loss" and
+    "router_z_loss" are means over MoE layers, "aux_loss" the term added to the objective.
     """
     config = model_params.config
-    logits, aux = model_params.merge(params)(batch["inputs"])
-    per_token = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), batch["targets"])
-    mask = batch.get("mask")
-    loss = per_token.mean() if mask is None else (per_token * mask).sum() / mask.sum()
+    summed, count, aux = _cross_entropy_sum(params, model_params, batch)
+    loss = summed / count
     total = loss
     metrics = {"loss": loss}
     if config.is_moe:
-        total = (loss + config.load_balancing_coef * aux["load_balancing_loss"]
-                 + config.router_z_loss_coef * aux["router_z_loss"])
+        aux_loss = (config.load_balancing_coef * aux["load_balancing_loss_per_layer"].sum()
+                    + config.router_z_loss_coef * aux["router_z_loss_per_layer"].sum())
+        total = loss + aux_loss
         metrics.update({name: aux[name].astype(jnp.float32) for name in MOE_METRICS})
+        metrics["aux_loss"] = aux_loss
     metrics["total_loss"] = total
     return total, metrics
 
@@ -48,11 +49,21 @@ def masked_loss_sums(params: Params, model_params: ModelParams,
     batch: "inputs", "targets" int32 [B, S], optional "mask" float32 [B, S] (default all ones).
     The evaluation loss is sum / count over all held-out batches.
     """
-    logits, _ = model_params.merge(params)(batch["inputs"])
-    per_token = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), batch["targets"])
-    mask = batch.get("mask", jnp.ones_like(per_token))
-    return (per_token * mask).sum(), mask.sum()
+    summed, count, _ = _cross_entropy_sum(params, model_params, batch)
+    return summed, count
+
+
+def _cross_entropy_sum(params: Params, model_params: ModelParams,
+                       batch: Batch) -> tuple[jax.Array, jax.Array, Metrics]:
+    """(sum of masked cross-entropy, token count, MoE aux) through the configured LM-head loss
+    (``ModelConfig.loss_impl``: fused by default, so [B, S, vocab] logits are never whole)."""
+    mask = batch.get("mask")
+    if mask is None:
+        mask = jnp.ones(batch["targets"].shape, jnp.float32)
+    mask = mask.astype(jnp.float32)
+    model = model_params.merge(params)
+    summed, aux = model.cross_entropy_sum(batch["inputs"], batch["targets"], mask)
+    return summed, mask.sum(), aux
 
 
 def _split_micro_batches(batch: Batch, micro_batches: int) -> Batch:

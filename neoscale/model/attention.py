@@ -1,0 +1,174 @@
+"""Causal self-attention kernels for GPT-Neo: global (causal) and local (sliding window) layers.
+
+All take q, k, v [batch, seq, heads, head_dim] and return [batch, seq, heads, head_dim]; scores
+are computed and soft-maxed in float32 and multiplied by ``scale`` (GPT-Neo: 1.0, no 1/sqrt(d)).
+A local layer's query i sees keys i-window+1 ... i (GPT-Neo's exact window).
+
+* ``dense``: jax.nn.dot_product_attention's XLA path: the whole [seq, seq] scores, masked (the
+  reference; 2x the needed work in global layers, seq/window x in local ones).
+* ``blocked``: only what the mask keeps, in XLA. Local: the sequence in blocks of ``window``
+  positions, each query block against its own and the previous key block (2 x window keys per
+  query, whatever the length). Global: query blocks of ``GLOBAL_BLOCK`` positions against the key
+  prefix up to their block (the fully masked upper block triangle is never computed).
+* ``splash``: the Pallas TPU kernel (``jax.experimental.pallas.ops.tpu.splash_attention``) with
+  CausalMask / LocalMask, which skips masked blocks on the chip; ``interpret=True`` runs it on a CPU.
+* ``cudnn``: cuDNN flash attention on GPU (bf16/f16).
+* ``auto``: cudnn on GPU for 16-bit dtypes, splash on TPU, blocked elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+GLOBAL_BLOCK = 256  # query positions per block of the blocked causal path
+SPLASH_BLOCK = 128  # splash's tile (lanes): sequences are padded to a multiple of it
+MASK_VALUE = float(jnp.finfo(jnp.float32).min)
+
+
+def resolve(impl: str, dtype: jnp.dtype, backend: str | None = None) -> str:
+    """The kernel ``impl`` stands for on ``backend`` ('auto' picks per device and dtype)."""
+    if impl != "auto":
+        return impl
+    backend = backend or jax.default_backend()
+    if backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    return "splash" if backend == "tpu" else "blocked"
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, kind: str, window: int, scale: float,
+              impl: str = "auto", interpret: bool = False) -> jax.Array:
+    """Causal attention of one layer; ``kind`` 'global' or 'local' (``window`` keys per query)."""
+    impl = resolve(impl, q.dtype)
+    local = kind == "local"
+    if impl in ("dense", "cudnn"):
+        return jax.nn.dot_product_attention(
+            q, k, v, scale=scale, is_causal=True, local_window_size=(window - 1, 0) if local else None,
+            implementation="xla" if impl == "dense" else "cudnn")
+    if impl == "blocked":
+        return local_blocked(q, k, v, window, scale) if local else causal_blocked(q, k, v, scale)
+    if impl == "splash":  # off a TPU the Pallas kernel runs in interpret mode (slow: for tests)
+        interpret = interpret or jax.default_backend() != "tpu"
+        return splash(q, k, v, window=window if local else None, scale=scale, interpret=interpret)
+    raise ValueError(f"attention impl {impl!r}; valid: auto, dense, blocked, splash, cudnn")
+
+
+def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, scale: float) -> jax.Array:
+    """q [B, Q, H, D], k, v [B, K, H, D], mask broadcastable to [Q, K] -> [B, Q, H, D]."""
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    probs = jax.nn.softmax(jnp.where(mask, scores, MASK_VALUE), axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def _causal_mask(queries: int, keys: int, offset: int = 0, window: int | None = None) -> np.ndarray:
+    """[queries, keys] bool: query a (at position offset + a) sees key j <= it (within window)."""
+    q = np.arange(queries)[:, None] + offset
+    j = np.arange(keys)[None, :]
+    mask = j <= q
+    if window is not None:
+        mask &= j > q - window
+    return mask
+
+
+def local_blocked(q: jax.Array, k: jax.Array, v: jax.Array, window: int, scale: float) -> jax.Array:
+    """Sliding-window attention computing only the band: blocks of ``window`` queries each see
+    their own and the previous key block ([B, S, H, D] -> [B, S, H, D])."""
+    b, s, h, d = q.shape
+    if s <= window:  # the window covers the whole prefix: plain causal attention
+        return masked_attention(q, k, v, _causal_mask(s, s), scale)
+    n = math.ceil(s / window)
+    pad = n * window - s
+
+    def blocks(x):  # [B, S, H, D] -> [B, n, window, H, D], zero-padded at the end
+        return jnp.pad(x, [(0, 0), (0, pad), (0, 0), (0, 0)]).reshape(b, n, window, h, d)
+
+    qb, kb, vb = blocks(q), blocks(k), blocks(v)
+
+    def with_previous(x):  # [B, n, w, H, D] -> [B, n, 2w, H, D]: block i-1 then block i
+        previous = jnp.pad(x, [(0, 0), (1, 0), (0, 0), (0, 0), (0, 0)])[:, :-1]
+        return jnp.concatenate([previous, x], axis=2)
+
+    kb, vb = with_previous(kb), with_previous(vb)
+    # Query a of block i is at i*w + a; key j of the pair is at (i-1)*w + j: in the window when
+    # a + 1 <= j <= a + w; block 0 has no previous block (j >= w).
+    a = np.arange(window)[:, None]
+    j = np.arange(2 * window)[None, :]
+    band = (j >= a + 1) & (j <= a + window)
+    mask = np.broadcast_to(band, (n, window, 2 * window)).copy()
+    mask[0, :, :window] = False
+    scores = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, kb, preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(mask[None, :, None], scores, MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bnhqk,bnkhd->bnqhd", probs, vb)
+    return out.reshape(b, n * window, h, d)[:, :s]
+
+
+def causal_blocked(q: jax.Array, k: jax.Array, v: jax.Array, scale: float,
+                   block: int | None = None) -> jax.Array:
+    """Causal attention over query blocks of ``block`` positions (default ``GLOBAL_BLOCK``), each
+    against the key prefix up to the end of its block: the upper block triangle is skipped
+    ([B, S, H, D] -> [B, S, H, D])."""
+    block = block or GLOBAL_BLOCK
+    s = q.shape[1]
+    if s <= block:
+        return masked_attention(q, k, v, _causal_mask(s, s), scale)
+    outputs = []
+    for start in range(0, s, block):  # a few blocks: unrolled, each with its own static shapes
+        stop = min(start + block, s)
+        outputs.append(masked_attention(q[:, start:stop], k[:, :stop], v[:, :stop],
+                                        _causal_mask(stop - start, stop, offset=start), scale))
+    return jnp.concatenate(outputs, axis=1)
+
+
+def _splash_kernel(seq: int, heads: int, window: int | None, interpret: bool):
+    """Built at trace time (not cached: its mask arrays are constants of the trace being built)."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+
+    if window is None:
+        head_mask = masks.CausalMask((seq, seq))
+    else:
+        head_mask = masks.LocalMask((seq, seq), window_size=(window - 1, 0), offset=0)
+    block = min(512, seq)
+    sizes = kernel.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                              block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                              block_q_dq=block, block_kv_dq=block)
+    return kernel.make_splash_mha(masks.MultiHeadMask([head_mask] * heads), block_sizes=sizes,
+                                  head_shards=1, q_seq_shards=1, interpret=interpret)
+
+
+def splash(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int | None, scale: float,
+           interpret: bool = False) -> jax.Array:
+    """Splash attention (Pallas, TPU): causal (window None) or local. The sequence is padded to a
+    multiple of the kernel's tile; padded keys come after every real query, so they are masked."""
+    b, s, h, d = q.shape
+    padded = math.ceil(s / SPLASH_BLOCK) * SPLASH_BLOCK
+    if padded > 512:
+        padded = math.ceil(s / 512) * 512
+
+    def heads_major(x):  # [B, S, H, D] -> [B, H, S', D]
+        return jnp.pad(x, [(0, 0), (0, padded - s), (0, 0), (0, 0)]).transpose(0, 2, 1, 3)
+
+    def attend(q, k, v):  # [B', H', S', D], this device's batch rows and heads
+        kernel = _splash_kernel(padded, q.shape[1], window, interpret)
+        return jax.vmap(kernel)(q, k, v)
+
+    spec = _batch_heads_spec()
+    if spec is not None:  # a Pallas call is not partitioned automatically: map it over the shards
+        attend = jax.shard_map(attend, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)
+    out = attend(heads_major(q * jnp.asarray(scale, q.dtype)), heads_major(k), heads_major(v))
+    return out.transpose(0, 2, 1, 3)[:, :s]
+
+
+def _batch_heads_spec() -> jax.sharding.PartitionSpec | None:
+    """PartitionSpec of a [batch, heads, seq, head_dim] array under the active mesh and rules."""
+    from flax.core import spmd
+
+    rules = spmd.get_logical_axis_rules()
+    if not rules or jax.sharding.get_abstract_mesh().empty:
+        return None
+    return jax.sharding.PartitionSpec(*spmd.from_sharding_rules(("act_batch", "act_heads", None, None),
+                                                                rules))
