@@ -98,9 +98,9 @@ exit 0
 
 # The worker's virtualenv python: prepare returns at once, the study runs until SIGTERM.
 FAKE_PYTHON = """#!/bin/bash
+trap 'echo "study got SIGTERM"; exit 75' TERM
 echo "python $*"
 [[ "$2" == neoscale.prepare ]] && exit 0
-trap 'echo "study got SIGTERM"; exit 75' TERM
 sleep 60 & wait
 """
 
@@ -116,6 +116,11 @@ def _wait_for(condition, what, seconds=20.0):
         if time.monotonic() > deadline:
             pytest.fail(f"waited {seconds} s for {what}")
         time.sleep(0.1)
+
+
+def _study_starts(log) -> int:
+    """How many times the (fake) study has started: its own output lines, not bash -x's traces."""
+    return sum(line.startswith("python -m neoscale.run") for line in log.read_text().splitlines())
 
 
 def _alive(pgid: int) -> bool:
@@ -142,7 +147,7 @@ def test_job_on_a_worker_starts_refuses_a_second_logs_stops_and_reruns(tmp_path)
     out = run("run", *flags, env=env)
     assert out.returncode == 0, out.stderr
     pgid = int(pid_file.read_text())
-    _wait_for(lambda: "python -m neoscale.run" in log.read_text(), "the study to start")
+    _wait_for(lambda: _study_starts(log) == 1, "the study to start")
     assert _alive(pgid)
     text = log.read_text()
     assert ("python -m neoscale.prepare --data=builtin --tokenizer=gpt2 --out=gs://b/data "
@@ -166,7 +171,7 @@ def test_job_on_a_worker_starts_refuses_a_second_logs_stops_and_reruns(tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     new_pgid = int(pid_file.read_text())
     assert new_pgid != pgid
-    _wait_for(lambda: log.read_text().count("python -m neoscale.run") == 2, "the rerun")
+    _wait_for(lambda: _study_starts(log) == 2, "the rerun")
     os.killpg(new_pgid, signal.SIGTERM)
     _wait_for(lambda: not _alive(new_pgid), "the rerun to stop")
     assert "ssh neo --zone us-central2-b --worker=0 --command tail" in (home / "gcloud.log").read_text()
