@@ -1,7 +1,14 @@
 """GPT-Neo 125M-2.7B at Chinchilla's 20 tokens per parameter on FineWeb-Edu (for Cloud TPU / GPUs).
 
     python -m neoscale.run --sizes=125M,350M,1.3B --dry_run --accelerator=v4-32   # plan it anywhere
-    python -m neoscale.prepare --config=experiments/gpt_neo.py --out=gs://BUCKET/data/fineweb_edu_gpt2
+    python -m neoscale.run --sizes=125M,350M,1.3B --workdir=gs://BUCKET/gpt_neo --distributed
+
+The second command, run on every host of a pod (``tpu_setup.sh run`` does that), prepares the
+corpus once, all hosts together, into ``gs://BUCKET/gpt_neo/cache`` and then trains. To share one
+preparation between studies, prepare it separately and point the study at it::
+
+    python -m neoscale.prepare --data=hf:HuggingFaceFW/fineweb-edu:sample-100BT --tokenizer=gpt2 \\
+        --heldout_tokens=4194304 --out=gs://BUCKET/data/fineweb_edu_gpt2 --distributed
     python -m neoscale.run --sizes=125M,350M,1.3B --workdir=gs://BUCKET/gpt_neo --distributed \\
         --config.data.data=prepared:gs://BUCKET/data/fineweb_edu_gpt2
 
