@@ -71,7 +71,7 @@ def _chunked(hidden, targets, weights, length):
 
 
 def _chunk_loss(h, embedding, t, w):
-    """One chunk: (float32 logits [B, c, V], logsumexp [B, c], sum of weighted cross-entropy)."""
+    """One chunk of rows h [T, D]: (float32 logits [T, V], logsumexp [T], sum of weighted cross-entropy)."""
     z = head_logits(h, embedding)
     lse = jax.nn.logsumexp(z, axis=-1)
     return z, lse, jnp.sum(w * (lse - _target_logit(z, t)))
