@@ -32,9 +32,10 @@ def test_targets_count_chips_and_hosts():
 
 def test_estimate_by_hand_for_a_small_model():
     """State, saved activations and loss for w64d2h4 (vocab 512, seq 32, 2 sequences, f32)."""
-    model = presets.model_config("w64d2h4", vocab_size=512, max_positions=64, window_size=16)
+    model = presets.model_config("w64d2h4", vocab_size=512, max_positions=64, window_size=16,
+                                 loss_impl="plain", attention_impl="dense")
     est = memory.estimate(model, seq_len=32, micro_batch_per_device=2, state_shards=1,
-                          micro_batches=1, flash_attention=False, fused_loss=False, remat="none")
+                          micro_batches=1, flash_attention=False, remat="none")
     counts = accounting.param_counts(model)
     group_params = (counts["total"] - counts["embedding"]) / model.num_groups  # one group: 2 layers
     assert est.state == int(16 * counts["total"] + 2 * 4 * group_params)
@@ -45,7 +46,7 @@ def test_estimate_by_hand_for_a_small_model():
     assert est.activations == int(memory.XLA_OVERHEAD * tokens * saved)
     assert est.loss == tokens * 512 * 12
     full = memory.estimate(model, seq_len=32, micro_batch_per_device=2, state_shards=1,
-                           micro_batches=1, flash_attention=False, fused_loss=False, remat="full")
+                           micro_batches=1, flash_attention=False, remat="full")
     assert full.activations == int(memory.XLA_OVERHEAD * tokens * 64 * 4)
 
 
@@ -56,8 +57,8 @@ def test_estimate_counts_micro_batches_remat_and_fused_loss():
     four = memory.estimate(model, micro_batch_per_device=8, micro_batches=4, **common)
     assert four.activations == pytest.approx(one.activations / 4, rel=1e-6)
     assert four.state > one.state  # the float32 gradient accumulator
-    plain = memory.estimate(model, micro_batch_per_device=32, micro_batches=1, fused_loss=False,
-                            **common)
+    plain = memory.estimate(model.replace(loss_impl="plain"), micro_batch_per_device=32,
+                            micro_batches=1, **common)
     assert plain.loss == 32 * 2048 * 50257 * 10 and one.loss == 2048 * 50257 * 10
     dots = memory.estimate(model, micro_batch_per_device=32, micro_batches=1, remat="dots", **common)
     full = memory.estimate(model, micro_batch_per_device=32, micro_batches=1, remat="full", **common)

@@ -10,12 +10,13 @@ The estimate (bytes per device) adds up, for a micro-batch of ``b`` sequences of
   ``none`` keeps ~16·d (layer norms, q/k/v, attention output, residuals, the 4d MLP hidden before
   and after the GELU); ``dots`` keeps matmul outputs (~11·d); ``dots_no_batch`` only the weight
   matmuls (~10·d); ``full`` only each layer group's input (d). Attention without a fused kernel
-  (CPU, or any XLA path) also keeps its float32 scores, heads x keys per token (keys: the sequence
-  for global layers, two windows for banded local layers); splash (TPU) and cuDNN (GPU) keep only
-  a float32 log-sum-exp per head.
+  (the XLA paths: CPU, or ``attention_impl`` dense/blocked) also keeps its float32 scores, heads x
+  keys per token (keys: the whole sequence for dense global layers, half of it plus half a block
+  for blocked causal ones, two windows for banded local layers); splash (TPU) and cuDNN (GPU) keep
+  only a float32 log-sum-exp per head.
 * **working set**: one layer group's full activations, recomputed in the backward pass.
 * **loss**: float32 logits and their gradient for the tokens the loss holds at once: the whole
-  micro-batch for the plain loss, one chunk for the fused LM-head loss.
+  micro-batch for the plain loss, one chunk (``model.loss_chunk_tokens``) for the fused one.
 
 Activations and the working set are multiplied by ``XLA_OVERHEAD`` for XLA's temporaries. The
 planner's choice (``fit``): among the remat policies and micro-batch counts whose estimate fits the
@@ -32,13 +33,13 @@ import math
 from neoscale import accounting
 from neoscale.hardware import GiB, Target
 from neoscale.model import ModelConfig
+from neoscale.model.attention import GLOBAL_BLOCK
 
 # Relative step time of each rematerialisation policy (full = one extra forward pass: 4/3).
 REMAT_COST = {"none": 1.0, "dots": 1.08, "dots_no_batch": 1.15, "full": 4 / 3}
 SAVED_PER_TOKEN_LAYER = {"none": 16, "dots": 11, "dots_no_batch": 10, "full": 0}  # x d_model
 MICRO_BATCH_COST = 0.03  # per doubling of the micro-batch count (accumulation, smaller matmuls)
 XLA_OVERHEAD = 1.2
-FUSED_LOSS_CHUNK_TOKENS = 2048  # upper bound on the tokens the fused loss holds logits for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,16 +71,20 @@ class MemoryChoice:
     estimate: MemoryEstimate
 
 
-def _attention_keys(model: ModelConfig, layer: int, seq_len: int) -> int:
+def _attention_keys(model: ModelConfig, layer: int, seq_len: int) -> float:
+    """Keys per query whose scores the XLA attention paths compute (and keep without remat)."""
+    if model.attention_impl == "dense":
+        return seq_len
     if model.attention_kind(layer) == "local":
         return min(seq_len, 2 * model.window_size)
-    return seq_len
+    return min(seq_len, (seq_len + GLOBAL_BLOCK) / 2)
 
 
 def estimate(model: ModelConfig, seq_len: int, micro_batch_per_device: int, state_shards: int,
-             micro_batches: int, *, flash_attention: bool, fused_loss: bool = True,
+             micro_batches: int, *, flash_attention: bool,
              remat: str | None = None) -> MemoryEstimate:
-    """The estimate described in the module docstring, for ``model.remat`` (or ``remat``)."""
+    """The estimate described in the module docstring, for ``model.remat`` (or ``remat``) and the
+    model's ``loss_impl`` and ``attention_impl``."""
     remat = model.remat if remat is None else remat
     a = 4 if model.dtype == "float32" else 2
     d, tokens = model.d_model, seq_len * micro_batch_per_device
@@ -104,7 +109,8 @@ def estimate(model: ModelConfig, seq_len: int, micro_batch_per_device: int, stat
     layers = range(model.num_layers)
     saved = sum(layer_bytes(i, remat) for i in layers) + model.num_groups * d * a  # scan carries
     working = sum(layer_bytes(i, "none") for i in range(model.layer_period))
-    loss_tokens = min(tokens, FUSED_LOSS_CHUNK_TOKENS) if fused_loss else tokens
+    fused = model.loss_impl == "fused"
+    loss_tokens = min(tokens, model.loss_chunk_tokens) if fused else tokens
     loss = loss_tokens * model.vocab_size * (8 + a)
     eval_bytes = XLA_OVERHEAD * tokens * working / 2 + loss_tokens * model.vocab_size * (4 + a)
     return MemoryEstimate(state=int(state), activations=int(XLA_OVERHEAD * tokens * saved),
@@ -117,7 +123,7 @@ def relative_cost(remat: str, micro_batches: int) -> float:
 
 
 def fit(model: ModelConfig, seq_len: int, batch_size: int, mesh: dict[str, int], target: Target,
-        *, process_count: int = 1, fused_loss: bool = True, remat: str | None = None,
+        *, process_count: int = 1, remat: str | None = None,
         micro_batches: int | None = None) -> MemoryChoice:
     """The cheapest (remat, micro_batches) whose estimate fits ``target``; fixed ones are kept.
 
@@ -138,8 +144,7 @@ def fit(model: ModelConfig, seq_len: int, batch_size: int, mesh: dict[str, int],
             if batch_size % math.lcm(batch_shards * count, process_count):
                 continue
             est = estimate(model, seq_len, max(1, per_device // count), state_shards, count,
-                           flash_attention=target.kind.flash_attention, fused_loss=fused_loss,
-                           remat=policy)
+                           flash_attention=target.kind.flash_attention, remat=policy)
             if smallest is None or est.peak < smallest.peak:
                 smallest = est
             if est.peak <= target.usable_memory:
