@@ -92,6 +92,8 @@ def test_end_to_end_outputs_are_present_and_consistent(finished_study):
         assert f"(plots/{png.name})" in report
     for name in SIZES:
         assert name in report
+    mixture = next(line for line in report.splitlines() if "Held-out set:" in line)
+    assert "wikipedia" in mixture and "shakespeare" in mixture  # both sources held out
     printed = out.stdout.split()
     assert all(str(png) in printed for png in pngs)
 

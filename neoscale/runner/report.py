@@ -9,7 +9,7 @@ from etils import epath
 
 from neoscale import accounting
 from neoscale.accounting import format_count
-from neoscale.runner.plan import PlannedRun, format_table
+from neoscale.runner.plan import PlannedRun, format_table, repetition_warnings
 
 REPORT_FILE = "report.md"
 
@@ -42,6 +42,27 @@ def spent_flops(frame) -> float:
     return float((final["flops"] * (1 - fork / final["step"])).sum())
 
 
+def data_mixture(workdir: epath.Path, plan: Sequence[PlannedRun]) -> str:
+    """'Held-out set: 52% wikipedia, 48% shakespeare (training: ...)' from the first run that has
+    a config.json (the prepared corpus's description), or '' before any run started."""
+    import json
+
+    for run in plan:
+        path = workdir / "runs" / run.name / "config.json"
+        if path.exists():
+            data = json.loads(path.read_text()).get("data", {})
+            break
+    else:
+        return ""
+
+    def shares(mixture: dict | None) -> str:
+        return ", ".join(f"{share:.0%} {name}" for name, share in
+                         sorted((mixture or {}).items(), key=lambda kv: -kv[1])) or "?"
+
+    return (f"Held-out set: {data.get('heldout_tokens', '?'):,} tokens, "
+            f"{shares(data.get('heldout_mixture'))} (training: {shares(data.get('train_mixture'))}).")
+
+
 def _fit_section(fit: dict) -> str:
     if "error" in fit:
         return f"## Scaling-law fits\n\n_No fit: {fit['error']}_"
@@ -64,7 +85,9 @@ def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, 
         f"finished runs. Data: `{study.data.data}`, tokenizer `{study.data.tokenizer}`, "
         f"sequence length {study.data.seq_len}. Losses are nats per token on a fixed held-out set. "
         f"Parameters include embeddings; FLOPs are neoscale.accounting's `neoscale` convention "
-        f"({accounting.CONVENTIONS['neoscale']}), the one compute axis of every fit and figure.",
+        f"({accounting.CONVENTIONS['neoscale']}), the one compute axis of every fit and figure. "
+        + data_mixture(workdir, plan),
+        *[f"**Warning: {line}.**" for line in repetition_warnings(plan)],
         "",
         "## Figures",
         "",
