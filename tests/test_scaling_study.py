@@ -228,3 +228,14 @@ def test_approach_3_allocation_is_on_the_flops_column_axis():
     assert "flops column" in alloc["compute_axis"] and six["compute_axis"] == "C = 6·N·D"
     assert fit["laws"]["isoflop_approach2"]["compute_axis"].startswith(fit["compute_axis"])
     assert chin["interval_note"] == "no bootstrap resamples requested (n_bootstrap = 0)"
+
+
+def test_irreducible_loss_at_its_bound_is_reported_as_not_identified():
+    from neoscale.scaling.study import irreducible_loss
+
+    known = irreducible_loss({"constants": {"E": 1.7}, "intervals": {"E": [1.6, 1.8]}})
+    assert known["identified"]
+    at_bound = irreducible_loss({"constants": {"E": 5.7e-4}, "intervals": {"E": [5.7e-4, 7.5e-4]}})
+    assert not at_bound["identified"] and "not identified" in at_bound["note"]
+    # An estimate away from 0 whose interval reaches the bound is not identified either.
+    assert not irreducible_loss({"constants": {"E": 0.8}, "intervals": {"E": [1e-9, 1.5]}})["identified"]

@@ -381,6 +381,9 @@ def fit_study(
     laws["isoflop_approach2"] = _isoflop(family, n_bootstrap, seed)
     laws["envelope_approach1"] = _envelope(family, curves, n_bootstrap, seed)
     laws["moe"] = _moe(points, n_bootstrap, seed) if len(points) else _skipped("no points")
+    for law in laws.values():
+        if "E" in (law.get("constants") or {}):
+            law["irreducible_loss"] = irreducible_loss(law)
     data = {
         "final_points": len(points),
         "cooldown_branches": int(results.is_branch(points).sum()) if len(points) else 0,
@@ -413,6 +416,23 @@ def _fmt(value, interval=None) -> str:
     if interval and None not in interval:
         text += f" [{interval[0]:.4g}, {interval[1]:.4g}]"
     return text
+
+
+E_BOUND_TOLERANCE = 1e-2  # nats: an irreducible loss below this sits at its bound, E >= 0
+
+
+def irreducible_loss(law: dict) -> dict:
+    """Whether a law's E is identified: neither its estimate nor its interval's lower end sits at
+    the bound E = 0. When it does, the data (too little curvature in log-log) cannot tell E from 0:
+    the fit is effectively the pure power law, and E's interval says nothing."""
+    estimate = float(law["constants"]["E"])
+    low = ((law.get("intervals") or {}).get("E") or [estimate])[0]
+    identified = estimate > E_BOUND_TOLERANCE and low > E_BOUND_TOLERANCE
+    note = ("E is identified" if identified else
+            f"E is not identified: the fit put it at its bound 0 (E = {estimate:.3g}, interval from "
+            f"{low:.3g}), so the data cannot tell an irreducible loss from none; read this law as "
+            "the pure power law in the other terms, and do not quote E")
+    return {"identified": identified, "note": note}
 
 
 def _constants_line(law: dict) -> str:
@@ -466,6 +486,8 @@ def report_section(fit: dict) -> str:
         if "constants" in law:
             lines.append(f"`{law['form']}`: {_constants_line(law)}")
             lines.append(_bootstrap_line(law))
+            if not law.get("irreducible_loss", {"identified": True})["identified"]:
+                lines.append(f"\n**{law['irreducible_loss']['note']}.**")
         if key == "loss_vs_compute":
             pure = law["pure_power_law"]
             lines.append(f"\nPure power law `{pure['form']}`: {_constants_line(pure)}")

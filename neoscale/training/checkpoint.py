@@ -32,9 +32,10 @@ class Checkpointer:
             raise ValueError(f"checkpoint_every must be >= 1, got {save_every}")
         if keep < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, keep_period=keep_period,
-            enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
+        options = ocp.CheckpointManagerOptions(  # read-only: what orbax would force, unwarned
+            max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
+            keep_period=keep_period, enable_async_checkpointing=async_save, create=not read_only,
+            read_only=read_only)
         self.directory = epath.Path(directory)
         self.save_every = save_every
         self.manager = ocp.CheckpointManager(self.directory, options=options)
