@@ -2,7 +2,8 @@
 
   python benchmarks/data_throughput.py [--repeat 10] [--skip_memory]
 
-Prints a markdown report (the "Data path" section of benchmarks/RESULTS.md holds one run). Tokenization is timed in one process
+Prints a markdown report (the "Data path" section of benchmarks/RESULTS.md holds one run).
+Tokenization is timed in one process
 (per core) on the built-in corpus (~10 MB of English), then with every core through the
 preparation's worker pool. Peak memory: a fresh process opens prepared shards of the built-in
 corpus written 1x and ``--repeat``x into .txt files and reads 300 batches of 32 x 256 tokens;

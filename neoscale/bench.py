@@ -44,8 +44,7 @@ from neoscale.model.config import DTYPES, REMAT_POLICIES
 from neoscale.sharding import MESH_AXES, batch_divisor, describe, make_mesh
 from neoscale.training.synthetic import SyntheticData
 
-FLOPS_CONVENTION = ("Chinchilla/Porian: LM head and exact causal/local attention counted, "
-                    "training = 3 x forward (neoscale.accounting)")
+FLOPS_CONVENTION = f"neoscale.accounting, convention 'neoscale': {accounting.CONVENTIONS['neoscale']}"
 DATA_BATCHES = 50
 
 _SIZE = flags.DEFINE_string("size", "w512d8h8", "model size (neoscale.presets): " + presets.VALID_FORMS)
