@@ -7,8 +7,8 @@ reference GPT-Neo (``transformers``, PyTorch).
 
 Prints a table and one JSON line per benchmarked depth. Conventions:
 
-* ``model_tflops``: the accounting module's training FLOPs (``neoscale.accounting``: Chinchilla
-  convention, LM head and exact causal/local attention counted, training = 3 x forward) times
+* ``model_tflops``: the accounting module's training FLOPs (``neoscale.accounting``, convention
+  'neoscale': LM head and causal/local mean keys counted, training = 3 x forward) times
   tokens per second. ``mfu`` = model_tflops / peak_tflops.
 * ``peak_tflops``: the datasheet peak of the devices for the compute dtype
   (``accounting.device_peak_flops``, summed over the mesh), or on a CPU (or a device missing from
