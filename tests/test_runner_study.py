@@ -21,7 +21,8 @@ SIZES = ["w32d2h2", "w48d2h2", "w64d2h2"]
 TINY = ["--config.data.tokenizer=train:512", "--config.data.seq_len=64",
         "--config.data.heldout_tokens=4096", "--config.train.batch_size=8",
         "--config.train.evals_per_run=3", "--config.train.checkpoints_per_run=3",
-        "--config.train.tensorboard=False", "--config.fit.n_bootstrap=20"]
+        "--config.train.tensorboard=False", "--config.fit.n_bootstrap=20",
+        "--cooldowns="]  # the demo forks cooldown branches; these tests check plain runs
 
 
 def _cli(workdir, *extra):
