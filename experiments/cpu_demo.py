@@ -10,15 +10,18 @@ warmup-stable-decay schedule, and forks cooldown branches ending at 25% and 50% 
 (Hägele et al. 2024), so every size gives three (N, D) points: 15 in all, enough for Chinchilla's
 Approach 3 beside L(C) and the Approach-1 envelope, for ~20% more compute.
 
+Learning rate: one rate, 3e-3, for every size. The GPT-3 rule scaled by sqrt(batch / table batch)
+for these 4k-token batches (3.2e-4 to 1.2e-3) left the models far from their best: a sweep of
+cpu-100k and cpu-800k put the optima at >= 5e-3 and ~2e-3 (benchmarks/RESULTS.md); 3e-3 lies
+between them. A per-size sweep is the next step.
+
 Measured on an idle 2-core machine (matmul probe ~250 GFLOP/s; `python -m neoscale.run`,
-2026-11-22): 9m44s from a fresh workdir, preparation included. Fitting without the largest size,
-L(C) predicts its held-out loss within 1.3% and Approach 3 within 2.0% (2.6% for its 25% branch);
-the irreducible loss E is not identified (the fits put it at 0 and report.md says so), and
-Approach 3's exponents (alpha 0.92, beta 0.13) give a compute-optimal allocation that means
-nothing: the models are far from converged at 1.5 tokens per parameter. Without the
-branches (the previous default) the study ran in ~5 minutes but Approach 3 had too few points.
-The learning rates follow the GPT-3 rule scaled by sqrt(batch / table batch) for these 4k-token
-batches (3.2e-4 to 1.2e-3); a learning-rate sweep of the small sizes is the next thing to try.
+2026-11-22): 9m13s from a fresh workdir, preparation included. Held-out losses end between 6.25
+(w32d2h2) and 4.42 (cpu-800k). Fitting without the largest size, L(C) predicts its held-out loss
+within 0.5% with E identified (0.61); Approach 3 misses it by 2.2% (2.8% for its 25% branch) and
+puts its E at the bound 0 (report.md says so), so its compute-optimal allocation is not yet
+meaningful. With the rule's learning rates the same study gave L(C) 1.3% (E at 0) and Approach 3
+2.0%, final losses 6.76 to 4.89.
 """
 
 from neoscale.runner.config import base_config
@@ -39,6 +42,7 @@ def get_config():
     c.train.checkpoints_per_run = 4
     c.train.log_every = 25
     c.train.tensorboard = True
+    c.train.learning_rate = 3e-3
     c.cooldowns = "0.25,0.5,1.0"
     c.fit.n_bootstrap = 100
     return c
