@@ -120,30 +120,20 @@ def train_flops_6nd(config: ModelConfig, tokens: float) -> float:
     return 6.0 * param_counts(config)["active"] * tokens
 
 
-# Peak dense matmul throughput per device (FLOP/s), from vendor datasheets.
-PEAK_FLOPS: dict[str, dict[str, float]] = {
-    # TPU bf16 peaks per chip; float32 matmuls run through bf16 passes, so use the same peak.
-    "TPU v4": {"bfloat16": 275e12, "float32": 275e12},
-    "TPU v5 lite": {"bfloat16": 197e12, "float32": 197e12},  # v5e
-    "TPU v5e": {"bfloat16": 197e12, "float32": 197e12},
-    "TPU v5p": {"bfloat16": 459e12, "float32": 459e12},
-    "TPU v5": {"bfloat16": 459e12, "float32": 459e12},
-    "TPU v6 lite": {"bfloat16": 918e12, "float32": 918e12},  # v6e (Trillium)
-    "TPU v6e": {"bfloat16": 918e12, "float32": 918e12},
-    # NVIDIA dense tensor-core peaks (SXM parts); float32 is TF32 tensor-core peak.
-    "A100": {"bfloat16": 312e12, "float16": 312e12, "float32": 156e12},
-    "H100": {"bfloat16": 989e12, "float16": 989e12, "float32": 495e12},
-    "H200": {"bfloat16": 989e12, "float16": 989e12, "float32": 495e12},
-}
-
-
 def device_peak_flops(device: jax.Device | str, dtype: str = "bfloat16") -> float | None:
-    """Peak FLOP/s of one device for ``dtype`` matmuls, or None when unknown (e.g. a CPU)."""
-    kind = device if isinstance(device, str) else device.device_kind
-    for name in sorted(PEAK_FLOPS, key=len, reverse=True):  # "TPU v5 lite" before "TPU v5"
-        if name.lower() in kind.lower():
-            return PEAK_FLOPS[name].get(dtype, PEAK_FLOPS[name]["bfloat16"])
-    return None
+    """Peak FLOP/s of one device for ``dtype`` matmuls, or None when unknown (e.g. a CPU).
+
+    The datasheet table is ``neoscale.hardware.DEVICE_KINDS`` (dense bf16). TPUs run float32
+    matmuls through bf16 passes (same peak); NVIDIA GPUs run float32 as TF32 at half the peak.
+    """
+    from neoscale import hardware
+
+    kind = hardware.kind_of_device(device if isinstance(device, str) else device.device_kind)
+    if kind is None:
+        return None
+    if dtype == "float32" and not kind.name.startswith("TPU"):
+        return kind.peak_flops / 2
+    return kind.peak_flops
 
 
 def model_state_bytes(config: ModelConfig) -> dict[str, int]:
@@ -165,4 +155,4 @@ def format_count(n: float) -> str:
 
 __all__ = ["param_counts", "train_flops_per_token", "forward_flops_per_token", "train_flops_6nd",
            "mean_keys_per_query", "device_peak_flops", "model_state_bytes", "format_count",
-           "PEAK_FLOPS", "CONVENTIONS"]
+           "CONVENTIONS"]

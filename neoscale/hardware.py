@@ -99,6 +99,10 @@ def kind_of_device(device_kind: str) -> DeviceKind | None:
         kind = DEVICE_KINDS[key]
         if kind.name.lower() in text or (key in ("h100", "h200", "a100") and key in text):
             return kind
+    if "tpu v5e" in text:
+        return DEVICE_KINDS["v5e"]
+    if "tpu v6e" in text:
+        return DEVICE_KINDS["v6e"]
     if "tpu v5" in text:  # "TPU v5" is how some runtimes name v5p
         return DEVICE_KINDS["v5p"]
     return None
