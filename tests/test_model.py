@@ -100,6 +100,24 @@ def test_remat_gives_same_gradients(remat):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_unrolled_groups_equal_the_scan():
+    """max_unrolled_groups only changes how XLA runs the stack: same parameters, same numbers."""
+    x = tokens()
+
+    def loss_and_grads(model):
+        graphdef, params = nnx.split(model)
+        return jax.jit(jax.value_and_grad(lambda p: nnx.merge(graphdef, p)(x)[0].mean()))(params)
+
+    scanned = tiny("w32d6h2", max_unrolled_groups=0)
+    unrolled = tiny("w32d6h2", max_unrolled_groups=3)
+    assert not scanned.config.unroll_groups and unrolled.config.unroll_groups
+    (loss_s, grads_s), (loss_u, grads_u) = loss_and_grads(scanned), loss_and_grads(unrolled)
+    np.testing.assert_allclose(loss_u, loss_s, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads_u), jax.tree.leaves(grads_s), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_layers_are_stacked_for_the_scan():
     model = tiny("w32d6h2")
     assert model.groups.blocks[0].attn.q_proj.shape == (3, 32, 2, 16)  # 6 layers = 3 groups of 2

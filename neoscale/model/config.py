@@ -55,6 +55,11 @@ class ModelConfig:
     # scores (jax.nn.dot_product_attention, the reference); "blocked": only the window band
     # (local) or the lower block triangle (global); "splash": Pallas TPU kernel (neoscale.model.attention).
     attention_impl: str = "auto"
+    # Layer groups up to this count run unrolled (no while loop: XLA keeps each layer's residuals
+    # in place instead of copying them into stacked buffers; 1.5x faster steps for 2 groups on a
+    # CPU, benchmarks/RESULTS.md); deeper stacks are scanned, so compile time stays flat in depth.
+    # 0 = always scan.
+    max_unrolled_groups: int = 4
 
     def __post_init__(self) -> None:
         validate(self)
@@ -100,6 +105,11 @@ class ModelConfig:
     def num_groups(self) -> int:
         return self.num_layers // self.layer_period
 
+    @property
+    def unroll_groups(self) -> bool:
+        """Whether the layer groups run unrolled rather than in a scan (``max_unrolled_groups``)."""
+        return self.num_groups <= self.max_unrolled_groups
+
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
@@ -134,6 +144,8 @@ def validate(c: ModelConfig) -> None:
         fail(f"remat={c.remat!r}; valid: {', '.join(REMAT_POLICIES)}")
     if c.loss_impl not in LOSS_IMPLS:
         fail(f"loss_impl={c.loss_impl!r}; valid: {', '.join(LOSS_IMPLS)}")
+    if c.max_unrolled_groups < 0:
+        fail(f"max_unrolled_groups must be >= 0 (0 = always scan), got {c.max_unrolled_groups}")
     if c.loss_chunk_tokens < 1:
         fail(f"loss_chunk_tokens must be positive, got {c.loss_chunk_tokens}")
     if c.attention_impl not in ATTENTION_IMPLS:

@@ -71,10 +71,20 @@ def _chunked(hidden, targets, weights, length):
 
 
 def _chunk_loss(h, embedding, t, w):
-    """One chunk of rows h [T, D]: (float32 logits [T, V], logsumexp [T], sum of weighted cross-entropy)."""
+    """One chunk of rows h [T, D]: (float32 exp(logits - rowmax) [T, V], its row sums [T], sum
+    of weighted cross-entropy).
+
+    The row sums are a matrix-vector product with ones, and the target logit is h · embedding[t]
+    ([T, D] work): on XLA's CPU backend both [T, V] reductions (sum, compare-and-sum) run on one
+    thread at a fraction of the matmuls' speed (benchmarks/RESULTS.md); on TPU and GPU they cost
+    the same either way.
+    """
     z = head_logits(h, embedding)
-    lse = jax.nn.logsumexp(z, axis=-1)
-    return z, lse, jnp.sum(w * (lse - _target_logit(z, t)))
+    row_max = jax.lax.stop_gradient(jnp.max(z, axis=-1))
+    p = jnp.exp(z - row_max[:, None])
+    sums = jnp.einsum("tv,v->t", p, jnp.ones(z.shape[-1], p.dtype))
+    target = jnp.einsum("td,td->t", h, embedding[t], preferred_element_type=jnp.float32)
+    return p, sums, jnp.sum(w * (row_max + jnp.log(sums) - target))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -103,10 +113,11 @@ def _fused_forward(hidden, embedding, targets, weights, length):
         # [B, c, ...] -> [B*c, ...] rows (batch-major, so the batch sharding carries over): 2-D
         # matmuls, which XLA's CPU backend runs faster than the batched 3-D forms.
         h, t, w = (x.reshape(-1, *x.shape[2:]) for x in chunk)
-        z, lse, loss = _chunk_loss(h, embedding, t, w)
-        vocab = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
-        d_z = jnp.exp(z - lse[..., None]) - (vocab == t[..., None]).astype(jnp.float32)
-        d_z = constrain((d_z * w[..., None]).astype(dt), _names(2))
+        p, sums, loss = _chunk_loss(h, embedding, t, w)
+        vocab = jax.lax.broadcasted_iota(jnp.int32, p.shape, p.ndim - 1)
+        # w * (softmax - onehot), the softmax from the saved exponentials.
+        d_z = p * (w / sums)[:, None] - jnp.where(vocab == t[:, None], w[:, None], 0.0)
+        d_z = constrain(d_z.astype(dt), _names(2))
         d_h = jnp.einsum("tv,vd->td", d_z, embedding.astype(dt), preferred_element_type=jnp.float32)
         d_embedding = d_embedding + jnp.einsum("tv,td->vd", d_z, h, preferred_element_type=jnp.float32)
         return (total + loss, d_embedding), d_h.reshape(chunk[0].shape)
