@@ -147,7 +147,7 @@ fused_cross_entropy.defvjp(_fwd, _bwd)
 
 
 def cross_entropy_sum(hidden: jax.Array, embedding: jax.Array, targets: jax.Array,
-                      weights: jax.Array, impl: str = "fused", chunk_tokens: int = 2048) -> jax.Array:
+                      weights: jax.Array, impl: str = "fused", chunk_tokens: int = 1024) -> jax.Array:
     """sum(weights * cross-entropy) of the LM head on ``hidden``, float32; ``impl`` fused or plain.
 
     ``chunk_tokens``: tokens per device in one chunk of the fused loss (batch rows are split over
