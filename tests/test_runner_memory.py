@@ -59,7 +59,8 @@ def test_estimate_counts_micro_batches_remat_and_fused_loss():
     assert four.state > one.state  # the float32 gradient accumulator
     plain = memory.estimate(model.replace(loss_impl="plain"), micro_batch_per_device=32,
                             micro_batches=1, **common)
-    assert plain.loss == 32 * 2048 * 50257 * 10 and one.loss == 2048 * 50257 * 10
+    assert plain.loss == 32 * 2048 * 50257 * 10
+    assert one.loss == model.loss_chunk_tokens * 50257 * 10 < plain.loss / 32
     dots = memory.estimate(model, micro_batch_per_device=32, micro_batches=1, remat="dots", **common)
     full = memory.estimate(model, micro_batch_per_device=32, micro_batches=1, remat="full", **common)
     assert full.activations < dots.activations < one.activations
