@@ -16,6 +16,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from neoscale.scaling import results as results_lib  # noqa: E402
+from neoscale.scaling.study import law_family  # noqa: E402
 
 _EXPERT_MARKERS = "os^Dvp*h"
 
@@ -273,6 +274,153 @@ def loss_vs_tokens(points, all_rows, colors, curves=None):
     return fig
 
 
+def chinchilla_loss(constants: dict, n, d) -> np.ndarray:
+    """Approach 3's law L(N, D) = E + A/N^alpha + B/D^beta at parameters ``n`` and tokens ``d``."""
+    n, d = np.asarray(n, np.float64), np.asarray(d, np.float64)
+    c = constants
+    return c["E"] + c["A"] / n ** c["alpha"] + c["B"] / d ** c["beta"]
+
+
+def compute_optimal_frontier(allocation: dict, compute) -> tuple[np.ndarray, np.ndarray]:
+    """(N_opt, D_opt) at ``compute`` on the study's compute axis: N_opt = n_opt_at_1·C^a and
+    D_opt = C/(k·N_opt^s), so that k·N_opt^s·D_opt = C (fit.json's allocation of Approach 3)."""
+    compute = np.asarray(compute, np.float64)
+    per_token = allocation["flops_per_token"]
+    n_opt = allocation["n_opt_at_1"] * compute ** allocation["a"]
+    return n_opt, compute / (per_token["k"] * n_opt ** per_token["s"])
+
+
+def _panel_span(values, frontier) -> tuple[float, float]:
+    """Log axis limits: the points from 0.5x to 10x, widened to the compute-optimal frontier over
+    the points' compute range (at most 100x further out, so a wild fit cannot hide the points)."""
+    lo, hi = 0.5 * np.min(values), 10 * np.max(values)
+    inside = np.clip(frontier, lo / 100, hi * 100)
+    return min(lo, 0.7 * inside.min()), max(hi, 1.4 * inside.max())
+
+
+def _iso_loss_panel(ax, family, law, colors):
+    """Iso-loss contours of L(N, D), the runs, the compute-optimal frontier and iso-FLOP lines."""
+    allocation = law["allocation"]
+    per_token = allocation["flops_per_token"]
+    n_span, d_span = compute_optimal_frontier(
+        allocation, np.geomspace(family["flops"].min(), family["flops"].max(), 20)
+    )
+    n_lim, d_lim = _panel_span(family["params_active"], n_span), _panel_span(family["tokens"], d_span)
+    n_grid, d_grid = np.meshgrid(np.geomspace(*n_lim, 120), np.geomspace(*d_lim, 120))
+    loss = chinchilla_loss(law["constants"], n_grid, d_grid)
+    lo, hi = np.quantile(loss, [0.03, 0.97])
+    levels = matplotlib.ticker.MaxNLocator(nbins=7).tick_values(lo, hi)
+    levels = levels[(levels > lo) & (levels < hi)]
+    ax.contourf(n_grid, d_grid, loss, levels=np.r_[loss.min(), levels, loss.max()], cmap="Greys_r", alpha=0.2)
+    lines = ax.contour(n_grid, d_grid, loss, levels=levels, colors="k", linewidths=0.6)
+    ax.clabel(lines, fmt="%g", fontsize=7)
+    c_lim = (
+        per_token["k"] * n_lim[0] ** per_token["s"] * d_lim[0],
+        per_token["k"] * n_lim[1] ** per_token["s"] * d_lim[1],
+    )
+    n_line = np.geomspace(*n_lim, 200)
+    decades = 10.0 ** np.arange(np.ceil(np.log10(c_lim[0])), np.floor(np.log10(c_lim[1])) + 1)
+    decades = decades[:: max(1, int(np.ceil(decades.size / 5)))]
+    for c in decades:
+        d_line = c / (per_token["k"] * n_line ** per_token["s"])
+        ax.plot(n_line, d_line, color="0.45", ls="--", lw=0.8)
+        visible = np.flatnonzero((d_line > d_lim[0]) & (d_line < d_lim[1]))
+        if visible.size >= n_line.size // 10:  # labelled three quarters along its visible part
+            at = visible[3 * visible.size // 4]
+            ax.text(n_line[at], d_line[at], f" {c:.0e}", color="0.3", fontsize=6, va="bottom", clip_on=True)
+    if decades.size:
+        ax.plot([], [], color="0.45", ls="--", lw=0.8, label="iso-FLOP lines (C in FLOPs)")
+    n_opt, d_opt = compute_optimal_frontier(allocation, np.geomspace(*c_lim, 200))
+    ax.plot(
+        n_opt,
+        d_opt,
+        color="tab:red",
+        lw=1.6,
+        label=f"compute-optimal: N ∝ C^{allocation['a']:.3f}, D ∝ C^{allocation['b']:.3f}",
+    )
+    for n, group in family.groupby("params_active"):
+        ax.scatter(
+            group["params_active"],
+            group["tokens"],
+            color=colors[n],
+            s=22,
+            zorder=3,
+            edgecolor="k",
+            linewidth=0.4,
+            label=f"N = {_label_n(n)}",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(*n_lim)
+    ax.set_ylim(*d_lim)
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("training tokens D")
+    ax.set_title("iso-loss contours (nats/token)", fontsize=10)
+    _legend(ax)
+
+
+def _predicted_panel(ax, family, law, colors):
+    """Measured held-out loss against the law's prediction, and the extrapolation check."""
+    predicted = chinchilla_loss(law["constants"], family["params_active"], family["tokens"])
+    ax.scatter(
+        predicted,
+        family["eval_loss"],
+        color=[colors[n] for n in family["params_active"]],
+        s=22,
+        zorder=3,
+        edgecolor="k",
+        linewidth=0.4,
+    )
+    ax.scatter([], [], color="0.7", s=22, edgecolor="k", linewidth=0.4, label="runs, law fitted on all sizes")
+    values = [predicted, family["eval_loss"].to_numpy()]
+    extrapolation = law.get("extrapolation") or {}
+    if extrapolation.get("predicted"):
+        held_x = np.asarray(extrapolation["predicted"], float)
+        held_y = np.asarray(extrapolation["actual"], float)
+        values += [held_x, held_y]
+        ax.scatter(
+            held_x,
+            held_y,
+            marker="*",
+            color="tab:red",
+            s=90,
+            zorder=4,
+            edgecolor="k",
+            linewidth=0.4,
+            label=f"{extrapolation['held_out']},\npredicted by the law fitted without it\n"
+            f"(extrapolation error {100 * extrapolation['relative_error']:.1f}%)",
+        )
+    lo, hi = min(v.min() for v in values), max(v.max() for v in values)
+    margin = 0.05 * (hi - lo)
+    lim = (lo - margin, hi + margin)
+    ax.plot(lim, lim, color="0.4", lw=0.8, label="measured = predicted")
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
+    ax.set_aspect("equal")
+    if law.get("irreducible_loss", {}).get("identified") is False:
+        ax.text(0.97, 0.03, "E not identified (at its bound)", transform=ax.transAxes, ha="right", fontsize=7)
+    ax.set_xlabel("loss predicted by L(N, D) (nats/token)")
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.set_title("measured against predicted", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def chinchilla_approach3(points, fit, colors):
+    """Approach 3's L(N, D): iso-loss contours with the compute-optimal frontier, and the fit's
+    predictions against the measured losses (with the held-out largest size)."""
+    law = _fitted(fit, "chinchilla_approach3")
+    family, _ = law_family(points)
+    fig, (ax_contour, ax_fit) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    _iso_loss_panel(ax_contour, family, law, colors)
+    _predicted_panel(ax_fit, family, law, colors)
+    c = law["constants"]
+    fitted = f"α = {c['alpha']:.3f}, β = {c['beta']:.3f}"
+    if law.get("irreducible_loss", {}).get("identified") is not False:  # an E at its bound is not quoted
+        fitted += f", E = {c['E']:.3g}"
+    fig.suptitle(f"Approach 3: L(N, D) = E + A/N^α + B/D^β  ({fitted})")
+    return fig
+
+
 def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[pathlib.Path]:
     """Writes PNG and SVG of every figure the data and fit support; returns the paths."""
     out_dir = pathlib.Path(out_dir)
@@ -288,6 +436,8 @@ def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[pathlib.Path
         paths += _save(isoflop_curves(points, fit, colors), out_dir, "isoflop")
     if _fitted(fit, "isoflop_approach2") or _fitted(fit, "envelope_approach1"):
         paths += _save(optimal_allocation(fit), out_dir, "optimal_allocation")
+    if _fitted(fit, "chinchilla_approach3"):
+        paths += _save(chinchilla_approach3(points, fit, colors), out_dir, "approach3")
     if _fitted(fit, "moe"):
         paths += _save(moe_frontiers(points, fit), out_dir, "moe_frontiers")
     return paths

@@ -1,6 +1,9 @@
 """draw_study writes every supported figure as PNG and SVG, without a display."""
 
+import copy
+
 import matplotlib
+import matplotlib.contour
 import matplotlib.pyplot
 import numpy as np
 import pytest
@@ -27,7 +30,7 @@ def test_every_figure_is_written_as_png_and_svg(drawn):
     out, paths, _, _ = drawn
     names = {p.name for p in paths}
     for figure in ("loss_vs_compute", "loss_vs_tokens", "isoflop", "optimal_allocation",
-                   "moe_frontiers"):
+                   "approach3", "moe_frontiers"):
         assert {f"{figure}.png", f"{figure}.svg"} <= names
     for path in paths:
         assert path.parent == out and path.stat().st_size > 1000
@@ -58,4 +61,56 @@ def test_every_compute_axis_is_labelled_with_the_fits_one_axis(drawn):
     assert plots.loss_vs_compute(points, fit, colors).axes[0].get_xlabel() == label
     assert {ax.get_xlabel() for ax in plots.optimal_allocation(fit).axes} == {label}
     assert plots.moe_frontiers(points, fit).axes[0].get_xlabel() == label
+    matplotlib.pyplot.close("all")
+
+
+def test_approach3_is_drawn_only_when_its_law_is_fitted(drawn, tmp_path):
+    _, _, results, fit = drawn
+    assert fit["laws"]["chinchilla_approach3"]["status"] == "fitted"
+    skipped = {"laws": {"chinchilla_approach3": {"status": "skipped", "reason": "too few points"}}}
+    names = {p.name for p in plots.draw_study(results, skipped, tmp_path)}
+    assert names == {"loss_vs_compute.png", "loss_vs_compute.svg", "loss_vs_tokens.png", "loss_vs_tokens.svg"}
+
+
+def test_approach3_frontier_spends_exactly_the_compute():
+    allocation = {"n_opt_at_1": 137.46, "a": 0.196, "flops_per_token": {"k": 6.07, "s": 1.0008}}
+    compute = np.geomspace(1e10, 1e24, 15)
+    n_opt, d_opt = plots.compute_optimal_frontier(allocation, compute)
+    np.testing.assert_allclose(n_opt, 137.46 * compute**0.196, rtol=1e-12)
+    np.testing.assert_allclose(6.07 * n_opt**1.0008 * d_opt, compute, rtol=1e-9)
+
+
+def test_approach3_contours_lie_on_the_fitted_loss(drawn):
+    _, _, results, fit = drawn
+    law = fit["laws"]["chinchilla_approach3"]
+    c = law["constants"]
+    assert plots.chinchilla_loss(c, 1e8, 2e9) == pytest.approx(
+        c["E"] + c["A"] / 1e8 ** c["alpha"] + c["B"] / 2e9 ** c["beta"], rel=1e-12
+    )
+    points, _ = results_lib.final_points(results)
+    fig = plots.chinchilla_approach3(points, fit, plots.size_colors(points["params_active"]))
+    contours, predicted = fig.axes[0], fig.axes[1]
+    lines = [s for s in contours.collections if isinstance(s, matplotlib.contour.ContourSet)][-1]
+    assert 3 <= len(lines.levels) <= 9
+    for level, path in zip(lines.levels, lines.get_paths(), strict=True):
+        n, d = path.vertices.T
+        np.testing.assert_allclose(plots.chinchilla_loss(c, n, d), level, rtol=1e-3)
+    held = law["extrapolation"]
+    label = next(t for t in predicted.get_legend_handles_labels()[1] if "extrapolation error" in t)
+    assert f"{100 * held['relative_error']:.1f}%" in label
+    assert contours.get_xlabel() == "parameters N" and contours.get_ylabel() == "training tokens D"
+    matplotlib.pyplot.close("all")
+
+
+def test_approach3_without_extrapolation_and_with_e_at_its_bound(drawn):
+    _, _, results, fit = drawn
+    fit = copy.deepcopy(fit)
+    law = fit["laws"]["chinchilla_approach3"]
+    law["extrapolation"] = {"status": "skipped", "reason": "too few sizes"}
+    law["irreducible_loss"] = {"identified": False, "note": "E at its bound 0"}
+    points, _ = results_lib.final_points(results)
+    fig = plots.chinchilla_approach3(points, fit, plots.size_colors(points["params_active"]))
+    predicted = fig.axes[1]
+    assert not any("extrapolation" in t for t in predicted.get_legend_handles_labels()[1])
+    assert "E not identified (at its bound)" in [t.get_text() for t in predicted.texts]
     matplotlib.pyplot.close("all")

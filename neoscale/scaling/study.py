@@ -84,7 +84,7 @@ def pareto_frontier(compute: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _family(points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def law_family(points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Dense runs if any, else the expert count with most runs."""
     experts = points["num_experts"]
     chosen = 1 if (experts == 1).any() else experts.value_counts().idxmax()
@@ -363,7 +363,7 @@ def fit_study(
             "neoscale.scaling.load_curves), got " + type(curves).__name__
         )
     points, dropped = results.final_points(results_table)
-    family, label = _family(points)
+    family, label = law_family(points)
     sizes = np.unique(family["params_active"]) if len(family) else np.array([])
     laws: dict[str, dict] = {}
     if sizes.size >= 3:
