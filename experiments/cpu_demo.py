@@ -42,7 +42,7 @@ def get_config():
     c.train.checkpoints_per_run = 4
     c.train.log_every = 25
     c.train.tensorboard = True
-    c.train.learning_rate = 3e-3
+    c.train.learning_rate_law = (5.91, -0.606)  # lr = 5.91 * N^-0.606: the sweep's optima, above
     c.cooldowns = "0.25,0.5,1.0"
     c.fit.n_bootstrap = 100
     return c

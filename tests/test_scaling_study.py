@@ -175,6 +175,25 @@ def test_extrapolation_is_checked_on_the_largest_size(study):
     assert max(frontier["compute"]) == pytest.approx(100 * dense_final.flops.max(), rel=1e-6)
 
 
+def test_loss_vs_compute_checks_the_form_the_report_says_to_read(study):
+    from neoscale.scaling.study import _check_the_form_to_read, irreducible_loss
+
+    _, _, fit = study
+    law = fit["laws"]["loss_vs_compute"]
+    forms = law["extrapolation"]["forms"]
+    assert set(forms) == {"with_E", "pure_power_law"}
+    expected = "with_E" if law["irreducible_loss"]["identified"] else "pure_power_law"
+    assert law["extrapolation"]["form"] == expected
+    assert law["extrapolation"]["relative_error"] == forms[expected]["relative_error"]
+    # E at its bound: the check moves to the pure power law, and the report says why.
+    at_bound = {"irreducible_loss": irreducible_loss({"constants": {"E": 1e-9}}),
+                "extrapolation": {**law["extrapolation"], **forms["with_E"]}}
+    _check_the_form_to_read(at_bound)
+    assert at_bound["extrapolation"]["relative_error"] == forms["pure_power_law"]["relative_error"]
+    text = report_section({**fit, "laws": {"loss_vs_compute": {**law, **at_bound}}})
+    assert "for the pure power law, the form to read since E is not identified (with E:" in text
+
+
 def test_report_section_summarises_the_fits(study):
     _, _, fit = study
     text = report_section(fit)

@@ -10,7 +10,8 @@ A study is one ml_collections ConfigDict:
   passes over the corpus a run may make unless ``allow_repetition`` (``--allow_repetition``).
 * ``train``: ``neoscale.training.RunConfig`` settings shared by every size; ``train.seed`` is the
   model seed (initialisation). ``None`` (unset) ``batch_size`` / ``learning_rate`` /
-  ``warmup_steps`` take the GPT-3-table rule (``neoscale.training.hparams``); unset
+  ``warmup_steps`` take the GPT-3-table rule (``neoscale.training.hparams``), except that a set
+  ``learning_rate_law`` (coef, exponent) gives lr = coef * N_active^exponent; unset
   ``micro_batches`` (and an unset ``model.remat``) are chosen by the planner to fit the devices'
   memory (``neoscale.runner.memory``).
 * ``model``: ModelConfig fields replaced for every size (e.g. ``dtype``, ``max_positions``).
@@ -54,6 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict({
         "batch_size": config_dict.placeholder(int),
         "learning_rate": config_dict.placeholder(float),
+        # (coef, exponent): lr = coef * active_params ** exponent where learning_rate is unset.
+        "learning_rate_law": config_dict.placeholder(tuple),
         "warmup_steps": config_dict.placeholder(int),
         "micro_batches": config_dict.placeholder(int),  # None: the planner's choice
         "seed": 0,  # model initialisation (the data seed is data.seed)

@@ -292,8 +292,13 @@ def plan_size(
             budget_flops = budget_value
         steps = max(1, round(tokens / batch_tokens))
     learning_rate = setting("learning_rate")
-    learning_rate = (hparams_rule.learning_rate_for(rule, batch_tokens) if learning_rate is None
-                     else float(learning_rate))
+    law = setting("learning_rate_law")
+    if learning_rate is not None:
+        learning_rate = float(learning_rate)
+    elif law:
+        learning_rate = hparams_rule.learning_rate_from_law(law, counts["active"])
+    else:
+        learning_rate = hparams_rule.learning_rate_for(rule, batch_tokens)
     warmup = setting("warmup_steps")
     warmup = hparams_rule.warmup_steps(rule, batch_tokens, steps) if warmup is None else int(warmup)
     tokens = steps * batch_tokens

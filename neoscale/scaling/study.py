@@ -152,16 +152,19 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
         t_c, t_l = train["flops"].to_numpy(), train["eval_loss"].to_numpy()
         t_front = pareto_frontier(t_c, t_l)
         t_use = t_front if t_front.sum() >= 3 else np.ones_like(t_front)
-        refit = power_law.fit_power_law(t_c[t_use], t_l[t_use])
         best = held.loc[held["eval_loss"].idxmin()]
-        predicted = float(refit.predict(best["flops"]))
+        checks = {}
+        for form, with_offset in (("with_E", True), ("pure_power_law", False)):
+            refit = power_law.fit_power_law(t_c[t_use], t_l[t_use], with_offset=with_offset)
+            predicted = float(refit.predict(best["flops"]))
+            checks[form] = {"predicted": predicted, "constants": refit.constants(),
+                            "relative_error": abs(predicted - best["eval_loss"]) / best["eval_loss"]}
         out["extrapolation"] = {
             "held_out": f"largest size, N = {best['params_active']:.4g}",
             "compute": float(best["flops"]),
             "actual": float(best["eval_loss"]),
-            "predicted": predicted,
-            "relative_error": abs(predicted - best["eval_loss"]) / best["eval_loss"],
-            "constants": refit.constants(),
+            **checks["with_E"],
+            "forms": checks,
         }
     except ValueError as e:
         out["extrapolation"] = _skipped(str(e))
@@ -384,6 +387,7 @@ def fit_study(
     for law in laws.values():
         if "E" in (law.get("constants") or {}):
             law["irreducible_loss"] = irreducible_loss(law)
+    _check_the_form_to_read(laws["loss_vs_compute"])
     data = {
         "final_points": len(points),
         "cooldown_branches": int(results.is_branch(points).sum()) if len(points) else 0,
@@ -421,6 +425,17 @@ def _fmt(value, interval=None) -> str:
 E_BOUND_TOLERANCE = 1e-2  # nats: an irreducible loss below this sits at its bound, E >= 0
 
 
+def _check_the_form_to_read(law: dict) -> None:
+    """Points L(C)'s extrapolation check (``relative_error``, ``predicted``, ``form``) at the form
+    the report tells the reader to use: the law with E when E is identified, else the pure power
+    law. Both forms' checks stay under ``forms``; the held-out size is in neither fit."""
+    ext = law.get("extrapolation") or {}
+    if "forms" not in ext:
+        return
+    form = "with_E" if law["irreducible_loss"]["identified"] else "pure_power_law"
+    ext.update(ext["forms"][form], form=form)
+
+
 def irreducible_loss(law: dict) -> dict:
     """Whether a law's E is identified: neither its estimate nor its interval's lower end sits at
     the bound E = 0. When it does, the data (too little curvature in log-log) cannot tell E from 0:
@@ -433,6 +448,17 @@ def irreducible_loss(law: dict) -> dict:
             f"{low:.3g}), so the data cannot tell an irreducible loss from none; read this law as "
             "the pure power law in the other terms, and do not quote E")
     return {"identified": identified, "note": note}
+
+
+def _form_note(ext: dict) -> str:
+    """', for the pure power law, the form to read (with E: 2.70%)' when both forms were checked."""
+    forms = ext.get("forms")
+    if not forms:
+        return ""
+    if ext["form"] == "with_E":
+        return f" for the law with E (pure power law: {100 * forms['pure_power_law']['relative_error']:.2f}%)"
+    return (f" for the pure power law, the form to read since E is not identified (with E: "
+            f"{100 * forms['with_E']['relative_error']:.2f}%)")
 
 
 def _constants_line(law: dict) -> str:
@@ -532,7 +558,7 @@ def report_section(fit: dict) -> str:
             else:
                 lines.append(
                     f"\nExtrapolation check (fit without the {ext['held_out']}): relative "
-                    f"error {100 * ext['relative_error']:.2f}% on the held-out size."
+                    f"error {100 * ext['relative_error']:.2f}% on the held-out size{_form_note(ext)}."
                 )
         lines.append("")
     return "\n".join(line for line in lines if line is not None)

@@ -119,3 +119,17 @@ def warmup_steps(hparams: HParams, batch_tokens: int, total_steps: int) -> int:
     """Warmup steps: the table's warmup tokens, capped at 10% of the run (at least 1 step)."""
     steps = math.ceil(hparams.warmup_tokens / batch_tokens)
     return max(1, min(steps, int(MAX_WARMUP_FRACTION * total_steps)))
+
+
+def learning_rate_from_law(law: tuple[float, float], params: float) -> float:
+    """Peak learning rate ``coef * params ** exponent`` from ``law = (coef, exponent)``.
+
+    For a study that measured its own optimum: fit log(lr_opt) against log(N) over a sweep of its
+    smaller sizes and give the two constants (``train.learning_rate_law``); larger sizes then get
+    the law's extrapolation rather than a rate tuned on them (experiments/cpu_demo.py).
+    """
+    coef, exponent = (float(x) for x in law)
+    if coef <= 0 or params <= 0:
+        raise ValueError(f"learning_rate_law={tuple(law)} must have a positive coefficient "
+                         f"(and the model positive parameters, got {params})")
+    return coef * params ** exponent
