@@ -331,13 +331,11 @@ def _iso_loss_panel(ax, family, law, colors):
     if decades.size:
         ax.plot([], [], color="0.45", ls="--", lw=0.8, label="iso-FLOP lines (C in FLOPs)")
     n_opt, d_opt = compute_optimal_frontier(allocation, np.geomspace(*c_lim, 200))
-    ax.plot(
-        n_opt,
-        d_opt,
-        color="tab:red",
-        lw=1.6,
-        label=f"compute-optimal: N ∝ C^{allocation['a']:.3f}, D ∝ C^{allocation['b']:.3f}",
-    )
+    label = f"compute-optimal: N ∝ C^{allocation['a']:.3f}, D ∝ C^{allocation['b']:.3f}"
+    inside = (n_opt >= n_lim[0]) & (n_opt <= n_lim[1]) & (d_opt >= d_lim[0]) & (d_opt <= d_lim[1])
+    if not inside.any():  # a wild fit: say where the frontier is instead of drawing it nowhere
+        label += f"\n(off this panel: N_opt = {_label_n(n_opt.min())}–{_label_n(n_opt.max())})"
+    ax.plot(n_opt, d_opt, color="tab:red", lw=1.6, label=label)
     for n, group in family.groupby("params_active"):
         ax.scatter(
             group["params_active"],
