@@ -28,7 +28,7 @@ What each choice did (same machine, same ladder, 1.5 tokens/param, WSD with cool
 
 | learning rates | time | L(C) extrapolation | Approach 3 extrapolation | final losses |
 |---|---|---|---|---|
-| GPT-3 rule x sqrt(batch), 3.2e-4 to 1.2e-3 | 9m13s | 1.3% (E at 0) | 2.0% | 6.76 to 4.89 |
+| GPT-3 rule x sqrt(batch), 3.2e-4 to 1.2e-3 | (not recorded) | 1.3% (E at 0) | 2.0% | 6.76 to 4.89 |
 | one rate, 3e-3 | 9m13s | 0.5% (E = 0.61) | 2.2% (E at 0) | 6.25 to 4.42 |
 | the measured law (now) | 7m57s | 1.15% pure / 2.7% with E (E at 0) | 0.8% (E at 0) | 6.03 to 4.39 |
 
