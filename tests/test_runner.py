@@ -42,6 +42,23 @@ def test_plan_gpt_neo_matches_accounting():
     assert plan_lib.total_flops(runs) == pytest.approx(sum(r.flops for r in runs))
 
 
+def test_learning_rate_law_sets_each_sizes_rate_unless_a_rate_is_given():
+    from neoscale.runner.config import base_config
+
+    train = base_config().train
+    train.batch_size = 8
+    train.learning_rate_law = (5.91, -0.606)
+    sizes = ["cpu-100k", "cpu-400k"]
+    budget = plan_lib.parse_budget(tokens_per_param=1.0)
+    runs = plan_lib.make_plan(sizes, budget, vocab_size=512, seq_len=64, train=train)
+    assert [r.learning_rate for r in runs] == pytest.approx(
+        [5.91 * r.params_active ** -0.606 for r in runs], rel=1e-12)
+    assert runs[0].learning_rate > runs[1].learning_rate
+    train.learning_rate = 1e-3  # an explicit rate wins
+    runs = plan_lib.make_plan(sizes, budget, vocab_size=512, seq_len=64, train=train)
+    assert [r.learning_rate for r in runs] == [1e-3, 1e-3]
+
+
 def test_budget_modes():
     sizes = ["cpu-100k", "cpu-800k"]
     kwargs = {"vocab_size": 2048, "seq_len": 128, "train": base_config().train}
