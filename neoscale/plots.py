@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from neoscale.scaling import chinchilla  # noqa: E402
 from neoscale.scaling import results as results_lib  # noqa: E402
 from neoscale.scaling.study import law_family  # noqa: E402
 
@@ -65,6 +66,13 @@ def _legend(ax, title=None):
     )
 
 
+def _scatter_by_size(ax, points, x: str, y: str, colors, *, size: float, edge_width: float):
+    """Columns ``x`` against ``y`` of ``points``, one labelled, coloured series per size."""
+    for n, group in points.groupby("params_active"):
+        ax.scatter(group[x], group[y], color=colors[n], s=size, zorder=3, edgecolor="k",
+                   linewidth=edge_width, label=f"N = {_label_n(n)}")
+
+
 def _plain_loss_axis(ax):
     """Log-scale loss axis with plain tick labels (2, 3, 4 rather than 2×10⁰)."""
     ax.set_yscale("log")
@@ -90,17 +98,7 @@ def loss_vs_compute(points, fit, colors, curves=None):
     for run, df in (curves or {}).items():
         if run in runs_n and {"flops", "loss"} <= set(df.columns) and run in set(dense["run"]):
             ax.plot(df["flops"], df["loss"], color=colors[runs_n[run]], alpha=0.35, lw=0.8)
-    for n, group in dense.groupby("params_active"):
-        ax.scatter(
-            group["flops"],
-            group["eval_loss"],
-            color=colors[n],
-            s=18,
-            zorder=3,
-            edgecolor="k",
-            linewidth=0.3,
-            label=f"N = {_label_n(n)}",
-        )
+    _scatter_by_size(ax, dense, "flops", "eval_loss", colors, size=18, edge_width=0.3)
     law = _fitted(fit, "loss_vs_compute")
     if law:
         band = law["frontier"]
@@ -184,16 +182,10 @@ def optimal_allocation(fit):
     law3 = _fitted(fit, "chinchilla_approach3")
     if law3 and spans:  # on the same compute axis, through the runs' FLOPs per token k·N^s
         allocation = law3["allocation"]
-        per_token = allocation["flops_per_token"]
         line = np.geomspace(min(s.min() for s in spans), max(s.max() for s in spans) * 100, 50)
-        n_opt = allocation["n_opt_at_1"] * line ** allocation["a"]
+        n_opt, d_opt = compute_optimal_frontier(allocation, line)
         ax_n.plot(line, n_opt, "g--", label=f"Approach 3: ∝ C^{allocation['a']:.3f}")
-        ax_d.plot(
-            line,
-            line / (per_token["k"] * n_opt ** per_token["s"]),
-            "g--",
-            label=f"Approach 3: ∝ C^{allocation['b']:.3f}",
-        )
+        ax_d.plot(line, d_opt, "g--", label=f"Approach 3: ∝ C^{allocation['b']:.3f}")
     for ax, what in ((ax_n, "compute-optimal parameters N_opt"), (ax_d, "compute-optimal tokens D_opt")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -275,10 +267,8 @@ def loss_vs_tokens(points, all_rows, colors, curves=None):
 
 
 def chinchilla_loss(constants: dict, n, d) -> np.ndarray:
-    """Approach 3's law L(N, D) = E + A/N^alpha + B/D^beta at parameters ``n`` and tokens ``d``."""
-    n, d = np.asarray(n, np.float64), np.asarray(d, np.float64)
-    c = constants
-    return c["E"] + c["A"] / n ** c["alpha"] + c["B"] / d ** c["beta"]
+    """Approach 3's law L(N, D) = E + A/N^alpha + B/D^beta (fit.json's constants) at ``n``, ``d``."""
+    return chinchilla.ChinchillaFit(**constants).predict(n, d)
 
 
 def compute_optimal_frontier(allocation: dict, compute) -> tuple[np.ndarray, np.ndarray]:
@@ -336,17 +326,7 @@ def _iso_loss_panel(ax, family, law, colors):
     if not inside.any():  # a wild fit: say where the frontier is instead of drawing it nowhere
         label += f"\n(off this panel: N_opt = {_label_n(n_opt.min())}–{_label_n(n_opt.max())})"
     ax.plot(n_opt, d_opt, color="tab:red", lw=1.6, label=label)
-    for n, group in family.groupby("params_active"):
-        ax.scatter(
-            group["params_active"],
-            group["tokens"],
-            color=colors[n],
-            s=22,
-            zorder=3,
-            edgecolor="k",
-            linewidth=0.4,
-            label=f"N = {_label_n(n)}",
-        )
+    _scatter_by_size(ax, family, "params_active", "tokens", colors, size=22, edge_width=0.4)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(*n_lim)

@@ -58,7 +58,7 @@ class ModelConfig:
     # (local) or the lower block triangle (global); "splash": Pallas TPU kernel (neoscale.model.attention).
     attention_impl: str = "auto"
     # Layer groups up to this count run unrolled (no while loop: XLA keeps each layer's residuals
-    # in place instead of copying them into stacked buffers; 1.5x faster steps for 2 groups on a
+    # in place instead of copying them into stacked buffers; 1.3x faster steps for 2 groups on a
     # CPU, benchmarks/RESULTS.md); deeper stacks are scanned, so compile time stays flat in depth.
     # 0 = always scan.
     max_unrolled_groups: int = 4
