@@ -32,8 +32,8 @@ What each choice did (same machine, same ladder, 1.5 tokens/param, WSD with cool
 | one rate, 3e-3 | 9m13s | 0.5% (E = 0.61) | 2.2% (E at 0) | 6.25 to 4.42 |
 | the measured law (now) | 7m57s | 1.15% pure / 2.7% with E (E at 0) | 0.8% (E at 0) | 6.03 to 4.39 |
 
-Another model seed (`--config.train.seed=1`, 7m39s): Approach 3 0.62%, L(C) 0.26% (pure) / 0.27%
-(with E), E again at its bound for both.
+Another model seed (`--config.train.seed=1`; 7m39s, not idle: a short `duplicates` scan ran
+beside it): Approach 3 0.62%, L(C) 0.26% (pure) / 0.27% (with E), E again at its bound for both.
 
 (the drop from 9m13s to 7m57s is the faster step of issue 11: shallow stacks unrolled, single-pass
 softmax sums in the fused loss.)
