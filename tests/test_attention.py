@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from neoscale.model import GPTNeo, ModelConfig
+from neoscale.model import attention as attention_module
 from neoscale.model.attention import attention, causal_blocked, local_blocked, resolve
 
 
@@ -61,6 +62,48 @@ def test_blocked_gradients_equal_dense():
         want = jax.jit(jax.grad(lambda *a, f=dense: loss(f, *a), argnums=(0, 1, 2)))(q, k, v)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_blocked_bfloat16_gradients_match_float32():
+    q, k, v = _qkv(40, dtype=jnp.bfloat16)
+
+    def grads(q, k, v):
+        return jax.grad(lambda *a: jnp.sum(jnp.sin(local_blocked(*a, 16, 0.25))), argnums=(0, 1, 2))(
+            q, k, v)
+
+    got = jax.jit(grads)(q, k, v)
+    want = jax.jit(grads)(*(x.astype(jnp.float32) for x in (q, k, v)))
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == jnp.bfloat16
+        np.testing.assert_allclose(g.astype(jnp.float32), w, rtol=0.05, atol=0.05)
+
+
+def _saved_probabilities_attention(q, k, v, mask, scale):
+    """The plain softmax core (autodiff saves its [Q, K] probabilities for the backward pass)."""
+    scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32) * scale
+    probs = jax.nn.softmax(jnp.where(mask, scores, attention_module.MASK_VALUE), axis=-1)
+    return jnp.einsum("...hqk,...khd->...qhd", probs.astype(v.dtype), v)
+
+
+def test_blocked_backward_recomputes_instead_of_keeping_probabilities(monkeypatch):
+    """XLA's temporaries for the gradient of four blocked layers: the recomputing core must keep
+    far less alive than the plain softmax core (XLA folds a careless recomputation back in)."""
+
+    def temporaries() -> int:
+        def loss(x):
+            for layer in range(4):
+                y = (local_blocked(x, x, x, 128, 1.0) if layer % 2
+                     else causal_blocked(x, x, x, 1.0, block=128))
+                x = x + y
+            return x.sum()
+
+        x = jax.ShapeDtypeStruct((2, 512, 4, 32), jnp.float32)
+        return jax.jit(jax.grad(loss)).lower(x).compile().memory_analysis().temp_size_in_bytes
+
+    recomputing = temporaries()
+    monkeypatch.setattr(attention_module, "masked_attention", _saved_probabilities_attention)
+    saving = temporaries()
+    assert recomputing < 0.6 * saving, (recomputing, saving)
 
 
 def test_blocked_bfloat16_matches_float32():

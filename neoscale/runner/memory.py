@@ -9,12 +9,13 @@ The estimate (bytes per device) adds up, for a micro-batch of ``b`` sequences of
   ``a`` bytes (counted from this model's blocks; cf. Korthikanti et al. 2022):
   ``none`` keeps ~16·d (layer norms, q/k/v, attention output, residuals, the 4d MLP hidden before
   and after the GELU); ``dots`` keeps matmul outputs (~11·d); ``dots_no_batch`` only the weight
-  matmuls (~10·d); ``full`` only each layer group's input (d). Attention without a fused kernel
-  (the XLA paths: CPU, or ``attention_impl`` dense/blocked) also keeps its float32 scores, heads x
-  keys per token (keys: the whole sequence for dense global layers, half of it plus half a block
-  for blocked causal ones, two windows for banded local layers); splash (TPU) and cuDNN (GPU) keep
-  only a float32 log-sum-exp per head.
-* **working set**: one layer group's full activations, recomputed in the backward pass.
+  matmuls (~10·d); ``full`` only each layer group's input (d). Attention keeps a float32
+  log-sum-exp per head: splash (TPU) and cuDNN (GPU), and the blocked XLA path, whose backward
+  pass recomputes its scores (``neoscale.model.attention.masked_attention``); the dense XLA path
+  keeps its float32 scores and probabilities, heads x keys per token (the whole sequence).
+* **working set**: one layer group's full activations, recomputed in the backward pass, with the
+  XLA paths' scores of one layer (keys: the whole sequence for dense layers, half of it plus half
+  a block for blocked causal ones, two windows for banded local layers).
 * **loss**: float32 logits and their gradient for the tokens the loss holds at once: the whole
   micro-batch for the plain loss, one chunk (``model.loss_chunk_tokens``) for the fused one.
 
@@ -72,7 +73,7 @@ class MemoryChoice:
 
 
 def _attention_keys(model: ModelConfig, layer: int, seq_len: int) -> float:
-    """Keys per query whose scores the XLA attention paths compute (and keep without remat)."""
+    """Keys per query whose scores the XLA attention paths compute."""
     if model.attention_impl == "dense":
         return seq_len
     if model.attention_kind(layer) == "local":
@@ -95,20 +96,22 @@ def estimate(model: ModelConfig, seq_len: int, micro_batch_per_device: int, stat
     group_params = (params - accounting.param_counts(model)["embedding"]) / model.num_groups
     state += 2 * a * group_params
 
-    def attention_bytes(layer: int) -> float:  # per token, kept by the attention of one layer
-        if flash_attention:
-            return 4 * model.num_heads
+    def attention_bytes(layer: int, *, kept: bool) -> float:
+        """Per token: what one layer's attention keeps for the backward pass (``kept``), or holds
+        while it runs (its scores, on the XLA paths)."""
+        if flash_attention or (kept and model.attention_impl != "dense"):
+            return 4 * model.num_heads  # the log-sum-exp
         return (4 + a) * model.num_heads * _attention_keys(model, layer, seq_len)
 
-    def layer_bytes(layer: int, policy: str) -> float:  # per token
+    def layer_bytes(layer: int, policy: str, *, kept: bool = True) -> float:  # per token
         saved = SAVED_PER_TOKEN_LAYER[policy] * d * a
         if policy in ("none", "dots"):
-            saved += attention_bytes(layer)
+            saved += attention_bytes(layer, kept=kept)
         return saved
 
     layers = range(model.num_layers)
     saved = sum(layer_bytes(i, remat) for i in layers) + model.num_groups * d * a  # scan carries
-    working = sum(layer_bytes(i, "none") for i in range(model.layer_period))
+    working = sum(layer_bytes(i, "none", kept=False) for i in range(model.layer_period))
     fused = model.loss_impl == "fused"
     loss_tokens = min(tokens, model.loss_chunk_tokens) if fused else tokens
     loss = loss_tokens * model.vocab_size * (8 + a)
