@@ -17,7 +17,7 @@ extrapolation (1.3e-3) and was never tuned. The GPT-3 table's rule scaled by sqr
 4k-token batches (3.2e-4 to 1.2e-3) left the models far from their best.
 
 Measured on an idle 2-core machine (matmul probe ~255 GFLOP/s; `python -m neoscale.run`,
-2026-11-23): 7m57s from a fresh workdir, preparation included. Held-out losses end between 6.03
+2026-11-23): 6m46s from a fresh workdir, preparation included. Held-out losses end between 6.03
 (w32d2h2) and 4.39 (cpu-800k). Fitting without the largest size, Approach 3 predicts its held-out
 loss within 0.8% (mean over its three points); L(C), read as the pure power law because its E sits
 at the bound 0 (the report says so), predicts its best point within 1.15% (the form with E: 2.7%).
@@ -30,13 +30,14 @@ What each choice did (same machine, same ladder, 1.5 tokens/param, WSD with cool
 |---|---|---|---|---|
 | GPT-3 rule x sqrt(batch), 3.2e-4 to 1.2e-3 | (not recorded) | 1.3% (E at 0) | 2.0% | 6.76 to 4.89 |
 | one rate, 3e-3 | 9m13s | 0.5% (E = 0.61) | 2.2% (E at 0) | 6.25 to 4.42 |
-| the measured law (now) | 7m57s | 1.15% pure / 2.7% with E (E at 0) | 0.8% (E at 0) | 6.03 to 4.39 |
+| the measured law (now) | 7m57s, 6m46s | 1.15% pure / 2.7% with E (E at 0) | 0.8% (E at 0) | 6.03 to 4.39 |
 
 Another model seed (`--config.train.seed=1`; 7m39s, not idle: a short `duplicates` scan ran
 beside it): Approach 3 0.62%, L(C) 0.26% (pure) / 0.27% (with E), E again at its bound for both.
 
-(the drop from 9m13s to 7m57s is the faster step of issue 11: shallow stacks unrolled, single-pass
-softmax sums in the fused loss.)
+(the drop from 9m13s to 7m57s to 6m46s is the faster step of issue 11: shallow stacks unrolled,
+single-pass softmax sums in the fused loss, then attention that recomputes its probabilities in the
+backward pass; the last change left every loss and both extrapolation errors as they were.)
 """
 
 from neoscale.runner.config import base_config

@@ -9,7 +9,9 @@ A local layer's query i sees keys i-window+1 ... i (GPT-Neo's exact window).
 * ``blocked``: only what the mask keeps, in XLA. Local: the sequence in blocks of ``window``
   positions, each query block against its own and the previous key block (2 x window keys per
   query, whatever the length). Global: query blocks of ``GLOBAL_BLOCK`` positions against the key
-  prefix up to their block (the fully masked upper block triangle is never computed).
+  prefix up to their block (the fully masked upper block triangle is never computed). The
+  backward pass recomputes the probabilities from a saved log-sum-exp (``masked_attention``), so
+  no layer's [Q, K] scores outlive its forward pass.
 * ``splash``: the Pallas TPU kernel (``jax.experimental.pallas.ops.tpu.splash_attention``) with
   CausalMask / LocalMask, which skips masked blocks on the chip; ``interpret=True`` runs it on a CPU.
 * ``cudnn``: cuDNN flash attention on GPU (bf16/f16).
