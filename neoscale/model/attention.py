@@ -94,7 +94,7 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, scale: floa
         # softmax backward: dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) = rowsum(dO * O)
         d_o_dot_o = jnp.einsum("...qhd,...qhd->...hq", d_out.astype(jnp.float32),
                                out.astype(jnp.float32))
-        q_tied = _tied_to(q, d_out)
+        q_tied = _tied_to(q, d_o_dot_o)
         s_t = jnp.einsum("...khd,...qhd->...hkq", k, q_tied,
                          preferred_element_type=jnp.float32) * scale
         p_t = jnp.where(mask_t, jnp.exp(s_t - lse[..., None, :]), 0.0)  # [..., H, K, Q]
@@ -109,16 +109,18 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, scale: floa
     return attend(q, k, v)
 
 
-def _tied_to(x: jax.Array, cotangent: jax.Array) -> jax.Array:
-    """``x`` unchanged in value (x * (1 + 0 * sum(cotangent))) but computed from ``cotangent``.
+def _tied_to(q: jax.Array, d_o_dot_o: jax.Array) -> jax.Array:
+    """``q`` [..., Q, H, D] unchanged in value (q * (1 + 0 * rowsum(dO * O))) but computed from
+    the backward pass's cotangent (``d_o_dot_o`` [..., H, Q], float32), row by row: no reduction
+    across rows, so nothing to all-reduce when the batch or the heads are sharded.
 
     A recomputation in a backward pass must start from such a value, or XLA undoes it (seen on
     the CPU backend, which also drops ``jax.checkpoint``'s optimization barriers): common-
     subexpression elimination folds it into the identical forward computation, or the scheduler
     hoists it into the forward pass, and the [K, Q] buffers stay alive from one pass to the other.
     """
-    zero = 0.0 * jnp.sum(cotangent, dtype=jnp.float32)
-    return x * (1.0 + zero).astype(x.dtype)
+    zero = 0.0 * jnp.swapaxes(d_o_dot_o, -1, -2)[..., None]  # [..., Q, H, 1]
+    return q * (1.0 + zero).astype(q.dtype)
 
 
 def _causal_mask(queries: int, keys: int, offset: int = 0, window: int | None = None) -> np.ndarray:
