@@ -50,6 +50,23 @@ def test_estimate_by_hand_for_a_small_model():
     assert full.activations == int(memory.XLA_OVERHEAD * tokens * 64 * 4)
 
 
+def test_blocked_attention_keeps_a_log_sum_exp_and_holds_one_layers_scores():
+    """The blocked path recomputes its scores in the backward pass: the saved activations count a
+    float32 log-sum-exp per head, the working set one layer group's scores (as for dense)."""
+    model = presets.model_config("w64d2h4", vocab_size=512, max_positions=64, window_size=16,
+                                 loss_impl="plain", attention_impl="blocked")
+    args = {"seq_len": 32, "micro_batch_per_device": 2, "state_shards": 1, "micro_batches": 1,
+            "flash_attention": False, "remat": "none"}
+    blocked = memory.estimate(model, **args)
+    dense = memory.estimate(model.replace(attention_impl="dense"), **args)
+    tokens, per_layer = 64, 16 * 64 * 4
+    assert blocked.activations == int(memory.XLA_OVERHEAD * tokens * (2 * (per_layer + 4 * 4) + 64 * 4))
+    # blocked causal keys: (32 + GLOBAL_BLOCK) / 2 capped at 32; local: two windows = 32
+    assert blocked.working_set == dense.working_set == int(
+        memory.XLA_OVERHEAD * tokens * 2 * (per_layer + 8 * 4 * 32))
+    assert blocked.activations < dense.activations
+
+
 def test_estimate_counts_micro_batches_remat_and_fused_loss():
     model = presets.model_config("1.3B", dtype="bfloat16")
     common = {"seq_len": 2048, "state_shards": 16, "flash_attention": True}
