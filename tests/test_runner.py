@@ -114,6 +114,17 @@ def test_seq_len_beyond_positions_is_a_plan_error():
                            seq_len=1024)
 
 
+def test_a_mesh_that_does_not_divide_a_size_is_a_plan_error():
+    """Refused when planning (the dry run), not minutes into the study when that size starts."""
+    with pytest.raises(ValueError, match=r"cpu-220k.*'heads'.* of size 3 is not divisible by mesh "
+                                         r"axes tensor of size 2"):
+        plan_lib.make_plan(["w32d2h2", "cpu-220k"], plan_lib.parse_budget(steps=1), vocab_size=512,
+                           seq_len=64, num_devices=8, mesh="fsdp:4,tensor:2")
+    (run,) = plan_lib.make_plan(["w32d2h2"], plan_lib.parse_budget(steps=1), vocab_size=512,
+                                seq_len=64, num_devices=8, mesh="fsdp:4,tensor:2")
+    assert run.size == "w32d2h2"
+
+
 def test_results_csv_columns_and_rows(tmp_path):
     train = base_config().train
     train.batch_size = 8

@@ -30,8 +30,9 @@ from neoscale.data import check_seq_len
 from neoscale.hardware import Target
 from neoscale.model import ModelConfig
 from neoscale.runner import memory as memory_lib
-from neoscale.sharding.mesh import parse_mesh
+from neoscale.sharding.mesh import abstract_mesh, parse_mesh
 from neoscale.training import hparams as hparams_rule
+from neoscale.training.state import ModelParams
 
 BUDGET_MODES = ("tokens_per_param", "tokens", "flops", "steps")
 DEFAULT_TOKENS_PER_PARAM = 20.0
@@ -245,6 +246,7 @@ def plan_size(
 
     try:
         check_seq_len(seq_len, model.max_positions)
+        ModelParams(model, seed=0).shardings(abstract_mesh(mesh))  # divisible by the mesh's axes
     except ValueError as error:
         raise ValueError(f"size {size!r}: {error}") from None
     counts = accounting.param_counts(model)

@@ -1,6 +1,6 @@
 """Device mesh and the logical-axis rules that place parameters, batches and activations."""
 
-from neoscale.sharding.mesh import MESH_AXES, describe, make_mesh, parse_mesh
+from neoscale.sharding.mesh import MESH_AXES, abstract_mesh, describe, make_mesh, parse_mesh
 from neoscale.sharding.rules import (
     LOGICAL_AXIS_RULES,
     batch_divisor,
@@ -14,6 +14,7 @@ from neoscale.sharding.rules import (
 __all__ = [
     "LOGICAL_AXIS_RULES",
     "MESH_AXES",
+    "abstract_mesh",
     "batch_divisor",
     "batch_sharding",
     "check_divisible",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AbstractMesh, AxisType, Mesh
 
 # Canonical order, outermost first: ``tensor`` innermost so that it lands on the fastest links.
 MESH_AXES = ("data", "fsdp", "expert", "tensor")
@@ -74,6 +74,13 @@ def make_mesh(spec: str = "", devices: Sequence[jax.Device] | None = None) -> Me
                              devices=devices)
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
                 axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def abstract_mesh(sizes: dict[str, int]) -> AbstractMesh:
+    """The mesh of ``sizes`` ({axis: size}, as from ``parse_mesh``) without devices: for planning
+    and checking shardings for a machine other than this one."""
+    return AbstractMesh(tuple(sizes.get(axis, 1) for axis in MESH_AXES), MESH_AXES,
+                        axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
 def describe(mesh: Mesh) -> str:
