@@ -1,7 +1,9 @@
 """Refit and redraw a study's scaling laws from saved results, without training.
 
   python -m neoscale.fit --workdir=DIR
-      reads DIR/results.csv (+ DIR/runs/*/metrics.jsonl), writes DIR/fit.json and DIR/plots/.
+      reads DIR/results.csv (+ DIR/runs/*/metrics.jsonl), writes DIR/fit.json and DIR/plots/;
+      for a study's own workdir (DIR/plan.json) also DIR/report.md, exactly as the study's end
+      does (its fit settings, unless --n_bootstrap / --seed are given), so nothing goes stale.
   python -m neoscale.fit --results=FILE.csv --params_column="Model Size" \
       --flops_column="Training FLOP" --loss_column=loss --out_dir=OUT
       fits any table of finished runs (one row per run), e.g. published data.
@@ -11,11 +13,12 @@ Exit status: 0 done, 2 bad input (one line on stderr: ``neoscale.fit: error: ...
 
 from __future__ import annotations
 
+import io
 import json
-import pathlib
 import sys
 
 from absl import app, flags
+from etils import epath
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "study directory holding results.csv (and runs/)")
@@ -52,14 +55,14 @@ def _load():
     if bool(FLAGS.workdir) == bool(FLAGS.results):
         raise ValueError("pass exactly one of --workdir=DIR or --results=FILE.csv")
     if FLAGS.workdir:
-        workdir = pathlib.Path(FLAGS.workdir)
+        workdir = epath.Path(FLAGS.workdir)
         table = results_lib.load_results(workdir / "results.csv")
-        return table, results_lib.load_curves(workdir) or None, pathlib.Path(FLAGS.out_dir or workdir)
-    path = pathlib.Path(FLAGS.results)
+        return table, results_lib.load_curves(workdir) or None, epath.Path(FLAGS.out_dir or workdir)
+    path = epath.Path(FLAGS.results)
     if not path.is_file():
         raise FileNotFoundError(f"--results={path} does not exist")
     try:
-        raw = pd.read_csv(path)
+        raw = pd.read_csv(io.StringIO(path.read_text()))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable CSV table ({e.__class__.__name__})") from None
     if {"run", "final", "params_active"} <= set(raw.columns):  # a study's own results table
@@ -77,12 +80,40 @@ def _load():
             run_column=FLAGS.run_column,
             budget_column=FLAGS.budget_column,
         )
-    return table, None, pathlib.Path(FLAGS.out_dir or path.parent)
+    return table, None, epath.Path(FLAGS.out_dir or path.parent)
+
+
+def _refit_study(workdir: epath.Path) -> dict:
+    """A study's own workdir: fit.json, plots/ and report.md rewritten by the study's own code."""
+    from neoscale.runner import study as study_lib
+
+    study, plan = study_lib.load_plan(workdir)
+    if FLAGS["n_bootstrap"].present:
+        study.fit.n_bootstrap = FLAGS.n_bootstrap
+    if FLAGS["seed"].present:
+        study.fit.seed = FLAGS.seed
+    failures: dict[str, str] = {}
+    outputs = study_lib.finish_study(workdir, study, plan, failures)
+    if failures:
+        raise ValueError("; ".join(f"{what} failed: {why}" for what, why in failures.items()))
+    fit = json.loads((workdir / "fit.json").read_text())
+    return {"fit": str(workdir / "fit.json"), "report": str(workdir / "report.md"),
+            "plots": [p for p in outputs if "/plots/" in p],
+            "laws": {k: v["status"] for k, v in fit["laws"].items()}}
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags")
+    workdir = epath.Path(FLAGS.workdir) if FLAGS.workdir else None
+    if (workdir and not FLAGS.results and (workdir / "plan.json").is_file() and FLAGS.plots
+            and FLAGS.out_dir in (None, FLAGS.workdir)):
+        try:
+            summary = _refit_study(workdir)
+        except (ValueError, FileNotFoundError) as error:
+            _fail(str(error))
+        print(json.dumps(summary))
+        return
     try:
         from neoscale import plots, scaling
 

@@ -6,9 +6,10 @@ Every figure is written as PNG and SVG. Each parameter count keeps one colour ac
 
 from __future__ import annotations
 
-import pathlib
+import io
 
 import matplotlib
+from etils import epath
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,11 +42,14 @@ def _label_n(n: float) -> str:
     return f"{n:.3g}"
 
 
-def _save(fig, out_dir: pathlib.Path, name: str) -> list[pathlib.Path]:
+def _save(fig, out_dir: epath.Path, name: str) -> list[epath.Path]:
+    """``name``.png and .svg in ``out_dir`` (a local path or a bucket's: gs://...)."""
     paths = []
     for ext in ("png", "svg"):
         path = out_dir / f"{name}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight")
+        path.write_bytes(buffer.getvalue())
         paths.append(path)
     plt.close(fig)
     return paths
@@ -399,9 +403,9 @@ def chinchilla_approach3(points, fit, colors):
     return fig
 
 
-def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[pathlib.Path]:
+def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[epath.Path]:
     """Writes PNG and SVG of every figure the data and fit support; returns the paths."""
-    out_dir = pathlib.Path(out_dir)
+    out_dir = epath.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     all_rows = results_lib.validate(results)
     points, _ = results_lib.final_points(all_rows)

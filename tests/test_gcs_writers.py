@@ -88,3 +88,28 @@ def test_atomic_writes_and_results_csv_on_gcs(gcs):
     frame = results.read_results(workdir)
     assert list(frame["run"]) == ["r", "s"] and list(frame["eval_loss"]) == [3.25, 3.5]
     assert sorted(p.name for p in workdir.iterdir()) == ["config.json", "results.csv"]  # no tmp left
+
+
+def test_fit_cli_refits_a_study_on_gcs(gcs, tmp_path, capsys):
+    """python -m neoscale.fit --workdir=gs://...: reads and writes the bucket (not a local gs: dir)."""
+    from neoscale import fit
+    from neoscale.scaling.synthetic import synthetic_study, write_workdir
+
+    table, curves = synthetic_study(budgets=(1e16, 1e17), sizes_per_budget=4, moe_experts=())
+    write_workdir(tmp_path, table, curves)
+    bucket = epath.Path("gs://bucket/study")
+    for local in tmp_path.rglob("*"):
+        if local.is_file():
+            remote = bucket / local.relative_to(tmp_path).as_posix()
+            remote.parent.mkdir(parents=True, exist_ok=True)
+            remote.write_text(local.read_text())
+    fit.FLAGS(["neoscale.fit", f"--workdir={bucket}", "--n_bootstrap=5"])
+    try:
+        fit.main(["neoscale.fit"])
+    finally:
+        fit.FLAGS.unparse_flags()
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["fit"] == "gs://bucket/study/fit.json"
+    assert json.loads((bucket / "fit.json").read_text())["n_bootstrap"] == 5
+    assert (bucket / "plots" / "loss_vs_compute.png").is_file()
+    assert not epath.Path("gs:").exists()  # nothing written to a local directory named gs:

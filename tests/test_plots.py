@@ -33,7 +33,7 @@ def test_every_figure_is_written_as_png_and_svg(drawn):
                    "approach3", "moe_frontiers"):
         assert {f"{figure}.png", f"{figure}.svg"} <= names
     for path in paths:
-        assert path.parent == out and path.stat().st_size > 1000
+        assert path.parent == out and len(path.read_bytes()) > 1000
     assert (out / "isoflop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (out / "isoflop.svg").read_bytes()[:1000]
 

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,6 +112,29 @@ def test_second_invocation_trains_nothing_and_reproduces_the_fit(finished_study)
     assert not any(line.startswith("step ") for line in out.stderr.splitlines())
     assert (workdir / study.FIT_FILE).read_text() == fit_before
     assert (workdir / results.RESULTS_FILE).read_text() == results_before
+
+
+@pytest.mark.slow
+def test_refit_rewrites_the_report_as_the_study_does(finished_study, tmp_path):
+    """python -m neoscale.fit --workdir on a study's workdir: fit.json, plots and report.md, from
+    the study's plan.json; with the study's own settings the report comes out identical."""
+    workdir, _, env, first = finished_study
+    assert first.returncode == 0, first.stderr[-3000:]
+    copy = tmp_path / "study"
+    shutil.copytree(workdir, copy)
+    (copy / "report.md").unlink()
+    (copy / study.FIT_FILE).unlink()
+    refit = [sys.executable, "-m", "neoscale.fit", f"--workdir={copy}"]
+    out = subprocess.run(refit, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout)["report"] == str(copy / "report.md")
+    assert (copy / "report.md").read_text() == (workdir / "report.md").read_text()
+    assert (copy / study.FIT_FILE).read_text() == (workdir / study.FIT_FILE).read_text()
+    out = subprocess.run([*refit, "--n_bootstrap=7"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((copy / study.FIT_FILE).read_text())["n_bootstrap"] == 7
+    assert "over 7 resamples" in (copy / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -127,6 +127,16 @@ class PlannedRun:
         out["memory_bytes_per_device"] = self.memory_bytes_per_device
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict) -> PlannedRun:
+        """The run ``to_dict`` wrote (plan.json's "runs" after a JSON round trip)."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in fields}
+        model = {key: tuple(v) if isinstance(v, list) else v for key, v in data["model"].items()}
+        values.update(model=ModelConfig(**model), memory=memory_lib.MemoryEstimate(**data["memory"]),
+                      branches=tuple(Branch(**branch) for branch in data.get("branches", ())))
+        return cls(**values)
+
 
 def branch_name(run: str, fraction: float) -> str:
     """Directory name of the cooldown branch ending at ``fraction`` of ``run``: 'cpu-400k_cd0.25'."""

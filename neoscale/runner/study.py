@@ -267,6 +267,13 @@ def run_study(
     return outcome
 
 
+def load_plan(workdir: epath.Path) -> tuple[ml_collections.ConfigDict, list[PlannedRun]]:
+    """(the study config, the plan) that ``run_study`` wrote to WORKDIR/plan.json."""
+    data = json.loads((epath.Path(workdir) / PLAN_FILE).read_text())
+    return (ml_collections.ConfigDict(data["study"]),
+            [PlannedRun.from_dict(run) for run in data["runs"]])
+
+
 def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
                  plan: Sequence[PlannedRun], failures: dict[str, str]) -> list[str]:
     """Fits the laws, draws the figures and writes the report (process 0). Returns the paths.
