@@ -83,10 +83,13 @@ def _load():
     return table, None, epath.Path(FLAGS.out_dir or path.parent)
 
 
-def _refit_study(workdir: epath.Path) -> dict:
-    """A study's own workdir: fit.json, plots/ and report.md rewritten by the study's own code."""
+def _refit_study(workdir: epath.Path) -> dict | None:
+    """A study's own workdir (its plan.json): fit.json, plots/ and report.md rewritten by the
+    study's own code; None for any other workdir."""
     from neoscale.runner import study as study_lib
 
+    if not (workdir / study_lib.PLAN_FILE).is_file():
+        return None
     study, plan = study_lib.load_plan(workdir)
     if FLAGS["n_bootstrap"].present:
         study.fit.n_bootstrap = FLAGS.n_bootstrap
@@ -96,24 +99,24 @@ def _refit_study(workdir: epath.Path) -> dict:
     outputs = study_lib.finish_study(workdir, study, plan, failures)
     if failures:
         raise ValueError("; ".join(f"{what} failed: {why}" for what, why in failures.items()))
-    fit = json.loads((workdir / "fit.json").read_text())
-    return {"fit": str(workdir / "fit.json"), "report": str(workdir / "report.md"),
-            "plots": [p for p in outputs if "/plots/" in p],
+    fit = json.loads((workdir / study_lib.FIT_FILE).read_text())
+    return {"fit": str(workdir / study_lib.FIT_FILE),
+            "report": str(workdir / study_lib.report_lib.REPORT_FILE),
+            "plots": [p for p in outputs if p.endswith((".png", ".svg"))],
             "laws": {k: v["status"] for k, v in fit["laws"].items()}}
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags")
-    workdir = epath.Path(FLAGS.workdir) if FLAGS.workdir else None
-    if (workdir and not FLAGS.results and (workdir / "plan.json").is_file() and FLAGS.plots
-            and FLAGS.out_dir in (None, FLAGS.workdir)):
+    if FLAGS.workdir and not FLAGS.results and FLAGS.plots and FLAGS.out_dir in (None, FLAGS.workdir):
         try:
-            summary = _refit_study(workdir)
+            summary = _refit_study(epath.Path(FLAGS.workdir))
         except (ValueError, FileNotFoundError) as error:
             _fail(str(error))
-        print(json.dumps(summary))
-        return
+        if summary is not None:
+            print(json.dumps(summary))
+            return
     try:
         from neoscale import plots, scaling
 

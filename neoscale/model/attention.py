@@ -70,11 +70,9 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, scale: floa
     """
     mask_t = np.swapaxes(np.asarray(mask), -1, -2)
 
-    def scores(q, k):  # [..., H, Q, K] float32
-        return jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32) * scale
-
     def forward(q, k, v):
-        s = jnp.where(mask, scores(q, k), MASK_VALUE)
+        s = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32) * scale
+        s = jnp.where(mask, s, MASK_VALUE)  # [..., H, Q, K]
         row_max = s.max(axis=-1, keepdims=True)
         p = jnp.exp(s - row_max)
         row_sum = p.sum(axis=-1, keepdims=True)

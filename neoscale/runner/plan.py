@@ -132,8 +132,8 @@ class PlannedRun:
         """The run ``to_dict`` wrote (plan.json's "runs" after a JSON round trip)."""
         fields = {field.name for field in dataclasses.fields(cls)}
         values = {key: value for key, value in data.items() if key in fields}
-        model = {key: tuple(v) if isinstance(v, list) else v for key, v in data["model"].items()}
-        values.update(model=ModelConfig(**model), memory=memory_lib.MemoryEstimate(**data["memory"]),
+        values.update(model=ModelConfig(**data["model"]),
+                      memory=memory_lib.MemoryEstimate(**data["memory"]),
                       branches=tuple(Branch(**branch) for branch in data.get("branches", ())))
         return cls(**values)
 
@@ -256,7 +256,6 @@ def plan_size(
 
     try:
         check_seq_len(seq_len, model.max_positions)
-        ModelParams(model, seed=0).shardings(abstract_mesh(mesh))  # divisible by the mesh's axes
     except ValueError as error:
         raise ValueError(f"size {size!r}: {error}") from None
     counts = accounting.param_counts(model)
@@ -379,13 +378,21 @@ def make_plan(
     if unknown:
         raise ValueError(f"size_overrides for {', '.join(unknown)}, which are not among the sizes "
                          f"{', '.join(sizes)}: fix the names or drop them")
+    models = {}  # size -> (model, its model overrides, its other RunConfig overrides)
+    for size in sizes:
+        overrides = dict(size_overrides.get(size, {}))
+        model_fields = {k: overrides.pop(k) for k in list(overrides) if k in MODEL_FIELDS}
+        model_fields = {**(model_overrides or {}), **model_fields}
+        model = model_for(size, model_fields, vocab_size)
+        try:  # every parameter dimension divisible by its mesh axes, before anything trains
+            ModelParams(model, seed=0).shardings(abstract_mesh(mesh_sizes))
+        except ValueError as error:
+            raise ValueError(f"size {size!r}: {error}") from None
+        models[size] = model, model_fields, overrides
     runs = []
     for value in budget.values:
         for size in sizes:
-            overrides = dict(size_overrides.get(size, {}))
-            model_fields = {k: overrides.pop(k) for k in list(overrides) if k in MODEL_FIELDS}
-            model_fields = {**(model_overrides or {}), **model_fields}
-            model = model_for(size, model_fields, vocab_size)
+            model, model_fields, overrides = models[size]
             runs.append(plan_size(f"{size}_{budget.tag(value)}", size, model, budget.mode, value,
                                   seq_len, train, mesh_sizes, cooldowns, overrides, process_count,
                                   target=target, remat_fixed="remat" in model_fields,
