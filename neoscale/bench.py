@@ -18,6 +18,12 @@ Prints a table and one JSON line per benchmarked depth. Conventions:
   the step, from JAX's compilation events.
 * ``peak_memory_bytes``: the allocator's peak on GPU/TPU; on a CPU the process's peak resident
   set size (a whole-process figure: it includes everything the process has held).
+* ``host_page_faults_per_step`` (and the reference's): the process's minor page faults per timed
+  step. On Linux, glibc maps allocations above its mmap threshold (at most 32 MiB) afresh and
+  unmaps them when freed, so XLA's per-step temporaries (and PyTorch's activations) are
+  zero-filled again every step, one 4 KiB page at a time; ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
+  makes those 2 MiB pages. Both sides of ``--compare=reference`` run in the same process and
+  environment (see benchmarks/RESULTS.md for what the setting does to each).
 """
 
 from __future__ import annotations
@@ -178,11 +184,12 @@ def figures(config: ModelConfig, timing, *, size: str, mesh, batch_size: int, se
         "remat": config.remat, "mesh": describe(mesh), "first_step_seconds": timing.first_step_seconds,
         "step_seconds_min": min(timing.step_seconds), "step_seconds_max": max(timing.step_seconds),
         "steps": steps, "loss_impl": config.loss_impl, "attention_impl": config.attention_impl,
+        "host_page_faults_per_step": timing.page_faults_per_step,
     }
     return result
 
 
-_REFERENCE_CACHE: dict[tuple, list[float]] = {}
+_REFERENCE_CACHE: dict[tuple, tuple[list[float], float]] = {}
 
 
 def add_reference(result: dict, config: ModelConfig, reference_steps: int) -> None:
@@ -195,11 +202,12 @@ def add_reference(result: dict, config: ModelConfig, reference_steps: int) -> No
         _REFERENCE_CACHE[key] = reference_step_seconds(
             config, batch_size, seq_len, AdamWSettings(peak_learning_rate(config)),
             steps=reference_steps, warmup_steps=1, threads=host_cores())
-    seconds = _REFERENCE_CACHE[key]
+    seconds, page_faults_per_step = _REFERENCE_CACHE[key]
     reference_tokens = batch_size * seq_len / median(seconds)
     result.update(reference_tokens_per_sec=reference_tokens,
                   ratio_vs_reference=result["tokens_per_sec"] / reference_tokens,
                   reference_step_seconds=median(seconds), reference_threads=host_cores(),
+                  reference_host_page_faults_per_step=page_faults_per_step,
                   reference_mfu=(result["train_flops_per_token"] * reference_tokens
                                  / (result["peak_tflops"] * 1e12)))
 
@@ -216,6 +224,8 @@ def format_table(results: list[dict]) -> str:
         ("params+grads+adam", "state_bytes", "{}"), ("data tokens/s", "data_tokens_per_sec", "{:,.0f}"),
         ("reference tokens/s", "reference_tokens_per_sec", "{:,.0f}"),
         ("reference MFU", "reference_mfu", "{:.1%}"),
+        ("host page faults", "host_page_faults_per_step", "{:,.0f}/step"),
+        ("reference faults", "reference_host_page_faults_per_step", "{:,.0f}/step"),
         ("ratio vs reference", "ratio_vs_reference", "{:.2f}x"),
     ]
     first = results[0]

@@ -49,8 +49,11 @@ def test_bench_tiny_with_reference_and_depths(tmp_path):
         assert result["mfu"] == pytest.approx(result["model_tflops"] / result["peak_tflops"])
         assert result["ratio_vs_reference"] == pytest.approx(
             result["tokens_per_sec"] / result["reference_tokens_per_sec"])
+        for key in ("host_page_faults_per_step", "reference_host_page_faults_per_step"):
+            assert math.isfinite(result[key]) and result[key] >= 0, (key, result[key])
     assert results[1]["state_bytes"] > results[0]["state_bytes"]  # deeper: more parameters
     assert "tokens/s" in done.stdout and "MFU" in done.stdout  # the readable table
+    assert "host page faults" in done.stdout
     assert any((tmp_path / "trace").rglob("*.xplane.pb"))  # the profiler trace
 
 
@@ -63,3 +66,18 @@ def test_bench_bad_input_is_one_line(args, message):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert message in last and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page sizes and faults as on Linux")
+def test_minor_page_faults_count_every_fresh_page_touched():
+    import mmap
+
+    from neoscale.benchmarking.memory import minor_page_faults
+
+    pages = 4096  # 16 MiB of 4 KiB pages in an anonymous mapping (no huge pages unless advised)
+    with mmap.mmap(-1, pages * mmap.PAGESIZE) as memory:
+        before = minor_page_faults()
+        for page in range(pages):
+            memory[page * mmap.PAGESIZE] = 1
+        faults = minor_page_faults() - before
+    assert pages <= faults < pages * 1.2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from neoscale.benchmarking.memory import minor_page_faults
 from neoscale.model import ModelConfig
 
 
@@ -47,8 +48,9 @@ def gpt_neo_config(config: ModelConfig):
 
 def reference_step_seconds(config: ModelConfig, batch_size: int, seq_len: int,
                            adamw: AdamWSettings, steps: int, warmup_steps: int,
-                           threads: int) -> list[float]:
-    """Seconds of each of ``steps`` timed reference training steps (after ``warmup_steps``).
+                           threads: int) -> tuple[list[float], float]:
+    """(seconds of each of ``steps`` timed reference training steps after ``warmup_steps``, the
+    host's minor page faults per timed step).
 
     One step: forward on int64 tokens [batch_size, seq_len], mean cross-entropy against the next
     tokens, backward, global-norm clipping, AdamW (decay on matrices only, not on embeddings,
@@ -86,8 +88,9 @@ def reference_step_seconds(config: ModelConfig, batch_size: int, seq_len: int,
     for _ in range(warmup_steps):
         step()
     seconds = []
+    faults_before = minor_page_faults()
     for _ in range(steps):
         start = time.perf_counter()
         step()  # eager CPU execution: the work is done when the call returns
         seconds.append(time.perf_counter() - start)
-    return seconds
+    return seconds, (minor_page_faults() - faults_before) / steps

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from neoscale.benchmarking.memory import minor_page_faults
 from neoscale.benchmarking.timing import compile_seconds, median, time_calls
 from neoscale.model import ModelConfig
 from neoscale.sharding import sharding_context
@@ -21,11 +22,13 @@ PROFILED_STEPS = 3
 
 @dataclasses.dataclass(frozen=True)
 class StepTiming:
-    """compile_seconds: trace + lower + XLA compile of the step; step_seconds: each timed step."""
+    """compile_seconds: trace + lower + XLA compile of the step; step_seconds: each timed step;
+    page_faults_per_step: the host's minor page faults per timed step (``minor_page_faults``)."""
 
     compile_seconds: float
     first_step_seconds: float
     step_seconds: list[float]
+    page_faults_per_step: float
 
     @property
     def median_step_seconds(self) -> float:
@@ -82,11 +85,14 @@ def time_train_step(config: ModelConfig, mesh: Mesh, batch_size: int, seq_len: i
     with compile_seconds() as compiled:
         first = time_calls(runner.step, 1)[0]
     time_calls(runner.step, warmup_steps)
+    faults_before = minor_page_faults()
     seconds = time_calls(runner.step, steps)
+    faults = (minor_page_faults() - faults_before) / steps
     if profile_dir:
         with jax.profiler.trace(profile_dir):
             time_calls(runner.step, PROFILED_STEPS)
-    return StepTiming(compile_seconds=compiled[0], first_step_seconds=first, step_seconds=seconds)
+    return StepTiming(compile_seconds=compiled[0], first_step_seconds=first, step_seconds=seconds,
+                      page_faults_per_step=faults)
 
 
 def time_interleaved(configs: list[ModelConfig], mesh: Mesh, batch_size: int, seq_len: int,
@@ -105,8 +111,12 @@ def time_interleaved(configs: list[ModelConfig], mesh: Mesh, batch_size: int, se
         time_calls(runner.step, warmup_steps)
         runners.append(runner)
     seconds: list[list[float]] = [[] for _ in configs]
+    faults = [0] * len(configs)
     for _ in range(rounds):
-        for runner, times in zip(runners, seconds, strict=True):
-            times.extend(time_calls(runner.step, per_round))
-    return [StepTiming(compile_seconds=c, first_step_seconds=f, step_seconds=s)
-            for c, f, s in zip(compiled_seconds, first, seconds, strict=True)]
+        for index, runner in enumerate(runners):
+            faults_before = minor_page_faults()
+            seconds[index].extend(time_calls(runner.step, per_round))
+            faults[index] += minor_page_faults() - faults_before
+    return [StepTiming(compile_seconds=c, first_step_seconds=f, step_seconds=s,
+                       page_faults_per_step=n / len(s))
+            for c, f, s, n in zip(compiled_seconds, first, seconds, faults, strict=True)]
