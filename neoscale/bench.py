@@ -222,9 +222,9 @@ def format_table(results: list[dict]) -> str:
         ("MFU", "mfu", "{:.1%}"), ("peak memory", "peak_memory_bytes", "{}"),
         ("loss+grad (XLA)", "gradient_memory_bytes", "{}"),
         ("params+grads+adam", "state_bytes", "{}"), ("data tokens/s", "data_tokens_per_sec", "{:,.0f}"),
+        ("host page faults", "host_page_faults_per_step", "{:,.0f}/step"),
         ("reference tokens/s", "reference_tokens_per_sec", "{:,.0f}"),
         ("reference MFU", "reference_mfu", "{:.1%}"),
-        ("host page faults", "host_page_faults_per_step", "{:,.0f}/step"),
         ("reference faults", "reference_host_page_faults_per_step", "{:,.0f}/step"),
         ("ratio vs reference", "ratio_vs_reference", "{:.2f}x"),
     ]
