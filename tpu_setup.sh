@@ -231,7 +231,7 @@ command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | UV_NO_M
 || python3 -m pip install -q --user uv; \
 rm -rf ~/neoscale && tar xzf ~/neoscale-src.tar.gz -C ~ && rm -rf $VENV; \
 uv venv -q --python $PYTHON_VERSION $VENV; \
-uv pip install -q --python $VENV/bin/python 'jax[tpu]' -e ~/neoscale'[gcs]'; \
+uv pip install -q --python $VENV/bin/python 'jax[tpu]' -e ~/neoscale'[gcs,hf]'; \
 $VENV/bin/python -c 'import jax, neoscale; print(jax.__version__)'"
 }
 

@@ -2,7 +2,9 @@
 refuse, log and stop a job (through a fake gcloud that runs them here); --help; bad options;
 shellcheck clean."""
 
+import importlib.metadata
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,7 +42,7 @@ def test_dry_run_tpu_vm_prints_every_step_in_order():
     # A Python 3.11 virtualenv made by uv (TPU images have 3.10), jax[tpu] and neoscale in it.
     assert "uv venv -q --python 3.11 $HOME/neoscale-venv;" in install
     assert ("uv pip install -q --python $HOME/neoscale-venv/bin/python '\\''jax[tpu]'\\'' "
-            "-e ~/neoscale'\\''[gcs]'\\''") in install
+            "-e ~/neoscale'\\''[gcs,hf]'\\''") in install
     assert (f"{VENV_PYTHON} -m neoscale.run --config=experiments/gpt_neo.py "
             "--workdir=gs://bucket/neo --distributed --sizes=125M,350M --tokens_per_param=10") in start
     assert "--worker=all" in start and "setsid nohup bash -xc" in start
@@ -175,6 +177,41 @@ def test_job_on_a_worker_starts_refuses_a_second_logs_stops_and_reruns(tmp_path)
     os.killpg(new_pgid, signal.SIGTERM)
     _wait_for(lambda: not _alive(new_pgid), "the rerun to stop")
     assert "ssh neo --zone us-central2-b --worker=0 --command tail" in (home / "gcloud.log").read_text()
+
+
+FAKE_UV = """#!/bin/bash
+# Logs each call's arguments, one per line, then a blank line; "uv venv" makes the venv's python.
+printf '%s\\n' "$@" '' >> "$HOME/uv.log"
+if [[ "$1" == venv ]]; then
+  mkdir -p "${@: -1}/bin" && printf '#!/bin/bash\\necho "python $*"\\n' > "${@: -1}/bin/python"
+  chmod +x "${@: -1}/bin/python"
+fi
+"""
+
+
+def test_install_on_a_worker_installs_the_runbooks_extras(tmp_path):
+    """The install command, run by a fake gcloud and a fake uv, asks for every extra the runbook
+    needs (gs:// paths, the hf: source of its preparation step), and each extra brings the
+    package that code path imports."""
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    home.mkdir()
+    bin_dir.mkdir()
+    _executable(bin_dir / "gcloud", FAKE_GCLOUD)
+    _executable(bin_dir / "uv", FAKE_UV)
+    subprocess.run(["tar", "czf", str(home / "neoscale-src.tar.gz"), "-C", REPO, "setup.py"], check=True)
+    env = dict(os.environ, HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = run("install", "--name=neo", env=env)
+    assert out.returncode == 0, out.stderr
+    calls = [c.splitlines() for c in (home / "uv.log").read_text().split("\n\n") if c.strip()]
+    (install,) = [c for c in calls if c[:2] == ["pip", "install"]]
+    editable = install[install.index("-e") + 1]
+    assert editable.startswith(str(home / "neoscale") + "[")
+    extras = set(editable[editable.index("[") + 1 : -1].split(","))
+    requires = importlib.metadata.requires("neoscale")  # the installed package's extras
+    packages = {re.split(r"[ <>=;\\[]", r)[0] for r in requires for extra in extras
+                if f'extra == "{extra}"' in r}
+    assert extras <= set(importlib.metadata.metadata("neoscale").get_all("Provides-Extra"))
+    assert {"gcsfs", "datasets"} <= packages, packages  # gs:// (epath), --data=hf:NAME
 
 
 def test_help_documents_the_options():
