@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from neoscale.model.parametrization import PARAMETRIZATIONS
+
 ATTENTION_PATTERNS = ("alternating", "global", "local")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -36,6 +38,13 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     init_std: float = 0.02
+    # "sp" (GPT-Neo as released), "mup" or "completep": per-kind init, Adam multipliers and forward
+    # multipliers relative to a base width (and base depth for completep), defined in
+    # neoscale.model.parametrization. base_head_dim None: base_d_model / num_heads.
+    parametrization: str = "sp"
+    base_d_model: int = 64
+    base_num_layers: int = 2
+    base_head_dim: int | None = None
     # Sparsity: routed mixture-of-experts MLPs.
     num_experts: int = 1  # 1 = dense
     top_k: int = 1
@@ -139,6 +148,13 @@ def validate(c: ModelConfig) -> None:
         fail(f"activation={c.activation!r}; valid: gelu_new, gelu, relu, silu")
     if c.attention_scale not in ("none", "inverse_sqrt"):
         fail(f"attention_scale={c.attention_scale!r}; valid: none (GPT-Neo), inverse_sqrt")
+    if c.parametrization not in PARAMETRIZATIONS:
+        fail(f"parametrization={c.parametrization!r}; valid: {', '.join(PARAMETRIZATIONS)}")
+    for name in ("base_d_model", "base_num_layers"):
+        if getattr(c, name) < 1:
+            fail(f"{name} must be a positive integer, got {getattr(c, name)}")
+    if c.base_head_dim is not None and c.base_head_dim < 1:
+        fail(f"base_head_dim must be positive (or None: base_d_model / num_heads), got {c.base_head_dim}")
     for name in ("dtype", "param_dtype"):
         if getattr(c, name) not in DTYPES:
             fail(f"{name}={getattr(c, name)!r}; valid: {', '.join(DTYPES)}")

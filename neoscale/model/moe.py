@@ -27,7 +27,8 @@ class MoeMlp(nnx.Module):
         init = normal_init(config)
         zeros = nnx.initializers.zeros
         # The router stays float32 whatever the parameter dtype: routing decisions are brittle.
-        self.router = nnx.Param(param_init(init, ("embed", None))(rngs.params(), (d, e), jnp.float32))
+        self.router = nnx.Param(param_init(normal_init(config, "router"), ("embed", None))(
+            rngs.params(), (d, e), jnp.float32))
         self.w_in = nnx.Param(
             param_init(init, ("expert", "embed", "mlp"))(rngs.params(), (e, d, f), pdtype))
         self.b_in = nnx.Param(param_init(zeros, ("expert", "mlp"))(None, (e, f), pdtype))

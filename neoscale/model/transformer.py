@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from neoscale.model import parametrization
 from neoscale.model.config import ModelConfig
-from neoscale.model.layers import Attention, LayerNorm, Mlp, dtype_of, normal_init
+from neoscale.model.layers import PRE_ACTIVATION, Attention, LayerNorm, Mlp, dtype_of, normal_init
 from neoscale.model.lm_head import cross_entropy_sum, head_logits
 from neoscale.model.moe import MoeMlp
 from neoscale.model.partitioning import constrain, param_init
@@ -23,7 +26,8 @@ REMAT_POLICIES = {
 
 
 class Block(nnx.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)); each branch
+    times ``parametrization.residual_multiplier`` (CompleteP; 1 otherwise)."""
 
     def __init__(self, config: ModelConfig, layer: int, *, rngs: nnx.Rngs):
         self.ln_1 = LayerNorm(config)
@@ -31,16 +35,33 @@ class Block(nnx.Module):
         self.ln_2 = LayerNorm(config)
         self.is_moe = config.is_moe_layer(layer)
         self.mlp = MoeMlp(config, rngs=rngs) if self.is_moe else Mlp(config, rngs=rngs)
+        self.branch_multiplier = parametrization.residual_multiplier(config)
+        # Unrolled groups: stop XLA from merging the recomputation back into the forward pass.
+        self.prevent_cse = config.unroll_groups
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """x: [batch, seq, d_model] -> (same shape, MoE aux dict or {})."""
-        x = x + self.attn(self.ln_1(x))
+        """x: [batch, seq, d_model] -> (same shape, MoE aux dict or {}).
+
+        The backward pass keeps each LayerNorm's input, q, k, v, the attention kernel's output
+        and log-sum-exp, and the MLP hidden before its nonlinearity; the LayerNorms, the GELU and
+        the weights' compute-dtype copies are recomputed from them (``jax.checkpoint``), about a
+        quarter of the bytes per token that keeping every intermediate took
+        (``neoscale.accounting.saved_residual_bytes``).
+        """
+        recompute = functools.partial(jax.checkpoint, prevent_cse=self.prevent_cse)
+        qkv = recompute(lambda x: self.attn.project(self.ln_1(x)))(x)
+        x = x + self._branch(self.attn.attend(*qkv))
         if self.is_moe:
             y, aux = self.mlp(self.ln_2(x))
         else:
-            y, aux = self.mlp(self.ln_2(x)), {}
+            keep = jax.checkpoint_policies.save_only_these_names(PRE_ACTIVATION)
+            y, aux = recompute(lambda x: self.mlp(self.ln_2(x)), policy=keep)(x), {}
+        y = self._branch(y)
         x = constrain(x + y, ("act_batch", "act_length", "act_embed"))
         return x, aux
+
+    def _branch(self, y: jax.Array) -> jax.Array:
+        return y if self.branch_multiplier == 1.0 else y * jnp.asarray(self.branch_multiplier, y.dtype)
 
 
 class LayerGroup(nnx.Module):
@@ -75,7 +96,7 @@ class GPTNeo(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         pdtype = dtype_of(config.param_dtype)
-        init = normal_init(config)
+        init = normal_init(config, "embedding")
         self.wte = nnx.Param(param_init(init, ("vocab", "embed"))(
             rngs.params(), (config.vocab_size, config.d_model), pdtype))
         self.wpe = nnx.Param(param_init(init, ("positions", "embed"))(
@@ -89,7 +110,7 @@ class GPTNeo(nnx.Module):
         self.groups = make_groups(rngs)
         self.ln_f = LayerNorm(config)
         if not config.tie_embeddings:
-            self.lm_head = nnx.Param(param_init(init, ("embed", "vocab"))(
+            self.lm_head = nnx.Param(param_init(normal_init(config, "readout"), ("embed", "vocab"))(
                 rngs.params(), (config.d_model, config.vocab_size), pdtype))
 
     def __call__(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -110,11 +131,12 @@ class GPTNeo(nnx.Module):
         return self.ln_f(x), _summarise_aux(moe_aux)
 
     def output_embedding(self) -> jax.Array:
-        """The LM head as [vocab, d_model] in the compute dtype (the token embedding when tied)."""
+        """The LM head as [vocab, d_model] in the compute dtype (the token embedding when tied),
+        times the readout multiplier (μP: 1/m_N, parametrization.readout_multiplier; SP: none)."""
         dt = dtype_of(self.config.dtype)
-        if self.config.tie_embeddings:
-            return self.wte[...].astype(dt)
-        return self.lm_head[...].astype(dt).T
+        head = self.wte[...].astype(dt) if self.config.tie_embeddings else self.lm_head[...].astype(dt).T
+        multiplier = parametrization.readout_multiplier(self.config)
+        return head if multiplier == 1.0 else head * jnp.asarray(multiplier, dt)
 
     def cross_entropy_sum(self, tokens: jax.Array, targets: jax.Array,
                           weights: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -96,10 +96,41 @@ def weight_decay_mask(logical_specs: Mapping[str, PartitionSpec], decay_embeddin
 
 def make_optimizer(schedule: optax.Schedule, decay_mask: Mapping[str, bool],
                    weight_decay: float = 0.1, b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
-                   clip_norm: float = 1.0) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW (decoupled weight decay scaled by the schedule)."""
+                   clip_norm: float = 1.0,
+                   multipliers: Mapping[str, tuple[float, float]] | None = None
+                   ) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW (decoupled weight decay scaled by the schedule).
+
+    ``multipliers`` {name: (LR multiplier μ, ε multiplier)} (μP / CompleteP:
+    ``neoscale.model.parametrization.adam_multipliers``) makes parameter p's step
+    ``-lr(t) · (μ_p · adam_p(ε · ε_p) + λ · p)``: the decay is independent of μ_p. None: plain
+    AdamW, ``-lr(t) · (adam_p(ε) + λ · p)`` (SP; its optimizer state is unchanged).
+    """
+    if multipliers is None:
+        return optax.chain(
+            optax.clip_by_global_norm(clip_norm),
+            optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                        mask=dict(decay_mask)),
+        )
+    # Adam is invariant to a constant scale c of a parameter's gradients except through ε:
+    # (c·m) / (√(c²·v) + ε) = m / (√v + ε/c). Scaling the gradient by 1/ε_p is ε · ε_p.
     return optax.chain(
         optax.clip_by_global_norm(clip_norm),
-        optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                    mask=dict(decay_mask)),
+        _scale_each({name: 1.0 / eps_mult for name, (_, eps_mult) in multipliers.items()}),
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        _scale_each({name: lr_mult for name, (lr_mult, _) in multipliers.items()}),
+        optax.add_decayed_weights(weight_decay, mask=dict(decay_mask)),
+        optax.scale_by_learning_rate(schedule),
     )
+
+
+def _scale_each(factors: Mapping[str, float]) -> optax.GradientTransformation:
+    """Multiplies each entry of a {name: array} update by its factor (stateless)."""
+    factors = dict(factors)
+
+    def scale(updates, params=None):
+        del params
+        return {name: u if factors[name] == 1.0 else u * jnp.asarray(factors[name], u.dtype)
+                for name, u in updates.items()}
+
+    return optax.stateless(scale)
