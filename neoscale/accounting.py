@@ -30,6 +30,7 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -136,6 +137,47 @@ def device_peak_flops(device: jax.Device | str, dtype: str = "bfloat16") -> floa
     return kind.peak_flops
 
 
+def saved_residual_bytes(config: ModelConfig, seq_len: int, remat: str | None = None,
+                         platform: str | None = None) -> dict[str, float]:
+    """Bytes the backward pass keeps per layer, from the model's own jaxpr on abstract shapes.
+
+    Traces the VJP of one layer group (``jax.ad_checkpoint``'s saved residuals; no device, no
+    compilation) at one and two sequences of ``seq_len`` tokens and returns
+    ``per_token_layer``: bytes per token per layer that grow with the batch (the activations a
+    scanned stack keeps for every layer, plus the group's input that the scan carries), and
+    ``per_layer``: bytes per layer that do not (e.g. compute-dtype copies of the weights).
+    ``remat`` (default ``config.remat``) is applied as ``GPTNeo`` applies it; ``platform``
+    ('tpu', 'gpu', 'cpu'; default: the current mesh's, ``attention.attention_platform``) picks the
+    attention kernel that ``config.attention_impl='auto'`` stands for (tracing cuDNN's needs
+    jax's CUDA plugin; splash keeps the same q, k, v, output and log-sum-exp). Counts are for one device
+    holding whole sequences and all heads (divide by the tensor-parallel degree where it splits).
+    """
+    from jax._src.ad_checkpoint import saved_residuals  # print_saved_residuals's list
+
+    from neoscale.model.attention import resolve
+    from neoscale.model.transformer import REMAT_POLICIES, LayerGroup
+
+    remat = config.remat if remat is None else remat
+    config = config.replace(attention_impl=resolve(config.attention_impl, config.dtype, platform))
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: LayerGroup(config, rngs=nnx.Rngs(0))))
+
+    def group(state, x):
+        return nnx.merge(graphdef, state)(x)[0]
+
+    if remat != "none":
+        group = jax.checkpoint(group, policy=REMAT_POLICIES[remat])
+
+    def total(batch: int) -> int:
+        x = jax.ShapeDtypeStruct((batch, seq_len, config.d_model), jnp.dtype(config.dtype))
+        kept = sum(aval.size * aval.dtype.itemsize for aval, source in saved_residuals(group, state, x)
+                   if not source.startswith("from the argument"))  # weights: in memory anyway
+        return kept + x.size * x.dtype.itemsize  # the scan keeps every group's input too
+
+    one, two = total(1), total(2)
+    return {"per_token_layer": (two - one) / seq_len / config.layer_period,
+            "per_layer": (2 * one - two) / config.layer_period}
+
+
 def model_state_bytes(config: ModelConfig) -> dict[str, int]:
     """Bytes of parameters, gradients and AdamW moments (two float32 moments per parameter)."""
     params = param_counts(config)["total"]
@@ -154,5 +196,6 @@ def format_count(n: float) -> str:
 
 
 __all__ = ["param_counts", "train_flops_per_token", "forward_flops_per_token", "train_flops_6nd",
-           "mean_keys_per_query", "device_peak_flops", "model_state_bytes", "format_count",
+           "mean_keys_per_query", "device_peak_flops", "model_state_bytes", "saved_residual_bytes",
+           "format_count",
            "CONVENTIONS"]

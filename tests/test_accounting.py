@@ -120,3 +120,23 @@ def test_device_peaks():
     assert accounting.device_peak_flops("TPU v5 lite", "bfloat16") == 197e12
     assert accounting.device_peak_flops("TPU v5p") == 459e12
     assert accounting.device_peak_flops("cpu") is None
+
+
+def test_saved_residuals_keep_only_what_the_backward_pass_needs():
+    """remat=none keeps per token and layer: the LayerNorms' inputs (2 x d), q, k, v and the
+    kernel's output (4 x d), the MLP hidden before the GELU (4 x d), all bf16, and a float32
+    log-sum-exp per head: 2 x 10·d + 4·heads bytes; no bf16 weight copies. Before the LayerNorms
+    and the GELU were recomputed, a 125M layer kept 87·d bytes (splash) and 96·d (blocked), and
+    13.5 MiB of weight copies (benchmarks/RESULTS.md, 2026-12-03)."""
+    config = model_config("125M", dtype="bfloat16")
+    d, heads = config.d_model, config.num_heads
+    saved = accounting.saved_residual_bytes(config, 2048, "none", "tpu")  # splash
+    assert saved["per_token_layer"] == 2 * (2 + 4 + 4) * d + 4 * heads
+    assert saved["per_layer"] < 2**16  # splash's mask tables at most: no weight copies
+    assert saved["per_token_layer"] <= 87 * d / 4
+    blocked = accounting.saved_residual_bytes(config, 2048, "none", "cpu")["per_token_layer"]
+    assert blocked <= 96 * d / 3
+    # The other policies keep less still, and no more than before.
+    saved = {remat: accounting.saved_residual_bytes(config, 2048, remat, "tpu")["per_token_layer"]
+             for remat in ("dots", "dots_no_batch", "full")}
+    assert saved == {"dots": 18 * d, "dots_no_batch": 18 * d, "full": d}

@@ -11,7 +11,14 @@ from flax import nnx
 
 from neoscale.model import GPTNeo, ModelConfig
 from neoscale.model import attention as attention_module
-from neoscale.model.attention import attention, causal_blocked, local_blocked, resolve
+from neoscale.model.attention import (
+    attention,
+    attention_platform,
+    causal_blocked,
+    layout,
+    local_blocked,
+    resolve,
+)
 
 
 def _qkv(seq, batch=2, heads=3, head_dim=8, seed=0, dtype=jnp.float32):
@@ -115,13 +122,19 @@ def test_blocked_bfloat16_matches_float32():
     np.testing.assert_allclose(got.astype(jnp.float32), want, atol=3e-2)
 
 
+def _heads_major(x):
+    """[B, S, H, D] <-> [B, H, S, D]: splash's layout (``attention.layout('splash')``)."""
+    return x.transpose(0, 2, 1, 3)
+
+
 @pytest.mark.parametrize("kind,seq", [("global", 100), ("local", 100), ("local", 300)])
 def test_splash_interpret_equals_xla(kind, seq):
     q, k, v = _qkv(seq, batch=1, heads=2, head_dim=8)
     args = dict(kind=kind, window=16, scale=1.0)
-    got = jax.jit(functools.partial(attention, impl="splash", interpret=True, **args))(q, k, v)
+    splash = functools.partial(attention, impl="splash", interpret=True, **args)
+    got = jax.jit(splash)(*map(_heads_major, (q, k, v)))
     want = jax.jit(functools.partial(attention, impl="dense", **args))(q, k, v)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_heads_major(got), want, rtol=1e-4, atol=1e-4)
 
 
 def test_auto_picks_per_device_and_dtype():
@@ -130,6 +143,53 @@ def test_auto_picks_per_device_and_dtype():
     assert resolve("auto", jnp.bfloat16, "tpu") == "splash"
     assert resolve("auto", jnp.float32, "cpu") == "blocked"
     assert resolve("dense", jnp.float32, "tpu") == "dense"
+    assert layout("splash") == "bhsd" and layout("blocked") == layout("cudnn") == "bshd"
+
+
+class _FakeDevice:
+    def __init__(self, platform):
+        self.platform = platform
+
+
+class _FakeMesh:
+    """What ``attention_platform`` reads of a mesh (a topology's compile-only devices)."""
+
+    def __init__(self, platform):
+        self.empty = False
+        self.devices = np.array([_FakeDevice(platform)] * 4)
+
+
+def test_platform_follows_the_mesh_not_the_host(monkeypatch):
+    from jax._src import mesh as mesh_lib
+
+    assert jax.default_backend() == "cpu"
+    assert attention_platform() == "cpu"  # no mesh: the host
+    assert attention_platform(_FakeMesh("tpu")) == "tpu"
+    assert attention_platform(_FakeMesh("cuda")) == "gpu"
+    # Inside jit, under the mesh that jax.set_mesh (sharding_context) installs:
+    for platform, impl in (("tpu", "splash"), ("gpu", "cudnn")):
+        seen = {}
+
+        def probe(x, seen=seen):
+            seen["platform"], seen["impl"] = attention_platform(), resolve("auto", jnp.bfloat16)
+            return x
+
+        monkeypatch.setattr(mesh_lib, "get_concrete_mesh", lambda platform=platform: _FakeMesh(platform))
+        jax.jit(probe).lower(1.0)
+        assert seen == {"platform": platform, "impl": impl}
+
+
+def test_splash_interpret_mode_follows_the_platform(monkeypatch):
+    """Splash lowered for TPU devices is the Mosaic kernel (no interpret mode), whatever the host."""
+    seen = []
+    monkeypatch.setattr(attention_module, "_splash_kernel",
+                        lambda seq, heads, window, interpret: seen.append(interpret) or (
+                            lambda q, k, v: q))
+    q = jnp.zeros((1, 2, 128, 8))
+    attention(q, q, q, kind="global", window=16, scale=1.0, impl="splash")
+    monkeypatch.setattr(attention_module, "attention_platform", lambda mesh=None: "tpu")
+    attention(q, q, q, kind="global", window=16, scale=1.0, impl="splash")
+    assert seen == [True, False]
 
 
 @pytest.mark.parametrize("seq", [6, 19, 32])
@@ -152,7 +212,8 @@ def test_splash_is_mapped_over_batch_and_head_shards():
 
     q, k, v = _qkv(100, batch=4, heads=2, head_dim=8)
     args = dict(kind="local", window=16, scale=1.0)
+    splash = functools.partial(attention, impl="splash", interpret=True, **args)
     with sharding_context(make_mesh("data:2,fsdp:2,tensor:2")):
-        got = jax.jit(functools.partial(attention, impl="splash", interpret=True, **args))(q, k, v)
+        got = jax.jit(splash)(*map(_heads_major, (q, k, v)))
     want = jax.jit(functools.partial(attention, impl="dense", **args))(q, k, v)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_heads_major(got), want, rtol=1e-4, atol=1e-4)

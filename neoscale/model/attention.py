@@ -16,6 +16,15 @@ A local layer's query i sees keys i-window+1 ... i (GPT-Neo's exact window).
   CausalMask / LocalMask, which skips masked blocks on the chip; ``interpret=True`` runs it on a CPU.
 * ``cudnn``: cuDNN flash attention on GPU (bf16/f16).
 * ``auto``: cudnn on GPU for 16-bit dtypes, splash on TPU, blocked elsewhere.
+
+The platform is the one the program is built for (``attention_platform``): the devices of the
+mesh set by ``jax.set_mesh`` / ``neoscale.sharding.sharding_context``, not the host's default
+backend, so a step lowered on a CPU host for TPU devices uses splash compiled for the chip (not
+interpret mode), and one lowered for GPU devices uses cuDNN.
+
+Splash works heads-major: ``layout(impl)`` names the layout ``attention`` takes and returns, so
+the projections write it directly and no transposed copy of q, k, v or the output is kept for the
+backward pass.
 """
 
 from __future__ import annotations
@@ -31,19 +40,48 @@ SPLASH_BLOCK = 128  # splash's tile (lanes): sequences are padded to a multiple 
 MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 
 
-def resolve(impl: str, dtype: jnp.dtype, backend: str | None = None) -> str:
-    """The kernel ``impl`` stands for on ``backend`` ('auto' picks per device and dtype)."""
+def attention_platform(mesh: jax.sharding.Mesh | None = None) -> str:
+    """'tpu', 'gpu' or 'cpu': the platform the attention kernels are chosen and compiled for.
+
+    The platform of ``mesh``'s devices; without one, of the mesh set by ``jax.set_mesh`` (as
+    ``neoscale.sharding.sharding_context`` does; read at trace time, inside ``jit`` too); without
+    either, ``jax.default_backend()``. Compile-only devices of a TPU or GPU topology count as
+    their platform, so lowering on a CPU host for a TPU mesh picks splash, not interpret mode.
+    """
+    if mesh is None:
+        from jax._src import mesh as mesh_lib  # the concrete mesh of jax.set_mesh, readable in jit
+
+        mesh = mesh_lib.get_concrete_mesh()
+    empty = mesh is None or mesh.empty
+    platform = jax.default_backend() if empty else mesh.devices.flat[0].platform
+    return "gpu" if platform in ("cuda", "rocm", "gpu") else platform
+
+
+def resolve(impl: str, dtype: jnp.dtype, platform: str | None = None) -> str:
+    """The kernel ``impl`` stands for on ``platform`` (default ``attention_platform()``; 'auto'
+    picks per platform and dtype)."""
     if impl != "auto":
         return impl
-    backend = backend or jax.default_backend()
-    if backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+    platform = platform or attention_platform()
+    if platform == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
         return "cudnn"
-    return "splash" if backend == "tpu" else "blocked"
+    return "splash" if platform == "tpu" else "blocked"
+
+
+def layout(impl: str) -> str:
+    """'bhsd' (heads-major, splash's) or 'bshd': the layout of q, k, v and the output that
+    ``attention`` takes and returns for the resolved kernel ``impl``."""
+    return "bhsd" if impl == "splash" else "bshd"
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, kind: str, window: int, scale: float,
-              impl: str = "auto", interpret: bool = False) -> jax.Array:
-    """Causal attention of one layer; ``kind`` 'global' or 'local' (``window`` keys per query)."""
+              impl: str = "auto", interpret: bool | None = None) -> jax.Array:
+    """Causal attention of one layer; ``kind`` 'global' or 'local' (``window`` keys per query).
+
+    q, k, v and the result are in ``layout(resolve(impl, q.dtype))``: [batch, heads, seq,
+    head_dim] for splash, [batch, seq, heads, head_dim] otherwise. ``interpret`` (splash):
+    Pallas interpret mode, by default when the platform (``attention_platform``) is not a TPU.
+    """
     impl = resolve(impl, q.dtype)
     local = kind == "local"
     if impl in ("dense", "cudnn"):
@@ -53,7 +91,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, kind: str, window: in
     if impl == "blocked":
         return local_blocked(q, k, v, window, scale) if local else causal_blocked(q, k, v, scale)
     if impl == "splash":  # off a TPU the Pallas kernel runs in interpret mode (slow: for tests)
-        interpret = interpret or jax.default_backend() != "tpu"
+        if interpret is None:
+            interpret = attention_platform() != "tpu"
         return splash(q, k, v, window=window if local else None, scale=scale, interpret=interpret)
     raise ValueError(f"attention impl {impl!r}; valid: auto, dense, blocked, splash, cudnn")
 
@@ -197,15 +236,16 @@ def _splash_kernel(seq: int, heads: int, window: int | None, interpret: bool):
 
 def splash(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int | None, scale: float,
            interpret: bool = False) -> jax.Array:
-    """Splash attention (Pallas, TPU): causal (window None) or local. The sequence is padded to a
-    multiple of the kernel's tile; padded keys come after every real query, so they are masked."""
-    b, s, h, d = q.shape
+    """Splash attention (Pallas, TPU) on heads-major q, k, v [B, H, S, D] -> [B, H, S, D]:
+    causal (window None) or local. The sequence is padded to a multiple of the kernel's tile;
+    padded keys come after every real query, so they are masked."""
+    s = q.shape[2]
     padded = math.ceil(s / SPLASH_BLOCK) * SPLASH_BLOCK
     if padded > 512:
         padded = math.ceil(s / 512) * 512
 
-    def heads_major(x):  # [B, S, H, D] -> [B, H, S', D]
-        return jnp.pad(x, [(0, 0), (0, padded - s), (0, 0), (0, 0)]).transpose(0, 2, 1, 3)
+    def pad(x):  # [B, H, S, D] -> [B, H, S', D]
+        return x if padded == s else jnp.pad(x, [(0, 0), (0, 0), (0, padded - s), (0, 0)])
 
     def attend(q, k, v):  # [B', H', S', D], this device's batch rows and heads
         kernel = _splash_kernel(padded, q.shape[1], window, interpret)
@@ -214,8 +254,10 @@ def splash(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int | None, scal
     spec = _batch_heads_spec()
     if spec is not None:  # a Pallas call is not partitioned automatically: map it over the shards
         attend = jax.shard_map(attend, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)
-    out = attend(heads_major(q * jnp.asarray(scale, q.dtype)), heads_major(k), heads_major(v))
-    return out.transpose(0, 2, 1, 3)[:, :s]
+    if scale != 1.0:
+        q = q * jnp.asarray(scale, q.dtype)
+    out = attend(pad(q), pad(k), pad(v))
+    return out if padded == s else out[:, :, :s]
 
 
 def _batch_heads_spec() -> jax.sharding.PartitionSpec | None:

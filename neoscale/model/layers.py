@@ -5,11 +5,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from neoscale.model import parametrization
-from neoscale.model.attention import attention
+from neoscale.model.attention import attention, layout, resolve
 from neoscale.model.config import ModelConfig
 from neoscale.model.partitioning import constrain, param_init
+
+PRE_ACTIVATION = "mlp_pre_activation"  # checkpoint name of the MLP hidden before its nonlinearity
 
 ACTIVATIONS = {
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # GPT-Neo's tanh approximation
@@ -73,16 +76,43 @@ class Attention(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: [batch, seq, d_model] -> [batch, seq, d_model]."""
-        dt = self.dtype
-        names = ("act_batch", "act_length", "act_heads", None)
-        q = constrain(jnp.einsum("bsd,dhk->bshk", x, self.q_proj[...].astype(dt)), names)
-        k = constrain(jnp.einsum("bsd,dhk->bshk", x, self.k_proj[...].astype(dt)), names)
-        v = constrain(jnp.einsum("bsd,dhk->bshk", x, self.v_proj[...].astype(dt)), names)
-        y = attention(q, k, v, kind=self.kind, window=self.window_size, scale=self.scale,
-                      impl=self.impl)
-        y = constrain(y, names)
-        out = jnp.einsum("bshk,hkd->bsd", y, self.out_proj[...].astype(dt))
-        return out + self.out_bias[...].astype(dt)
+        return self.attend(*self.project(x))
+
+    def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """x [batch, seq, d_model] -> q, k, v in the kernel's layout (``attention.layout``:
+        [batch, heads, seq, head_dim] for splash, else [batch, seq, heads, head_dim]), written
+        there by the projection itself so no transposed copy is kept for the backward pass."""
+        dt, heads_major = self.dtype, layout(resolve(self.impl, self.dtype)) == "bhsd"
+        spec = "bsd,dhk->bhsk" if heads_major else "bsd,dhk->bshk"
+        names = _head_names(heads_major)
+        return tuple(constrain(jnp.einsum(spec, x, w[...].astype(dt)), names)
+                     for w in (self.q_proj, self.k_proj, self.v_proj))
+
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+        """q, k, v in the kernel's layout -> the output projection [batch, seq, d_model].
+
+        The projection is recomputed in the backward pass (``jax.checkpoint``): it keeps the
+        kernel's output (which the kernel keeps anyway), not a compute-dtype copy of its weights.
+        """
+        impl = resolve(self.impl, self.dtype)
+        y = attention(q, k, v, kind=self.kind, window=self.window_size, scale=self.scale, impl=impl)
+        heads_major = layout(impl) == "bhsd"
+        y = constrain(y, _head_names(heads_major))
+
+        def output(y: jax.Array) -> jax.Array:
+            dt = self.dtype
+            out = jnp.einsum("bhsk,hkd->bsd" if heads_major else "bshk,hkd->bsd", y,
+                             self.out_proj[...].astype(dt))
+            return out + self.out_bias[...].astype(dt)
+
+        return jax.checkpoint(output)(y)
+
+
+def _head_names(heads_major: bool) -> tuple[str | None, ...]:
+    """Logical names of q, k, v and the attention output in either layout."""
+    if heads_major:
+        return ("act_batch", "act_heads", "act_length", None)
+    return ("act_batch", "act_length", "act_heads", None)
 
 
 class Mlp(nnx.Module):
@@ -104,5 +134,6 @@ class Mlp(nnx.Module):
         """x: [batch, seq, d_model] -> [batch, seq, d_model]."""
         dt = self.dtype
         h = jnp.einsum("bsd,df->bsf", x, self.fc[...].astype(dt)) + self.fc_bias[...].astype(dt)
+        h = checkpoint_name(h, PRE_ACTIVATION)  # kept for the backward pass (Block: the rest is recomputed)
         h = constrain(self.activation(h), ("act_batch", "act_length", "act_mlp"))
         return jnp.einsum("bsf,fd->bsd", h, self.proj[...].astype(dt)) + self.proj_bias[...].astype(dt)

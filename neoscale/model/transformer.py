@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from neoscale.model import parametrization
 from neoscale.model.config import ModelConfig
-from neoscale.model.layers import Attention, LayerNorm, Mlp, dtype_of, normal_init
+from neoscale.model.layers import PRE_ACTIVATION, Attention, LayerNorm, Mlp, dtype_of, normal_init
 from neoscale.model.lm_head import cross_entropy_sum, head_logits
 from neoscale.model.moe import MoeMlp
 from neoscale.model.partitioning import constrain, param_init
@@ -34,14 +36,26 @@ class Block(nnx.Module):
         self.is_moe = config.is_moe_layer(layer)
         self.mlp = MoeMlp(config, rngs=rngs) if self.is_moe else Mlp(config, rngs=rngs)
         self.branch_multiplier = parametrization.residual_multiplier(config)
+        # Unrolled groups: stop XLA from merging the recomputation back into the forward pass.
+        self.prevent_cse = config.unroll_groups
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """x: [batch, seq, d_model] -> (same shape, MoE aux dict or {})."""
-        x = x + self._branch(self.attn(self.ln_1(x)))
+        """x: [batch, seq, d_model] -> (same shape, MoE aux dict or {}).
+
+        The backward pass keeps each LayerNorm's input, q, k, v, the attention kernel's output
+        and log-sum-exp, and the MLP hidden before its nonlinearity; the LayerNorms, the GELU and
+        the weights' compute-dtype copies are recomputed from them (``jax.checkpoint``), about a
+        quarter of the bytes per token that keeping every intermediate took
+        (``neoscale.accounting.saved_residual_bytes``).
+        """
+        recompute = functools.partial(jax.checkpoint, prevent_cse=self.prevent_cse)
+        qkv = recompute(lambda x: self.attn.project(self.ln_1(x)))(x)
+        x = x + self._branch(self.attn.attend(*qkv))
         if self.is_moe:
             y, aux = self.mlp(self.ln_2(x))
         else:
-            y, aux = self.mlp(self.ln_2(x)), {}
+            keep = jax.checkpoint_policies.save_only_these_names(PRE_ACTIVATION)
+            y, aux = recompute(lambda x: self.mlp(self.ln_2(x)), policy=keep)(x), {}
         y = self._branch(y)
         x = constrain(x + y, ("act_batch", "act_length", "act_embed"))
         return x, aux
