@@ -50,7 +50,8 @@ _STEPS = flags.DEFINE_integer("steps", None, "Budget: the same number of optimiz
 _COOLDOWNS = flags.DEFINE_string("cooldowns", None, "Fork WSD cooldown branches ending at these "
                                  "fractions of each run, e.g. 0.25,0.5,1.0.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and total FLOPs, then exit.")
-_DATA = flags.DEFINE_string("data", None, "Data source: builtin | text:GLOB | tfds:NAME[:VERSION].")
+_DATA = flags.DEFINE_string("data", None, "Data source: builtin | text:GLOB | tfds:NAME[:VERSION] | "
+                            "hf:NAME[:CONFIG] | prepared:DIR (see neoscale.data).")
 _MESH = flags.DEFINE_string("mesh", None, "Device mesh, e.g. data:2,fsdp:-1 (default: all fsdp).")
 _ACCELERATOR = flags.DEFINE_string(
     "accelerator", None, "Plan for these devices, e.g. v4-32, v5e-64, v5p-128, v6e-64, h100, h100x8 "
@@ -299,17 +300,13 @@ def check_cpu_time(plan, target) -> None:
 def _execute(config, plan, workdir, data, make_plan, primary) -> int:
     from neoscale.data import prepare
     from neoscale.runner import study
-    from neoscale.runner.plan import format_table
     from neoscale.training.loop import PREEMPTED_EXIT_CODE, Preempted, prepare_run_dir
 
     prepare_run_dir(workdir)
     prepared = prepare(data)  # once, up front: every size shares the prepared shards
     plan = make_plan(prepared.vocab_size, prepared.train_tokens)  # measured, not estimated
-    if primary:
-        print(f"[study] {config.name}: {len(plan)} runs into {workdir}", file=sys.stderr)
-        print(format_table(plan), file=sys.stderr, flush=True)
     try:
-        outcome = study.run_study(plan, config, workdir, cache_dir=data.cache_dir)
+        outcome = study.run_study(plan, config, workdir, cache_dir=data.cache_dir, data=prepared)
     except Preempted as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return PREEMPTED_EXIT_CODE

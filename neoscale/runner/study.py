@@ -31,10 +31,10 @@ from etils import epath
 
 from neoscale.runner import report as report_lib
 from neoscale.runner import results as results_lib
-from neoscale.runner.plan import Branch, PlannedRun, total_flops
+from neoscale.runner.plan import Branch, PlannedRun, format_table, total_flops
 from neoscale.runner.results import write_atomic
 from neoscale.training.config import RunConfig
-from neoscale.training.loop import NonFiniteLossError, Preempted, train
+from neoscale.training.loop import NonFiniteLossError, Preempted, settings_conflict, train
 from neoscale.training.metrics import read_metrics
 
 PLAN_FILE = "plan.json"
@@ -82,6 +82,30 @@ def study_data_config(study: ml_collections.ConfigDict, workdir: str, cache_dir:
     return RunConfig(workdir=str(workdir), **data_fields(study, cache_dir)).data_config()
 
 
+class SettingsConflict(ValueError):
+    """Planned runs whose directories hold runs with other settings (bad input: nothing written)."""
+
+
+def check_reuse(plan: Sequence[PlannedRun], study: ml_collections.ConfigDict,
+                workdir: str | epath.Path, cache_dir: str, data: Any = None) -> None:
+    """Raises SettingsConflict, in one line, naming every planned run and branch whose directory
+    already holds a run (finished or checkpointed) with other settings, and the fields that
+    differ (old -> new). Reads only: a refused rerun leaves the study as it was."""
+    workdir = epath.Path(workdir)
+    conflicts: dict[str, list[str]] = {}  # "field old -> new; ..." -> runs
+    for run in plan:
+        for branch in (None, *run.branches):
+            changed = settings_conflict(run_config(run, study, workdir, cache_dir, branch), data=data)
+            if changed:
+                conflicts.setdefault(", ".join(changed), []).append(
+                    run.name if branch is None else branch.name)
+    if conflicts:
+        described = "; ".join(f"{', '.join(names)} ({changes})" for changes, names in conflicts.items())
+        raise SettingsConflict(
+            f"workdir {str(workdir)!r} holds runs with other settings: {described}; use a new "
+            "--workdir, or the same settings to reuse them")
+
+
 def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath.Path,
                cache_dir: str, branch: Branch | None = None) -> RunConfig:
     """The RunConfig of a planned run, or of one of its cooldown branches."""
@@ -114,8 +138,7 @@ def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath
     if branch is not None:
         fields.update(
             workdir=str(workdir / RUNS_DIR / branch.name), steps=branch.steps,
-            cooldown_steps=branch.cooldown_steps, init_from=(str(workdir / RUNS_DIR / run.name),
-                                                             branch.fork_step),
+            cooldown_steps=branch.cooldown_steps, init_from=(run.name, branch.fork_step),
             eval_every=branch.steps, checkpoint_every=max(1, branch.cooldown_steps // 2),
             keep_checkpoint_every=None)
     return RunConfig(**fields)
@@ -177,15 +200,22 @@ def run_study(
     workdir: str | epath.Path,
     *,
     cache_dir: str,
+    data: Any = None,
     train_fn: Callable[..., Any] = train,
 ) -> StudyOutcome:
     """Trains every planned run and branch (skipping finished ones), then fits, draws, reports.
 
-    Raises Preempted (after writing results) when a run was preempted: rerun to resume.
+    ``data``: the study's prepared data (else each run's is opened to check its settings). Raises
+    SettingsConflict before writing anything when the workdir holds runs with other settings
+    (``check_reuse``), and Preempted (after writing results) when a run was preempted: rerun to
+    resume.
     """
     workdir = epath.Path(workdir)
     primary = jax.process_index() == 0
+    check_reuse(plan, study, workdir, cache_dir, data)
     if primary:
+        print(f"[study] {study.name}: {len(plan)} runs into {workdir}", file=sys.stderr)
+        print(format_table(plan), file=sys.stderr, flush=True)
         workdir.mkdir(parents=True, exist_ok=True)
         write_atomic(workdir / PLAN_FILE, json.dumps(
             {"study": study.to_dict(), "runs": [run.to_dict() for run in plan]}, indent=1,
@@ -198,9 +228,11 @@ def run_study(
                 results_lib.run_columns(run, branch.name, branch.fraction), "pending")
 
     def write_results() -> None:
-        if primary:  # this study's runs, then runs other slices put into the same workdir
-            rows = [row for entry in table.values() if entry.status != "pending" for row in entry.rows()]
-            rows += results_lib.collect(workdir / RUNS_DIR, exclude=table)
+        if primary:  # this study's runs, then what the disk holds: runs not reached yet in this
+            # invocation (finished ones keep their rows) and runs other slices put into the workdir
+            started = {name: entry for name, entry in table.items() if entry.status != "pending"}
+            rows = [row for entry in started.values() for row in entry.rows()]
+            rows += results_lib.collect(workdir / RUNS_DIR, exclude=started)
             results_lib.write_results(workdir, rows)
 
     progress = Progress(plan, primary)
@@ -278,9 +310,12 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
                  plan: Sequence[PlannedRun], failures: dict[str, str]) -> list[str]:
     """Fits the laws, draws the figures and writes the report (process 0). Returns the paths.
 
-    A fit or plot that fails is recorded in ``failures`` (key "fit" / "plots") and in the report;
-    the trained runs and results.csv are kept either way.
+    A fit or plot that fails is recorded in ``failures`` (key "fit" / "plots"); the trained runs
+    and results.csv are kept either way, and a failure never replaces earlier good output: a
+    failed fit leaves fit.json, plots/ and report.md as they were (they are written only when the
+    study has no fit yet, to say why), and failed figures leave plots/ as it was.
     """
+    workdir = epath.Path(workdir)
     frame = results_lib.read_results(workdir)
     outputs = [str(workdir / results_lib.RESULTS_FILE)]
     try:
@@ -292,15 +327,16 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
     except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
         fit = {"error": failure_reason(error)}
         failures["fit"] = fit["error"]
+        if _has_good_fit(workdir):
+            print(f"[study] the fit failed ({fit['error']}); {FIT_FILE}, {PLOTS_DIR}/ and "
+                  f"{report_lib.REPORT_FILE} keep the previous fit", file=sys.stderr, flush=True)
+            return outputs
     write_atomic(workdir / FIT_FILE, json.dumps(fit, indent=1, sort_keys=True, default=_json_default))
     outputs.append(str(workdir / FIT_FILE))
     figures: list[str] = []
     if "error" not in fit:
         try:
-            from neoscale import plots
-
-            figures = [str(p) for p in plots.draw_study(frame, fit, workdir / PLOTS_DIR,
-                                                        curves=curves)]
+            figures = _draw_figures(frame, fit, curves, workdir / PLOTS_DIR)
         except Exception as error:  # noqa: BLE001
             failures["plots"] = failure_reason(error)
     outputs += figures
@@ -308,6 +344,34 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
     write_atomic(workdir / report_lib.REPORT_FILE, text)
     outputs.append(str(workdir / report_lib.REPORT_FILE))
     return outputs
+
+
+def _has_good_fit(workdir: epath.Path) -> bool:
+    """Whether WORKDIR/fit.json holds a fit (not a recorded error)."""
+    path = workdir / FIT_FILE
+    try:
+        return path.exists() and "error" not in json.loads(path.read_text())
+    except ValueError:
+        return False
+
+
+def _draw_figures(frame, fit: dict, curves, plots_dir: epath.Path) -> list[str]:
+    """Draws every figure into a scratch directory, then moves them into ``plots_dir``: figures
+    that fail halfway leave the previous ones in place. Returns the paths in ``plots_dir``."""
+    import uuid
+
+    from neoscale import plots
+
+    scratch = plots_dir.parent / f".{plots_dir.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        drawn = plots.draw_study(frame, fit, scratch, curves=curves)
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        for path in drawn:
+            path.replace(plots_dir / path.name)
+        return [str(plots_dir / path.name) for path in drawn]
+    finally:
+        if scratch.exists():
+            scratch.rmtree()
 
 
 def _json_default(value: Any) -> Any:

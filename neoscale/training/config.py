@@ -37,7 +37,8 @@ class RunConfig:
     vocab_size: synthetic data only (real data: the tokenizer's).
     init_from: (run_dir, step): start from that run's checkpoint (state and data position),
       e.g. a WSD cooldown branch with ``steps = step + cooldown_steps``; the learning rate and
-      warmup default to the parent run's resolved values.
+      warmup default to the parent run's resolved values. A relative run_dir is a sibling of
+      ``workdir`` (a study's runs name each other so, and survive a copy or move of the study).
     keep_checkpoint_every: also keep every checkpoint whose step is a multiple of this
       (orbax keep_period), e.g. the fork points of cooldown branches.
     """

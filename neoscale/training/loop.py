@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import posixpath
 import signal
 import threading
 import time
@@ -198,6 +199,81 @@ def resolve(config: RunConfig, hp: hparams_lib.HParams, batch_multiple: int,
                     eval_batch_size=int(eval_batch_size))
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+    """What a run's settings resolve to before anything is trained: its model, hyper-parameters,
+    the description saved as config.json (compared on reuse) and the run it forks from."""
+
+    model: ModelConfig
+    resolved: Resolved
+    description: dict[str, Any]
+    parent_dir: epath.Path | None
+
+
+def parent_run_dir(config: RunConfig) -> epath.Path | None:
+    """The run directory ``init_from`` names: a relative path is relative to the directory that
+    holds this run's own (sibling runs of a study), so a copied or moved study forks from its own
+    runs; an absolute or gs:// path is used as it is."""
+    if config.init_from is None:
+        return None
+    path = str(config.init_from[0])
+    if "://" in path or path.startswith("/"):
+        return epath.Path(path)
+    return epath.Path(config.workdir).parent / path
+
+
+def describe_run(config: RunConfig, mesh: jax.sharding.Mesh, data: Any) -> RunSetup:
+    """Resolves a run's settings on ``mesh`` and ``data`` (ValueError on bad settings); reads the
+    parent's config.json for ``init_from``. Writes nothing."""
+    overrides = dict(config.model_overrides)
+    overrides.setdefault("vocab_size", data.vocab_size)
+    model_cfg = model_config(config.size, **overrides)
+    if config.seq_len > model_cfg.max_positions:
+        raise ValueError(f"seq_len={config.seq_len} exceeds the model's max_positions="
+                         f"{model_cfg.max_positions}; lower --seq_len")
+    if model_cfg.vocab_size < data.vocab_size:
+        raise ValueError(f"model vocab_size={model_cfg.vocab_size} is smaller than the data's "
+                         f"{data.vocab_size}")
+    parent_dir = parent_run_dir(config)
+    parent = None
+    if parent_dir is not None:
+        parent_json = _read_config_json(parent_dir)
+        if parent_json is None:
+            raise FileNotFoundError(f"init_from run {str(parent_dir)!r} has no {CONFIG_FILE}")
+        parent = parent_json["resolved"]
+    eval_multiple = math.lcm(batch_divisor(mesh), jax.process_count())
+    batch_multiple = math.lcm(batch_divisor(mesh) * config.micro_batches, jax.process_count())
+    resolved = resolve(config, hparams_lib.hparams_for(model_cfg), batch_multiple, parent,
+                       eval_multiple)
+    description = {
+        "run": config.to_dict(), "resolved": dataclasses.asdict(resolved),
+        "model": model_cfg.to_dict(), "params": accounting.param_counts(model_cfg),
+        "flops_per_token": accounting.train_flops_per_token(model_cfg, config.seq_len),
+        "tokens_per_step": resolved.batch_size * config.seq_len, "mesh": describe(mesh),
+        "num_devices": mesh.size, "process_count": jax.process_count(),
+        "device_kind": mesh.devices.flat[0].device_kind, "data": data.description,
+    }
+    return RunSetup(model_cfg, resolved, description, parent_dir)
+
+
+def settings_conflict(config: RunConfig, devices: Sequence[jax.Device] | None = None,
+                      data: Any = None) -> list[str]:
+    """The fields ("name old -> new") in which the run directory ``config.workdir`` holds a run
+    (finished, or with a checkpoint) with other settings than ``config``; [] when it holds none or
+    the same run. What ``train`` would refuse, found without writing anything."""
+    run_dir = epath.Path(config.workdir)
+    previous = _read_config_json(run_dir) if run_dir.exists() else None
+    if previous is None:
+        return []
+    has_checkpoint = (run_dir / CHECKPOINT_DIR).exists() and any(
+        p.name.isdigit() for p in (run_dir / CHECKPOINT_DIR).iterdir())
+    if not (is_finished(run_dir) or has_checkpoint):
+        return []
+    data = _make_data(config) if data is None else data
+    setup = describe_run(config, make_mesh(config.mesh, devices), data)
+    return changed_fields(previous, setup.description)
+
+
 def _jsonable(tree: Any) -> Any:
     return json.loads(json.dumps(tree, default=str))
 
@@ -209,10 +285,13 @@ def run_identity(description: dict) -> dict[str, Any]:
     defaults."""
     described = _jsonable(description)
     run = RunConfig.from_dict(described["run"]).to_dict()
-    ignored = (*CADENCE_FIELDS, *LAYOUT_FIELDS)
+    if run.get("init_from"):  # a sibling run by name, however the study directory was reached
+        path, step = run["init_from"]
+        base = posixpath.dirname(str(run["workdir"]).rstrip("/")) + "/"
+        run["init_from"] = [path[len(base):] if path.startswith(base) else path, step]
+    # model_overrides are compared as the model they make ("model.*", defaults filled in).
+    ignored = (*CADENCE_FIELDS, *LAYOUT_FIELDS, "model_overrides")
     identity: dict[str, Any] = {k: v for k, v in run.items() if k not in ignored}
-    identity["model_overrides"] = {k: v for k, v in run["model_overrides"].items()
-                                   if k not in MODEL_LAYOUT_FIELDS}
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     model = dataclasses.asdict(ModelConfig(**{k: v for k, v in described["model"].items()
                                               if k in model_fields}))
@@ -229,11 +308,16 @@ def _short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
+def changed_fields(saved: dict, description: dict) -> list[str]:
+    """Every field where ``description`` differs from ``saved``, as "name old -> new"."""
+    old, new = run_identity(saved), run_identity(description)
+    return [f"{name} {_short(old.get(name))} -> {_short(new.get(name))}"
+            for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
+
+
 def check_same_run(workdir: str, saved: dict, description: dict, action: str) -> None:
     """One-line ValueError naming every field where ``description`` differs from ``saved``."""
-    old, new = run_identity(saved), run_identity(description)
-    changed = [f"{name} {_short(old.get(name))} -> {_short(new.get(name))}"
-               for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
+    changed = changed_fields(saved, description)
     if changed:
         raise ValueError(f"workdir {workdir!r} holds a run with other settings ("
                          f"{', '.join(changed)}); use a new --workdir, or the same settings "
@@ -270,39 +354,13 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
     run_dir = prepare_run_dir(config.workdir)
     mesh = make_mesh(config.mesh, devices)
     data = _make_data(config)
-    overrides = dict(config.model_overrides)
-    overrides.setdefault("vocab_size", data.vocab_size)
-    model_cfg = model_config(config.size, **overrides)
-    if config.seq_len > model_cfg.max_positions:
-        raise ValueError(f"seq_len={config.seq_len} exceeds the model's max_positions="
-                         f"{model_cfg.max_positions}; lower --seq_len")
-    if model_cfg.vocab_size < data.vocab_size:
-        raise ValueError(f"model vocab_size={model_cfg.vocab_size} is smaller than the data's "
-                         f"{data.vocab_size}")
-
-    parent_dir = parent = None
-    if config.init_from is not None:
-        parent_dir = epath.Path(config.init_from[0])
-        parent_json = _read_config_json(parent_dir)
-        if parent_json is None:
-            raise FileNotFoundError(f"init_from run {str(parent_dir)!r} has no {CONFIG_FILE}")
-        parent = parent_json["resolved"]
-    eval_multiple = math.lcm(batch_divisor(mesh), jax.process_count())
-    batch_multiple = math.lcm(batch_divisor(mesh) * config.micro_batches, jax.process_count())
-    resolved = resolve(config, hparams_lib.hparams_for(model_cfg), batch_multiple, parent,
-                       eval_multiple)
+    setup = describe_run(config, mesh, data)
+    model_cfg, resolved, description = setup.model, setup.resolved, setup.description
     tokens_per_step = resolved.batch_size * config.seq_len
-    flops_per_token = accounting.train_flops_per_token(model_cfg, config.seq_len)
+    flops_per_token = description["flops_per_token"]
     device_peak = accounting.device_peak_flops(mesh.devices.flat[0], model_cfg.dtype)
     peak_flops = device_peak * mesh.size if device_peak else None
-    description = {
-        "run": config.to_dict(), "resolved": dataclasses.asdict(resolved),
-        "model": model_cfg.to_dict(), "params": accounting.param_counts(model_cfg),
-        "flops_per_token": flops_per_token,
-        "tokens_per_step": tokens_per_step, "mesh": describe(mesh),
-        "num_devices": mesh.size, "process_count": jax.process_count(),
-        "device_kind": mesh.devices.flat[0].device_kind, "data": data.description,
-    }
+    parent_dir = setup.parent_dir
     checkpointer = Checkpointer(run_dir / CHECKPOINT_DIR, save_every=config.checkpoint_every,
                                 keep=config.keep_checkpoints,
                                 keep_period=config.keep_checkpoint_every,
