@@ -1,6 +1,8 @@
-"""Data-path figures: tokenization MB/s per core, bytes per token, reader peak memory vs corpus size.
+"""Data-path figures: tokenization MB/s per core, bytes per token, reader peak memory vs corpus size,
+and reading shards in place from a gs://-like store with injected latency.
 
   python benchmarks/data_throughput.py [--repeat 10] [--skip_memory]
+  python benchmarks/data_throughput.py --remote [--latency_ms 30] [--step_seconds 4.3]
 
 Prints a markdown report (the "Data path" section of benchmarks/RESULTS.md holds one run).
 Tokenization is timed in one process
@@ -23,7 +25,7 @@ import time
 
 import numpy as np
 
-from neoscale.data import builtin, shards, tokenizer
+from neoscale.data import builtin, records, shards, tokenizer
 
 READ_SCRIPT = """
 import resource, sys
@@ -70,11 +72,79 @@ def peak_rss(texts: list[str], copies: int, root: str) -> tuple[int, float]:
     return int(tokens), int(rss_kb) / 1024
 
 
+# GPT-Neo 1.3B on a v4-32 (4 hosts): the GPT-3 batch of 512 x 2048 tokens; ~25,000 steps of
+# ~4.3 s (26.3B tokens in the ~30 h that issue 20's "a checkpoint every ~1.5 h, 20 per run" gives).
+HOSTS, GLOBAL_BATCH, SEQ_LEN, RUN_TOKENS = 4, 512, 2048, 26.3e9
+
+
+def remote_reads(latency_ms: float, step_seconds: float, batches: int) -> None:
+    """Reads/s one host needs for the 1.3B run versus what it gets from shards on a gs://-like
+    store (tests/fake_gcs.py's in-memory GCS, every ranged read delayed by ``latency_ms``)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    import pytest
+    from fake_gcs import FakeGCSFileSystem, install
+    from fsspec.registry import _registry
+
+    from neoscale.data import DataConfig, prepare
+
+    class SlowGCS(FakeGCSFileSystem):
+        def cat_file(self, path, start=None, end=None, **kwargs):
+            time.sleep(latency_ms / 1000)
+            return super().cat_file(path, start=start, end=end, **kwargs)
+
+    with tempfile.TemporaryDirectory() as root, pytest.MonkeyPatch.context() as patch:
+        local = prepare(DataConfig(data="builtin", tokenizer="gpt2", seq_len=SEQ_LEN, cache_dir=root))
+        install(patch)
+        for protocol in ("gs", "gcs"):
+            patch.setitem(_registry, protocol, SlowGCS)
+        for name in os.listdir(local.directory):
+            if not name.startswith(".tmp"):
+                SlowGCS().put_file(os.path.join(local.directory, name), f"gs://b/data/{name}")
+        remote = prepare(DataConfig(data="prepared:gs://b/data", tokenizer="gpt2", seq_len=SEQ_LEN,
+                                    cache_dir=root))
+        iterator = remote.train_iterator(GLOBAL_BATCH, process_index=0, process_count=HOSTS)
+        next(iterator)
+        source = remote._reader(slice(None)).source
+        reads, read_bytes, start = source.reads, source.bytes_read, time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        seconds = time.perf_counter() - start
+        reads, read_bytes = source.reads - reads, source.bytes_read - read_bytes
+    rows = GLOBAL_BATCH // HOSTS
+    # On a corpus much larger than a batch, a window costs one record read, two when it crosses
+    # a record boundary (probability seq_len / record_tokens); each read fetches a whole record.
+    reads_per_step = rows * (1 + SEQ_LEN / shards.RECORD_TOKENS)
+    bytes_per_step = reads_per_step * (shards.RECORD_TOKENS * 2 + records.BLOCK_HEADER)  # uint16
+    steps = RUN_TOKENS / (GLOBAL_BATCH * SEQ_LEN)
+    offsets_mb = RUN_TOKENS / shards.RECORD_TOKENS * 8 / 1e6
+    print(f"1.3B on a v4-32, one of {HOSTS} hosts: {rows} windows of {SEQ_LEN + 1} tokens per step, "
+          f"{reads_per_step:.0f} ranged reads ({bytes_per_step / 1e6:.2f} MB); needed at {step_seconds} "
+          f"s/step: {reads_per_step / step_seconds:.0f} reads/s, "
+          f"{bytes_per_step / step_seconds / 1e6:.2f} MB/s")
+    print(f"achieved with {latency_ms:.0f} ms per read and {records.READ_THREADS} threads: "
+          f"{reads / seconds:.0f} reads/s, {read_bytes / seconds / 1e6:.1f} MB/s ({batches} batches of "
+          f"{reads / batches:.0f} reads in {seconds:.2f} s)")
+    print(f"over the run ({steps:,.0f} steps): reads {bytes_per_step * steps / 1e9:.0f} GB per host, "
+          f"stores 0 bytes of shards (holds the record offsets in memory: {offsets_mb:.0f} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--skip_memory", action="store_true")
+    parser.add_argument("--remote", action="store_true", help="only the gs://-like reading figures")
+    parser.add_argument("--latency_ms", type=float, default=30.0, help="delay of every ranged read")
+    parser.add_argument("--step_seconds", type=float, default=4.3, help="the 1.3B run's step time")
+    parser.add_argument("--batches", type=int, default=10)
     args = parser.parse_args()
+    if args.remote:
+        print(f"load average before {os.getloadavg()[0]:.2f}")
+        remote_reads(args.latency_ms, args.step_seconds, args.batches)
+        from neoscale.benchmarking.probe import matmul_flops_per_second
+
+        print(f"probe: float32 2048^3 jitted matmul {matmul_flops_per_second() / 1e9:.0f} GFLOP/s; "
+              f"load average after {os.getloadavg()[0]:.2f}")
+        return
     texts, description = builtin.read()
     cores = os.cpu_count() or 1
     print(f"corpus: built-in, {len(texts)} documents, {description['bytes'] / 1e6:.1f} MB; "

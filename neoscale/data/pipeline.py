@@ -8,13 +8,15 @@ prepared array_record shards (random access: the corpus is never held in memory)
 sizes and mtimes; package versions; tfds name, version and size), the tokenizer (settings, or the
 model's sha256), the data seed and heldout_tokens; seq_len is applied at read time, so every
 sequence length shares one preparation. ``--data=prepared:DIR`` reads a directory prepared by
-``python -m neoscale.prepare`` (local or gs://, copied to the local cache once).
+``python -m neoscale.prepare`` (local or gs://, read where it is: nothing is copied to the host).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -26,7 +28,7 @@ import grain
 import numpy as np
 from etils import epath
 
-from neoscale.data import packing, shards, sources, tokenizer
+from neoscale.data import packing, records, shards, sources, tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -274,31 +276,6 @@ def check_source(config: DataConfig) -> None:
         sources.check(source)
 
 
-LOCAL_CACHE_DIR = "~/.cache/neoscale"  # local copies of prepared shards kept on gs://
-
-
-def _local_copy(directory: str, cache_dir: str) -> str:
-    """A local directory holding the prepared files (gs:// directories are copied once)."""
-    if "://" not in directory:
-        return directory
-    key = hashlib.sha256(directory.encode()).hexdigest()[:16]
-    local_root = LOCAL_CACHE_DIR if "://" in cache_dir else cache_dir
-    local = os.path.join(os.path.expanduser(local_root), "prepared", key)
-    if not os.path.isfile(os.path.join(local, shards.MANIFEST)):
-        log.info("copying %s to %s", directory, local)
-        os.makedirs(local, exist_ok=True)
-        remote = epath.Path(directory)
-        manifest = json.loads((remote / shards.MANIFEST).read_text())
-        names = [s["path"] for s in manifest["shards"]] + [shards.HELDOUT_NPY, shards.HELDOUT_JSON,
-                                                           shards.TOKENIZER_JSON, shards.TOKENIZER_MODEL]
-        for name in names:
-            if not os.path.exists(os.path.join(local, name)) and (remote / name).exists():
-                (remote / name).copy(epath.Path(local) / f".tmp-{name}", overwrite=True)
-                os.replace(os.path.join(local, f".tmp-{name}"), os.path.join(local, name))
-        (remote / shards.MANIFEST).copy(epath.Path(local) / shards.MANIFEST, overwrite=True)  # last
-    return local
-
-
 class PreparedData:
     """A prepared corpus: tokenizer, training shards and the fixed held-out set.
 
@@ -313,16 +290,16 @@ class PreparedData:
         self.directory = directory
         self.seq_len = config.seq_len
         self.seed = config.seed
-        local = _local_copy(directory, config.cache_dir)
-        self.manifest: dict = json.loads((epath.Path(local) / shards.MANIFEST).read_text())
-        self.tokenizer = tokenizer.from_identity(self.manifest["tokenizer"], local)
+        root = epath.Path(directory)  # read where it is (local or gs://): nothing is copied
+        self.manifest: dict = json.loads((root / shards.MANIFEST).read_text())
+        self.tokenizer = tokenizer.from_identity(self.manifest["tokenizer"], directory)
         self.vocab_size: int = self.tokenizer.vocab_size
         self.eos_id: int = self.tokenizer.eos_id
-        self.tokenizer_path = os.path.join(local, shards.TOKENIZER_MODEL)  # sentencepiece only
+        self.tokenizer_path = str(root / shards.TOKENIZER_MODEL)  # sentencepiece only
         self._shards = [s for s in self.manifest["shards"] if s["records"] > 0]
-        self._paths = [os.path.join(local, s["path"]) for s in self._shards]
+        self._paths = [str(root / s["path"]) for s in self._shards]
         for path in self._paths:
-            if not os.access(path, os.R_OK):
+            if "://" not in path and not os.access(path, os.R_OK):
                 raise ValueError(f"cannot read the shard {path} listed in {directory}/{shards.MANIFEST}: "
                                  "check the directory's permissions or prepare the data again")
         self._source = None
@@ -332,7 +309,8 @@ class PreparedData:
                 f"the training split holds {self.manifest['train_stream_tokens']} tokens, too few "
                 f"for one window of seq_len + 1 = {self.seq_len + 1}: lower seq_len or add data"
             )
-        self.heldout_stream: np.ndarray = np.load(os.path.join(local, shards.HELDOUT_NPY))
+        with (root / shards.HELDOUT_NPY).open("rb") as f:
+            self.heldout_stream: np.ndarray = np.load(io.BytesIO(f.read()))
         self.num_heldout_windows = packing.num_windows(len(self.heldout_stream), self.seq_len)
         if self.num_heldout_windows < 1:
             raise ValueError(f"the held-out set holds {len(self.heldout_stream)} tokens, fewer than "
@@ -356,9 +334,7 @@ class PreparedData:
 
     def _reader(self, rows: slice) -> packing.ShardWindows:
         if self._source is None:
-            from array_record.python.array_record_data_source import ArrayRecordDataSource
-
-            self._source = ArrayRecordDataSource(self._paths)
+            self._source = self._record_source()
         return packing.ShardWindows(
             source=self._source,
             tokens=np.array([s["tokens"] for s in self._shards], np.int64),
@@ -368,15 +344,31 @@ class PreparedData:
             rows=rows,
         )
 
+    def _record_source(self):
+        """Random access to the shards' records where they are: array_record's reader for a local
+        directory; byte-range reads (``records.RangeRecords``) on gs:// and other stores."""
+        from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+        offset_paths = [epath.Path(p + records.OFFSETS_SUFFIX) for p in self._paths]
+        if "://" not in self.directory or not offset_paths[0].exists():
+            # (gs:// shards prepared before offsets were written: riegeli reads them itself)
+            return ArrayRecordDataSource(self._paths)
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            offsets = list(pool.map(lambda p: np.load(io.BytesIO(p.read_bytes())), offset_paths))
+        itemsize = np.dtype(self.manifest["dtype"]).itemsize
+        record_tokens = int(self.manifest["record_tokens"])
+        last = [(s["tokens"] - (s["records"] - 1) * record_tokens) * itemsize for s in self._shards]
+        return records.RangeRecords(self._paths, offsets, record_tokens * itemsize, last)
+
     def train_shard_tokens(self):
         """Yields each training shard's token stream (for tests and inspection; reads everything)."""
         for path in self._paths:
             from array_record.python.array_record_module import ArrayRecordReader
 
             reader = ArrayRecordReader(path)
-            records = reader.read_all()
+            contents = reader.read_all()
             reader.close()
-            yield np.concatenate([np.frombuffer(r, self.manifest["dtype"]) for r in records])
+            yield np.concatenate([np.frombuffer(r, self.manifest["dtype"]) for r in contents])
 
 
     def _local_rows(self, global_batch_size: int, process_index: int, process_count: int):

@@ -5,6 +5,7 @@ Layout of a prepared directory (local or gs://)::
     tokenizer.json                     the tokenizer's identity (and its setting)
     tokenizer.model                    sentencepiece tokenizers only
     train-PPPPP-of-QQQQQ-KKKKKK.array_record   training shards of process P of Q, in order K
+    SHARD.offsets.npy                  where each record of SHARD starts (reads in place, no copy)
     state-PPPPP-of-QQQQQ-KKKKKK.npz    what process P knew after shard K (held-out candidates)
     done-PPPPP-of-QQQQQ.json           process P finished its share
     train-extra.array_record           held-out candidates that were not needed (back to training)
@@ -54,6 +55,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from etils import epath
 
+from neoscale.data import records as records_lib
 from neoscale.data import sources
 from neoscale.data import tokenizer as tokenizer_lib
 
@@ -419,8 +421,15 @@ def _finish_shard(writer: _ShardWriter, candidates: _Candidates, options: Prepar
     _write_bytes(out / _name("state", options, shard, ".npz"), candidates.to_bytes(), scratch)
     state = {"shards": [*previous, entry]}
     _write_bytes(out / _name("state", options, shard, ".json"), json.dumps(state).encode(), scratch)
-    _commit(writer.path, out / name)
+    _commit_shard(writer.path, out / name, entry["records"], scratch)
     return entry
+
+
+def _commit_shard(local: str, final: epath.Path, records: int, scratch: str) -> None:
+    """Commits a shard after its record offsets (``records.RangeRecords`` reads it in place)."""
+    offsets = records_lib.save_offsets(records_lib.record_offsets(local, records))
+    _write_bytes(final.parent / (final.name + records_lib.OFFSETS_SUFFIX), offsets, scratch)
+    _commit(local, final)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +464,7 @@ def _finish(spec, options: PrepareOptions, tok, out: epath.Path, scratch: str, s
         for c in sorted(rest, key=lambda c: c.id):
             writer.add_document(c, tok.eos_id)
         shards.append(writer.close(EXTRA_SHARD))
-        _commit(writer.path, out / EXTRA_SHARD)
+        _commit_shard(writer.path, out / EXTRA_SHARD, shards[-1]["records"], scratch)
     stream = np.concatenate([np.append(c.tokens, tok.eos_id) for c in heldout]).astype(dtype)
     buffer = io.BytesIO()
     np.save(buffer, stream)
