@@ -62,7 +62,8 @@ class Attention(nnx.Module):
         pdtype = dtype_of(config.param_dtype)
         init = normal_init(config)
         qkv_init = param_init(init, ("embed", "heads", "head_dim"))
-        self.q_proj = nnx.Param(qkv_init(rngs.params(), (d, h, dh), pdtype))
+        self.q_proj = nnx.Param(param_init(normal_init(config, "query"), ("embed", "heads", "head_dim"))(
+            rngs.params(), (d, h, dh), pdtype))  # μP: zero (neoscale.model.parametrization)
         self.k_proj = nnx.Param(qkv_init(rngs.params(), (d, h, dh), pdtype))
         self.v_proj = nnx.Param(qkv_init(rngs.params(), (d, h, dh), pdtype))
         self.out_proj = nnx.Param(

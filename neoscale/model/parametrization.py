@@ -11,7 +11,7 @@
   rate also transfers across depth.
 
 With m_N = d_model / base_d_model and m_L = num_layers / base_num_layers (both 1 at the base
-size, where μP and CompleteP *are* SP except for the attention scale noted below), per kind
+size, where μP and CompleteP *are* SP except for the zero-initialised query), per kind
 (``param_kind``):
 
 ==============  =====================  ======================  =======================
@@ -45,6 +45,11 @@ GPT-Neo's quirks, decided here:
   (a ladder that keeps its head count); a ladder that widens by adding heads of a fixed size sets
   ``base_head_dim = head_dim`` and the multiplier is 1 (head count is width-like and needs
   nothing: each head's dot product has a fixed length).
+* **The query projection starts at zero** under μP and CompleteP (Yang et al. 2022, Appendix
+  D.2; init kind ``query``, a hidden matrix for the optimizer): attention logits are exactly 0 at
+  init at every width, so after training they are the Θ(1) update term, not a random init term
+  that shrinks like head_dim^-1/2 under the 1/head_dim scale (the coordinate check's attention
+  logits fall with width without it). Keys, values and output stay random.
 * **LayerNorm gains and biases, and all biases** are vector-like: init unchanged (ones / zeros),
   LR multiplier 1 (their gradients are Θ(1) per coordinate, so Adam's Θ(1) step is right). Inside
   residual blocks they are CompleteP's "hidden biases and LN" (depth factors); the final
@@ -111,6 +116,8 @@ def init_std(config, kind: str) -> float:
         return config.init_std / width_mult(config)
     if kind in ("embedding", "readout"):
         return config.init_std
+    if kind == "query":  # the query projection (a hidden matrix for the optimizer)
+        return config.init_std if config.parametrization == "sp" else 0.0
     raise ValueError(f"parameter kind {kind!r} has no random init; matrices: embedding, hidden, "
                      "router, readout")
 

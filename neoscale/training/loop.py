@@ -36,7 +36,7 @@ import numpy as np
 from etils import epath
 
 from neoscale import accounting
-from neoscale.model import ModelConfig
+from neoscale.model import ModelConfig, parametrization
 from neoscale.presets import model_config
 from neoscale.sharding import batch_divisor, describe, make_mesh
 from neoscale.training import hparams as hparams_lib
@@ -383,7 +383,8 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
             schedule,
             weight_decay_mask(model_params.logical_specs, config.decay_embeddings,
                               config.decay_norms_and_biases),
-            weight_decay=config.weight_decay, clip_norm=config.clip_norm)
+            weight_decay=config.weight_decay, clip_norm=config.clip_norm,
+            multipliers=parametrization.adam_multipliers(model_cfg, model_params.logical_specs))
         shardings = state_shardings(model_params, optimizer, mesh)  # checks divisibility
         writer = MetricsWriter(run_dir, enabled=primary, tensorboard=config.tensorboard,
                                total_steps=config.steps)
