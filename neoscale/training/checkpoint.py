@@ -3,8 +3,14 @@
 One checkpoint (``RUN/checkpoints/STEP/``) holds three items:
 
 * ``state``: the TrainState (written collectively by every process, each its own shards);
-* ``data``: the data iterator's position (one small JSON file per process, grain's handler);
-* ``run``: JSON with the run's configuration and progress counters (written by process 0).
+* ``run``: JSON with the run's configuration, progress counters and ``data_position``: the data
+  iterator's state, the global batches consumed (written by process 0).
+
+Every process's iterator walks the same sequence of global batches and takes its own rows of
+each, so the position is one number for all of them: a checkpoint restores onto any process
+count, which then reads the same global batches in the same order, split into other rows.
+(Checkpoints written before kept a ``data`` item per process, grain's handler; they restore
+onto the same process count only.)
 
 orbax writes a checkpoint into a temporary directory and renames it when complete, so a run
 killed at any moment, even mid-save, finds only complete checkpoints on restart.
@@ -20,6 +26,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from neoscale.training.state import TrainState
+
+DATA_POSITION = "data_position"  # the run JSON's entry for the data iterator's state
 
 
 class Checkpointer:
@@ -52,10 +60,9 @@ class Checkpointer:
         """Starts saving (asynchronously) if ``step`` is a multiple of save_every or ``force``."""
         if not force and step % self.save_every:
             return False
+        run = {**run, DATA_POSITION: data_iterator.get_state()}
         return self.manager.save(step, force=True, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
-            run=ocp.args.JsonSave(run)))
+            state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(run)))
 
     def restore(self, step: int, target: TrainState,
                 data_iterator: Any | None = None) -> tuple[TrainState, dict]:
@@ -65,16 +72,21 @@ class Checkpointer:
         data_iterator: set to the saved position (in place) when given.
         """
         items = {"state": ocp.args.StandardRestore(target), "run": ocp.args.JsonRestore()}
-        if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"], restored["run"]
+        run = dict(restored["run"])
+        position = run.pop(DATA_POSITION, None)
+        if data_iterator is not None and position is not None:
+            data_iterator.set_state(position)
+        elif data_iterator is not None:  # an older checkpoint: grain's per-process files
+            self.manager.restore(step, args=ocp.args.Composite(
+                data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        return restored["state"], run
 
     def restore_run(self, step: int) -> dict:
         """Only the run JSON of checkpoint ``step``."""
         restored = self.manager.restore(step, args=ocp.args.Composite(
             run=ocp.args.JsonRestore()))
-        return restored["run"]
+        return {k: v for k, v in restored["run"].items() if k != DATA_POSITION}
 
     def reached_preemption(self, step: int) -> bool:
         """JAX's preemption sync point (multi-process runs after jax.distributed.initialize)."""
