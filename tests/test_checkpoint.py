@@ -1,5 +1,6 @@
 """Checkpoints: restore onto another mesh; SIGTERM / SIGKILL of a real run resume exactly."""
 
+import functools
 import signal
 import subprocess
 import sys
@@ -102,3 +103,37 @@ def test_interrupted_run_resumes_exactly(tmp_path, uninterrupted, sig):
     losses = _losses(run_dir)
     assert sorted(losses) == list(range(1, STEPS + 1))
     assert losses == uninterrupted
+
+
+def test_checkpoint_cadence_by_wall_clock(tmp_path, monkeypatch):
+    """checkpoint_minutes saves a checkpoint once that long has passed since the last save (read
+    at logging steps), whatever checkpoint_every says; a fake clock runs 25 s per step."""
+    now = [0.0]
+    monkeypatch.setattr(loop_lib, "Checkpointer", functools.partial(Checkpointer, clock=lambda: now[0]))
+
+    def one_step_passes(point):
+        now[0] += 25.0
+
+    config = RunConfig(workdir=str(tmp_path / "run"), size="w32d2h2", data="synthetic", vocab_size=64,
+                       batch_size=8, seq_len=16, learning_rate=0.01, heldout_tokens=256, steps=9,
+                       log_every=1, eval_every=1, checkpoint_every=1000, checkpoint_minutes=1.0,
+                       keep_checkpoints=10, tensorboard=False, model_overrides={"max_positions": 16})
+    loop_lib.train(config, on_eval=one_step_passes)
+    # Step k decides at 25 (k - 1) s: 75 s at step 4 (save, started at 100 s after its
+    # evaluation), 175 s at step 8 (75 s after that save), and the end.
+    assert Checkpointer(tmp_path / "run" / "checkpoints", save_every=1, keep=1,
+                        read_only=True).all_steps() == [4, 8, 9]
+
+
+def test_the_clock_is_read_only_when_asked():
+    now = [0.0]
+    checkpointer = Checkpointer.__new__(Checkpointer)  # the cadence alone, no orbax manager
+    checkpointer.save_every, checkpointer.save_minutes = 100, 30.0
+    checkpointer._clock, checkpointer._last_save = (lambda: now[0]), 0.0
+    now[0] = 29 * 60.0
+    assert not checkpointer.due(7)
+    now[0] = 30 * 60.0
+    assert checkpointer.due(7) and not checkpointer.due(7, check_clock=False)
+    assert checkpointer.due(200, check_clock=False)
+    checkpointer.save_minutes = None
+    assert not checkpointer.due(7)

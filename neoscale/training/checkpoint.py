@@ -1,4 +1,5 @@
-"""Checkpoints with orbax: asynchronous, every N steps and at the end, keeping the last K.
+"""Checkpoints with orbax: asynchronous, every N steps, every M minutes and at the end, keeping
+the last K.
 
 One checkpoint (``RUN/checkpoints/STEP/``) holds three items:
 
@@ -18,12 +19,16 @@ killed at any moment, even mid-save, finds only complete checkpoints on restart.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grain.checkpoint
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from neoscale.training.state import TrainState
 
@@ -35,7 +40,8 @@ class Checkpointer:
 
     def __init__(self, directory: str | epath.Path, *, save_every: int, keep: int,
                  keep_period: int | None = None, async_save: bool = True,
-                 read_only: bool = False):
+                 read_only: bool = False, save_minutes: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         if save_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {save_every}")
         if keep < 1:
@@ -46,6 +52,9 @@ class Checkpointer:
             read_only=read_only)
         self.directory = epath.Path(directory)
         self.save_every = save_every
+        self.save_minutes = save_minutes
+        self._clock = clock
+        self._last_save = clock()
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -55,11 +64,25 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
+    def due(self, step: int, *, check_clock: bool = True) -> bool:
+        """Whether step is a checkpoint step: a multiple of save_every, or (when ``check_clock``)
+        save_minutes or more since the last save started. Every process must call it alike (with
+        the same check_clock): process 0's clock decides for all, so that they save together."""
+        if step % self.save_every == 0:
+            return True
+        if self.save_minutes is None or not check_clock:
+            return False
+        due = self._clock() - self._last_save >= 60 * self.save_minutes
+        if jax.process_count() > 1:
+            due = bool(multihost_utils.broadcast_one_to_all(np.bool_(due)))
+        return due
+
     def save(self, step: int, state: TrainState, data_iterator: Any, run: dict,
              force: bool = False) -> bool:
         """Starts saving (asynchronously) if ``step`` is a multiple of save_every or ``force``."""
         if not force and step % self.save_every:
             return False
+        self._last_save = self._clock()
         run = {**run, DATA_POSITION: data_iterator.get_state()}
         return self.manager.save(step, force=True, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(run)))

@@ -67,6 +67,7 @@ class RunConfig:
     eval_every: int = 100
     eval_batch_size: int | None = None
     checkpoint_every: int = 100
+    checkpoint_minutes: float | None = 30.0  # also save when this long has passed since the last save
     keep_checkpoints: int = 3
     keep_checkpoint_every: int | None = None
     async_checkpoints: bool = True
@@ -123,6 +124,8 @@ def validate(c: RunConfig) -> None:
                  "checkpoint_every", "keep_checkpoints"):
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+    if c.checkpoint_minutes is not None and not c.checkpoint_minutes > 0:
+        raise ValueError(f"checkpoint_minutes must be > 0 (None: by steps only), got {c.checkpoint_minutes}")
     if c.batch_size is not None and c.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {c.batch_size}")
     if c.eval_batch_size is not None and c.eval_batch_size < 1:

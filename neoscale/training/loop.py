@@ -55,8 +55,9 @@ PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; rerunning the same command
 NON_FINITE_EXIT_CODE = 3
 # What may differ when a run directory is reused (resumed, or its result returned); everything
 # else in config.json must match. Cadence and paths: when and where things are written.
-CADENCE_FIELDS = ("workdir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                  "keep_checkpoint_every", "async_checkpoints", "tensorboard", "data_cache_dir")
+CADENCE_FIELDS = ("workdir", "log_every", "eval_every", "checkpoint_every", "checkpoint_minutes",
+                  "keep_checkpoints", "keep_checkpoint_every", "async_checkpoints", "tensorboard",
+                  "data_cache_dir")
 # Layout: how the same computation is placed on devices and which kernels compute it
 # (checkpoints restore onto any mesh; gradient accumulation, evaluation micro-batches,
 # rematerialisation, the loss and attention kernels change rounding only).
@@ -364,6 +365,7 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
     checkpointer = Checkpointer(run_dir / CHECKPOINT_DIR, save_every=config.checkpoint_every,
                                 keep=config.keep_checkpoints,
                                 keep_period=config.keep_checkpoint_every,
+                                save_minutes=config.checkpoint_minutes,
                                 async_save=config.async_checkpoints)
     try:
         finished = is_finished(run_dir)
@@ -480,7 +482,8 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
             do_log = step % config.log_every == 0 or is_last
             do_eval = step % config.eval_every == 0 or is_last
             preempted = sigterm.is_set() or checkpointer.reached_preemption(step)
-            do_save = is_last or preempted or step % config.checkpoint_every == 0
+            # The clock is read at logging steps only (every process alike: they save together).
+            do_save = is_last or preempted or checkpointer.due(step, check_clock=do_log)
             if not (do_log or do_eval or do_save):
                 continue
             check(*pending)
@@ -516,7 +519,7 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
                 writer.write(step, line)
                 writer.progress(step, line)
             if do_save:
-                save(force=is_last or preempted)
+                save(force=True)  # do_save decided: by step, clock, preemption or the end
             throughput_mark = (time.monotonic(), step)
             if preempted and not is_last:
                 checkpointer.wait()
