@@ -52,17 +52,21 @@ def param_counts(config: ModelConfig) -> dict[str, int]:
     """Parameter counts from the model's parameter tree (abstract: a 2.7B count takes seconds).
 
     Returns a mapping with ``total``, ``embedding``, ``non_embedding``, ``active``, ``expert``
-    (all routed-expert weights) and ``router``.
+    (all routed-expert weights) and ``router``, all without the vocabulary padding
+    (``ModelConfig.vocab_pad_multiple``), and ``stored``: the parameters as held, padding included.
     """
     sizes = {path: math.prod(shape) for path, shape in _param_shapes(config).items()}
-    total = sum(sizes.values())
-    embedding = sum(n for path, n in sizes.items() if path[-1] in ("wte", "wpe"))
+    # Padding rows of the embedding (and columns of an untied head) are not the model's parameters.
+    padding = (config.padded_vocab_size - config.vocab_size) * config.d_model
+    stored = sum(sizes.values())
+    total = stored - padding * (1 if config.tie_embeddings else 2)
+    embedding = sum(n for path, n in sizes.items() if path[-1] in ("wte", "wpe")) - padding
     expert = sum(n for path, n in sizes.items() if path[-1] in EXPERT_PARAMS)
     router = sum(n for path, n in sizes.items() if path[-1] == "router")
     unused_fraction = 1 - config.top_k / config.num_experts
     active = total - round(expert * unused_fraction)
     return {"total": total, "embedding": embedding, "non_embedding": total - embedding,
-            "active": active, "expert": expert, "router": router}
+            "active": active, "expert": expert, "router": router, "stored": stored}
 
 
 def mean_keys_per_query(kind: str, seq_len: int, window: int) -> float:
@@ -180,7 +184,7 @@ def saved_residual_bytes(config: ModelConfig, seq_len: int, remat: str | None = 
 
 def model_state_bytes(config: ModelConfig) -> dict[str, int]:
     """Bytes of parameters, gradients and AdamW moments (two float32 moments per parameter)."""
-    params = param_counts(config)["total"]
+    params = param_counts(config)["stored"]
     param_bytes = params * np.dtype(config.param_dtype).itemsize
     return {"params": param_bytes, "grads": param_bytes, "optimizer": params * 2 * 4,
             "total": 2 * param_bytes + params * 8}

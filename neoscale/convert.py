@@ -6,7 +6,8 @@
 The checkpoint directory holds ``config.json`` and the weights as ``model.safetensors`` (read with
 numpy, no torch needed), a sharded ``model.safetensors.index.json``, or ``pytorch_model.bin``
 (needs torch). The model is built abstractly (``nnx.eval_shape``) and filled with the checkpoint's
-arrays, so no random model is materialised first.
+arrays, so no random model is materialised first. The embedding gets zero rows up to a multiple of
+128 (``ModelConfig.vocab_pad_multiple``; masked out of every logit), as the GPT-Neo presets have.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def config_from_hf(hf: dict, **overrides) -> ModelConfig:
         "layer_norm_eps": hf.get("layer_norm_epsilon", 1e-5),
         "tie_embeddings": hf.get("tie_word_embeddings", True),
         "attention_scale": "none",  # GPT-Neo does not scale attention scores
+        "vocab_pad_multiple": 128,  # as the GPT-Neo presets: whole tiles, splits over a tensor axis
         **overrides,
     }
     return ModelConfig(**fields)
@@ -159,6 +161,18 @@ def _fits(shape: tuple, target: tuple, linear: bool) -> bool:
     return tuple(shape) in (rows_first, cols_last)
 
 
+def _pad_vocabulary(name: str, tensor: np.ndarray, ours: tuple, config: ModelConfig) -> np.ndarray:
+    """wte [V, D] or the untied head [D, V] (transposed) with zero rows / columns up to
+    ``config.padded_vocab_size``; a checkpoint whose vocabulary is not ``config.vocab_size`` is an error."""
+    axis = 0 if ours == ("wte",) else 1
+    if tensor.shape[axis] != config.vocab_size:
+        raise ValueError(f"tensor {name!r} has {tensor.shape[axis]} vocabulary entries, but config.json "
+                         f"says vocab_size={config.vocab_size}; is the config from the same checkpoint?")
+    widths = [(0, 0), (0, 0)]
+    widths[axis] = (0, config.padded_vocab_size - config.vocab_size)
+    return np.pad(tensor, widths)
+
+
 def load_hf_gpt_neo(path: str | Path, *, dtype: str | None = None,
                     param_dtype: str | None = None) -> tuple[ModelConfig, GPTNeo]:
     """Loads a ``transformers`` GPT-Neo checkpoint directory as ``(config, model)``.
@@ -191,6 +205,8 @@ def load_hf_gpt_neo(path: str | Path, *, dtype: str | None = None,
         tensor = tensors.pop(name)
         tensor = tensor.T if linear else tensor
         shape = shapes[ours] if group is None else shapes[ours][1:]
+        if ours in (("wte",), ("lm_head",)):
+            tensor = _pad_vocabulary(name, tensor, ours, config)
         if not _fits(tensor.shape, shape, linear):
             raise ValueError(f"tensor {name!r} has shape {tensor.shape}, but config.json implies "
                              f"{shape}; is the config from the same checkpoint?")

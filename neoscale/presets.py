@@ -49,9 +49,14 @@ VALID_FORMS = (
 )
 
 
+# GPT-Neo sizes pad the embedding to whole 128-row tiles (50257 -> 50304), so the vocabulary
+# splits over a tensor axis; counts and FLOPs stay GPT-Neo's own (ModelConfig.vocab_pad_multiple).
+GPT_NEO_DEFAULTS = {"vocab_pad_multiple": 128}
+
+
 def _named_shape(name: str) -> tuple[int, int, int, dict] | None:
     if name in GPT_NEO_PRESETS:
-        return (*GPT_NEO_PRESETS[name], {})
+        return (*GPT_NEO_PRESETS[name], dict(GPT_NEO_DEFAULTS))
     if name in CPU_LADDER:
         return (*CPU_LADDER[name], dict(CPU_LADDER_DEFAULTS))
     return None

@@ -129,3 +129,26 @@ def test_moe_auxiliary_losses_are_summed_over_layers():
     # Four layers: the sum is four times the per-layer mean that was added before.
     assert float(metrics["aux_loss"]) == pytest.approx(4 * (0.5 * float(lb.mean())
                                                             + 0.25 * float(z.mean())), rel=1e-5)
+
+
+@pytest.mark.parametrize("length", [4, 13])
+def test_padded_vocabulary_rows_are_masked_out(length):
+    """Embedding rows past the vocabulary (ModelConfig.vocab_pad_multiple) change no loss and get
+    no gradient, in the fused and the plain loss."""
+    hidden, embedding, targets, weights = _inputs(vocab=37)
+    padding = 100.0 * jax.random.normal(jax.random.key(9), (27, embedding.shape[1]))  # large logits
+    padded = jnp.concatenate([embedding, padding])
+
+    def plain(h, e, vocab=None):
+        return plain_cross_entropy(h, e, targets, weights, vocab)
+
+    def fused(h, e, vocab=None):
+        return fused_cross_entropy(h, e, targets, weights, length, vocab)
+
+    want_value, want_grads = jax.value_and_grad(plain, argnums=(0, 1))(hidden, embedding)
+    for loss in (plain, fused):
+        value, (d_hidden, d_embedding) = jax.value_and_grad(loss, argnums=(0, 1))(hidden, padded, 37)
+        np.testing.assert_allclose(value, want_value, rtol=1e-6)
+        np.testing.assert_allclose(d_hidden, want_grads[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(d_embedding[:37], want_grads[1], rtol=1e-5, atol=1e-5)
+        assert float(jnp.abs(d_embedding[37:]).max()) == 0.0

@@ -34,6 +34,20 @@ def test_logits_shape_and_dtype():
     assert float(aux["load_balancing_loss"]) == 0.0
 
 
+def test_padded_vocabulary():
+    """Embedding rows padded to a multiple (97 -> 128); the logits and counts are the vocabulary's."""
+    from neoscale.accounting import param_counts
+
+    padded = tiny(vocab_pad_multiple=128)
+    assert padded.wte.shape == (128, 32)
+    logits, _ = forward(padded, tokens())
+    assert logits.shape == (2, SEQ, VOCAB)
+    config = padded.config
+    assert param_counts(config)["total"] == param_counts(config.replace(vocab_pad_multiple=1))["total"]
+    assert param_counts(config)["stored"] == param_counts(config)["total"] + 31 * 32
+    assert model_config("125M").padded_vocab_size == 50304  # GPT-Neo presets: whole 128-row tiles
+
+
 @pytest.mark.parametrize("pattern", ["alternating", "global", "local"])
 def test_changing_a_future_token_never_changes_an_earlier_logit(pattern):
     model = tiny("w32d4h2", attention_pattern=pattern)

@@ -1,5 +1,7 @@
 """Mesh flag, rules table, divisibility errors, and: every mesh trains like one device."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -114,3 +116,94 @@ def test_mesh_matches_one_device(size, mesh_spec):
     sharded = _losses(size, make_mesh(mesh_spec))
     assert reference[-1] < reference[0]  # it trains
     np.testing.assert_allclose(sharded, reference, rtol=1e-5)
+
+
+def test_gpt_neo_vocabulary_splits_over_a_tensor_axis():
+    """50257 = 29 x 1733 splits over no tensor axis; the presets pad it to 50304 = 393 x 128."""
+    mesh = make_mesh("fsdp:4,tensor:2")
+    shardings = ModelParams(model_config("125M"), 0).shardings(mesh)
+    assert shardings["wte"].spec == P("tensor", "fsdp")
+    with pytest.raises(ValueError, match=r"wte dimension 0 \('vocab'\) of size 50257"):
+        ModelParams(model_config("125M", vocab_pad_multiple=1), 0).shardings(mesh)
+
+
+def test_padded_vocabulary_trains_alike_on_a_tensor_mesh():
+    def losses(mesh):
+        config = model_config("w32d2h2", vocab_size=60, vocab_pad_multiple=32, max_positions=16)
+        params = ModelParams(config, seed=0)
+        schedule = make_schedule("cosine", 1e-2, 10, 1)
+        optimizer = make_optimizer(schedule, weight_decay_mask(params.logical_specs))
+        state = create_train_state(params, optimizer, mesh)
+        step = make_train_step(params, optimizer, schedule, mesh,
+                               state_shardings(params, optimizer, mesh))
+        batches = SyntheticData(60, 16, seed=1).train_iterator(8)
+        values = []
+        for _ in range(3):
+            state, metrics = step(state, global_batch(next(batches), mesh))
+            values.append(float(metrics["loss"]))
+        return np.array(values)
+
+    reference = losses(make_mesh("", jax.devices()[:1]))
+    assert reference[-1] < reference[0]
+    np.testing.assert_allclose(losses(make_mesh("fsdp:4,tensor:2")), reference, rtol=1e-5)
+
+
+def _loop_collectives(hlo: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(opcode, result shape) of every all-gather / reduce-scatter / all-reduce in the body of a
+    while loop of a compiled HLO module's text, or in a computation such a body calls."""
+    computations: dict[str, list[str]] = {}
+    name = None
+    for line in hlo.splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header:
+            name = header[1]
+            computations[name] = []
+        elif name is not None:
+            computations[name].append(line)
+    todo, seen = set(re.findall(r"body=%?([\w.\-]+)", hlo)), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in computations:
+            continue
+        seen.add(name)
+        for line in computations[name]:
+            todo |= set(re.findall(r"(?:calls|body|condition|to_apply)=%?([\w.\-]+)", line))
+    found = []
+    for name in seen:
+        for line in computations[name]:
+            op = re.search(r"= \w+\[([\d,]*)\]\S* (all-gather|reduce-scatter|all-reduce)(?:-start)?\(", line)
+            if op:
+                found.append((op[2], tuple(int(n) for n in op[1].split(",") if n)))
+    return found
+
+
+@pytest.mark.parametrize("mesh_spec", ["fsdp:8", "fsdp:4,tensor:2"])
+def test_fused_loss_moves_no_embedding_inside_its_chunk_loop(mesh_spec):
+    """The compiled gradient of the fused loss gathers the [vocab, d] embedding once before its
+    chunk loop and reduce-scatters its gradient once after it: no collective in a loop body has
+    a vocabulary-sized dimension (before shard_map: an all-reduce of the [vocab, d] gradient in
+    every chunk). Per-chunk all-reduces of [tokens] and [tokens, d] under tensor parallelism are
+    the vocabulary-parallel softmax's and stay."""
+    from neoscale.sharding import batch_sharding, sharding_context
+    from neoscale.training.step import loss_fn
+
+    config = model_config("w32d2h2", vocab_size=1000, vocab_pad_multiple=128, max_positions=64,
+                          loss_chunk_tokens=16)  # 2 chunks per device
+    params = ModelParams(config, 0)
+    mesh = make_mesh(mesh_spec)
+    shardings = params.shardings(mesh)
+    abstract = {name: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=shardings[name])
+                for name, shape in params.shapes.items()}
+    batch = {name: jax.ShapeDtypeStruct((8, 64), np.int32, sharding=batch_sharding(mesh))
+             for name in ("inputs", "targets")}
+
+    def grads(p, b):
+        return jax.grad(lambda p: loss_fn(p, params, b)[0])(p)
+
+    with sharding_context(mesh):
+        hlo = jax.jit(grads, out_shardings=shardings).lower(abstract, batch).compile().as_text()
+    tensor = mesh.shape["tensor"]
+    vocab_rows = {config.padded_vocab_size, config.padded_vocab_size // tensor}
+    in_loops = _loop_collectives(hlo)
+    assert not [c for c in in_loops if vocab_rows & set(c[1])], in_loops
+    assert re.search(r"all-gather\(", hlo) and re.search(r"reduce-scatter\(", hlo)

@@ -24,6 +24,11 @@ class ModelConfig:
     """
 
     vocab_size: int = 50257
+    # Embedding rows (and LM-head columns) are padded to a multiple of this, so the vocabulary
+    # splits over a tensor axis and fills whole hardware tiles (GPT-Neo presets: 128; 50257 ->
+    # 50304). Padded logits are masked out of the loss and sliced off the model's output; the
+    # parameter counts and FLOPs are the unpadded model's (neoscale.accounting).
+    vocab_pad_multiple: int = 1
     max_positions: int = 2048
     d_model: int = 768
     num_layers: int = 12
@@ -74,6 +79,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token embedding: vocab_size rounded up to ``vocab_pad_multiple``."""
+        return -(-self.vocab_size // self.vocab_pad_multiple) * self.vocab_pad_multiple
 
     @property
     def head_dim(self) -> int:
@@ -134,7 +144,8 @@ def validate(c: ModelConfig) -> None:
     def fail(message: str) -> None:
         raise ValueError(message)
 
-    for name in ("vocab_size", "max_positions", "d_model", "num_layers", "num_heads", "num_experts"):
+    for name in ("vocab_size", "vocab_pad_multiple", "max_positions", "d_model", "num_layers", "num_heads",
+                 "num_experts"):
         if getattr(c, name) < 1:
             fail(f"{name} must be a positive integer, got {getattr(c, name)}")
     if c.d_model % c.num_heads:

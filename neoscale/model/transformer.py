@@ -97,8 +97,9 @@ class GPTNeo(nnx.Module):
         self.config = config
         pdtype = dtype_of(config.param_dtype)
         init = normal_init(config, "embedding")
+        vocab = config.padded_vocab_size  # rows past vocab_size: masked out of every logit
         self.wte = nnx.Param(param_init(init, ("vocab", "embed"))(
-            rngs.params(), (config.vocab_size, config.d_model), pdtype))
+            rngs.params(), (vocab, config.d_model), pdtype))
         self.wpe = nnx.Param(param_init(init, ("positions", "embed"))(
             rngs.params(), (config.max_positions, config.d_model), pdtype))
 
@@ -111,12 +112,13 @@ class GPTNeo(nnx.Module):
         self.ln_f = LayerNorm(config)
         if not config.tie_embeddings:
             self.lm_head = nnx.Param(param_init(normal_init(config, "readout"), ("embed", "vocab"))(
-                rngs.params(), (config.d_model, config.vocab_size), pdtype))
+                rngs.params(), (config.d_model, vocab), pdtype))
 
     def __call__(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """tokens int [batch, seq] -> (float32 logits [batch, seq, vocab], aux)."""
         hidden, aux = self.hidden(tokens)
-        return head_logits(hidden, self.output_embedding()), aux
+        logits = head_logits(hidden, self.output_embedding())
+        return logits[..., :self.config.vocab_size], aux  # without the padding rows' logits
 
     def hidden(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """tokens int [batch, seq] -> (final LayerNorm output [batch, seq, d_model], aux).
@@ -131,7 +133,7 @@ class GPTNeo(nnx.Module):
         return self.ln_f(x), _summarise_aux(moe_aux)
 
     def output_embedding(self) -> jax.Array:
-        """The LM head as [vocab, d_model] in the compute dtype (the token embedding when tied),
+        """The LM head as [padded vocab, d_model] in the compute dtype (the token embedding when tied),
         times the readout multiplier (μP: 1/m_N, parametrization.readout_multiplier; SP: none)."""
         dt = dtype_of(self.config.dtype)
         head = self.wte[...].astype(dt) if self.config.tie_embeddings else self.lm_head[...].astype(dt).T
@@ -144,7 +146,8 @@ class GPTNeo(nnx.Module):
         chosen by ``config.loss_impl``. tokens, targets int [batch, seq]; weights float32 [batch, seq]."""
         hidden, aux = self.hidden(tokens)
         total = cross_entropy_sum(hidden, self.output_embedding(), targets, weights,
-                                   self.config.loss_impl, self.config.loss_chunk_tokens)
+                                   self.config.loss_impl, self.config.loss_chunk_tokens,
+                                   self.config.vocab_size)
         return total, aux
 
     def _apply_groups(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
