@@ -1,6 +1,8 @@
 """Writers on gs:// (a fake GCS that, like the real one, cannot append), through etils.epath."""
 
 import json
+import threading
+import time
 
 import pytest
 from etils import epath
@@ -43,13 +45,52 @@ def test_metrics_on_gcs_hold_back_only_until_flush_and_never_evaluations(gcs):
     writer = metrics.MetricsWriter(run_dir, tensorboard=False, flush_seconds=3600.0)
     writer.write(1, {"loss": 3.0})  # the first write flushes (nothing was written yet)
     writer.write(2, {"loss": 2.5})  # held back: within flush_seconds
+    writer.sync()  # (the background writer has handled both)
     assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1]
     writer.write(3, {"loss": 2.0, "eval_loss": 2.2})  # an evaluation: written at once, with step 2
+    writer.sync()
     assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2, 3]
     writer.write(4, {"loss": 1.9})
     writer.flush()
+    writer.sync()
     assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2, 3, 4]
     writer.close()
+
+
+def test_metrics_on_gcs_are_uploaded_off_the_training_thread(gcs, monkeypatch):
+    """Each upload takes 0.2 s; 50 logged steps (one evaluation) return at once, the object is
+    written a few times (not once per step) by the writer thread, and close loses nothing."""
+    uploads, training_thread = [], threading.current_thread()
+    original = type(gcs)._open
+
+    def slow_open(self, path, mode="rb", **kwargs):
+        if "w" in mode:
+            uploads.append(threading.current_thread())
+            time.sleep(0.2)
+        return original(self, path, mode, **kwargs)
+
+    monkeypatch.setattr(type(gcs), "_open", slow_open)
+    run_dir = "gs://bucket/run"
+    writer = metrics.MetricsWriter(run_dir, tensorboard=False, flush_seconds=3600.0)
+    start = time.perf_counter()
+    for step in range(1, 51):
+        writer.write(step, {"loss": 1.0 / step, "eval_loss": 2.0 if step == 25 else None})
+    assert time.perf_counter() - start < 0.2  # not one upload's time
+    writer.close()
+    assert 1 <= len(uploads) <= 4  # first write, the evaluation, close (not 50)
+    assert training_thread not in uploads
+    assert [r["step"] for r in metrics.read_metrics(run_dir)] == list(range(1, 51))
+
+
+def test_a_failed_upload_is_raised_on_the_training_thread(gcs, monkeypatch):
+    def broken_open(self, path, mode="rb", **kwargs):
+        raise OSError("bucket gone")
+
+    monkeypatch.setattr(type(gcs), "_open", broken_open)
+    writer = metrics.MetricsWriter("gs://bucket/run", tensorboard=False)
+    writer.write(1, {"loss": 1.0})
+    with pytest.raises(RuntimeError, match="writing metrics to gs://bucket/run/metrics.jsonl failed"):
+        writer.close()
 
 
 def test_resumed_metrics_on_gcs_drop_records_past_the_checkpoint_and_append(gcs):

@@ -5,6 +5,11 @@ Only process 0 writes; on other processes every method is a no-op. Paths go thro
 stores (gs://, s3://) cannot append: there the writer keeps the file's lines and rewrites the whole
 object, at most every ``flush_seconds`` (GCS takes about one write per second to one object) and
 on ``close``; a local file is appended to line by line.
+
+On an object store every write (metrics object, TensorBoard events) happens on a background
+thread, so the training loop never waits for an upload while the other hosts wait for it at their
+next collective; ``close`` (also on preemption: the loop closes its writer on the way out) drains
+the queue and flushes, so nothing logged is lost.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import sys
+import threading
 import time
 from typing import Any
 
@@ -21,6 +28,7 @@ from etils import epath
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+_FLUSH, _STOP = object(), object()  # the background writer's orders
 
 
 def write_atomic(path: epath.Path, text: str) -> None:
@@ -59,7 +67,7 @@ class MetricsWriter:
 
     def __init__(self, run_dir: str | epath.Path, *, enabled: bool = True,
                  tensorboard: bool = True, total_steps: int | None = None,
-                 flush_seconds: float = 5.0):
+                 flush_seconds: float = 5.0, background: bool | None = None):
         self.enabled = enabled
         self.path = epath.Path(run_dir) / METRICS_FILE
         self.total_steps = total_steps
@@ -75,12 +83,42 @@ class MetricsWriter:
             self._tb = SummaryWriter(str(epath.Path(run_dir) / TENSORBOARD_DIR))
         self._start = time.monotonic()
         self._start_step: int | None = None
+        # Object stores: records go through a queue to one thread that does all their I/O.
+        self._queue: queue.Queue | None = None
+        self._error: BaseException | None = None
+        if enabled and (is_object_store(self.path) if background is None else background):
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._drain, name="metrics-writer", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                if self._error is None:
+                    self.flush_now() if item is _FLUSH else self._write_now(*item)
+            except Exception as error:  # noqa: BLE001 - raised on the training thread, at sync()
+                self._error = error
+            finally:
+                self._queue.task_done()
+
+    def sync(self) -> None:
+        """Waits until every record written so far has been handled (background writer only);
+        raises what the writer thread raised."""
+        if self._queue is not None:
+            self._queue.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"writing metrics to {self.path} failed: {error}") from error
 
     def truncate_after(self, step: int) -> None:
         """Drops records past ``step`` (written after the checkpoint a resumed run starts from)."""
         if not self.enabled:
             return
         self.flush()
+        self.sync()
         self._lines = None  # read again after the rewrite below
         if not self.path.exists():
             return
@@ -93,6 +131,14 @@ class MetricsWriter:
             return
         record = {"step": int(step)}
         record.update({k: _jsonable(v) for k, v in metrics.items() if v is not None})
+        if self._queue is not None:
+            if self._error is not None:
+                self.sync()  # raises the writer thread's error
+            self._queue.put((step, record))
+        else:
+            self._write_now(step, record)
+
+    def _write_now(self, step: int, record: dict[str, Any]) -> None:
         line = json.dumps(record) + "\n"
         if is_object_store(self.path):
             if self._lines is None:
@@ -107,10 +153,17 @@ class MetricsWriter:
                 if name != "step" and isinstance(value, int | float):
                     self._tb.add_scalar(name, value, step)
         if "eval_loss" in record or time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()  # evaluation records (the study's results) are never held back
+            self.flush_now()  # evaluation records (the study's results) are never held back
 
     def flush(self) -> None:
-        """Writes what ``write`` holds back: the whole metrics object, TensorBoard's events."""
+        """Writes what ``write`` holds back (on the writer thread, if any, after the records
+        queued before): the whole metrics object, TensorBoard's events."""
+        if self._queue is not None:
+            self._queue.put(_FLUSH)
+        else:
+            self.flush_now()
+
+    def flush_now(self) -> None:
         if self._unflushed:
             self.path.write_text("".join(self._lines))  # an object appears whole when uploaded
             self._unflushed = False
@@ -141,6 +194,11 @@ class MetricsWriter:
     def close(self) -> None:
         if self.enabled:
             self.flush()
+        if self._queue is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._queue = None
+            self.sync()
         if self._tb is not None:
             self._tb.close()
             self._tb = None
