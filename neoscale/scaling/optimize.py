@@ -26,6 +26,7 @@ import dataclasses
 import numpy as np
 
 HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, on log-loss residuals.
+RESIDUAL_SCALE = 1e-3  # log-loss residuals of a well-fitting study are of this order
 _MEMORY = 10
 _ARMIJO, _CURVATURE = 1e-4, 0.9  # weak Wolfe constants (as scipy)
 _MAX_LINESEARCH = 30
@@ -177,8 +178,12 @@ def minimize_huber(
       log_x: (n, K) log covariates; log_y: (n,) log losses.
       weights: (B, n) point weights per problem (bootstrap counts); default all ones.
       max_iter: L-BFGS iterations per problem, at most.
+      delta: Huber's δ; inf for squared error.
       gtol, ftol: a problem stops when max |gradient| <= gtol, an iteration lowers the objective
-        by <= ftol·max(|f|, 1), or the line search finds no decrease (defaults: scipy L-BFGS-B).
+        by <= ftol·max(|f|, 1), or the line search finds no decrease (defaults: scipy L-BFGS-B),
+        all on the objective divided by `objective_scale(delta)`, so relative to the residuals'
+        scale: on the raw objective of a well-fitting study (1e-5 to 1e-3) these absolute rules
+        stopped refits of a 17-run study up to tens of percent above their optimum.
 
     Returns:
       (params (B, P), objective (B,)); a problem whose objective is not finite gets +inf.
@@ -187,6 +192,9 @@ def minimize_huber(
     n_problems, n_params = params.shape
     log_x = np.asarray(log_x, np.float64).reshape(log_y.shape[0], -1)
     weights = np.ones((n_problems, log_y.shape[0])) if weights is None else np.asarray(weights)
+    # The objective in units of the residual scale squared: same minimiser, but the stopping rules
+    # (scipy's, written for objectives of order 1) then mean the same whatever the residuals' size.
+    weights = weights / objective_scale(delta)
     s_mem = np.zeros((n_problems, _MEMORY, n_params))
     y_mem = np.zeros_like(s_mem)
     rho = np.zeros((n_problems, _MEMORY))
@@ -217,4 +225,10 @@ def minimize_huber(
             params[active], f[active], g[active] = p_new, f_new, g_new
             done = ~moved | small_change | (np.abs(g_new).max(axis=1) <= gtol)
             active = active[~done]
-    return params, np.where(np.isfinite(f), f, np.inf)
+    return params, np.where(np.isfinite(f), f * objective_scale(delta), np.inf)
+
+
+def objective_scale(delta: float) -> float:
+    """What the solver divides the objective by: δ² (a residual of δ costs 1/2), or
+    RESIDUAL_SCALE² for squared error (δ = inf)."""
+    return (delta if np.isfinite(delta) else RESIDUAL_SCALE) ** 2
