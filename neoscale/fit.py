@@ -122,6 +122,8 @@ def main(argv: list[str]) -> None:
 
         table, curves, out_dir = _load()
         fit = scaling.fit_study(table, curves=curves, n_bootstrap=FLAGS.n_bootstrap, seed=FLAGS.seed)
+        for entry in fit["data"]["dropped"]:
+            print(f"{PROG}: dropped {entry['run']}: {entry['reason']}", file=sys.stderr)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "fit.json").write_text(json.dumps(fit, indent=1, sort_keys=True))
         figures = plots.draw_study(table, fit, out_dir / "plots", curves=curves) if (FLAGS.plots) else []

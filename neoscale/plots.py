@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from neoscale.scaling import chinchilla  # noqa: E402
+from neoscale.scaling import chinchilla, isoflop  # noqa: E402
 from neoscale.scaling import results as results_lib  # noqa: E402
 from neoscale.scaling.study import law_family  # noqa: E402
 
@@ -135,9 +135,10 @@ def isoflop_curves(points, fit, colors):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     cmap = plt.get_cmap("plasma")
     budgets = np.array(law["budgets"])
+    snapped = isoflop.snap_budgets(points["budget_flops"])[0]  # as the fit grouped them
     for i, (c, parabola) in enumerate(zip(budgets, law["parabolas_ln_n"], strict=True)):
         shade = cmap(0.85 * i / max(1, budgets.size - 1))
-        at = points[np.isclose(points["budget_flops"], c)]
+        at = points[np.isclose(snapped, c, rtol=1e-9)]
         ax.scatter(
             at["params_active"],
             at["eval_loss"],

@@ -70,3 +70,30 @@ def test_bad_input_is_one_line_on_stderr(args, message):
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert lines[0].startswith("neoscale.fit: error: ")
     assert "Traceback" not in done.stderr
+
+
+def test_integer_columns_fit_without_wrapping_and_dropped_rows_are_printed(tmp_path):
+    # Parameters and tokens as integers (as published tables have them): 6·N·D reaches 1e21,
+    # far past int64's 9.2e18.
+    import numpy as np
+    import pandas as pd
+
+    from neoscale.scaling.synthetic import law_loss
+
+    n = np.repeat(np.array([400_000_000, 1_000_000_000, 2_000_000_000, 4_000_000_000], np.int64), 3)
+    d = np.tile(np.array([5_000_000_000, 20_000_000_000, 80_000_000_000], np.int64), 4)
+    loss = law_loss(n.astype(float), d.astype(float))
+    table = pd.DataFrame({"N": n, "D": d, "loss": loss})
+    table.loc[len(table)] = [3_000_000_000, 10_000_000_000, -1.0]  # a broken row
+    path = tmp_path / "ints.csv"
+    table.to_csv(path, index=False)
+    assert pd.read_csv(path)["N"].dtype == np.int64
+    done = run_fit(f"--results={path}", "--params_column=N", "--tokens_column=D", "--loss_column=loss",
+                   "--n_bootstrap=0", "--noplots")
+    assert done.returncode == 0, done.stderr
+    assert "dropped row12: missing, non-positive" in done.stderr
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    law = fit["laws"]["chinchilla_approach3"]
+    assert law["points"] == 12
+    assert law["constants"]["alpha"] == pytest.approx(0.34, abs=1e-3)
+    assert fit["laws"]["loss_vs_compute"]["frontier"]["compute"][-1] > 1e21

@@ -30,12 +30,35 @@ class IsoFlopFit:
     log_k_n: float
     log_k_d: float
     skipped: dict  # budget -> reason it was not used
+    labels: int = 0  # distinct budget labels in the data, before snapping within BUDGET_RTOL
 
     def n_opt_at(self, compute):
         return np.exp(self.log_k_n) * np.asarray(compute, np.float64) ** self.a
 
     def d_opt_at(self, compute):
         return np.exp(self.log_k_d) * np.asarray(compute, np.float64) ** self.b
+
+
+BUDGET_RTOL = 0.05  # budget labels within 5% of a group's smallest are one budget
+
+
+def snap_budgets(budget, rtol: float = BUDGET_RTOL) -> tuple[np.ndarray, int]:
+    """(snapped (runs,), distinct labels before): labels within a relative tolerance are one budget.
+
+    Walking up the sorted labels, a group takes every label <= (1 + rtol) × its smallest (no
+    chaining, so a group spans at most rtol) and is labelled by its geometric mean. A per-row
+    6·N·D column or labels written with rounding then give the budgets that were planned, not one
+    budget per distinct float. NaN labels stay NaN.
+    """
+    budget = np.asarray(budget, np.float64)
+    out = np.full_like(budget, np.nan)
+    labels = np.unique(budget[np.isfinite(budget)])
+    i = 0
+    while i < labels.size:
+        group = labels[(labels >= labels[i]) & (labels <= labels[i] * (1 + rtol))]
+        out[np.isin(budget, group)] = group[0] if group.size == 1 else np.exp(np.mean(np.log(group)))
+        i += group.size
+    return out, int(labels.size)
 
 
 def budget_minimum(n, d, loss):
@@ -63,14 +86,16 @@ def _power_laws(budgets, n_opt, d_opt) -> tuple[float, float, float, float]:
     return float(a), float(log_k_n), float(b), float(log_k_d)
 
 
-def fit_isoflop(budget, n, d, loss) -> IsoFlopFit:
+def fit_isoflop(budget, n, d, loss, *, rtol: float = BUDGET_RTOL) -> IsoFlopFit:
     """Approach 2 from runs labelled by budget (their target compute).
 
     Args:
       budget, n, d, loss: (runs,) budget label (FLOPs), parameters, tokens and final loss.
+      rtol: labels within this relative tolerance are one budget (`snap_budgets`).
     Raises:
       ValueError: fewer than 2 budgets with a minimum (each needs >= 3 distinct sizes).
     """
+    budget, labels = snap_budgets(budget, rtol)
     cols, _ = checks.clean_points(1, budget=budget, n=n, d=d, loss=loss)
     rows, skipped = [], {}
     for c in np.unique(cols["budget"]):
@@ -80,8 +105,12 @@ def fit_isoflop(budget, n, d, loss) -> IsoFlopFit:
         except ValueError as e:
             skipped[float(c)] = str(e)
     if len(rows) < 2:
+        listed = "; ".join(f"{c:.3g}: {why}" for c, why in list(skipped.items())[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         raise ValueError(
-            f"need >= 2 IsoFLOP budgets with >= 3 sizes and a minimum, got {len(rows)} (skipped: {skipped})"
+            f"need >= 2 IsoFLOP budgets with >= 3 sizes and a minimum, got {len(rows)} of "
+            f"{len(rows) + len(skipped)} budgets (labels within {rtol:.0%} snapped together; "
+            f"skipped {listed}{more})"
         )
     budgets = np.array([r[0] for r in rows])
     n_opt, d_opt, loss_opt = (np.array([r[i] for r in rows]) for i in (1, 2, 3))
@@ -97,6 +126,7 @@ def fit_isoflop(budget, n, d, loss) -> IsoFlopFit:
         log_k_n=log_k_n,
         log_k_d=log_k_d,
         skipped=skipped,
+        labels=labels,
     )
 
 
@@ -128,7 +158,8 @@ def fit_isoflop_bootstrap(
     <= 3 budgets (see bootstrap.Bootstrap).
     """
     fit = fit_isoflop(budget, n, d, loss)
-    budget, n, d, loss = (np.asarray(v, np.float64) for v in (budget, n, d, loss))
+    budget = snap_budgets(budget)[0]
+    n, d, loss = (np.asarray(v, np.float64) for v in (n, d, loss))
     groups = np.arange(budget.size) if groups is None else np.asarray(groups)
     keep = ~np.isnan(budget + n + d + loss) & np.isin(budget, fit.budgets)
     budget, n, d, loss, groups = budget[keep], n[keep], d[keep], loss[keep], groups[keep]

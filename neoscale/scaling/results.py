@@ -74,7 +74,7 @@ def validate(results: pd.DataFrame) -> pd.DataFrame:
                "fork_step"]
     numeric += [c for c in ("params_total", "train_loss", "step", "epochs") if c in out]
     for c in numeric:
-        out[c] = pd.to_numeric(out[c], errors="coerce")
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(np.float64)  # no int64 products
     out["num_experts"] = out["num_experts"].fillna(1).clip(lower=1)
     out["size"] = out["size"].astype(str)
     return out
@@ -145,9 +145,12 @@ def from_table(
             )
     if tokens_column is None and flops_column is None:
         raise ValueError("pass a tokens column or a FLOPs column (or both)")
-    n = pd.to_numeric(table[params_column], errors="coerce")
-    tokens = pd.to_numeric(table[tokens_column], errors="coerce") if tokens_column else None
-    flops = pd.to_numeric(table[flops_column], errors="coerce") if flops_column else None
+    def number(column):  # float64: integer columns would wrap 6·N·D past 9.2e18 in int64
+        return pd.to_numeric(table[column], errors="coerce").astype(np.float64)
+
+    n = number(params_column)
+    tokens = number(tokens_column) if tokens_column else None
+    flops = number(flops_column) if flops_column else None
     out = pd.DataFrame(
         {
             "run": table[run_column].astype(str) if run_column else [f"row{i}" for i in range(len(n))],
@@ -155,9 +158,9 @@ def from_table(
             "params_total": n,
             "tokens": tokens if tokens is not None else flops / (6 * n),
             "flops": flops if flops is not None else 6 * n * tokens,
-            "eval_loss": pd.to_numeric(table[loss_column], errors="coerce"),
-            "num_experts": pd.to_numeric(table[experts_column], errors="coerce") if experts_column else 1,
-            "budget_flops": pd.to_numeric(table[budget_column], errors="coerce") if budget_column else np.nan,
+            "eval_loss": number(loss_column),
+            "num_experts": number(experts_column) if experts_column else 1,
+            "budget_flops": number(budget_column) if budget_column else np.nan,
             "status": "done",
             "final": True,
         }

@@ -260,6 +260,13 @@ def _isoflop(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
         "constants": {"a": fit.a, "b": fit.b, "log_k_n": fit.log_k_n, "log_k_d": fit.log_k_d},
         **_uncertainty(boot),
         "skipped_budgets": fit.skipped,
+        "budget_snapping": {
+            "labels": fit.labels,
+            "budgets": int(fit.budgets.size + len(fit.skipped)),
+            "rtol": isoflop.BUDGET_RTOL,
+            "note": f"budget labels within {isoflop.BUDGET_RTOL:.0%} of a group's smallest are one "
+            "budget, labelled by their geometric mean",
+        },
     }
 
 
@@ -522,6 +529,10 @@ def report_section(fit: dict) -> str:
                     f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
                     f"({p['compute']:.3g} FLOPs): {_fmt(p['loss'], p.get('interval'))}"
                 )
+        snapping = law.get("budget_snapping")
+        if snapping and snapping["labels"] != snapping["budgets"]:
+            lines.append(f"\n{snapping['labels']} distinct budget labels were snapped to "
+                         f"{snapping['budgets']} budgets ({snapping['note']}).")
         if key == "chinchilla_approach3":
             for name, alloc in (("", law["allocation"]), (" (6·N·D)", law["allocation_6nd"])):
                 ci = alloc.get("intervals") or {}
