@@ -100,6 +100,20 @@ class ChinchillaFit:
         n, d = np.asarray(n, np.float64), np.asarray(d, np.float64)
         return self.E + self.A / n**self.alpha + self.B / d**self.beta
 
+    def domain_error(self) -> str | None:
+        """Why the fitted constants are outside the law's domain (None when inside).
+
+        The law falls with N and D only for α, β > 0; otherwise there is no compute-optimal
+        allocation (its G = (αA/(βB))^(1/(α+β)) is a fractional power of a negative number)."""
+        values = self.constants()
+        if not all(np.isfinite(v) for v in values.values()):
+            return f"non-finite constants {values}"
+        if self.alpha <= 0 or self.beta <= 0:
+            return (f"the fitted exponents alpha = {self.alpha:.3g}, beta = {self.beta:.3g} are not both "
+                    "positive: in these points loss does not fall with both N and D, so there is no "
+                    "compute-optimal allocation")
+        return None
+
     @property
     def a(self) -> float:
         """N_opt ∝ C^a."""
@@ -125,6 +139,8 @@ class ChinchillaFit:
         Setting dL/dN = 0 along D = C/(k·N^s): α·A·N^−α = s·β·B·(k·N^s/C)^β, so
         N_opt = (αA/(sβB))^(1/(α+sβ)) · (C/k)^(β/(α+sβ)) and D_opt = C/(k·N_opt^s).
         """
+        if (why := self.domain_error()) is not None:
+            raise ValueError(f"no optimal allocation: {why}")
         c = np.asarray(compute, np.float64)
         a, _ = self.allocation_exponents(axis)
         denominator = self.alpha + axis.s * self.beta
@@ -188,6 +204,9 @@ def _fit_grid(cols, starts):
     starts = start_grid() if starts is None else np.atleast_2d(starts)
     params, objective = optimize.minimize_huber(LAW, _centred(starts, centre), log_x, np.log(cols["loss"]))
     best = int(np.argmin(objective))
+    if not np.isfinite(objective[best]):
+        raise ValueError("no start of L-BFGS reached a finite objective: the law cannot be evaluated "
+                         "on these points")
     fit = _to_fit(
         _uncentred(params[best], centre), objective=float(objective[best]), n_points=int(cols["n"].size)
     )

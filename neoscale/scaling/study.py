@@ -72,6 +72,20 @@ def _skipped(reason: str) -> dict:
     return {"status": "skipped", "reason": reason}
 
 
+# What a law's fit raises on a degenerate point set (a fractional power of a negative number, a
+# singular system, a value outside a law's domain): that law is reported not fitted, the others kept.
+FIT_ERRORS = (ValueError, TypeError, ArithmeticError, np.linalg.LinAlgError)
+
+
+def _guarded(fit_law, *args) -> dict:
+    """fit_law(*args), or the law marked skipped with the error as its reason."""
+    try:
+        with np.errstate(all="ignore"):
+            return fit_law(*args)
+    except FIT_ERRORS as e:
+        return _skipped(f"the fit failed on these points ({type(e).__name__}: {e})")
+
+
 def pareto_frontier(compute: np.ndarray, loss: np.ndarray) -> np.ndarray:
     """(n,) bool: points with no other point at lower-or-equal compute and lower loss (of points
     tied in compute, only the lowest loss)."""
@@ -111,6 +125,9 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
     fit, boot = power_law.fit_power_law_bootstrap(
         compute[use], loss[use], groups=groups, n_bootstrap=n_bootstrap, seed=seed
     )
+    if not fit.alpha > 0:
+        return {**_skipped(f"the fitted exponent alpha = {fit.alpha:.3g} is not positive: loss does "
+                           "not fall with compute on these points"), "fitted_constants": fit.constants()}
     pure, pure_boot = power_law.fit_power_law_bootstrap(
         compute[use], loss[use], with_offset=False, groups=groups, n_bootstrap=n_bootstrap, seed=seed
     )
@@ -199,6 +216,8 @@ def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
     fit, boot = chinchilla.fit_chinchilla_bootstrap(
         n, d, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed
     )
+    if (why := fit.domain_error()) is not None:
+        return {**_skipped(why), "fitted_constants": fit.constants()}
     axis = chinchilla.fit_compute_axis(n, d, flops, COMPUTE_AXIS)
     out = {
         "status": "fitted",
@@ -377,20 +396,20 @@ def fit_study(
     sizes = np.unique(family["params_active"]) if len(family) else np.array([])
     laws: dict[str, dict] = {}
     if sizes.size >= 3:
-        laws["loss_vs_compute"] = _loss_vs_compute(family, label, n_bootstrap, seed)
+        laws["loss_vs_compute"] = _guarded(_loss_vs_compute, family, label, n_bootstrap, seed)
     else:
         laws["loss_vs_compute"] = _skipped(f"needs final rows of >= 3 distinct sizes, got {sizes.size}")
     n_tokens = np.unique(np.round(np.log10(family["tokens"]), 3)).size if len(family) else 0
     if len(family) >= 6 and sizes.size >= 3 and n_tokens >= 3:
-        laws["chinchilla_approach3"] = _chinchilla(family, n_bootstrap, seed)
+        laws["chinchilla_approach3"] = _guarded(_chinchilla, family, n_bootstrap, seed)
     else:
         laws["chinchilla_approach3"] = _skipped(
             f"needs >= 6 final points with >= 3 sizes and >= 3 token counts, got {len(family)} "
             f"points, {sizes.size} sizes, {n_tokens} token counts"
         )
-    laws["isoflop_approach2"] = _isoflop(family, n_bootstrap, seed)
-    laws["envelope_approach1"] = _envelope(family, curves, n_bootstrap, seed)
-    laws["moe"] = _moe(points, n_bootstrap, seed) if len(points) else _skipped("no points")
+    laws["isoflop_approach2"] = _guarded(_isoflop, family, n_bootstrap, seed)
+    laws["envelope_approach1"] = _guarded(_envelope, family, curves, n_bootstrap, seed)
+    laws["moe"] = _guarded(_moe, points, n_bootstrap, seed) if len(points) else _skipped("no points")
     for law in laws.values():
         if "E" in (law.get("constants") or {}):
             law["irreducible_loss"] = irreducible_loss(law)
