@@ -136,6 +136,9 @@ def test_saved_residuals_keep_only_what_the_backward_pass_needs():
     assert saved["per_token_layer"] <= 87 * d / 4
     blocked = accounting.saved_residual_bytes(config, 2048, "none", "cpu")["per_token_layer"]
     assert blocked <= 96 * d / 3
+    # Mixture of experts (every other layer, top-2 of 8): 155·d and 77 MiB per layer before.
+    moe = accounting.saved_residual_bytes(model_config("125M-e8k2", dtype="bfloat16"), 2048, "none", "tpu")
+    assert moe["per_token_layer"] <= 155 * d / 5 and moe["per_layer"] < 2**16
     # The other policies keep less still, and no more than before.
     saved = {remat: accounting.saved_residual_bytes(config, 2048, remat, "tpu")["per_token_layer"]
              for remat in ("dots", "dots_no_batch", "full")}

@@ -101,16 +101,20 @@ def test_bf16_compute_with_f32_params_matches_f32():
     np.testing.assert_allclose(np.asarray(bf16), np.asarray(f32), atol=0.1)
 
 
-@pytest.mark.parametrize("remat", ["full", "dots"])
-def test_remat_gives_same_gradients(remat):
+@pytest.mark.parametrize("remat, name, overrides", [
+    ("full", "w32d2h2", {}), ("dots", "w32d2h2", {}),
+    ("full", "w32d2h2e4k2", {}), ("full", "w32d2h2e4k2", {"capacity_factor": 1.0})])
+def test_remat_gives_same_gradients(remat, name, overrides):
+    """remat=none recomputes LayerNorms and activations in its own backward pass (Block): the
+    gradients are those of recomputing everything, dense and MoE (dropless, capacity)."""
     x = tokens()
 
     def grads(model):
         graphdef, params = nnx.split(model)
         return jax.jit(jax.grad(lambda p: nnx.merge(graphdef, p)(x)[0].mean()))(params)
 
-    reference = jax.tree.leaves(grads(tiny()))
-    for a, b in zip(jax.tree.leaves(grads(tiny(remat=remat))), reference, strict=True):
+    reference = jax.tree.leaves(grads(tiny(name, **overrides)))
+    for a, b in zip(jax.tree.leaves(grads(tiny(name, remat=remat, **overrides))), reference, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 

@@ -7,9 +7,10 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from neoscale.model.config import ModelConfig
-from neoscale.model.layers import ACTIVATIONS, dtype_of, normal_init
+from neoscale.model.layers import ACTIVATIONS, PRE_ACTIVATION, dtype_of, normal_init
 from neoscale.model.partitioning import constrain, param_init
 
 
@@ -70,7 +71,7 @@ class MoeMlp(nnx.Module):
         """Grouped matmuls over rows sorted by expert. xs: [T*k, d] -> [T*k, d]."""
         dt = self.dtype
         h = jax.lax.ragged_dot(xs, self.w_in[...].astype(dt), group_sizes)
-        h = self.activation(h + self.b_in[...].astype(dt)[expert_ids])
+        h = self.activation(checkpoint_name(h + self.b_in[...].astype(dt)[expert_ids], PRE_ACTIVATION))
         y = jax.lax.ragged_dot(h, self.w_out[...].astype(dt), group_sizes)
         return y + self.b_out[...].astype(dt)[expert_ids]
 
@@ -102,7 +103,7 @@ class MoeMlp(nnx.Module):
         buffer = buffer.at[choice_major, slot].set(tokens.astype(dt)[token_index], mode="drop")
         buffer = constrain(buffer, ("act_expert", "act_capacity", "act_embed"))
         h = jnp.einsum("ecd,edf->ecf", buffer, self.w_in[...].astype(dt))
-        h = self.activation(h + self.b_in[...].astype(dt)[:, None, :])
+        h = self.activation(checkpoint_name(h + self.b_in[...].astype(dt)[:, None, :], PRE_ACTIVATION))
         h = constrain(h, ("act_expert", "act_capacity", "act_mlp"))
         out = jnp.einsum("ecf,efd->ecd", h, self.w_out[...].astype(dt))
         out = out + self.b_out[...].astype(dt)[:, None, :]

@@ -51,14 +51,16 @@ class Block(nnx.Module):
         recompute = functools.partial(jax.checkpoint, prevent_cse=self.prevent_cse)
         qkv = recompute(lambda x: self.attn.project(self.ln_1(x)))(x)
         x = x + self._branch(self.attn.attend(*qkv))
-        if self.is_moe:
-            y, aux = self.mlp(self.ln_2(x))
-        else:
-            keep = jax.checkpoint_policies.save_only_these_names(PRE_ACTIVATION)
-            y, aux = recompute(lambda x: self.mlp(self.ln_2(x)), policy=keep)(x), {}
+        keep = jax.checkpoint_policies.save_only_these_names(PRE_ACTIVATION)
+        y, aux = recompute(self._mlp, policy=keep)(x)
         y = self._branch(y)
         x = constrain(x + y, ("act_batch", "act_length", "act_embed"))
         return x, aux
+
+    def _mlp(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """ln_2, then the dense or mixture-of-experts MLP: (output, MoE aux dict or {})."""
+        h = self.ln_2(x)
+        return self.mlp(h) if self.is_moe else (self.mlp(h), {})
 
     def _branch(self, y: jax.Array) -> jax.Array:
         return y if self.branch_multiplier == 1.0 else y * jnp.asarray(self.branch_multiplier, y.dtype)
