@@ -7,6 +7,15 @@
   python -m neoscale.fit --results=FILE.csv --params_column="Model Size" \
       --flops_column="Training FLOP" --loss_column=loss --out_dir=OUT
       fits any table of finished runs (one row per run), e.g. published data.
+  --where="source == 'chinchilla'"   keeps the rows a pandas query selects (the table's columns);
+  --group_by=COLUMN                  fits each value of COLUMN on its own, into OUT/<value>/;
+  --loss=mse                         squared error on log losses instead of Huber (--huber_delta).
+
+Unit checks (bad input, exit 2): with both a tokens and a FLOPs column, the FLOPs per parameter
+per token, median over rows, must be 4 to 12 (training FLOPs are ~6·N·D; ~2 means forward-only
+FLOPs); with --vocab_size=V, no loss may exceed ln V (a uniform guess in nats; losses in bits are
+larger by 1/ln 2). After the fit, a law whose bootstrap rejected over a quarter of its resamples
+gets a hint on stderr: its interval's endpoints move between seeds; more resamples steady them.
 
 Exit status: 0 done, 2 bad input (one line on stderr: ``neoscale.fit: error: ...``).
 """
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 
 from absl import app, flags
@@ -36,6 +46,15 @@ flags.DEFINE_string("budget_column", None, "--results: IsoFLOP budget column")
 flags.DEFINE_integer("n_bootstrap", 200, "bootstrap resamples for the 95% intervals")
 flags.DEFINE_integer("seed", 0, "bootstrap seed")
 flags.DEFINE_bool("plots", True, "draw the figures")
+flags.DEFINE_string("where", None, "pandas query selecting the rows to fit, e.g. \"source == 'x'\"")
+flags.DEFINE_string("group_by", None, "fit each value of this column separately (into OUT/<value>/)")
+flags.DEFINE_enum("loss", "huber", ["huber", "mse"], "objective on log-loss residuals")
+flags.DEFINE_float("huber_delta", 1e-3, "--loss=huber: δ (Hoffmann et al.: 1e-3)")
+flags.DEFINE_integer("vocab_size", None, "--results: vocabulary size, to check losses are in nats")
+
+FORWARD_ONLY_BELOW = 4.0  # FLOPs/(N·D): training is ~6 (forward 2 + backward 4); forward-only ~2
+TOO_MANY_FLOPS_ABOVE = 12.0
+REJECTED_HINT = 0.25  # share of a law's resamples rejected above which stderr suggests more
 
 
 PROG = "neoscale.fit"
@@ -46,10 +65,67 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _load():
-    """(results table, curves or None, output directory)."""
+def _read_csv(path: epath.Path):
     import pandas as pd
 
+    if not path.is_file():
+        raise FileNotFoundError(f"--results={path} does not exist")
+    try:
+        return pd.read_csv(io.StringIO(path.read_text()))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable CSV table ({e.__class__.__name__})") from None
+
+
+def _select(raw):
+    """Rows of --where, split by --group_by: [(group name or None, rows)]."""
+    import pandas as pd
+
+    if FLAGS.where:
+        try:
+            raw = raw.query(FLAGS.where)
+        except (pd.errors.UndefinedVariableError, SyntaxError, ValueError, TypeError) as e:
+            raise ValueError(f"--where={FLAGS.where!r} is not a query on columns {list(raw.columns)} "
+                             f"({e.__class__.__name__}: {e})") from None
+        if raw.empty:
+            raise ValueError(f"--where={FLAGS.where!r} selects no rows")
+    if not FLAGS.group_by:
+        return [(None, raw)]
+    if FLAGS.group_by not in raw.columns:
+        raise ValueError(f"--group_by={FLAGS.group_by!r} is not a column; columns are {list(raw.columns)}")
+    # A group's name is also its output folder: keep it to letters, digits and ._-
+    return [(re.sub(r"[^A-Za-z0-9._-]+", "_", str(value)), rows)
+            for value, rows in raw.groupby(FLAGS.group_by, sort=True)]
+
+
+def check_units(table, vocab_size: int | None = None) -> None:
+    """ValueError for unit mistakes a results table shows: forward-only (or otherwise off) FLOPs,
+    when the FLOPs column was given beside tokens; losses above ln(vocab), when it is known."""
+    import numpy as np
+
+    per = (table["flops"] / (table["params_active"] * table["tokens"])).to_numpy(np.float64)
+    per = per[np.isfinite(per) & (per > 0)]
+    if per.size:
+        ratio = float(np.median(per))
+        if ratio < FORWARD_ONLY_BELOW:
+            raise ValueError(
+                f"FLOPs/(N·D) is {ratio:.3g} (median over rows; training is ~6·N·D): this looks like "
+                f"forward-only FLOPs (2·N·D){' or FLOPs per device' if ratio < 1.5 else ''}; pass the "
+                "training FLOPs (forward + backward), or leave out --flops_column to use 6·N·D")
+        if ratio > TOO_MANY_FLOPS_ABOVE:
+            raise ValueError(
+                f"FLOPs/(N·D) is {ratio:.3g} (median over rows; training is ~6·N·D): check the "
+                "FLOPs, parameter and token columns' units (thousands? millions?)")
+    if vocab_size:
+        worst = float(table["eval_loss"].max())
+        if worst > np.log(vocab_size):
+            raise ValueError(
+                f"a loss of {worst:.3g} exceeds ln({vocab_size}) = {np.log(vocab_size):.3g}, the loss "
+                "of a uniform guess in nats: losses in bits (log2) are 1/ln 2 = 1.44x larger; convert "
+                "them (multiply by ln 2) or check --vocab_size")
+
+
+def _load():
+    """([(group name or None, results table)], curves or None, output directory)."""
     from neoscale.scaling import results as results_lib
 
     if bool(FLAGS.workdir) == bool(FLAGS.results):
@@ -57,30 +133,44 @@ def _load():
     if FLAGS.workdir:
         workdir = epath.Path(FLAGS.workdir)
         table = results_lib.load_results(workdir / "results.csv")
-        return table, results_lib.load_curves(workdir) or None, epath.Path(FLAGS.out_dir or workdir)
+        return _select(table), results_lib.load_curves(workdir) or None, epath.Path(FLAGS.out_dir or workdir)
     path = epath.Path(FLAGS.results)
-    if not path.is_file():
-        raise FileNotFoundError(f"--results={path} does not exist")
-    try:
-        raw = pd.read_csv(io.StringIO(path.read_text()))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a readable CSV table ({e.__class__.__name__})") from None
-    if {"run", "final", "params_active"} <= set(raw.columns):  # a study's own results table
-        table = results_lib.validate(raw)
-    else:
-        if FLAGS.tokens_column is None and FLAGS.flops_column is None:
-            raise ValueError("pass --tokens_column or --flops_column (the other follows from C = 6·N·D)")
-        table = results_lib.from_table(
-            raw,
-            params_column=FLAGS.params_column,
-            loss_column=FLAGS.loss_column,
-            tokens_column=FLAGS.tokens_column,
-            flops_column=FLAGS.flops_column,
-            experts_column=FLAGS.experts_column,
-            run_column=FLAGS.run_column,
-            budget_column=FLAGS.budget_column,
-        )
-    return table, None, epath.Path(FLAGS.out_dir or path.parent)
+    raw = _read_csv(path)
+    tables = []
+    for name, rows in _select(raw):
+        if {"run", "final", "params_active"} <= set(rows.columns):  # a study's own results table
+            table = results_lib.validate(rows)
+        else:
+            if FLAGS.tokens_column is None and FLAGS.flops_column is None:
+                raise ValueError("pass --tokens_column or --flops_column (the other follows from C = 6·N·D)")
+            table = results_lib.from_table(
+                rows,
+                params_column=FLAGS.params_column,
+                loss_column=FLAGS.loss_column,
+                tokens_column=FLAGS.tokens_column,
+                flops_column=FLAGS.flops_column,
+                experts_column=FLAGS.experts_column,
+                run_column=FLAGS.run_column,
+                budget_column=FLAGS.budget_column,
+            )
+        check_units(table, FLAGS.vocab_size)
+        tables.append((name, table))
+    return tables, None, epath.Path(FLAGS.out_dir or path.parent)
+
+
+def _hints(fit: dict, where: str) -> None:
+    """stderr hints for laws whose bootstrap rejected many resamples."""
+    for key, law in fit["laws"].items():
+        counts = law.get("bootstrap")
+        note = law.get("interval_note") or ""
+        if not counts or not counts["requested"] or (note and "resamples were over-determined" not in note):
+            continue  # no bootstrap, or no interval for a reason more resamples cannot mend
+        share = counts["rejected_not_overdetermined"] / counts["requested"]
+        if share > REJECTED_HINT:
+            more = int(round(counts["requested"] / max(1 - share, 0.05), -2)) + 100
+            print(f"{PROG}: hint: {key}{where} rejected {share:.0%} of its resamples as not "
+                  f"over-determined: its interval rests on {counts['accepted']} refits and its "
+                  f"endpoints move between seeds; --n_bootstrap={more} steadies them", file=sys.stderr)
 
 
 def _refit_study(workdir: epath.Path) -> dict | None:
@@ -109,7 +199,9 @@ def _refit_study(workdir: epath.Path) -> dict | None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags")
-    if FLAGS.workdir and not FLAGS.results and FLAGS.plots and FLAGS.out_dir in (None, FLAGS.workdir):
+    custom = FLAGS.where or FLAGS.group_by or FLAGS["loss"].present or FLAGS["huber_delta"].present
+    if (FLAGS.workdir and not FLAGS.results and FLAGS.plots and FLAGS.out_dir in (None, FLAGS.workdir)
+            and not custom):
         try:
             summary = _refit_study(epath.Path(FLAGS.workdir))
         except (ValueError, FileNotFoundError) as error:
@@ -117,27 +209,33 @@ def main(argv: list[str]) -> None:
         if summary is not None:
             print(json.dumps(summary))
             return
+    if FLAGS.huber_delta <= 0:
+        _fail(f"--huber_delta must be positive, got {FLAGS.huber_delta}")
+    delta = FLAGS.huber_delta if FLAGS.loss == "huber" else float("inf")
+    summaries = {}
     try:
         from neoscale import plots, scaling
 
-        table, curves, out_dir = _load()
-        fit = scaling.fit_study(table, curves=curves, n_bootstrap=FLAGS.n_bootstrap, seed=FLAGS.seed)
-        for entry in fit["data"]["dropped"]:
-            print(f"{PROG}: dropped {entry['run']}: {entry['reason']}", file=sys.stderr)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "fit.json").write_text(json.dumps(fit, indent=1, sort_keys=True))
-        figures = plots.draw_study(table, fit, out_dir / "plots", curves=curves) if (FLAGS.plots) else []
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
-    print(
-        json.dumps(
-            {
+        tables, curves, out_root = _load()
+        for name, table in tables:
+            out_dir = out_root if name is None else out_root / name
+            fit = scaling.fit_study(table, curves=curves, n_bootstrap=FLAGS.n_bootstrap, seed=FLAGS.seed,
+                                    delta=delta)
+            where = "" if name is None else f" ({FLAGS.group_by} = {name})"
+            for entry in fit["data"]["dropped"]:
+                print(f"{PROG}: dropped {entry['run']}{where}: {entry['reason']}", file=sys.stderr)
+            _hints(fit, where)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "fit.json").write_text(json.dumps(fit, indent=1, sort_keys=True))
+            figures = plots.draw_study(table, fit, out_dir / "plots", curves=curves) if FLAGS.plots else []
+            summaries[name] = {
                 "fit": str(out_dir / "fit.json"),
                 "plots": [str(p) for p in figures],
                 "laws": {k: v["status"] for k, v in fit["laws"].items()},
             }
-        )
-    )
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    print(json.dumps(summaries[None] if list(summaries) == [None] else {"groups": summaries}))
 
 
 def entrypoint() -> None:

@@ -49,3 +49,16 @@ def test_rtol_zero_is_exact_grouping():
     budget, n, d, loss = isoflop_grid()
     with pytest.raises(ValueError, match="got 0 of [12][0-9] budgets"):
         fit_isoflop(6 * n * d, n, d, loss, rtol=0.0)
+
+
+def test_a_three_size_budget_keeps_its_minimum_instead_of_removing_the_interval():
+    budget, n, d, loss = isoflop_grid(per_budget=8)
+    # The smallest budget keeps only 3 sizes: its parabola is exact in every resample.
+    first = budget == budget.min()
+    keep = ~first | np.isin(np.arange(budget.size), np.flatnonzero(first)[2:5])
+    fit, boot = isoflop.fit_isoflop_bootstrap(budget[keep], n[keep], d[keep], loss[keep],
+                                              n_bootstrap=40, seed=0)
+    assert fit.budgets.size == 4 and boot.has_interval
+    assert "1e+17 (3 sizes)" in boot.caveat and "leaves out their uncertainty" in boot.caveat
+    low, high = boot.intervals()["a"]
+    assert low <= fit.a <= high

@@ -109,6 +109,7 @@ class Bootstrap:
     rejected: int  # resamples too poor in distinct points to over-determine the law: not refitted
     failed: int  # accepted resamples whose refit reached no finite optimum (or no fit at all)
     note: str | None = None  # why there is no interval; None when there is one
+    caveat: str | None = None  # what an interval there is leaves out
 
     @classmethod
     def none(cls, names, note: str, requested: int = 0, rejected: int = 0) -> Bootstrap:
@@ -173,6 +174,7 @@ def bootstrap_huber(
     requirement: Requirement,
     names: tuple[str, ...],
     decode: Callable[[np.ndarray], np.ndarray] = lambda p: p,
+    delta: float = optimize.HUBER_DELTA,
 ) -> Bootstrap:
     """Refits of the over-determined resamples; `decode` maps raw rows (A, P) to `names` columns.
 
@@ -194,7 +196,7 @@ def bootstrap_huber(
         return Bootstrap.from_refits(names, np.empty((0, len(names))), n_resamples, rejected)
     starts = np.tile(seeds, (n_ok, 1))
     params, objective = optimize.minimize_huber(
-        law, starts, log_x, log_y, np.repeat(weights, n_seeds, axis=0)
+        law, starts, log_x, log_y, np.repeat(weights, n_seeds, axis=0), delta=delta
     )
     params = params.reshape(n_ok, n_seeds, -1)
     objective = objective.reshape(n_ok, n_seeds)

@@ -195,14 +195,16 @@ def _to_fit(p, **extra) -> ChinchillaFit:
     )
 
 
-def _fit_grid(cols, starts):
+def _fit_grid(cols, starts, delta=optimize.HUBER_DELTA):
     """Full fit from every start: (fit, params (S, 5) centred, objective (S,), log_x, centre)."""
     # With two values of N, E + A/N^α takes two values for three constants (likewise D).
     checks.require_distinct("n", cols["n"], minimum=3)
     checks.require_distinct("d", cols["d"], minimum=3)
     log_x, centre = _features(cols["n"], cols["d"])
     starts = start_grid() if starts is None else np.atleast_2d(starts)
-    params, objective = optimize.minimize_huber(LAW, _centred(starts, centre), log_x, np.log(cols["loss"]))
+    params, objective = optimize.minimize_huber(
+        LAW, _centred(starts, centre), log_x, np.log(cols["loss"]), delta=delta
+    )
     best = int(np.argmin(objective))
     if not np.isfinite(objective[best]):
         raise ValueError("no start of L-BFGS reached a finite objective: the law cannot be evaluated "
@@ -213,15 +215,18 @@ def _fit_grid(cols, starts):
     return fit, params, objective, log_x, centre
 
 
-def fit_chinchilla(n, d, loss, *, starts: np.ndarray | None = None) -> ChinchillaFit:
+def fit_chinchilla(
+    n, d, loss, *, starts: np.ndarray | None = None, delta: float = optimize.HUBER_DELTA
+) -> ChinchillaFit:
     """Chinchilla Approach 3 on runs with n parameters, d tokens and final loss.
 
     Args:
       n, d, loss: (runs,) positive values; rows with NaN are dropped with a warning.
       starts: (S, 5) rows (e, a, b, α, β) to start L-BFGS from; default the published grid.
+      delta: Huber's δ on log residuals (inf: squared error).
     """
     cols, kept = checks.clean_points(5, n=n, d=d, loss=loss)
-    fit = _fit_grid(cols, starts)[0]
+    fit = _fit_grid(cols, starts, delta)[0]
     return dataclasses.replace(fit, n_dropped=int((~kept).sum()))
 
 
@@ -238,6 +243,7 @@ def fit_chinchilla_bootstrap(
     seed: int = 0,
     starts: np.ndarray | None = None,
     n_seeds: int = 4,
+    delta: float = optimize.HUBER_DELTA,
 ) -> tuple[ChinchillaFit, bootstrap.Bootstrap]:
     """(fit, bootstrap of (E, A, B, α, β)): the full fit and refits on resampled runs.
 
@@ -254,7 +260,7 @@ def fit_chinchilla_bootstrap(
     groups = np.arange(kept.size) if groups is None else np.asarray(groups)
     if groups.size != kept.size:
         raise ValueError(f"groups has {groups.size} labels for {kept.size} points: pass one per point")
-    fit, params, objective, log_x, centre = _fit_grid(cols, starts)
+    fit, params, objective, log_x, centre = _fit_grid(cols, starts, delta)
     seeds = bootstrap.distinct_best(params, objective, n_seeds)
 
     def decode(raw):
@@ -263,6 +269,6 @@ def fit_chinchilla_bootstrap(
 
     boot = bootstrap.bootstrap_huber(
         LAW, seeds, log_x, np.log(cols["loss"]), groups[kept], n_bootstrap, seed,
-        requirement=REQUIREMENT, names=CONSTANTS, decode=decode,
+        requirement=REQUIREMENT, names=CONSTANTS, decode=decode, delta=delta,
     )
     return dataclasses.replace(fit, n_dropped=int((~kept).sum())), boot

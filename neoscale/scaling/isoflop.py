@@ -136,10 +136,11 @@ LINE_CONSTANTS = 2  # log N_opt = a·log C + log k_n
 
 def _shortfall(distinct_sizes: dict[float, int], n_budgets: int) -> str | None:
     """Why the full data cannot give an interval (bootstrap's points <= constants + 1 rule)."""
-    fewest = min(distinct_sizes.values())
-    if fewest <= PARABOLA_CONSTANTS + 1:
-        return (f"a budget has only {fewest} distinct sizes: an interval needs at least "
-                f"{PARABOLA_CONSTANTS + 2} per budget, so that resampled parabolas stay over-determined")
+    most = max(distinct_sizes.values())
+    if most <= PARABOLA_CONSTANTS + 1:
+        return (f"the budgets have only {most} distinct sizes at most: an interval needs at least "
+                f"{PARABOLA_CONSTANTS + 2} in some budget, so that resampled parabolas stay "
+                "over-determined")
     if n_budgets <= LINE_CONSTANTS + 1:
         return (f"{n_budgets} budgets for the 2 constants of the line through their minima: an "
                 f"interval needs at least {LINE_CONSTANTS + 2}")
@@ -151,11 +152,13 @@ def fit_isoflop_bootstrap(
 ) -> tuple[IsoFlopFit, bootstrap.Bootstrap]:
     """(fit, bootstrap of (a, b)): runs resampled with replacement within each budget of the fit.
 
-    Only the budgets the full fit used are resampled. A resample in which a budget has fewer than
-    4 distinct sizes (its parabola exact or under-determined) is rejected, not refitted; a refit
-    in which a budget's parabola has no minimum counts as failed (dropping that budget would
-    change what is estimated). No interval when a budget has <= 4 distinct sizes or there are
-    <= 3 budgets (see bootstrap.Bootstrap).
+    Only the budgets the full fit used are resampled. A budget with <= 4 distinct sizes cannot be
+    resampled into an over-determined parabola: it keeps its full-data minimum in every refit (the
+    interval then leaves out its uncertainty, and `Bootstrap.caveat` says so) instead of costing
+    the whole interval. A resample in which a resampled budget has fewer than 4 distinct sizes is
+    rejected, not refitted; a refit in which a budget's parabola has no minimum counts as failed
+    (dropping that budget would change what is estimated). No interval when every budget has <= 4
+    distinct sizes or there are <= 3 budgets (see bootstrap.Bootstrap).
     """
     fit = fit_isoflop(budget, n, d, loss)
     budget = snap_budgets(budget)[0]
@@ -167,6 +170,8 @@ def fit_isoflop_bootstrap(
     members = {c: np.flatnonzero(budget == c) for c in fit.budgets}
     labels = {c: np.unique(groups[idx]) for c, idx in members.items()}
     distinct = {c: np.unique(size_id[idx]).size for c, idx in members.items()}
+    thin = [c for c, k in distinct.items() if k <= PARABOLA_CONSTANTS + 1]
+    thin = thin if len(thin) < len(members) else []  # all thin: no interval (_shortfall)
     names = ("a", "b")
     if n_bootstrap == 0:
         return fit, bootstrap.Bootstrap.none(names, "no bootstrap resamples requested (n_bootstrap = 0)")
@@ -176,9 +181,12 @@ def fit_isoflop_bootstrap(
     for _ in range(n_bootstrap):
         takes = {}
         for c, idx in members.items():
+            if c in thin:
+                takes[c] = idx
+                continue
             drawn = rng.choice(labels[c], labels[c].size)
             takes[c] = np.concatenate([idx[groups[idx] == label] for label in drawn])
-        if min(np.unique(size_id[t]).size for t in takes.values()) < PARABOLA_CONSTANTS + 1:
+        if min(np.unique(size_id[takes[c]]).size for c in members if c not in thin) < PARABOLA_CONSTANTS + 1:
             rejected += 1
             continue
         if shortfall is not None:
@@ -193,4 +201,10 @@ def fit_isoflop_bootstrap(
     if shortfall is not None:
         return fit, bootstrap.Bootstrap.none(names, shortfall, n_bootstrap, rejected)
     refits = np.array(refits, np.float64).reshape(-1, 2)
-    return fit, bootstrap.Bootstrap.from_refits(names, refits, n_bootstrap, rejected)
+    boot = bootstrap.Bootstrap.from_refits(names, refits, n_bootstrap, rejected)
+    if thin:
+        listed = ", ".join(f"{c:.3g} ({distinct[c]} sizes)" for c in thin)
+        boot = dataclasses.replace(boot, caveat=(
+            f"budget(s) {listed} have <= {PARABOLA_CONSTANTS + 1} distinct sizes and keep their "
+            "full-data minimum in every refit: the interval leaves out their uncertainty"))
+    return fit, boot

@@ -140,7 +140,8 @@ NAMES = ("E0", "A", "B", "alpha", "beta", "gamma")
 REQUIREMENT = bootstrap.Requirement(points=LAW.n_params + 1, columns=(3, 3, 2), names=("N", "D", "experts"))
 
 
-def fit_moe_chinchilla_bootstrap(n, d, experts, loss, *, groups=None, n_bootstrap: int = 0, seed: int = 0):
+def fit_moe_chinchilla_bootstrap(n, d, experts, loss, *, groups=None, n_bootstrap: int = 0, seed: int = 0,
+                                 delta: float = optimize.HUBER_DELTA):
     """(fit, bootstrap of (E0, A, B, α, β, γ)); see bootstrap.Bootstrap for rejected resamples.
 
     Starts: the best distinct optima of a full-grid dense Chinchilla fit on the same points
@@ -149,13 +150,13 @@ def fit_moe_chinchilla_bootstrap(n, d, experts, loss, *, groups=None, n_bootstra
     cols, kept = checks.clean_points(LAW.n_params + 1, n=n, d=d, experts=experts, loss=loss)
     checks.require_distinct("experts", cols["experts"])
     _, params, objective, log_nd, centre = chinchilla._fit_grid(
-        {k: cols[k] for k in ("n", "d", "loss")}, None
+        {k: cols[k] for k in ("n", "d", "loss")}, None, delta
     )
     dense = bootstrap.distinct_best(params, objective, 4)  # (S, 5) rows (e, a, b, α, β)
     starts = np.array([(*row[:4], gamma, row[4]) for row in dense for gamma in GAMMA_STARTS])
     log_x = np.concatenate([log_nd, np.log(cols["experts"])[:, None]], axis=1)
     log_y = np.log(cols["loss"])
-    params, objective = optimize.minimize_huber(LAW, starts, log_x, log_y)
+    params, objective = optimize.minimize_huber(LAW, starts, log_x, log_y, delta=delta)
     best = int(np.argmin(objective))
     fit = MoEChinchillaFit(
         *(float(v) for v in _decode(params[best], centre)[0]),
@@ -166,7 +167,7 @@ def fit_moe_chinchilla_bootstrap(n, d, experts, loss, *, groups=None, n_bootstra
     seeds = bootstrap.distinct_best(params, objective, 3)
     boot = bootstrap.bootstrap_huber(
         LAW, seeds, log_x, log_y, groups[kept], n_bootstrap, seed,
-        requirement=REQUIREMENT, names=NAMES, decode=lambda raw: _decode(raw, centre),
+        requirement=REQUIREMENT, names=NAMES, decode=lambda raw: _decode(raw, centre), delta=delta,
     )
     return fit, boot
 

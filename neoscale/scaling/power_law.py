@@ -61,7 +61,8 @@ NAMES = ("E", "A", "alpha")
 
 
 def fit_power_law_bootstrap(
-    compute, loss, *, with_offset: bool = True, groups=None, n_bootstrap: int = 0, seed: int = 0
+    compute, loss, *, with_offset: bool = True, groups=None, n_bootstrap: int = 0, seed: int = 0,
+    delta: float = optimize.HUBER_DELTA,
 ) -> tuple[PowerLawFit, bootstrap.Bootstrap]:
     """(fit, bootstrap of (E, A, α)) over n_bootstrap resamples of runs (`groups`).
 
@@ -74,7 +75,9 @@ def fit_power_law_bootstrap(
     log_c = np.log(cols["compute"])
     centre = float(log_c.mean())
     log_x, log_y = (log_c - centre)[:, None], np.log(cols["loss"])
-    params, objective = optimize.minimize_huber(law, _starts(log_c, cols["loss"], with_offset), log_x, log_y)
+    params, objective = optimize.minimize_huber(
+        law, _starts(log_c, cols["loss"], with_offset), log_x, log_y, delta=delta
+    )
     best = int(np.argmin(objective))
     e_value, a_value, alpha = _decode(params[best], centre, with_offset)[0]
     fit = PowerLawFit(
@@ -90,11 +93,13 @@ def fit_power_law_bootstrap(
     boot = bootstrap.bootstrap_huber(
         law, seeds, log_x, log_y, groups[kept], n_bootstrap, seed,
         requirement=bootstrap.Requirement(points=law.n_params + 1), names=NAMES,
-        decode=lambda raw: _decode(raw, centre, with_offset),
+        decode=lambda raw: _decode(raw, centre, with_offset), delta=delta,
     )
     return fit, boot
 
 
-def fit_power_law(compute, loss, *, with_offset: bool = True) -> PowerLawFit:
+def fit_power_law(
+    compute, loss, *, with_offset: bool = True, delta: float = optimize.HUBER_DELTA
+) -> PowerLawFit:
     """L(C) = E + A·C^(−α) (or A·C^(−α) with with_offset=False) through (compute, loss) points."""
-    return fit_power_law_bootstrap(compute, loss, with_offset=with_offset)[0]
+    return fit_power_law_bootstrap(compute, loss, with_offset=with_offset, delta=delta)[0]

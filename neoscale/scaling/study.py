@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from neoscale.scaling import bootstrap, chinchilla, envelope, isoflop, moe, power_law, results
+from neoscale.scaling import bootstrap, chinchilla, envelope, isoflop, moe, optimize, power_law, results
 
 COMPUTE_LABEL = "training compute C (FLOPs of results.csv: neoscale.accounting, 'neoscale')"  # figures
 COMPUTE_AXIS = ("C = training FLOPs of the results' flops column (studies run by neoscale: "
@@ -65,7 +65,10 @@ def _clean(value):
 
 def _uncertainty(boot: bootstrap.Bootstrap) -> dict:
     """fit.json entries of a bootstrap: intervals (None without one), the note why, the counts."""
-    return {"intervals": boot.intervals(), "interval_note": boot.note, "bootstrap": boot.summary()}
+    out = {"intervals": boot.intervals(), "interval_note": boot.note, "bootstrap": boot.summary()}
+    if boot.caveat and boot.has_interval:
+        out["interval_caveat"] = boot.caveat
+    return out
 
 
 def _skipped(reason: str) -> dict:
@@ -117,19 +120,20 @@ def _largest_held_out(points: pd.DataFrame):
     return points[~held], points[held]
 
 
-def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int) -> dict:
+def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: float) -> dict:
     compute, loss = points["flops"].to_numpy(), points["eval_loss"].to_numpy()
     frontier = pareto_frontier(compute, loss)
     use = frontier if frontier.sum() >= 3 else np.ones_like(frontier)
     groups = points["parent"].to_numpy()[use]
     fit, boot = power_law.fit_power_law_bootstrap(
-        compute[use], loss[use], groups=groups, n_bootstrap=n_bootstrap, seed=seed
+        compute[use], loss[use], groups=groups, n_bootstrap=n_bootstrap, seed=seed, delta=delta
     )
     if not fit.alpha > 0:
         return {**_skipped(f"the fitted exponent alpha = {fit.alpha:.3g} is not positive: loss does "
                            "not fall with compute on these points"), "fitted_constants": fit.constants()}
     pure, pure_boot = power_law.fit_power_law_bootstrap(
-        compute[use], loss[use], with_offset=False, groups=groups, n_bootstrap=n_bootstrap, seed=seed
+        compute[use], loss[use], with_offset=False, groups=groups, n_bootstrap=n_bootstrap, seed=seed,
+        delta=delta,
     )
     grid = np.geomspace(compute.min(), compute.max() * max(EXTRAPOLATION_FACTORS), 60)
     band = {"compute": grid, "loss": fit.predict(grid)}
@@ -172,7 +176,7 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
         best = held.loc[held["eval_loss"].idxmin()]
         checks = {}
         for form, with_offset in (("with_E", True), ("pure_power_law", False)):
-            refit = power_law.fit_power_law(t_c[t_use], t_l[t_use], with_offset=with_offset)
+            refit = power_law.fit_power_law(t_c[t_use], t_l[t_use], with_offset=with_offset, delta=delta)
             predicted = float(refit.predict(best["flops"]))
             checks[form] = {"predicted": predicted, "constants": refit.constants(),
                             "relative_error": abs(predicted - best["eval_loss"]) / best["eval_loss"]}
@@ -211,10 +215,10 @@ def _allocation(
     return out
 
 
-def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
+def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float) -> dict:
     n, d, loss, flops = (points[c].to_numpy() for c in ("params_active", "tokens", "eval_loss", "flops"))
     fit, boot = chinchilla.fit_chinchilla_bootstrap(
-        n, d, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed
+        n, d, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed, delta=delta
     )
     if (why := fit.domain_error()) is not None:
         return {**_skipped(why), "fitted_constants": fit.constants()}
@@ -233,7 +237,7 @@ def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             refit = chinchilla.fit_chinchilla(
-                *(train[c].to_numpy() for c in ("params_active", "tokens", "eval_loss"))
+                *(train[c].to_numpy() for c in ("params_active", "tokens", "eval_loss")), delta=delta
             )
         predicted = refit.predict(held["params_active"].to_numpy(), held["tokens"].to_numpy())
         actual = held["eval_loss"].to_numpy()
@@ -325,7 +329,7 @@ def _after_fork(curves: dict[str, pd.DataFrame], points: pd.DataFrame) -> dict[s
     return out
 
 
-def _moe(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
+def _moe(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float) -> dict:
     counts = np.unique(points["num_experts"])
     if counts.size < 2:
         return _skipped(f"needs >= 2 distinct expert counts, got {counts.tolist()}")
@@ -336,7 +340,7 @@ def _moe(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
         front = pareto_frontier(c, loss_e)
         use = front if front.sum() >= 3 else np.ones_like(front)
         try:
-            fit = power_law.fit_power_law(c[use], loss_e[use])
+            fit = power_law.fit_power_law(c[use], loss_e[use], delta=delta)
             out["frontiers"][str(int(e))] = {"status": "fitted", "constants": fit.constants()}
         except ValueError as err:
             out["frontiers"][str(int(e))] = _skipped(str(err))
@@ -354,7 +358,8 @@ def _moe(points: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
         out["clark"] = _skipped(str(err))
     try:
         fit, boot = moe.fit_moe_chinchilla_bootstrap(
-            n, d, experts, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed
+            n, d, experts, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed,
+            delta=delta,
         )
         saving = {str(int(e)): fit.compute_saving(e) for e in counts}
         entry = {
@@ -384,8 +389,13 @@ def fit_study(
     curves: dict[str, pd.DataFrame] | None = None,
     n_bootstrap: int = 200,
     seed: int = 0,
+    delta: float = optimize.HUBER_DELTA,
 ) -> dict:
-    """Every law the results support (see the module docstring); skipped laws give a reason."""
+    """Every law the results support (see the module docstring); skipped laws give a reason.
+
+    delta: Huber's δ on log-loss residuals of the L-BFGS laws (inf: squared error, as some
+    published fits used).
+    """
     if curves is not None and not isinstance(curves, Mapping):
         raise ValueError(
             "curves must map run name -> per-step DataFrame (see "
@@ -396,12 +406,12 @@ def fit_study(
     sizes = np.unique(family["params_active"]) if len(family) else np.array([])
     laws: dict[str, dict] = {}
     if sizes.size >= 3:
-        laws["loss_vs_compute"] = _guarded(_loss_vs_compute, family, label, n_bootstrap, seed)
+        laws["loss_vs_compute"] = _guarded(_loss_vs_compute, family, label, n_bootstrap, seed, delta)
     else:
         laws["loss_vs_compute"] = _skipped(f"needs final rows of >= 3 distinct sizes, got {sizes.size}")
     n_tokens = np.unique(np.round(np.log10(family["tokens"]), 3)).size if len(family) else 0
     if len(family) >= 6 and sizes.size >= 3 and n_tokens >= 3:
-        laws["chinchilla_approach3"] = _guarded(_chinchilla, family, n_bootstrap, seed)
+        laws["chinchilla_approach3"] = _guarded(_chinchilla, family, n_bootstrap, seed, delta)
     else:
         laws["chinchilla_approach3"] = _skipped(
             f"needs >= 6 final points with >= 3 sizes and >= 3 token counts, got {len(family)} "
@@ -409,7 +419,7 @@ def fit_study(
         )
     laws["isoflop_approach2"] = _guarded(_isoflop, family, n_bootstrap, seed)
     laws["envelope_approach1"] = _guarded(_envelope, family, curves, n_bootstrap, seed)
-    laws["moe"] = _guarded(_moe, points, n_bootstrap, seed) if len(points) else _skipped("no points")
+    laws["moe"] = _guarded(_moe, points, n_bootstrap, seed, delta) if len(points) else _skipped("no points")
     for law in laws.values():
         if "E" in (law.get("constants") or {}):
             law["irreducible_loss"] = irreducible_loss(law)
@@ -433,6 +443,8 @@ def fit_study(
             "n_bootstrap": n_bootstrap,
             "bootstrap_min_accepted": bootstrap.MIN_ACCEPTED,
             "seed": seed,
+            "objective": {"loss": "huber" if math.isfinite(delta) else "mse", "delta": delta,
+                          "on": "log-loss residuals"},
             "data": data,
             "laws": laws,
         }
@@ -502,7 +514,8 @@ def _bootstrap_line(law: dict) -> str | None:
              f"{counts['failed']} failed")
     if law.get("intervals") is None:
         return f"\nNo interval: {law.get('interval_note')} ({tally})."
-    return f"\nIntervals: {tally}."
+    caveat = f" Caveat: {law['interval_caveat']}." if law.get("interval_caveat") else ""
+    return f"\nIntervals: {tally}.{caveat}"
 
 
 def report_section(fit: dict) -> str:
@@ -520,6 +533,10 @@ def report_section(fit: dict) -> str:
         f"Compute axis of every law: {fit.get('compute_axis', 'the flops column')}.",
         "",
     ]
+    objective = fit.get("objective")
+    if objective:
+        how = (f"Huber (δ = {objective['delta']:g})" if objective["loss"] == "huber" else "squared error")
+        lines += [f"Objective of the L-BFGS laws: sum of {how} on log-loss residuals.", ""]
     for entry in fit["data"]["dropped"]:
         lines.append(f"- dropped run `{entry['run']}`: {entry['reason']}")
     titles = {
