@@ -152,8 +152,7 @@ def saved_residual_bytes(config: ModelConfig, seq_len: int, remat: str | None = 
     ``per_layer``: bytes per layer that do not (e.g. compute-dtype copies of the weights).
     ``remat`` (default ``config.remat``) is applied as ``GPTNeo`` applies it; ``platform``
     ('tpu', 'gpu', 'cpu'; default: the current mesh's, ``attention.attention_platform``) picks the
-    attention kernel that ``config.attention_impl='auto'`` stands for (tracing cuDNN's needs
-    jax's CUDA plugin; splash keeps the same q, k, v, output and log-sum-exp). Counts are for one device
+    attention kernel that ``config.attention_impl='auto'`` stands for. Counts are for one device
     holding whole sequences and all heads (divide by the tensor-parallel degree where it splits).
     """
     from jax._src.ad_checkpoint import saved_residuals  # print_saved_residuals's list
@@ -162,7 +161,10 @@ def saved_residual_bytes(config: ModelConfig, seq_len: int, remat: str | None = 
     from neoscale.model.transformer import REMAT_POLICIES, LayerGroup
 
     remat = config.remat if remat is None else remat
-    config = config.replace(attention_impl=resolve(config.attention_impl, config.dtype, platform))
+    impl = resolve(config.attention_impl, config.dtype, platform)
+    # cuDNN's fused attention keeps what splash keeps (q, k, v, output, log-sum-exp; measured
+    # equal where cuDNN traces), and tracing it needs cuDNN on this host: count it as splash.
+    config = config.replace(attention_impl="splash" if impl == "cudnn" else impl)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: LayerGroup(config, rngs=nnx.Rngs(0))))
 
     def group(state, x):

@@ -134,6 +134,7 @@ def test_saved_residuals_keep_only_what_the_backward_pass_needs():
     assert saved["per_token_layer"] == 2 * (2 + 4 + 4) * d + 4 * heads
     assert saved["per_layer"] < 2**16  # splash's mask tables at most: no weight copies
     assert saved["per_token_layer"] <= 87 * d / 4
+    assert accounting.saved_residual_bytes(config, 2048, "none", "gpu") == saved  # cuDNN: as splash
     blocked = accounting.saved_residual_bytes(config, 2048, "none", "cpu")["per_token_layer"]
     assert blocked <= 96 * d / 3
     # Mixture of experts (every other layer, top-2 of 8): 155·d and 77 MiB per layer before.
