@@ -1,12 +1,13 @@
 """Prepare a corpus into token shards once: ``python -m neoscale.prepare``.
 
   python -m neoscale.prepare --data=tfds:c4/en:3.1.0 --tfds_data_dir=gs://B/tfds \\
-      --tokenizer=gpt2 --out=gs://B/c4-gpt2 [--distributed]
+      --tokenizer=gpt2 --out=gs://B/c4-gpt2 [--distributed] [--train_tokens=26.3e9]
 
 Splits off the held-out documents first (a random sample across sources, by --seed), tokenizes
 the rest in parallel (--workers processes; with --distributed, each host of a pod its own share of
 the documents) and writes array_record shards and a manifest (last) to --out, a local directory or
 gs://. Interrupted, the same command resumes: complete shards are kept, never written twice.
+With --train_tokens, it reads only what the study needs (plus a 2% margin), not the whole source.
 Train on the result with ``--data=prepared:OUT --tokenizer=<the same tokenizer>``.
 
 Exit status: 0 done, 2 bad input (one line on stderr).
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
 from neoscale import multihost
 
 PROG = "python -m neoscale.prepare"
+TRAIN_TOKENS_MARGIN = 0.02  # --train_tokens: a little more, so the largest run never wraps an epoch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,7 +51,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text_field", default=defaults.text_field,
                         help="text field of .jsonl / tfds / hf examples")
     parser.add_argument("--max_documents", type=int, default=None, help="read at most this many documents")
+    parser.add_argument("--train_tokens", type=float, default=None,
+                        help="training tokens the study reads (its largest run: the dry run of "
+                             "python -m neoscale.run says how many): prepares that plus a "
+                             f"{TRAIN_TOKENS_MARGIN:.0%} margin and reads no more of the source "
+                             "(default: all of it)")
     return parser.parse_args(argv)
+
+
+def max_train_tokens(train_tokens: float | None) -> int | None:
+    """The training tokens to prepare for a study that reads ``train_tokens`` (None: all)."""
+    return None if train_tokens is None else math.ceil(train_tokens * (1 + TRAIN_TOKENS_MARGIN))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.workers < 1:
             raise ValueError(f"--workers={args.workers} must be at least 1")
+        if args.train_tokens is not None and not args.train_tokens >= 1:
+            raise ValueError(f"--train_tokens={args.train_tokens} must be at least 1 (or unset: all)")
         if args.out.startswith("prepared:") or not args.out.strip():
             raise ValueError(f"--out={args.out!r} must be a directory path (local or gs://)")
         config = pipeline.DataConfig(
@@ -76,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             process_index, process_count = jax.process_index(), jax.process_count()
         options = shards.PrepareOptions(
             tokenizer=args.tokenizer, heldout_tokens=args.heldout_tokens, seed=args.seed,
-            workers=args.workers, process_index=process_index, process_count=process_count)
+            workers=args.workers, process_index=process_index, process_count=process_count,
+            max_train_tokens=max_train_tokens(args.train_tokens))
         manifest = shards.prepare_shards(source, options, args.out)
     except (ValueError, FileNotFoundError) as error:
         print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)

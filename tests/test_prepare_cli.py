@@ -41,3 +41,17 @@ def test_prepare_cli_bad_input_is_one_line(tmp_path):
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("python -m neoscale.prepare: error: no files match")
     assert not (tmp_path / "out").exists()
+
+
+def test_prepare_cli_reads_only_the_tokens_asked_for(tmp_path):
+    data = write_corpus(tmp_path / "corpus", make_documents(600, seed=5))
+    out = tmp_path / "prepared"
+    result = run_prepare(f"--data={data}", "--tokenizer=gpt2", "--heldout_tokens=512", f"--out={out}",
+                         "--workers=1", "--train_tokens=5000")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["max_train_tokens"] == 5100  # 2% margin
+    assert 5100 <= manifest["train_stream_tokens"] < 5100 + 200  # stops at the document reaching it
+    assert manifest["documents"] < 600 / 4
+    bad = run_prepare(f"--data={data}", f"--out={tmp_path / 'bad'}", "--train_tokens=0")
+    assert bad.returncode == 2 and "--train_tokens=0.0 must be at least 1" in bad.stderr

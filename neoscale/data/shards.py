@@ -31,7 +31,13 @@ after its state file, so a complete shard is never rewritten and a partial one n
 restart skips the documents of complete shards without tokenizing them.
 
 **Processes** (``--distributed``): process ``p`` of ``P`` tokenizes the documents ``i % P == p``
-(tfds array_record sources read only those records), with ``workers`` tokenizer processes.
+(tfds array_record sources read only those records; ``hf:`` datasets are split by file instead,
+process ``p`` reading the files ``f % P == p``, so each document is downloaded once, and a
+restart resumes after the last document of its complete shards), with ``workers`` tokenizer
+processes.
+
+**Reading only what is needed**: with ``max_train_tokens``, each process stops reading once its
+shards hold its share (``max_train_tokens / P``); the held-out set comes from the documents read.
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ class PrepareOptions:
     process_index: int = 0
     process_count: int = 1
     documents_per_shard: int = DOCUMENTS_PER_SHARD
+    max_train_tokens: int | None = None  # stop reading once the shards hold this many (None: all)
 
 
 def document_key(seed: int, document_id: int) -> float:
@@ -173,10 +180,18 @@ class _ShardWriter:
 # Documents of this process, tokenized in parallel.
 
 
-def _documents(spec: sources.SourceSpec, options: PrepareOptions,
-               stats: sources.ReadStats) -> Iterator[tuple[int, str, str]]:
-    """(document id, label, text) of this process's share, in order."""
-    return sources.documents(spec, stats, start=options.process_index, step=options.process_count)
+def _documents(spec: sources.SourceSpec, options: PrepareOptions, stats: sources.ReadStats,
+               skip: int, last_id: int | None) -> Iterator[tuple[int, str, str]]:
+    """(document id, label, text) of this process's share, in order, less its first ``skip``
+    documents (those of complete shards, the last of them ``last_id``): sources read by file
+    start after that document; the others read and drop them."""
+    if last_id is not None and sources.splits_by_file(spec):
+        return sources.documents(spec, stats, start=options.process_index, step=options.process_count,
+                                 resume_after=last_id)
+    documents = sources.documents(spec, stats, start=options.process_index, step=options.process_count)
+    for _ in _take(documents, skip):
+        pass
+    return documents
 
 
 _WORKER_TOKENIZER: tokenizer_lib.Tokenizer | None = None
@@ -373,22 +388,29 @@ def _process_share(spec, options: PrepareOptions, tok, out: epath.Path, scratch:
     shard = 0
     while (out / _name("train", options, shard, ".array_record")).exists():
         shard += 1
+    last_id = None
     if shard:  # resume: the state after the last complete shard
         state = json.loads((out / _name("state", options, shard - 1, ".json")).read_text())
-        shards = state["shards"]
+        shards, last_id = state["shards"], state.get("last_id")
         for c in _Candidates.load((out / _name("state", options, shard - 1, ".npz")).read_bytes()):
             candidates.push(c)
         log.info("resuming process %d at shard %d", options.process_index, shard)
     stats = sources.ReadStats()
     skip = shard * options.documents_per_shard
-    documents = _documents(spec, options, stats)
-    for _ in _take(documents, skip):
-        pass
+    limit = None  # this process's share of max_train_tokens
+    if options.max_train_tokens is not None:
+        limit = -(-options.max_train_tokens // options.process_count)
+    written = sum(s["tokens"] for s in shards)
+    if limit is not None and written >= limit:
+        skip, documents = 0, iter(())  # the share was reached before the last restart
+    else:
+        documents = _documents(spec, options, stats, skip, last_id)
     writer = None
     for position, (i, label, num_bytes, ids) in enumerate(tokenize(documents, tok, options.workers), skip):
         index = position // options.documents_per_shard
         if writer is not None and index != shard:
-            shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards))
+            shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards, last_id))
+            written += shards[-1]["tokens"]
             writer = None
         if writer is None:
             shard = index
@@ -400,8 +422,11 @@ def _process_share(spec, options: PrepareOptions, tok, out: epath.Path, scratch:
             to_train = candidates.push(to_train[0])
         for c in to_train:
             writer.add_document(c, tok.eos_id)
+        last_id = i
+        if limit is not None and written + writer.tokens >= limit:
+            break  # the study reads no more than this: the rest of the corpus is never read
     if writer is not None:
-        shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards))
+        shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards, last_id))
     summary = {"shards": shards, "stats": {"files": stats.files,
                                            "replaced_undecodable": stats.replaced_undecodable,
                                            **stats.extra},
@@ -414,12 +439,13 @@ def _process_share(spec, options: PrepareOptions, tok, out: epath.Path, scratch:
 
 
 def _finish_shard(writer: _ShardWriter, candidates: _Candidates, options: PrepareOptions, shard: int,
-                  out: epath.Path, scratch: str, previous: list[dict]) -> dict:
-    """Closes a shard; commits its state (candidates, shard list) and then the shard itself."""
+                  out: epath.Path, scratch: str, previous: list[dict], last_id: int | None) -> dict:
+    """Closes a shard; commits its state (candidates, shard list, the id of the last document
+    read) and then the shard itself."""
     name = _name("train", options, shard, ".array_record")
     entry = writer.close(name)
     _write_bytes(out / _name("state", options, shard, ".npz"), candidates.to_bytes(), scratch)
-    state = {"shards": [*previous, entry]}
+    state = {"shards": [*previous, entry], "last_id": last_id}
     _write_bytes(out / _name("state", options, shard, ".json"), json.dumps(state).encode(), scratch)
     _commit_shard(writer.path, out / name, entry["records"], scratch)
     return entry
@@ -494,6 +520,7 @@ def _finish(spec, options: PrepareOptions, tok, out: epath.Path, scratch: str, s
         "record_tokens": RECORD_TOKENS,
         "seed": options.seed,
         "heldout_tokens_requested": options.heldout_tokens,
+        "max_train_tokens": options.max_train_tokens,
         "process_count": options.process_count,
         "shards": shards,
         "train_stream_tokens": train_tokens,

@@ -247,30 +247,71 @@ def _hf_dataset(spec: SourceSpec):
         ) from None
 
 
+def _hf_label(spec: SourceSpec) -> str:
+    return os.path.basename(spec.pattern.partition(":")[0].rstrip("/")) or spec.pattern
+
+
+def _hf_text(spec: SourceSpec, example: dict, where: str) -> str:
+    text = example.get(spec.text_field)
+    if not isinstance(text, str):
+        raise ValueError(f"hf:{spec.pattern} {where} has no string field {spec.text_field!r}: set "
+                         f"text_field to one of {sorted(example)}")
+    return text
+
+
 def _hf_documents(spec: SourceSpec, stats: ReadStats) -> Iterator[tuple[str, str]]:
+    for index, example in enumerate(_hf_dataset(spec)):
+        yield _hf_label(spec), _hf_text(spec, example, f"example {index}")
+
+
+ROW_BITS = 32  # an hf document id by file: file << ROW_BITS | row
+
+
+def splits_by_file(spec: SourceSpec) -> bool:
+    """Whether ``documents(spec, start=p, step=P)`` gives each process whole files of the source
+    (hf datasets read whole: no max_documents), so that each document is downloaded by one
+    process, its id does not depend on P, and a restart can resume after a document id. (A
+    dataset of fewer than P files leaves some processes without documents.)"""
+    return spec.kind == "hf" and spec.max_documents is None
+
+
+def _hf_documents_by_file(spec: SourceSpec, stats: ReadStats, start: int, step: int,
+                          resume_after: int | None) -> Iterator[tuple[int, str, str]]:
+    """(id, label, text) of the files start, start + step, ...; id = file << ROW_BITS | row, the
+    same whatever the process count; after ``resume_after`` (an id) when given."""
     dataset = _hf_dataset(spec)
-    label = os.path.basename(spec.pattern.partition(":")[0].rstrip("/")) or spec.pattern
-    for index, example in enumerate(dataset):
-        text = example.get(spec.text_field)
-        if not isinstance(text, str):
-            raise ValueError(
-                f"hf:{spec.pattern} example {index} has no string field {spec.text_field!r}: set "
-                f"text_field to one of {sorted(example)}"
-            )
-        yield label, text
+    first_file, first_row = 0, 0
+    if resume_after is not None:
+        first_file, first_row = resume_after >> ROW_BITS, (resume_after & ((1 << ROW_BITS) - 1)) + 1
+    for file in range(start, dataset.n_shards, step):
+        if file < first_file:
+            continue
+        skip = first_row if file == first_file else 0
+        rows = dataset.shard(num_shards=dataset.n_shards, index=file)
+        stats.files += 1
+        for row, example in enumerate(rows.skip(skip) if skip else rows, skip):
+            text = _hf_text(spec, example, f"file {file} row {row}")
+            if text.strip():
+                yield file << ROW_BITS | row, _hf_label(spec), text
 
 
 def documents(spec: SourceSpec, stats: ReadStats | None = None, *, start: int = 0,
-              step: int = 1) -> Iterator[tuple[int, str, str]]:
-    """Streams (document id, label, text) of the source's non-blank documents whose id is
-    ``start`` modulo ``step`` (one process's share), among the first max_documents.
+              step: int = 1, resume_after: int | None = None) -> Iterator[tuple[int, str, str]]:
+    """Streams (document id, label, text) of one process's share of the source's non-blank
+    documents: those whose id is ``start`` modulo ``step``, among the first max_documents; for
+    sources that ``splits_by_file``, the files ``start`` modulo ``step`` instead (after the
+    document ``resume_after``, when given).
 
-    Ids number the non-blank documents in source order (tfds: the example index). Raises
-    FileNotFoundError / ValueError with a one-line message on bad input, when reached.
+    Ids number the non-blank documents in source order (tfds: the example index; hf by file:
+    file << ROW_BITS | row). Raises FileNotFoundError / ValueError with a one-line message on bad
+    input, when reached.
     """
     stats = stats if stats is not None else ReadStats()
     if spec.kind == "tfds":  # random access: only this share's examples are read
         yield from _tfds_documents(spec, stats, start, step)
+        return
+    if splits_by_file(spec):  # only this share's files are read
+        yield from _hf_documents_by_file(spec, stats, start, step, resume_after)
         return
     readers = {"builtin": lambda s, _: builtin.documents(), "text": _text_documents, "hf": _hf_documents}
     if spec.kind not in readers:
@@ -301,6 +342,7 @@ def fingerprint(spec: SourceSpec) -> dict:
         import datasets
 
         fields["datasets_version"] = datasets.__version__
+        fields["document_ids"] = "file-row"  # since documents are read by file (ids changed)
         name = os.path.expanduser(spec.pattern.partition(":")[0])
         if os.path.isdir(name):
             paths = sorted(glob.glob(os.path.join(name, "**"), recursive=True))
