@@ -236,6 +236,9 @@ def _main(argv: list[str]) -> int:
             print(f"devices: {target.describe()}" + ("" if fit_memory else "; memory not checked: "
                   "plan for the devices you will use with --accelerator=v4-32, v5e-64, h100, ..."))
             print(plan_lib.format_table(plan))
+            from neoscale.data import host_io_plan
+
+            print(host_io_plan(data, plan, target.hosts, corpus.train_tokens if corpus else None))
             if unchecked:
                 print(f"warning: {unchecked}")
         return 0

@@ -1,6 +1,7 @@
 """Data: sources (builtin, text, tfds, hf), tokenizers (gpt2, sentencepiece), prepared token
 shards and packed, resumable grain batches."""
 
+from neoscale.data.hostio import host_io_plan
 from neoscale.data.pipeline import (
     CorpusSize,
     DataConfig,
@@ -13,4 +14,4 @@ from neoscale.data.pipeline import (
 )
 
 __all__ = ["CorpusSize", "DataConfig", "PreparedData", "check_seq_len", "check_source",
-           "corpus_size", "measure_throughput", "prepare"]
+           "corpus_size", "host_io_plan", "measure_throughput", "prepare"]
