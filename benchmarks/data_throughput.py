@@ -111,10 +111,10 @@ def remote_reads(latency_ms: float, step_seconds: float, batches: int) -> None:
         seconds = time.perf_counter() - start
         reads, read_bytes = source.reads - reads, source.bytes_read - read_bytes
     rows = GLOBAL_BATCH // HOSTS
-    # On a corpus much larger than a batch, a window costs one record read, two when it crosses
-    # a record boundary (probability seq_len / record_tokens); each read fetches a whole record.
+    # A window costs one ranged read, two when it crosses a record boundary (probability
+    # seq_len / record_tokens), of only its seq_len + 1 uint16 tokens.
     reads_per_step = rows * (1 + SEQ_LEN / shards.RECORD_TOKENS)
-    bytes_per_step = reads_per_step * (shards.RECORD_TOKENS * 2 + records.BLOCK_HEADER)  # uint16
+    bytes_per_step = rows * (SEQ_LEN + 1) * 2
     steps = RUN_TOKENS / (GLOBAL_BATCH * SEQ_LEN)
     offsets_mb = RUN_TOKENS / shards.RECORD_TOKENS * 8 / 1e6
     print(f"1.3B on a v4-32, one of {HOSTS} hosts: {rows} windows of {SEQ_LEN + 1} tokens per step, "

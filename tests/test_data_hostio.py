@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from subprocess_env import cpu_env
 
-from neoscale.data import DataConfig, hostio, pipeline, shards
+from neoscale.data import DataConfig, hostio, pipeline
 
 GPT2 = 50257
 
@@ -26,7 +26,7 @@ def test_hf_on_gcs_downloads_its_share_stores_nothing_and_reads_its_rows():
     assert io.store == 0
     assert io.largest_run_tokens == 25_000 * 512 * 2048  # not its branch's extra steps
     windows = (1000 + 25_100) * 512 / 4  # per host, branches included
-    assert io.read == pytest.approx(windows * (1 + 2048 / shards.RECORD_TOKENS) * shards.RECORD_TOKENS * 2)
+    assert io.read == pytest.approx(windows * 2049 * 2)  # uint16 tokens of its rows' windows
 
 
 def test_a_local_cache_or_a_text_source_is_read_whole_by_every_host(tmp_path):
@@ -50,5 +50,6 @@ def test_the_headline_dry_run_states_each_hosts_data():
         cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr
     line = next(line for line in out.stdout.splitlines() if line.startswith("data per host"))
-    assert line.startswith("data per host (4 hosts): download ") and " GB of shard records" in line
+    assert line.startswith("data per host (4 hosts): download ")
+    assert " GB of shards (its rows' windows)" in line
     assert "--train_tokens=2.631e+10" in out.stdout  # 1.3B at 20 tokens per parameter

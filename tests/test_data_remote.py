@@ -67,11 +67,10 @@ def test_training_batches_from_gcs_equal_local_ones_without_a_copy(local, tmp_pa
         np.testing.assert_array_equal(a["targets"], b["targets"])
     np.testing.assert_array_equal(remote.heldout_stream, local.heldout_stream)
     assert _files_under(tmp_path) == before  # nothing written on the host: no copy
-    # Only the records the batches need: 5 batches x 4 rows x at most 2 records each (and each
-    # read is at most one record plus a block header), not the shards.
-    record_bytes = local.manifest["record_tokens"] * 2
-    assert 0 < source.reads <= 5 * 4 * 2
-    assert source.bytes_read <= source.reads * (record_bytes + records.BLOCK_HEADER)
+    # Only the windows' bytes: 5 batches x 4 rows, each one ranged read (two where it crosses a
+    # record boundary) of its 33 uint16 tokens (plus a block header where it crosses one).
+    assert 5 * 4 <= source.reads <= 5 * 4 * 2
+    assert 5 * 4 * 33 * 2 <= source.bytes_read <= 5 * 4 * (33 * 2 + 2 * records.BLOCK_HEADER)
 
 
 @pytest.mark.slow

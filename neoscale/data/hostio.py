@@ -5,8 +5,8 @@ Preparation downloads the source: each host its own share for ``hf:`` (its files
 every file and keeps its documents) or into a local cache (each host prepares its own copy);
 nothing for ``prepared:DIR``. Training stores no shard on a host (shards on
 gs:// are read in place, ``neoscale.data.records``; a local cache is the host's own disk) and reads
-the records its rows of every batch need: a window of ``seq_len + 1`` tokens costs one record of
-``RECORD_TOKENS`` tokens, two when it crosses a record boundary.
+the windows its rows of every batch need, ``seq_len + 1`` tokens each (one ranged read, two when
+a window crosses a record boundary).
 """
 
 from __future__ import annotations
@@ -55,11 +55,7 @@ def host_io(config: pipeline.DataConfig, runs, hosts: int, corpus_tokens: float 
         download = text_bytes
     itemsize = shards.token_dtype(vocab_size).itemsize
     store = 0.0 if remote else prepare_tokens * itemsize
-    record_bytes = shards.RECORD_TOKENS * itemsize
-    read = 0.0
-    for run in runs:
-        windows = _run_tokens(run) / run.seq_len / hosts
-        read += windows * (1 + run.seq_len / shards.RECORD_TOKENS) * record_bytes
+    read = sum(_run_tokens(run) / run.seq_len / hosts * (run.seq_len + 1) * itemsize for run in runs)
     return HostIO(hosts, download, store, read, prepare_tokens, largest)
 
 
@@ -84,7 +80,7 @@ def host_io_plan(config: pipeline.DataConfig, runs, hosts: int, corpus_tokens: f
     lines = [f"data per host ({hosts} host{'s' * (hosts > 1)}): {download}; store "
              f"{_gb(io.store)} of shards on its disk"
              + (" (read in place from gs://)" if not io.store else "")
-             + f"; read {_gb(io.read)} of shard records over all runs"]
+             + f"; read {_gb(io.read)} of shards (its rows' windows) over all runs"]
     if source.kind != "prepared" and io.largest_run_tokens * 1.05 < io.prepare_tokens:
         from neoscale.prepare import TRAIN_TOKENS_MARGIN
 

@@ -91,6 +91,8 @@ class ShardWindows:
         start = (ids - window_offsets[shard]) * self.seq_len  # token offset inside the shard
         first = start // self.record_tokens
         last = (start + self.seq_len) // self.record_tokens
+        if hasattr(self.source, "read_spans"):  # a remote store: read only the windows' bytes
+            return self._read_spans(shard, first, last, start)
         keys = sorted({int(record_offsets[s] + r) for s, a, b in zip(shard, first, last, strict=True)
                        for r in range(a, b + 1)})
         records = dict(zip(keys, self.source.__getitems__(keys), strict=True))
@@ -100,6 +102,24 @@ class ShardWindows:
             stream = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
             offset = t - a * self.record_tokens
             windows[row] = stream[offset : offset + self.seq_len + 1]
+        return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+    def _read_spans(self, shard, first, last, start) -> dict[str, np.ndarray]:
+        """Windows from byte spans of their records (``source.read_spans``: one ranged read per
+        record a window touches, of only the tokens in the window)."""
+        itemsize, size = np.dtype(self.dtype).itemsize, self.record_tokens
+        spans, rows = [], []
+        for row, (s, a, b, t) in enumerate(zip(shard, first, last, start, strict=True)):
+            for r in range(a, b + 1):
+                lo, hi = max(t - r * size, 0), min(t + self.seq_len + 1 - r * size, size)
+                spans.append((int(self.record_offsets[s] + r), lo * itemsize, hi * itemsize))
+                rows.append(row)
+        windows = np.empty((len(shard), self.seq_len + 1), np.int32)
+        pieces: list[list[np.ndarray]] = [[] for _ in range(len(shard))]
+        for row, data in zip(rows, self.source.read_spans(spans), strict=True):
+            pieces[row].append(np.frombuffer(data, self.dtype))
+        for row, parts in enumerate(pieces):
+            windows[row] = np.concatenate(parts)
         return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
 
 

@@ -5,8 +5,8 @@ record's bytes sit contiguously in riegeli's logical chunk stream; riegeli inter
 block header at every 64 KiB of the file. ``record_offsets`` finds where each record's bytes
 begin (parsing the chunk headers of a local file, checked against array_record's own reader),
 and preparation stores them beside the shard (``SHARD.offsets.npy``, 8 bytes per record of 32 KiB:
-0.02%). ``RangeRecords`` then reads any record with one ranged GET (one to two blocks), many at
-once from a thread pool; grain's prefetching batches ahead adds the read-ahead.
+0.02%). ``RangeRecords`` then reads any record, or just the bytes of it a window needs, with one
+ranged GET, many at once from a thread pool; grain's prefetching batches ahead adds the read-ahead.
 """
 
 from __future__ import annotations
@@ -118,12 +118,14 @@ class RangeRecords:
     def __len__(self) -> int:
         return int(self._first_key[-1])
 
-    def _read(self, key: int) -> bytes:
+    def _read(self, key: int, lo: int = 0, hi: int | None = None) -> bytes:
+        """Bytes [lo, hi) of record ``key`` (hi None: to its end), with one ranged read."""
         shard = int(np.searchsorted(self._first_key, key, side="right")) - 1
         index = key - int(self._first_key[shard])
         size = self._last_bytes[shard] if index == len(self._offsets[shard]) - 1 else self._record_bytes
-        logical = int(self._offsets[shard][index])
-        start, end = _physical(logical), _physical(logical + size - 1) + 1
+        hi = size if hi is None else min(hi, size)
+        logical = int(self._offsets[shard][index]) + lo
+        start, end = _physical(logical), _physical(logical + hi - lo - 1) + 1
         data = self._fs.cat_file(self._paths[shard], start=start, end=end)
         self.reads += 1
         self.bytes_read += len(data)
@@ -134,3 +136,7 @@ class RangeRecords:
 
     def __getitems__(self, keys) -> list[bytes]:
         return list(self._pool.map(self._read, [int(k) for k in keys]))
+
+    def read_spans(self, spans) -> list[bytes]:
+        """Bytes [lo, hi) of records, for (key, lo, hi) spans: only what a window needs."""
+        return list(self._pool.map(lambda span: self._read(*map(int, span)), spans))
