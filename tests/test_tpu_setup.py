@@ -81,10 +81,12 @@ def test_recreate_deletes_then_creates_installs_and_reruns(queued, delete):
 
 def test_prepare_then_study_on_prepared_shards():
     out = run("run", "--name=neo-d", "--workdir=gs://b/neo", "--data-dir=gs://b/data/fw", "--dry-run",
-              "--prepare=--data=hf:HuggingFaceFW/fineweb-edu:sample-100BT --tokenizer=gpt2")
+              "--prepare=--data=hf:HuggingFaceFW/fineweb-edu:sample-100BT --tokenizer=gpt2 "
+              "--train_tokens=26.3e9")  # the runbook's flags, on one line
     (start,) = commands_of(out)
     assert (f"{VENV_PYTHON} -m neoscale.prepare --data=hf:HuggingFaceFW/fineweb-edu:sample-100BT "
-            f"--tokenizer=gpt2 --out=gs://b/data/fw --distributed && {VENV_PYTHON} -m neoscale.run "
+            f"--tokenizer=gpt2 --train_tokens=26.3e9 --out=gs://b/data/fw --distributed && "
+            f"{VENV_PYTHON} -m neoscale.run "
             "--config=experiments/gpt_neo.py --workdir=gs://b/neo --distributed "
             "--config.data.data=prepared:gs://b/data/fw") in start
 
