@@ -148,35 +148,6 @@ def test_padded_vocabulary_trains_alike_on_a_tensor_mesh():
     np.testing.assert_allclose(losses(make_mesh("fsdp:4,tensor:2")), reference, rtol=1e-5)
 
 
-def _loop_collectives(hlo: str) -> list[tuple[str, tuple[int, ...]]]:
-    """(opcode, result shape) of every all-gather / reduce-scatter / all-reduce in the body of a
-    while loop of a compiled HLO module's text, or in a computation such a body calls."""
-    computations: dict[str, list[str]] = {}
-    name = None
-    for line in hlo.splitlines():
-        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
-        if header:
-            name = header[1]
-            computations[name] = []
-        elif name is not None:
-            computations[name].append(line)
-    todo, seen = set(re.findall(r"body=%?([\w.\-]+)", hlo)), set()
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in computations:
-            continue
-        seen.add(name)
-        for line in computations[name]:
-            todo |= set(re.findall(r"(?:calls|body|condition|to_apply)=%?([\w.\-]+)", line))
-    found = []
-    for name in seen:
-        for line in computations[name]:
-            op = re.search(r"= \w+\[([\d,]*)\]\S* (all-gather|reduce-scatter|all-reduce)(?:-start)?\(", line)
-            if op:
-                found.append((op[2], tuple(int(n) for n in op[1].split(",") if n)))
-    return found
-
-
 @pytest.mark.parametrize("mesh_spec", ["fsdp:8", "fsdp:4,tensor:2"])
 def test_fused_loss_moves_no_embedding_inside_its_chunk_loop(mesh_spec):
     """The compiled gradient of the fused loss gathers the [vocab, d] embedding once before its
@@ -184,6 +155,7 @@ def test_fused_loss_moves_no_embedding_inside_its_chunk_loop(mesh_spec):
     a vocabulary-sized dimension (before shard_map: an all-reduce of the [vocab, d] gradient in
     every chunk). Per-chunk all-reduces of [tokens] and [tokens, d] under tensor parallelism are
     the vocabulary-parallel softmax's and stay."""
+    from neoscale.benchmarking.hlo import loop_collectives
     from neoscale.sharding import batch_sharding, sharding_context
     from neoscale.training.step import loss_fn
 
@@ -204,6 +176,6 @@ def test_fused_loss_moves_no_embedding_inside_its_chunk_loop(mesh_spec):
         hlo = jax.jit(grads, out_shardings=shardings).lower(abstract, batch).compile().as_text()
     tensor = mesh.shape["tensor"]
     vocab_rows = {config.padded_vocab_size, config.padded_vocab_size // tensor}
-    in_loops = _loop_collectives(hlo)
+    in_loops = loop_collectives(hlo)
     assert not [c for c in in_loops if vocab_rows & set(c[1])], in_loops
     assert re.search(r"all-gather\(", hlo) and re.search(r"reduce-scatter\(", hlo)
