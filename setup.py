@@ -48,6 +48,10 @@ EXTRAS_REQUIRE = {
     "gcs": ["gcsfs>=2024.6"],
     "tf": ["tensorflow-cpu>=2.16"],
     "hf": ["datasets>=3,<6"],  # --data=hf:NAME (streaming)
+    # Compilers for planning without the chips (neoscale.aot, --compile): libtpu (~680 MB) for
+    # TPU slices; the CUDA plugin and cuDNN (~1.6 GB, no other CUDA wheel needed) for GPU hosts.
+    "tpu": ["jax[tpu]==0.10.2"],
+    "cuda": ["jax-cuda12-plugin==0.10.2", "jax-cuda12-pjrt==0.10.2", "nvidia-cudnn-cu12>=9.8,<10"],
 }
 
 setup(
@@ -59,7 +63,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",  # jax, flax, orbax, grain, array-record, numpy: Requires-Python >=3.11
     packages=find_packages(include=["neoscale", "neoscale.*"]),
-    package_data={"neoscale.data": ["assets/gpt2.tiktoken", "assets/gpt2.tiktoken.LICENSE"]},
+    package_data={"neoscale.data": ["assets/gpt2.tiktoken", "assets/gpt2.tiktoken.LICENSE"],
+                  "neoscale": ["gpu_targets/h100_sxm.txtpb", "gpu_targets/LICENSE"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={

@@ -17,7 +17,13 @@ GPT-Neo's true shapes (vocabulary 50257, 2048 positions, window 256), GPT-Neo's 
 BPE, offline), sequence length 2048, bfloat16 compute with float32 parameters, and the batch, peak
 learning rate and warmup of the GPT-3 table (``neoscale.training.hparams``: 0.5M-token batches up to
 760M, 1M above). The planner picks each size's micro-batches and rematerialisation to fit the
-accelerator's memory (``--dry_run`` prints them).
+accelerator's memory (``--dry_run`` prints them; ``--compile`` asks the target's compiler).
+
+Every run forks WSD cooldown branches ending at 25% and 50% of it (``cooldowns``; the run's own
+cooldown is the 100% point): three final points per size at three token counts, so that L(C) has
+an interval and a held-out check and Chinchilla's Approach 3 can be fitted. Without them three
+sizes give three points, which determine L(C)'s three constants exactly (the dry run warns). The
+branches cost ~17% more FLOPs (each cools down over 20% of its own length).
 
 Corpus: FineWeb-Edu's ``sample-100BT`` (Hugging Face ``HuggingFaceFW/fineweb-edu``, ODC-By; ~100B
 GPT-2 tokens), streamed by the preparation step into array_record token shards (on ``gs://`` for a
@@ -41,7 +47,8 @@ def get_config():
     c.data.heldout_tokens = 4 * 2**20  # 2048 sequences: noise well below the differences fitted
     c.data.corpus_tokens = 100e9
     c.model.dtype = "bfloat16"
-    c.train.schedule = "cosine"
+    c.cooldowns = "0.25,0.5,1.0"  # WSD with cooldown branches (--cooldowns= for one cosine run)
+    c.train.schedule = "cosine"  # used only without cooldowns
     c.train.evals_per_run = 20
     c.train.checkpoints_per_run = 20
     c.fit.n_bootstrap = 1000

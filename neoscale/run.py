@@ -57,6 +57,10 @@ _ACCELERATOR = flags.DEFINE_string(
     "accelerator", None, "Plan for these devices, e.g. v4-32, v5e-64, v5p-128, v6e-64, h100, h100x8 "
     "(default: the devices here). The plan picks micro-batches and remat to fit their memory; with "
     "--dry_run any target can be planned from a laptop.")
+_COMPILE = flags.DEFINE_bool(
+    "compile", False, "Check every planned run with the target's own compiler (neoscale.aot: TPU "
+    "topologies through libtpu, GPUs through the CUDA plugin; no chip needed): the plan takes the "
+    "cheapest remat x micro-batches it accepts and prints its bytes per device.")
 _ALLOW_SLOW = flags.DEFINE_bool("allow_slow", False, "Train on a CPU-only host even when the plan "
                                 "would take more than a day at this machine's measured speed.")
 _ALLOW_REPETITION = flags.DEFINE_bool("allow_repetition", None, "Allow runs that read the corpus more "
@@ -214,6 +218,9 @@ def _main(argv: list[str]) -> int:
     # A dry run on a laptop plans a pod study: memory is only checked against a named target
     # (--accelerator) or local accelerators, never against this host's RAM.
     fit_memory = target.kind.peak_flops > 0 or not _DRY_RUN.value
+    if _COMPILE.value and not fit_memory:
+        raise UsageError("--compile needs a target: name one with --accelerator=v4-32, v5e-64, "
+                         "h100x8, ... (or run where the accelerators are)")
 
     def make_plan(vocab: int, corpus_tokens: int | None):
         return plan_lib.make_plan(
@@ -223,7 +230,7 @@ def _main(argv: list[str]) -> int:
             process_count=target.hosts, target=target if fit_memory else None,
             corpus_tokens=corpus_tokens,
             max_epochs=float(config.data.max_epochs),
-            allow_repetition=bool(config.data.allow_repetition))
+            allow_repetition=bool(config.data.allow_repetition), compile_check=_COMPILE.value)
 
     plan = make_plan(vocab_size, corpus.train_tokens if corpus else None)
     if _DRY_RUN.value:
@@ -236,6 +243,8 @@ def _main(argv: list[str]) -> int:
             print(f"devices: {target.describe()}" + ("" if fit_memory else "; memory not checked: "
                   "plan for the devices you will use with --accelerator=v4-32, v5e-64, h100, ..."))
             print(plan_lib.format_table(plan))
+            for line in plan_lib.fit_warnings(plan):
+                print(f"warning: {line}")
             from neoscale.data import host_io_plan
 
             print(host_io_plan(data, plan, target.hosts, corpus.train_tokens if corpus else None))

@@ -5,42 +5,45 @@ The estimate (bytes per device) adds up, for a micro-batch of ``b`` sequences of
 * **state**: float32 parameters, gradients and two AdamW moments (16 bytes per parameter) sharded
   over the mesh's fsdp x tensor x expert axes; a float32 gradient accumulator when
   ``micro_batches > 1``; one layer group's weights gathered in the compute dtype (FSDP).
-* **activations** saved for the backward pass, per token and layer, at the compute dtype's width
-  ``a`` bytes (counted from this model's blocks; cf. Korthikanti et al. 2022):
-  ``none`` keeps ~16·d (layer norms, q/k/v, attention output, residuals, the 4d MLP hidden before
-  and after the GELU); ``dots`` keeps matmul outputs (~11·d); ``dots_no_batch`` only the weight
-  matmuls (~10·d); ``full`` only each layer group's input (d). Attention keeps a float32
-  log-sum-exp per head: splash (TPU) and cuDNN (GPU), and the blocked XLA path, whose backward
-  pass recomputes its scores (``neoscale.model.attention.masked_attention``); the dense XLA path
-  keeps its float32 scores and probabilities, heads x keys per token (the whole sequence).
-* **working set**: one layer group's full activations, recomputed in the backward pass, with the
-  XLA paths' scores of one layer (keys: the whole sequence for dense layers, half of it plus half
-  a block for blocked causal ones, two windows for banded local layers).
+* **activations** saved for the backward pass: the bytes per token per layer that the model's own
+  jaxpr keeps under the remat policy (``saved_per_token_layer``: JAX's saved residuals of one
+  layer group on abstract shapes, with the attention kernel of the target's platform, laid out in
+  the TPU's tiles there), for every layer, since a scanned stack keeps every residual JAX saves.
+  The XLA attention paths' score tensors come with the kernel (the dense path keeps its float32
+  scores and probabilities).
+* **working set**: one layer group's activations as the backward pass recomputes them (the
+  ``none`` policy's residuals), with the XLA paths' scores of one layer (keys: the whole sequence
+  for dense layers, half of it plus half a block for blocked causal ones, two windows for banded
+  local layers).
 * **loss**: float32 logits and their gradient for the tokens the loss holds at once: the whole
   micro-batch for the plain loss, one chunk (``model.loss_chunk_tokens``) for the fused one.
 
 Activations and the working set are multiplied by ``XLA_OVERHEAD`` for XLA's temporaries. The
 planner's choice (``fit``): among the remat policies and micro-batch counts whose estimate fits the
 device's usable memory, the one with the lowest relative step time ``REMAT_COST x (1 +
-MICRO_BATCH_COST x log2(micro_batches))``. ``neoscale.bench`` prints the estimate beside the
-allocator's peak on a real device.
+MICRO_BATCH_COST x log2(micro_batches))``; ``neoscale.runner.plan`` can instead ask the target's
+compiler (``neoscale.aot``) about the candidates in that order. ``neoscale.bench`` prints the
+estimate beside the allocator's peak on a real device.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+
+import jax
+import jax.numpy as jnp
 
 from neoscale import accounting
 from neoscale.hardware import GiB, Target
 from neoscale.model import ModelConfig
-from neoscale.model.attention import GLOBAL_BLOCK
+from neoscale.model.attention import GLOBAL_BLOCK, resolve
 
 # Relative step time of each rematerialisation policy (full = one extra forward pass: 4/3).
 REMAT_COST = {"none": 1.0, "dots": 1.08, "dots_no_batch": 1.15, "full": 4 / 3}
-SAVED_PER_TOKEN_LAYER = {"none": 16, "dots": 11, "dots_no_batch": 10, "full": 0}  # x d_model
 MICRO_BATCH_COST = 0.03  # per doubling of the micro-batch count (accumulation, smaller matmuls)
-XLA_OVERHEAD = 1.2
+XLA_OVERHEAD = 1.1  # XLA temporaries beyond the saved residuals: compiler / estimate 0.9-1.05 (RESULTS.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,14 +84,68 @@ def _attention_keys(model: ModelConfig, layer: int, seq_len: int) -> float:
     return min(seq_len, (seq_len + GLOBAL_BLOCK) / 2)
 
 
+def _bytes_in_memory(aval, platform: str) -> int:
+    """Bytes of an array as the device lays it out: on TPU the two minor dimensions are padded
+    to whole (8 x 128) tiles of 32-bit words (16 rows for 16-bit types), so a heads-major
+    [B, H, S, 64] tensor takes twice its size; elsewhere its size."""
+    shape, width = list(aval.shape), aval.dtype.itemsize
+    if platform == "tpu" and shape:
+        shape[-1] = math.ceil(shape[-1] / 128) * 128
+        if len(shape) > 1:
+            rows = 8 * max(1, 4 // width)
+            shape[-2] = math.ceil(shape[-2] / rows) * rows
+    return math.prod(shape) * width
+
+
+@functools.lru_cache(maxsize=256)
+def saved_per_token_layer(model: ModelConfig, seq_len: int, remat: str, platform: str) -> float:
+    """Bytes per token per layer the backward pass keeps, from the model's own jaxpr.
+
+    JAX's saved residuals of one layer group (as ``GPTNeo`` applies ``remat``; the attention kernel
+    ``model.attention_impl`` stands for on ``platform``) on abstract shapes, one and two sequences
+    of ``seq_len`` tokens, plus the group's input that the scan keeps; weights are not counted.
+    cuDNN attention traces only where cuDNN is installed: elsewhere a GPU plan counts splash's
+    residuals, the same tensors (q, k, v, the output and a float32 log-sum-exp per head).
+    """
+    from flax import nnx
+    from jax._src.ad_checkpoint import saved_residuals
+
+    from neoscale.model.transformer import REMAT_POLICIES, LayerGroup
+
+    impl = resolve(model.attention_impl, model.dtype, platform)
+    config = model.replace(attention_impl=impl)
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: LayerGroup(config, rngs=nnx.Rngs(0))))
+
+    def group(state, x):
+        return nnx.merge(graphdef, state)(x)[0]
+
+    if remat != "none":
+        group = jax.checkpoint(group, policy=REMAT_POLICIES[remat])
+
+    def total(batch: int) -> int:
+        x = jax.ShapeDtypeStruct((batch, seq_len, model.d_model), jnp.dtype(model.dtype))
+        kept = sum(_bytes_in_memory(aval, platform) for aval, source in saved_residuals(group, state, x)
+                   if not source.startswith("from the argument"))
+        return kept + _bytes_in_memory(x, platform)
+
+    try:
+        return (total(2) - total(1)) / seq_len / model.layer_period
+    except RuntimeError:  # "cuDNN is not detected"
+        if impl != "cudnn":
+            raise
+        return saved_per_token_layer(model.replace(attention_impl="splash"), seq_len, remat, "gpu")
+
+
 def estimate(model: ModelConfig, seq_len: int, micro_batch_per_device: int, state_shards: int,
-             micro_batches: int, *, flash_attention: bool,
+             micro_batches: int, *, platform: str = "cpu",
              remat: str | None = None) -> MemoryEstimate:
-    """The estimate described in the module docstring, for ``model.remat`` (or ``remat``) and the
-    model's ``loss_impl`` and ``attention_impl``."""
+    """The estimate described in the module docstring, for ``model.remat`` (or ``remat``), the
+    model's ``loss_impl`` and the attention kernel ``model.attention_impl`` stands for on
+    ``platform`` ('tpu', 'gpu' or 'cpu')."""
     remat = model.remat if remat is None else remat
+    impl = resolve(model.attention_impl, model.dtype, platform)
     a = 4 if model.dtype == "float32" else 2
-    d, tokens = model.d_model, seq_len * micro_batch_per_device
+    tokens = seq_len * micro_batch_per_device
     params = accounting.param_counts(model)["total"]
     state = accounting.model_state_bytes(model)["total"] / state_shards
     if micro_batches > 1:
@@ -96,22 +153,15 @@ def estimate(model: ModelConfig, seq_len: int, micro_batch_per_device: int, stat
     group_params = (params - accounting.param_counts(model)["embedding"]) / model.num_groups
     state += 2 * a * group_params
 
-    def attention_bytes(layer: int, *, kept: bool) -> float:
-        """Per token: what one layer's attention keeps for the backward pass (``kept``), or holds
-        while it runs (its scores, on the XLA paths)."""
-        if flash_attention or (kept and model.attention_impl != "dense"):
-            return 4 * model.num_heads  # the log-sum-exp
+    def scores(layer: int) -> float:  # per token: what an XLA path holds while a layer attends
+        if impl in ("splash", "cudnn"):
+            return 0.0
         return (4 + a) * model.num_heads * _attention_keys(model, layer, seq_len)
 
-    def layer_bytes(layer: int, policy: str, *, kept: bool = True) -> float:  # per token
-        saved = SAVED_PER_TOKEN_LAYER[policy] * d * a
-        if policy in ("none", "dots"):
-            saved += attention_bytes(layer, kept=kept)
-        return saved
-
-    layers = range(model.num_layers)
-    saved = sum(layer_bytes(i, remat) for i in layers) + model.num_groups * d * a  # scan carries
-    working = sum(layer_bytes(i, "none", kept=False) for i in range(model.layer_period))
+    saved = model.num_layers * saved_per_token_layer(model, seq_len, remat, platform)
+    period = model.layer_period
+    working = (period * saved_per_token_layer(model, seq_len, "none", platform)
+               + sum(scores(i) for i in range(period)))
     fused = model.loss_impl == "fused"
     loss_tokens = min(tokens, model.loss_chunk_tokens) if fused else tokens
     loss = loss_tokens * model.vocab_size * (8 + a)
@@ -119,6 +169,24 @@ def estimate(model: ModelConfig, seq_len: int, micro_batch_per_device: int, stat
     return MemoryEstimate(state=int(state), activations=int(XLA_OVERHEAD * tokens * saved),
                           working_set=int(XLA_OVERHEAD * tokens * working), loss=int(loss),
                           eval=int(eval_bytes))
+
+
+def candidates(model: ModelConfig, batch_size: int, mesh: dict[str, int], *,
+               process_count: int = 1, remat: str | None = None,
+               micro_batches: int | None = None) -> list[tuple[str, int]]:
+    """Every valid (remat policy, micro-batch count), cheapest first (``relative_cost``).
+
+    A micro-batch count must divide the per-device batch, and the global batch must be a multiple
+    of lcm(batch shards x micro_batches, process_count); fixed ones are kept.
+    """
+    batch_shards = mesh["data"] * mesh["fsdp"]
+    per_device = max(1, batch_size // batch_shards)
+    policies = [remat] if remat else list(REMAT_COST)
+    counts = [micro_batches] if micro_batches else [m for m in range(1, per_device + 1)
+                                                     if per_device % m == 0]
+    valid = [(policy, count) for policy in policies for count in counts
+             if not batch_size % math.lcm(batch_shards * count, process_count)]
+    return sorted(valid, key=lambda c: (relative_cost(*c), c[1]))
 
 
 def relative_cost(remat: str, micro_batches: int) -> float:
@@ -130,34 +198,24 @@ def fit(model: ModelConfig, seq_len: int, batch_size: int, mesh: dict[str, int],
         micro_batches: int | None = None) -> MemoryChoice:
     """The cheapest (remat, micro_batches) whose estimate fits ``target``; fixed ones are kept.
 
-    ``batch_size`` is global (sequences); a micro-batch count must divide the per-device batch, and
-    the global batch must be a multiple of lcm(batch shards x micro_batches, process_count).
-    Raises a one-line ValueError when nothing fits.
+    ``batch_size`` is global (sequences); see ``candidates``. Raises a one-line ValueError when
+    nothing fits.
     """
     batch_shards = mesh["data"] * mesh["fsdp"]
     state_shards = mesh["fsdp"] * mesh["tensor"] * mesh["expert"]
     per_device = max(1, batch_size // batch_shards)
-    policies = [remat] if remat else list(REMAT_COST)
-    counts = [micro_batches] if micro_batches else [m for m in range(1, per_device + 1)
-                                                     if per_device % m == 0]
-    candidates = []
     smallest = None
-    for policy in policies:
-        for count in counts:
-            if batch_size % math.lcm(batch_shards * count, process_count):
-                continue
-            est = estimate(model, seq_len, max(1, per_device // count), state_shards, count,
-                           flash_attention=target.kind.flash_attention, remat=policy)
-            if smallest is None or est.peak < smallest.peak:
-                smallest = est
-            if est.peak <= target.usable_memory:
-                candidates.append((relative_cost(policy, count), count, policy, est))
-    if not candidates:
-        need = f"{smallest.peak / GiB:.1f} GiB" if smallest else "a valid micro-batch count"
-        raise ValueError(
-            f"does not fit on {target.name} ({target.kind.name}): needs at least {need} per device "
-            f"(batch {batch_size}, seq_len {seq_len}, {per_device} sequence(s) per device), "
-            f"{target.usable_memory / GiB:.1f} GiB usable; use more devices, a smaller batch or "
-            "seq_len, or an accelerator with more memory")
-    _, count, policy, est = min(candidates, key=lambda c: (c[0], c[1]))
-    return MemoryChoice(policy, count, max(1, per_device // count), est)
+    for policy, count in candidates(model, batch_size, mesh, process_count=process_count,
+                                    remat=remat, micro_batches=micro_batches):
+        est = estimate(model, seq_len, max(1, per_device // count), state_shards, count,
+                       platform=target.kind.platform, remat=policy)
+        if est.peak <= target.usable_memory:
+            return MemoryChoice(policy, count, max(1, per_device // count), est)
+        if smallest is None or est.peak < smallest.peak:
+            smallest = est
+    need = f"{smallest.peak / GiB:.1f} GiB" if smallest else "a valid micro-batch count"
+    raise ValueError(
+        f"does not fit on {target.name} ({target.kind.name}): needs at least {need} per device "
+        f"(batch {batch_size}, seq_len {seq_len}, {per_device} sequence(s) per device), "
+        f"{target.usable_memory / GiB:.1f} GiB usable; use more devices, a smaller batch or "
+        "seq_len, or an accelerator with more memory")

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import sys
 from collections.abc import Sequence
 
 import ml_collections
@@ -100,6 +102,7 @@ class PlannedRun:
     branches: tuple[Branch, ...] = ()  # WSD cooldown branches forked from this run
     overrides: dict = dataclasses.field(default_factory=dict)  # per-size RunConfig overrides
     epochs: float | None = None  # passes over the corpus's training tokens (None: size unknown)
+    compiled: dict | None = None  # the target compiler's verdict (neoscale.aot.Verdict.to_dict())
 
     @property
     def memory_bytes_per_device(self) -> int:
@@ -241,12 +244,14 @@ def plan_size(
     target: Target | None = None,
     remat_fixed: bool = True,
     corpus_tokens: int | None = None,
+    compile_check: bool = False,
 ) -> PlannedRun:
     """Plans one run of ``model`` under one budget value (see the module docstring).
 
     With a ``target``, the remat policy (unless ``remat_fixed``) and the micro-batch count (unless
     set) are chosen to fit its memory (a one-line ValueError when nothing fits); without one, the
     model's remat and the set micro-batch count (default 1) are kept and only estimated.
+    ``compile_check``: the target's compiler decides instead of the estimate (``fit_compiled``).
     ``corpus_tokens``: training tokens in one epoch of the corpus, for ``epochs``.
     """
     overrides = dict(overrides or {})
@@ -273,21 +278,24 @@ def plan_size(
         raise ValueError(f"size {size!r}: batch_size={batch_size} must be a positive multiple of "
                          f"{multiple}, lcm(the mesh's data x fsdp shards x micro_batches, the process "
                          "count); set --config.train.batch_size")
+    compiled = None
     if target is not None:
+        fit = fit_compiled if compile_check else memory_lib.fit
         try:
-            choice = memory_lib.fit(model, seq_len, batch_size, mesh, target,
-                                    process_count=process_count,
-                                    remat=model.remat if remat_fixed else None,
-                                    micro_batches=micro_batches)
+            choice = fit(model, seq_len, batch_size, mesh, target, process_count=process_count,
+                         remat=model.remat if remat_fixed else None, micro_batches=micro_batches)
         except ValueError as error:
             raise ValueError(f"size {size!r} {error}") from None
+        if compile_check:
+            choice, verdict = choice
+            compiled = verdict.to_dict()
         model = model.replace(remat=choice.remat)
         micro_batches, estimate = choice.micro_batches, choice.estimate
     else:
         micro_batches = micro_batches or 1
         state_shards = mesh["fsdp"] * mesh["tensor"] * mesh["expert"]
         estimate = memory_lib.estimate(model, seq_len, max(1, batch_size // batch_shards // micro_batches),
-                                       state_shards, micro_batches, flash_attention=False)
+                                       state_shards, micro_batches, platform="cpu")
     batch_tokens = batch_size * seq_len
     flops_per_token = accounting.train_flops_per_token(model, seq_len)
     budget_flops = None
@@ -333,8 +341,59 @@ def plan_size(
         overrides={k: v for k, v in overrides.items()
                    if k not in ("batch_size", "learning_rate", "warmup_steps", "schedule",
                                 "micro_batches")},
-        epochs=tokens / corpus_tokens if corpus_tokens else None,
+        epochs=tokens / corpus_tokens if corpus_tokens else None, compiled=compiled,
     )
+
+
+# Candidates whose estimate exceeds the memory by more than this factor are not compiled: the
+# estimate is within 25% of the compiler (benchmarks/RESULTS.md), and a refusal costs ~25 s.
+SKIP_COMPILE_ABOVE = 1.5
+
+
+def fit_compiled(model: ModelConfig, seq_len: int, batch_size: int, mesh: dict[str, int],
+                 target: Target, *, process_count: int = 1, remat: str | None = None,
+                 micro_batches: int | None = None, log=None):
+    """(MemoryChoice, aot.Verdict): the cheapest (remat, micro_batches) the target's compiler
+    accepts, trying ``memory.candidates`` in cost order (cached verdicts: ``neoscale.aot``).
+
+    Raises a one-line ValueError naming the smallest program found when the compiler accepts
+    none. ``log``: called with one line per compile (default: stderr).
+    """
+    from neoscale import aot
+
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    batch_shards = mesh["data"] * mesh["fsdp"]
+    state_shards = mesh["fsdp"] * mesh["tensor"] * mesh["expert"]
+    per_device = max(1, batch_size // batch_shards)
+    best = None  # (bytes, description) of the smallest program compiled
+    for policy, count in memory_lib.candidates(model, batch_size, mesh, process_count=process_count,
+                                               remat=remat, micro_batches=micro_batches):
+        est = memory_lib.estimate(model, seq_len, max(1, per_device // count), state_shards, count,
+                                  platform=target.kind.platform, remat=policy)
+        if est.peak > SKIP_COMPILE_ABOVE * target.usable_memory:
+            continue
+        candidate = model.replace(remat=policy)
+        verdict = aot.check(candidate, seq_len, batch_size, count, mesh, target)
+        how = "cached" if verdict.cached else f"{verdict.seconds:.0f} s"
+        log(f"[compile] {model.d_model}x{model.num_layers} remat={policy} micro_batches={count} on "
+            f"{target.name}: {verdict.describe()} (estimate {est.peak / 2**30:.1f} GiB; {how})")
+        if verdict.fits:
+            return memory_lib.MemoryChoice(policy, count, max(1, per_device // count), est), verdict
+        found = verdict.bytes or _bytes_in(verdict.error)
+        if found and (best is None or found < best[0]):
+            best = (found, f"remat={policy} x {count} micro-batches needs {found / 2**30:.1f} GiB")
+    named = best[1] if best else "no candidate within 1.5x of its memory by the estimate"
+    raise ValueError(
+        f"does not fit on {target.name} ({target.kind.name}) by its compiler: the best found, "
+        f"{named} per device, {target.usable_memory / 2**30:.1f} GiB usable (batch {batch_size}, "
+        f"seq_len {seq_len}); use more devices, a smaller batch or seq_len, or more memory")
+
+
+def _bytes_in(error: str) -> int | None:
+    """The bytes a TPU refusal names ('... HLO temporaries (37.52G) exceeds available HBM ...',
+    or '... 36.38G of 30.75G hbm')."""
+    match = re.search(r"(\d+(?:\.\d+)?)G\)? (?:exceeds|of \d)", error)
+    return int(float(match[1]) * 2**30) if match else None
 
 
 def model_for(size: str, model_overrides: dict, vocab_size: int) -> ModelConfig:
@@ -359,13 +418,15 @@ def make_plan(
     corpus_tokens: int | None = None,
     max_epochs: float = DEFAULT_MAX_EPOCHS,
     allow_repetition: bool = False,
+    compile_check: bool = False,
 ) -> list[PlannedRun]:
     """One PlannedRun per (budget value, size), smallest budget first, sizes in the given order.
 
     Runs are named ``{size}_{budget tag}`` (``125M_tpp20``, ``cpu-100k_C3e13``), so a study rerun
     with another budget never reuses a run of the old one. ``target``: fit each run's memory to
-    these devices (see ``plan_size``). ``corpus_tokens``: training tokens of one epoch; a run
-    reading more than ``max_epochs`` epochs is refused unless ``allow_repetition``.
+    these devices (see ``plan_size``), by its compiler when ``compile_check``. ``corpus_tokens``:
+    training tokens of one epoch; a run reading more than ``max_epochs`` epochs is refused unless
+    ``allow_repetition``.
 
     Raises a one-line ValueError for a bad size name, a seq_len beyond a size's positions, a bad
     mesh, a run that does not fit the target, or data repeated beyond ``max_epochs``.
@@ -396,7 +457,7 @@ def make_plan(
             runs.append(plan_size(f"{size}_{budget.tag(value)}", size, model, budget.mode, value,
                                   seq_len, train, mesh_sizes, cooldowns, overrides, process_count,
                                   target=target, remat_fixed="remat" in model_fields,
-                                  corpus_tokens=corpus_tokens))
+                                  corpus_tokens=corpus_tokens, compile_check=compile_check))
     repeated = [run for run in runs if run.epochs is not None and run.epochs > max_epochs]
     if repeated and not allow_repetition:
         worst = max(repeated, key=lambda run: run.epochs)
@@ -406,6 +467,27 @@ def make_plan(
             "past ~4 epochs (Muennighoff et al. 2023): lower the budget, use a larger corpus, or "
             "pass --allow_repetition")
     return runs
+
+
+def fit_warnings(runs: Sequence[PlannedRun]) -> list[str]:
+    """Why the study's fits could not be checked, one line each (none when they can be).
+
+    L(C) has three constants: three final points determine it exactly (no interval, no held-out
+    check); Chinchilla's Approach 3 needs >= 6 final points with >= 3 token counts
+    (``neoscale.scaling.study``). Cooldown branches add final points at other token counts.
+    """
+    points = len(runs) + sum(len(run.branches) for run in runs)
+    tokens = {run.tokens for run in runs} | {branch.steps * run.batch_size * run.seq_len
+                                             for run in runs for branch in run.branches}
+    hint = "add sizes or cooldown branches (--cooldowns=0.25,0.5,1.0)"
+    lines = []
+    if points <= 3:
+        lines.append(f"{points} final point(s): L(C)'s three constants are exactly determined, with "
+                     f"no interval and no held-out check; {hint}")
+    if points < 6 or len(tokens) < 3:
+        lines.append(f"Chinchilla's Approach 3 needs >= 6 final points with >= 3 token counts, the "
+                     f"plan has {points} and {len(tokens)}; {hint}")
+    return lines
 
 
 def repetition_warnings(runs: Sequence[PlannedRun], max_epochs: float = DEFAULT_MAX_EPOCHS) -> list[str]:
@@ -427,8 +509,13 @@ def format_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def plan_columns(runs: Sequence[PlannedRun]) -> tuple[str, ...]:
+    """PLAN_COLUMNS, and "compiled" (the compiler's bytes per device) when a run was compiled."""
+    return PLAN_COLUMNS + (("compiled",) if any(run.compiled for run in runs) else ())
+
+
 def plan_rows(runs: Sequence[PlannedRun]) -> list[list[str]]:
-    """The plan as table cells (PLAN_COLUMNS), one row per run."""
+    """The plan as table cells (``plan_columns``), one row per run."""
     fmt = accounting.format_count
     rows = []
     for run in runs:
@@ -441,6 +528,9 @@ def plan_rows(runs: Sequence[PlannedRun]) -> list[list[str]]:
                      str(run.steps), str(run.batch_size), str(run.micro_batches), m.remat,
                      f"{run.learning_rate:.3g}", str(run.warmup_steps),
                      format_bytes(run.memory_bytes_per_device)])
+        if any(other.compiled for other in runs):
+            rows[-1].append(format_bytes(max(run.compiled["train_bytes"], run.compiled["eval_bytes"]))
+                            if run.compiled else "-")
     return rows
 
 
@@ -451,15 +541,15 @@ def total_flops(runs: Sequence[PlannedRun]) -> float:
 
 def format_table(runs: Sequence[PlannedRun], markdown: bool = False) -> str:
     """The plan table (plain aligned text, or markdown) followed by the study's total FLOPs."""
-    rows = plan_rows(runs)
+    rows, columns = plan_rows(runs), plan_columns(runs)
     if markdown:
-        lines = ["| " + " | ".join(PLAN_COLUMNS) + " |", "|" + "---|" * len(PLAN_COLUMNS)]
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     else:
-        widths = [max(len(str(c)) for c in col) for col in zip(PLAN_COLUMNS, *rows, strict=True)]
+        widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows, strict=True)]
         lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
                            enumerate(zip(cells, widths, strict=True)))
-                 for cells in [list(PLAN_COLUMNS), *rows]]
+                 for cells in [list(columns), *rows]]
     branches = sum(len(run.branch_names()) for run in runs)
     extra = f" (incl. {branches} cooldown branches)" if branches else ""
     lines.append("")

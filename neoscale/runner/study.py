@@ -55,6 +55,13 @@ class StudyOutcome:
     outputs: list[str]  # files written at the end (results, fit, plots, report)
 
 
+def is_compile_out_of_memory(error: BaseException) -> bool:
+    """The compiler refused the program as larger than the device's memory: deterministic (every
+    host compiles the same program), so a pod records the run as failed and goes on together."""
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text and ("compile" in text.lower() or "exceeds" in text)
+
+
 def failure_reason(error: BaseException) -> str:
     """A short one-line reason for results.csv (``failed:<reason>``)."""
     text = " ".join(str(error).split()) or type(error).__name__
@@ -263,7 +270,8 @@ def run_study(
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # noqa: BLE001 - failure isolation: record and go on
-            if jax.process_count() > 1 and not isinstance(error, NonFiniteLossError):
+            if (jax.process_count() > 1 and not isinstance(error, NonFiniteLossError)
+                    and not is_compile_out_of_memory(error)):
                 raise  # on one host only (data, memory, a bug): going on would desynchronize hosts
             reason = failure_reason(error)
             entry.status = f"failed:{reason}"

@@ -68,8 +68,9 @@ def make_mesh(spec: str = "", devices: Sequence[jax.Device] | None = None) -> Me
     devices = list(jax.devices() if devices is None else devices)
     sizes = parse_mesh(spec, len(devices))
     shape = tuple(sizes[axis] for axis in MESH_AXES)
-    if len(devices) == jax.device_count():
-        # Lets jax pick a topology-aware device order (ICI rings on TPU).
+    if len(devices) == jax.device_count() or devices[0].platform != jax.default_backend():
+        # All devices here, or a whole topology built for another platform (neoscale.aot): jax
+        # picks a topology-aware device order (ICI rings on TPU).
         return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                              devices=devices)
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,

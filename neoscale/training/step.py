@@ -94,10 +94,26 @@ def grads_and_metrics(params: Params, model_params: ModelParams, batch: Batch,
     return jax.tree.map(lambda x: x / micro_batches, summed)
 
 
+class MeshFunction:
+    """A jitted function called, and lowered, inside its mesh's sharding context: ``f(*args)``
+    runs it; ``f.lower(*args)`` (abstract ShapeDtypeStructs with shardings are enough) gives the
+    program to compile ahead of time, e.g. for a TPU topology (``neoscale.aot``)."""
+
+    def __init__(self, jitted: Callable, mesh: Mesh):
+        self.jitted, self.mesh = jitted, mesh
+
+    def __call__(self, *args):
+        with sharding_context(self.mesh):
+            return self.jitted(*args)
+
+    def lower(self, *args):
+        with sharding_context(self.mesh):
+            return self.jitted.lower(*args)
+
+
 def make_train_step(model_params: ModelParams, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, mesh: Mesh, shardings: TrainState,
-                    micro_batches: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState,
-                                                                                  Metrics]]:
+                    micro_batches: int = 1) -> MeshFunction:
     """The jitted step: (state, batch) -> (state after one optimizer update, metrics).
 
     The state is donated; metrics are replicated float32 scalars (and MoE expert_load), with
@@ -119,12 +135,7 @@ def make_train_step(model_params: ModelParams, optimizer: optax.GradientTransfor
     replicated = NamedSharding(mesh, PartitionSpec())
     jitted = jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)),
                      out_shardings=(shardings, replicated), donate_argnums=0)
-
-    def call(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-        with sharding_context(mesh):
-            return jitted(state, batch)
-
-    return call
+    return MeshFunction(jitted, mesh)
 
 
 def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -132,8 +143,7 @@ def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(None, *batch_sharding(mesh).spec))
 
 
-def make_evaluate(model_params: ModelParams, mesh: Mesh,
-                  param_shardings: dict) -> Callable[[Params, Batch], jax.Array]:
+def make_evaluate(model_params: ModelParams, mesh: Mesh, param_shardings: dict) -> MeshFunction:
     """Jitted (params, stacked held-out batches) -> mean masked cross-entropy, float32 scalar.
 
     batches: "inputs", "targets" int32 and "mask" float32, all [N, B, S] (``stack_batches``):
@@ -153,12 +163,7 @@ def make_evaluate(model_params: ModelParams, mesh: Mesh,
 
     jitted = jax.jit(evaluate, in_shardings=(param_shardings, stacked_batch_sharding(mesh)),
                      out_shardings=NamedSharding(mesh, PartitionSpec()))
-
-    def call(params: Params, batches: Batch) -> jax.Array:
-        with sharding_context(mesh):
-            return jitted(params, batches)
-
-    return call
+    return MeshFunction(jitted, mesh)
 
 
 def stack_batches(local_batches: list[dict], mesh: Mesh) -> Batch:
