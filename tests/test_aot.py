@@ -15,7 +15,8 @@ from neoscale import accounting, aot, hardware, presets
 from neoscale.runner import memory, study
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
-HAS_CUDA_PLUGIN = importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
+HAS_CUDA_PLUGIN = (importlib.util.find_spec("jax_plugins") is not None
+                   and importlib.util.find_spec("jax_plugins.xla_cuda12") is not None)
 needs_libtpu = pytest.mark.skipif(not HAS_LIBTPU, reason='needs libtpu: pip install -e ".[tpu]"')
 needs_cuda = pytest.mark.skipif(not HAS_CUDA_PLUGIN,
                                 reason='needs the CUDA plugin: pip install -e ".[cuda]"')
