@@ -404,6 +404,37 @@ def chinchilla_approach3(points, fit, colors):
     return fig
 
 
+def rollout_backtest(fit: dict):
+    """Relative error of each law's prediction of every larger size, one line per k (the number
+    of smallest sizes it was fitted on); None when no law has a backtest."""
+    from neoscale.scaling.study import backtest_form
+
+    laws = {k: v for k, v in fit["laws"].items()
+            if v.get("status") == "fitted" and (v.get("backtest") or {}).get("status") == "fitted"}
+    if not laws:
+        return None
+    titles = {"loss_vs_compute": "L(C)", "chinchilla_approach3": "Approach 3"}
+    fig, axes = plt.subplots(1, len(laws), figsize=(5.5 * len(laws), 4), layout="constrained",
+                             squeeze=False)
+    for ax, (key, law) in zip(axes[0], laws.items(), strict=True):
+        form = backtest_form(law)
+        rounds = [r for r in law["backtest"]["rounds"] if r["status"] == "fitted"]
+        cmap = plt.get_cmap("viridis")
+        for i, r in enumerate(rounds):
+            n = [p["N"] for p in r["predictions"]]
+            err = [100 * p["relative_error"][form] for p in r["predictions"]]
+            ax.plot(n, err, "o-", color=cmap(0.85 * i / max(1, len(rounds) - 1)),
+                    label=f"k = {r['k']} (N ≤ {_label_n(r['train_sizes'][-1])})")
+        ax.set_xscale("log")
+        ax.set_xlabel("held-out size N (parameters)")
+        ax.set_ylabel("relative error of the predicted loss (%)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{titles.get(key, key)}: fit on the smallest k sizes")
+        _legend(ax, "fitted on")
+    fig.suptitle("Rollout backtest")
+    return fig
+
+
 def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[epath.Path]:
     """Writes PNG and SVG of every figure the data and fit support; returns the paths."""
     out_dir = epath.Path(out_dir)
@@ -423,4 +454,6 @@ def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[epath.Path]:
         paths += _save(chinchilla_approach3(points, fit, colors), out_dir, "approach3")
     if _fitted(fit, "moe"):
         paths += _save(moe_frontiers(points, fit), out_dir, "moe_frontiers")
+    if (figure := rollout_backtest(fit)) is not None:
+        paths += _save(figure, out_dir, "backtest")
     return paths

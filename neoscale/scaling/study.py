@@ -192,6 +192,81 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
     return out
 
 
+def _size_ids(points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct sizes ascending (S,), size index of each point (n,)); sizes within 1e-3 are one."""
+    n = _size_key(points)
+    keys, ids = np.unique(np.round(np.log(n), 3), return_inverse=True)
+    return np.array([n[ids == i].min() for i in range(keys.size)]), ids.ravel()
+
+
+def _rollout(points: pd.DataFrame, min_sizes: int, fit_law) -> dict:
+    """Rollout backtest: for each k the data allow, fit on the smallest k sizes and predict every
+    larger one.
+
+    Args:
+      min_sizes: the fewest sizes the law is fitted on.
+      fit_law: train rows -> predict, where predict(held rows of one size) gives {"actual": the
+        held points' losses it predicts (all of them, or the best), form: predicted losses}.
+    """
+    sizes, ids = _size_ids(points)
+    rounds = []
+    for k in range(min_sizes, sizes.size):
+        entry = {"k": k, "train_sizes": sizes[:k], "status": "fitted", "predictions": []}
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                predict = fit_law(points[ids < k])
+                for j in range(k, sizes.size):
+                    predicted = predict(points[ids == j])
+                    actual = np.asarray(predicted.pop("actual"), np.float64)
+                    errors = {form: float(np.mean(np.abs(np.asarray(v) - actual) / actual))
+                              for form, v in predicted.items()}
+                    entry["predictions"].append({"N": sizes[j], "factor": sizes[j] / sizes[k - 1],
+                                                 "actual": actual, "predicted": predicted,
+                                                 "relative_error": errors})
+        except FIT_ERRORS as e:
+            entry = {"k": k, "train_sizes": sizes[:k], **_skipped(str(e))}
+        rounds.append(entry)
+    if not rounds:
+        return _skipped(f"needs more than {min_sizes} sizes (the fewest the law is fitted on), got "
+                        f"{sizes.size}")
+    return {"status": "fitted", "min_sizes": min_sizes, "rounds": rounds,
+            "what": "fit on the smallest k sizes, predict every larger one; relative error = mean "
+            "|predicted - actual| / actual over the held size's points"}
+
+
+def _loss_vs_compute_backtest(delta: float):
+    """fit_law for L(C)'s rollout: both forms, predicted at each held size's best point."""
+    def fit_law(train):
+        c, loss = train["flops"].to_numpy(), train["eval_loss"].to_numpy()
+        front = pareto_frontier(c, loss)
+        use = front if front.sum() >= 3 else np.ones_like(front)
+        forms = {form: power_law.fit_power_law(c[use], loss[use], with_offset=with_offset, delta=delta)
+                 for form, with_offset in (("with_E", True), ("pure_power_law", False))}
+
+        def predict(held):
+            best = held.loc[[held["eval_loss"].idxmin()]]
+            return {"actual": best["eval_loss"].to_numpy(),
+                    **{form: f.predict(best["flops"].to_numpy()) for form, f in forms.items()}}
+        return predict
+    return fit_law
+
+
+def _chinchilla_backtest(delta: float):
+    """fit_law for Approach 3's rollout: every point of the held size (L-BFGS from the coarse
+    start grid: one refit per k)."""
+    def fit_law(train):
+        refit = chinchilla.fit_chinchilla(
+            *(train[c].to_numpy() for c in ("params_active", "tokens", "eval_loss")),
+            starts=chinchilla.coarse_start_grid(), delta=delta)
+
+        def predict(held):
+            return {"actual": held["eval_loss"].to_numpy(),
+                    "law": refit.predict(held["params_active"].to_numpy(), held["tokens"].to_numpy())}
+        return predict
+    return fit_law
+
+
 def _allocation(
     fit: chinchilla.ChinchillaFit, boot: bootstrap.Bootstrap, axis: chinchilla.ComputeAxis
 ) -> dict:
@@ -390,8 +465,11 @@ def fit_study(
     n_bootstrap: int = 200,
     seed: int = 0,
     delta: float = optimize.HUBER_DELTA,
+    backtest: bool = True,
 ) -> dict:
     """Every law the results support (see the module docstring); skipped laws give a reason.
+
+    backtest: the rollout backtest of L(C) and Approach 3 (`_rollout`: one refit per k and law).
 
     delta: Huber's δ on log-loss residuals of the L-BFGS laws (inf: squared error, as some
     published fits used).
@@ -417,6 +495,11 @@ def fit_study(
             f"needs >= 6 final points with >= 3 sizes and >= 3 token counts, got {len(family)} "
             f"points, {sizes.size} sizes, {n_tokens} token counts"
         )
+    if backtest:
+        for key, min_sizes, predictor in (("loss_vs_compute", 3, _loss_vs_compute_backtest),
+                                          ("chinchilla_approach3", 3, _chinchilla_backtest)):
+            if laws[key]["status"] == "fitted":
+                laws[key]["backtest"] = _rollout(family, min_sizes, predictor(delta))
     laws["isoflop_approach2"] = _guarded(_isoflop, family, n_bootstrap, seed)
     laws["envelope_approach1"] = _guarded(_envelope, family, curves, n_bootstrap, seed)
     laws["moe"] = _guarded(_moe, points, n_bootstrap, seed, delta) if len(points) else _skipped("no points")
@@ -518,6 +601,31 @@ def _bootstrap_line(law: dict) -> str | None:
     return f"\nIntervals: {tally}.{caveat}"
 
 
+def backtest_form(law: dict) -> str:
+    """The prediction form a law's backtest is read in: L(C)'s form to read, else the law."""
+    return (law.get("extrapolation") or {}).get("form", "with_E") if "pure_power_law" in law else "law"
+
+
+def _backtest_lines(law: dict) -> list[str]:
+    """'Rollout backtest ...' and one line per k, for a law with a fitted backtest."""
+    backtest = law.get("backtest") or {}
+    if backtest.get("status") != "fitted":
+        return [f"\nRollout backtest not run: {backtest['reason']}."] if backtest else []
+    form = backtest_form(law)
+    named = "" if form == "law" else f" ({'law with E' if form == 'with_E' else 'pure power law'})"
+    lines = [f"\nRollout backtest{named}: fitted on the smallest k sizes, relative error on each larger "
+             "size:"]
+    for r in backtest["rounds"]:
+        head = f"- k = {r['k']} (up to N = {r['train_sizes'][-1]:.3g})"
+        if r["status"] != "fitted":
+            lines.append(f"{head}: not fitted ({r['reason']})")
+            continue
+        errors = ", ".join(f"N = {p['N']:.3g}: {100 * p['relative_error'][form]:.2f}%"
+                           for p in r["predictions"])
+        lines.append(f"{head}: {errors}")
+    return lines
+
+
 def report_section(fit: dict) -> str:
     """Markdown summary of a fit_study result (constants with 95% intervals, extrapolation)."""
     lines = [
@@ -598,6 +706,7 @@ def report_section(fit: dict) -> str:
                     f"\n- {e} experts: {_fmt(s, ci)}× less compute (6·N_active·D) than dense "
                     "for the same loss"
                 )
+        lines += _backtest_lines(law)
         ext = law.get("extrapolation")
         if ext:
             if ext.get("status") == "skipped":

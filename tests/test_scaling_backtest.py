@@ -1,0 +1,54 @@
+"""Rollout backtest: each law fitted on the smallest k sizes predicts every larger size."""
+
+import numpy as np
+import pytest
+
+from neoscale import plots
+from neoscale.scaling import fit_study, study
+from neoscale.scaling.synthetic import synthetic_study
+
+
+@pytest.fixture(scope="module")
+def exact_fit():
+    # Noise-free points of the known law: a correctly fitted law predicts every larger size exactly.
+    results, _ = synthetic_study(budgets=(1e16, 1e17, 1e18), sizes_per_budget=5, moe_experts=(),
+                                 noise=0.0)
+    return results, fit_study(results, n_bootstrap=0)
+
+
+def test_rollout_covers_every_k_and_every_larger_size(exact_fit):
+    results, fit = exact_fit
+    sizes = np.unique(results[results.final].params_active)
+    for key in ("loss_vs_compute", "chinchilla_approach3"):
+        backtest = fit["laws"][key]["backtest"]
+        assert backtest["status"] == "fitted"
+        assert [r["k"] for r in backtest["rounds"]] == list(range(3, sizes.size))
+        for r in backtest["rounds"]:
+            np.testing.assert_allclose(r["train_sizes"], sizes[: r["k"]])
+            if r["status"] == "fitted":
+                np.testing.assert_allclose([p["N"] for p in r["predictions"]], sizes[r["k"]:])
+
+
+def test_rollout_of_the_true_law_predicts_every_larger_size(exact_fit):
+    _, fit = exact_fit
+    law = fit["laws"]["chinchilla_approach3"]
+    rounds = {r["k"]: r for r in law["backtest"]["rounds"]}
+    # 3 sizes of this IsoFLOP grid hold 4 points: fewer than the law's 5 constants, and it says so.
+    assert rounds[3]["status"] == "skipped" and "at least 5 points" in rounds[3]["reason"]
+    for k in range(4, max(rounds) + 1):
+        errors = [p["relative_error"]["law"] for p in rounds[k]["predictions"]]
+        assert max(errors) < 1e-4, (k, errors)
+    # The last round is the held-out check, fitted from the coarse grid instead of the full one.
+    last = rounds[max(rounds)]["predictions"][-1]
+    assert last["relative_error"]["law"] == pytest.approx(law["extrapolation"]["relative_error"], abs=1e-5)
+
+
+def test_backtest_is_in_the_report_and_a_figure(exact_fit, tmp_path):
+    results, fit = exact_fit
+    section = study.report_section(fit)
+    assert section.count("Rollout backtest") == 2
+    assert "- k = 4 (up to N = " in section and "- k = 3 (up to N = 8e+06): not fitted" in section
+    paths = plots.draw_study(results, fit, tmp_path)
+    assert {"backtest.png", "backtest.svg"} <= {p.name for p in paths}
+    without = fit_study(results, n_bootstrap=0, backtest=False)
+    assert "backtest" not in without["laws"]["loss_vs_compute"]
