@@ -194,7 +194,7 @@ def _main(argv: list[str]) -> int:
     from neoscale import hardware, presets
     from neoscale.data import tokenizer
     from neoscale.runner import plan as plan_lib
-    from neoscale.runner import study
+    from neoscale.runner import study, tune
 
     sizes = presets.parse_sizes(str(config.sizes))
     budget = resolve_budget(config)
@@ -243,11 +243,13 @@ def _main(argv: list[str]) -> int:
             print(f"devices: {target.describe()}" + ("" if fit_memory else "; memory not checked: "
                   "plan for the devices you will use with --accelerator=v4-32, v5e-64, h100, ..."))
             print(plan_lib.format_table(plan))
-            for line in plan_lib.fit_warnings(plan):
-                print(f"warning: {line}")
             from neoscale.data import host_io_plan
 
             print(host_io_plan(data, plan, target.hosts, corpus.train_tokens if corpus else None))
+            if tune.enabled(config):
+                print(tune.describe(config, plan, workdir, data.cache_dir))
+            for line in plan_lib.fit_warnings(plan):
+                print(f"warning: {line}")
             if unchecked:
                 print(f"warning: {unchecked}")
         return 0
@@ -311,12 +313,14 @@ def check_cpu_time(plan, target) -> None:
 
 def _execute(config, plan, workdir, data, make_plan, primary) -> int:
     from neoscale.data import prepare
-    from neoscale.runner import study
+    from neoscale.runner import study, tune
     from neoscale.training.loop import PREEMPTED_EXIT_CODE, Preempted, prepare_run_dir
 
     prepare_run_dir(workdir)
     prepared = prepare(data)  # once, up front: every size shares the prepared shards
     plan = make_plan(prepared.vocab_size, prepared.train_tokens)  # measured, not estimated
+    plan = tune.transfer(config, plan, workdir, data.cache_dir,  # tune at a base size (if set)
+                         lambda: make_plan(prepared.vocab_size, prepared.train_tokens))
     try:
         outcome = study.run_study(plan, config, workdir, cache_dir=data.cache_dir, data=prepared)
     except Preempted as error:

@@ -161,3 +161,56 @@ def test_a_mup_run_trains_and_uses_the_multipliers(tmp_path):
         losses[name] = result.eval_loss
     assert all(np.isfinite(v) for v in losses.values())
     assert losses["sp"] != losses["mup"]  # the parametrization reached the model and the optimizer
+
+
+TUNE = ["--sizes=w32d2h2,w64d2h2", "--steps=30", "--config.model.parametrization=mup",
+        "--config.model.base_d_model=32", "--config.tune.size=w32d2h2", "--config.tune.log2_rates=-9,-7,-5",
+        "--config.data.tokenizer=train:512", "--config.data.seq_len=64", "--config.data.heldout_tokens=4096",
+        "--config.train.batch_size=8", "--config.train.evals_per_run=3",
+        "--config.train.checkpoints_per_run=3",
+        "--config.train.tensorboard=False", "--config.fit.n_bootstrap=20", "--cooldowns="]
+
+
+def _study(workdir, *extra):
+    import subprocess
+    import sys
+
+    from subprocess_env import cpu_env
+
+    return subprocess.run([sys.executable, "-m", "neoscale.run", f"--workdir={workdir}", *TUNE, *extra],
+                          capture_output=True, text=True, timeout=1200, env=cpu_env(device_count=None))
+
+
+@pytest.mark.slow
+def test_tune_at_the_base_size_then_transfer(tmp_path):
+    import json
+
+    dry = _study(tmp_path / "study", "--dry_run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "learning rate: tuned at w32d2h2 (3 runs of 30 steps" in dry.stdout
+    assert not (tmp_path / "study" / "tune").exists()  # a dry run trains nothing
+
+    done = _study(tmp_path / "study")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sweep_dir,) = (tmp_path / "study" / "tune").iterdir()
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert len(sweep["losses"]) == 3 and sweep["best_learning_rate"] in (2**-9, 2**-7, 2**-5)
+    assert sweep["best_learning_rate"] == 2.0 ** min(
+        (-9, -7, -5), key=lambda k: sweep["losses"][f"{2.0 ** k:.6g}"])
+    for run in ("w32d2h2_S30", "w64d2h2_S30"):  # every size at the transferred rate
+        config = json.loads((tmp_path / "study" / "runs" / run / "config.json").read_text())
+        assert config["resolved"]["learning_rate"] == sweep["best_learning_rate"], run
+
+    # a second study with the same base reuses the sweep: nothing of it is trained again
+    finished = {p: p.stat().st_mtime for p in sweep_dir.glob("*/finished.json")}
+    assert len(finished) == 3
+    again = _study(tmp_path / "other", f"--config.tune.dir={tmp_path / 'study' / 'tune'}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.stat().st_mtime for p in sweep_dir.glob("*/finished.json")} == finished
+    assert json.loads((sweep_dir / "sweep.json").read_text()) == sweep
+
+
+def test_tuning_an_sp_study_is_refused_in_one_line(tmp_path):
+    result = _study(tmp_path, "--dry_run", "--config.model.parametrization=sp")
+    assert result.returncode != 0
+    assert "tune.size='w32d2h2' transfers a rate, which only μP does" in result.stderr

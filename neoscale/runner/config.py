@@ -14,8 +14,11 @@ A study is one ml_collections ConfigDict:
   ``learning_rate_law`` (coef, exponent) gives lr = coef * N_active^exponent; unset
   ``micro_batches`` (and an unset ``model.remat``) are chosen by the planner to fit the devices'
   memory (``neoscale.runner.memory``).
-* ``model``: ModelConfig fields replaced for every size (e.g. ``dtype``, ``max_positions``).
+* ``model``: ModelConfig fields replaced for every size (e.g. ``dtype``, ``max_positions``,
+  ``parametrization`` with ``base_d_model`` / ``base_num_layers``).
 * ``size_overrides``: {size: {field: value}} for one size only (train or model fields).
+* ``tune``: ``size`` set (μP / CompleteP only): sweep that size's learning rate over 2^k,
+  k in ``log2_rates``, and train every size at the best (``neoscale.runner.tune``).
 * ``cooldowns``: fractions at which WSD cooldown branches are forked ("" = none).
 * ``fit``: what ``neoscale.scaling.fit_study`` fits (bootstrap resamples, seed).
 """
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import ml_collections
 from ml_collections import config_dict
+
+from neoscale.model import ModelConfig
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -71,8 +76,16 @@ def base_config() -> ml_collections.ConfigDict:
         "log_every": 10,
         "tensorboard": True,
     })
-    c.model = ml_collections.ConfigDict({"dtype": "float32"})
+    c.model = ml_collections.ConfigDict({"dtype": "float32", **{
+        # "sp" | "mup" | "completep" and its base shape (neoscale.model.parametrization)
+        name: ModelConfig.__dataclass_fields__[name].default
+        for name in ("parametrization", "base_d_model", "base_num_layers")}})
     c.size_overrides = ml_collections.ConfigDict()
+    c.tune = ml_collections.ConfigDict({  # tune at a base size, transfer (neoscale.runner.tune)
+        "size": config_dict.placeholder(str),  # one of the sizes; None: no sweep
+        "log2_rates": "-11,-10,-9,-8,-7,-6,-5",  # peak rates 2^k
+        "dir": config_dict.placeholder(str),  # None: WORKDIR/tune (share it to reuse a sweep)
+    })
     c.cooldowns = ""
     c.fit = ml_collections.ConfigDict({
         "n_bootstrap": 200,

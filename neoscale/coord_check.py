@@ -1,0 +1,259 @@
+"""Coordinate check: do activations keep their size as the model widens (and deepens)?
+
+Trains models of several widths (and, for CompleteP, depths) for a few AdamW steps at one learning
+rate on one fixed batch, then measures on that batch the mean absolute value of the token
+embedding, every layer's output (the residual stream after each block), every layer's attention
+logits (causal entries, scale and multipliers included) and the output logits. Under a correct
+μP / CompleteP the log-log slope of each against width (depth) stays near 0; under SP, Adam's
+Θ(1) steps on every coordinate of a width-n matrix move its output by Θ(n), so the slopes are
+clearly positive (Yang et al. 2022, Figure 5).
+
+    python -m neoscale.coord_check --parametrization=mup --out_dir=/tmp/coord
+    python -m neoscale.coord_check --parametrization=completep --out_dir=/tmp/coord
+
+writes ``coord_check_{parametrization}.md`` (values and slopes) and ``.png`` (one panel per
+quantity group), and prints the slopes. The check's numbers come from ``run_check``, which the
+tests call with smaller settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from flax import nnx
+
+from neoscale.model import GPTNeo, ModelConfig, parametrization
+from neoscale.model.lm_head import head_logits
+from neoscale.training.optimizer import make_optimizer, weight_decay_mask
+from neoscale.training.state import ModelParams
+from neoscale.training.step import loss_fn
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckConfig:
+    """One coordinate check: which models, how they train, what batch they see."""
+
+    parametrization: str = "mup"
+    widths: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    depths: tuple[int, ...] = (2, 4, 8, 16, 32)  # depth sweep (at width base_width) for completep
+    base_width: int = 64
+    base_depth: int = 2
+    depth: int = 2  # depth of the width sweep
+    num_heads: int = 4  # fixed: the head dimension grows with width
+    vocab_size: int = 256
+    seq_len: int = 64
+    window_size: int = 16
+    batch_size: int = 8
+    steps: int = 5
+    learning_rate: float = 1e-2
+    seeds: tuple[int, ...] = (0,)
+
+
+def model_config(check: CheckConfig, width: int, depth: int) -> ModelConfig:
+    return ModelConfig(vocab_size=check.vocab_size, max_positions=check.seq_len, d_model=width,
+                       num_layers=depth, num_heads=check.num_heads, window_size=check.window_size,
+                       parametrization=check.parametrization, base_d_model=check.base_width,
+                       base_num_layers=check.base_depth, attention_impl="dense", loss_impl="plain",
+                       max_unrolled_groups=0)
+
+
+def fixed_batch(check: CheckConfig) -> dict[str, jax.Array]:
+    """Arithmetic progressions modulo the vocabulary (random start and stride): learnable."""
+    rng = np.random.default_rng(1234)
+    start = rng.integers(0, check.vocab_size, (check.batch_size, 1))
+    stride = rng.integers(1, 5, (check.batch_size, 1))
+    tokens = (start + stride * np.arange(check.seq_len + 1)) % check.vocab_size
+    return {"inputs": jnp.asarray(tokens[:, :-1], jnp.int32),
+            "targets": jnp.asarray(tokens[:, 1:], jnp.int32)}
+
+
+def train(config: ModelConfig, batch: dict[str, jax.Array], steps: int, learning_rate: float,
+          seed: int) -> GPTNeo:
+    """The model after ``steps`` updates of the project's AdamW (clipping, decay, multipliers)."""
+    model_params = ModelParams(config, seed)
+    params = jax.jit(model_params.init)()
+    optimizer = make_optimizer(optax.constant_schedule(learning_rate),
+                               weight_decay_mask(model_params.logical_specs),
+                               multipliers=parametrization.adam_multipliers(
+                                   config, model_params.logical_specs))
+
+    @jax.jit
+    def step(params, opt_state):
+        grads, _ = jax.grad(lambda p: loss_fn(p, model_params, batch), has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    opt_state = optimizer.init(params)
+    for _ in range(steps):
+        params, opt_state = step(params, opt_state)
+    return model_params.merge(params)
+
+
+def activations(model: GPTNeo, tokens: jax.Array) -> dict[str, float]:
+    """Mean |value| of the embedding, each layer's output and attention logits, and the logits.
+
+    tokens int [batch, seq]. Runs the model's own blocks one by one (the stacked layer groups
+    are sliced), so every multiplier the model applies is measured.
+    """
+    config = model.config
+    seq = tokens.shape[1]
+    causal = np.tril(np.ones((seq, seq), bool))
+    x = model.wte[...][tokens] + model.wpe[...][:seq]
+    out = {"embedding": float(jnp.abs(x).mean())}
+    graphdef, state = nnx.split(model.groups)
+    for g in range(config.num_groups):
+        group = nnx.merge(graphdef, jax.tree.map(lambda a, g=g: a[g], state))
+        for j, block in enumerate(group.blocks):
+            layer = g * config.layer_period + j
+            h = block.ln_1(x)
+            q = jnp.einsum("bsd,dhk->bshk", h, block.attn.q_proj[...])
+            k = jnp.einsum("bsd,dhk->bshk", h, block.attn.k_proj[...])
+            scores = jnp.einsum("bqhk,bshk->bhqs", q, k) * block.attn.scale
+            out[f"attn_logits_{layer}"] = float(jnp.abs(scores).sum(axis=(0, 1)).sum(where=causal)
+                                                / (causal.sum() * scores.shape[0] * scores.shape[1]))
+            x, _ = block(x)
+            out[f"layer_{layer}"] = float(jnp.abs(x).mean())
+    logits = head_logits(model.ln_f(x), model.output_embedding())
+    out["logits"] = float(jnp.abs(logits).mean())
+    return out
+
+
+def measure(check: CheckConfig, width: int, depth: int) -> dict[str, float]:
+    """Activations after training, averaged over ``check.seeds``."""
+    batch = fixed_batch(check)
+    config = model_config(check, width, depth)
+    runs = [activations(train(config, batch, check.steps, check.learning_rate, seed), batch["inputs"])
+            for seed in check.seeds]
+    return {name: float(np.mean([run[name] for run in runs])) for name in runs[0]}
+
+
+def slope(xs, ys) -> float:
+    """Least-squares slope of log(ys) against log(xs)."""
+    return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float)), 1)[0])
+
+
+@dataclasses.dataclass
+class Sweep:
+    """Measured activations along one axis ("width" or "depth"): values[quantity][i] at sizes[i]."""
+
+    axis: str
+    sizes: tuple[int, ...]
+    values: dict[str, list[float]]
+
+    def slopes(self) -> dict[str, float]:
+        return {name: slope(self.sizes, ys) for name, ys in self.values.items()}
+
+
+def width_sweep(check: CheckConfig) -> Sweep:
+    rows = [measure(check, width, check.depth) for width in check.widths]
+    return Sweep("width", check.widths, {name: [row[name] for row in rows] for name in rows[0]})
+
+
+def depth_sweep(check: CheckConfig) -> Sweep:
+    """Depths at the base width; layers compared by relative position: the residual stream halfway
+    and at the end (under CompleteP each block adds 1/depth of a branch, so a fixed layer's
+    output is not depth-invariant, the stream at a fixed fraction of the depth is)."""
+    values: dict[str, list[float]] = {}
+    for depth in check.depths:
+        row = measure(check, check.base_width, depth)
+        last = depth - 1
+        picked = {"embedding": row["embedding"], "layer_middle": row[f"layer_{depth // 2 - 1}"],
+                  "layer_last": row[f"layer_{last}"], "attn_logits_last": row[f"attn_logits_{last}"],
+                  "logits": row["logits"]}
+        for name, value in picked.items():
+            values.setdefault(name, []).append(value)
+    return Sweep("depth", check.depths, values)
+
+
+def run_check(check: CheckConfig, depth: bool | None = None) -> list[Sweep]:
+    """The width sweep, and the depth sweep too for completep (or when ``depth`` says so)."""
+    sweeps = [width_sweep(check)]
+    if depth if depth is not None else check.parametrization == "completep":
+        sweeps.append(depth_sweep(check))
+    return sweeps
+
+
+def format_table(check: CheckConfig, sweeps: list[Sweep]) -> str:
+    lines = [f"# Coordinate check: {check.parametrization}", "",
+             f"Mean |activation| after {check.steps} AdamW steps at lr {check.learning_rate:g} "
+             f"(base width {check.base_width}, base depth {check.base_depth}, {check.num_heads} "
+             f"heads, batch {check.batch_size} x {check.seq_len}, seeds {list(check.seeds)}).", ""]
+    for sweep in sweeps:
+        slopes = sweep.slopes()
+        lines += [f"## Against {sweep.axis}" + (f" (depth {check.depth})" if sweep.axis == "width"
+                                                 else f" (width {check.base_width})"), "",
+                  "| quantity | " + " | ".join(f"{sweep.axis} {s}" for s in sweep.sizes) + " | slope |",
+                  "|---|" + "---:|" * (len(sweep.sizes) + 1)]
+        for name, ys in sweep.values.items():
+            lines.append(f"| {name} | " + " | ".join(f"{y:.4g}" for y in ys) + f" | {slopes[name]:+.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(check: CheckConfig, sweeps: list[Sweep], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = ("embedding", "layer", "attn_logits", "logits")
+    fig, axes = plt.subplots(len(sweeps), len(groups), figsize=(4 * len(groups), 3.2 * len(sweeps)),
+                             squeeze=False)
+    for row, sweep in zip(axes, sweeps, strict=True):
+        for ax, group in zip(row, groups, strict=True):
+            for name, ys in sweep.values.items():
+                if name == group or name.startswith(group + "_"):
+                    ax.plot(sweep.sizes, ys, marker="o", label=name)
+            ax.set(xscale="log", yscale="log", xlabel=sweep.axis, title=f"{group} ({check.parametrization})")
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("parametrization", "mup", parametrization.PARAMETRIZATIONS, "sp, mup or completep")
+flags.DEFINE_string("out_dir", None, "where the table (.md) and figure (.png) are written")
+flags.DEFINE_list("widths", ["64", "128", "256", "512", "1024"], "widths of the width sweep")
+flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "depths of the depth sweep (completep)")
+flags.DEFINE_integer("steps", 5, "AdamW steps before measuring")
+flags.DEFINE_float("learning_rate", 1e-2, "the (base) learning rate")
+flags.DEFINE_integer("seeds", 2, "model seeds averaged per point")
+flags.DEFINE_bool("depth_sweep", None, "also sweep depth (default: for completep only)")
+
+
+def main(argv) -> None:
+    del argv
+    if not FLAGS.out_dir:
+        raise app.UsageError("--out_dir is required: the directory for the table and the figure")
+    try:
+        widths = tuple(int(w) for w in FLAGS.widths)
+        depths = tuple(int(d) for d in FLAGS.depths)
+    except ValueError as error:
+        raise app.UsageError(f"--widths and --depths take comma-separated integers ({error})") from None
+    check = CheckConfig(parametrization=FLAGS.parametrization, widths=widths, depths=depths,
+                        base_width=min(widths), base_depth=min(depths), steps=FLAGS.steps,
+                        learning_rate=FLAGS.learning_rate, seeds=tuple(range(FLAGS.seeds)))
+    sweeps = run_check(check, FLAGS.depth_sweep)
+    out = pathlib.Path(FLAGS.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"coord_check_{check.parametrization}"
+    stem.with_suffix(".md").write_text(format_table(check, sweeps))
+    plot(check, sweeps, stem.with_suffix(".png"))
+    for sweep in sweeps:
+        slopes = sweep.slopes()
+        print(f"{check.parametrization}: log-log slope against {sweep.axis} "
+              f"(max |slope| {max(abs(s) for s in slopes.values()):.3f})")
+        for name, value in slopes.items():
+            print(f"  {name:20s} {value:+.3f}")
+    print(f"wrote {stem}.md and {stem}.png")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,95 @@
+"""Coordinate checks: under μP (CompleteP) activations keep their size across width (depth) after a
+few AdamW steps; under SP, or with a μP rule switched off, they do not. Small settings (the CLI's
+defaults are bigger)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from neoscale import coord_check
+from neoscale.model import parametrization
+
+WIDTHS = (64, 128, 256, 512)
+FLAT = 0.25  # |log-log slope| every quantity stays under for a correct parametrization (max seen: 0.05)
+STEEP = 1.0  # the largest slope under SP / a broken rule exceeds this
+
+
+def check(name: str, **changes) -> coord_check.CheckConfig:
+    fields = dict(parametrization=name, widths=WIDTHS, depths=(2, 4, 8, 16), seq_len=32,
+                  batch_size=4, window_size=8, steps=10, learning_rate=2e-2)
+    return coord_check.CheckConfig(**{**fields, **changes})
+
+
+def width_slopes(name: str) -> dict[str, float]:
+    slopes = coord_check.width_sweep(check(name)).slopes()
+    print(name, {k: round(v, 3) for k, v in slopes.items()})
+    return slopes
+
+
+def test_activations_match_the_model_and_include_every_layer():
+    import jax.numpy as jnp
+    import numpy as np
+
+    config = coord_check.model_config(check("mup"), 128, 4)
+    batch = coord_check.fixed_batch(check("mup"))
+    model = coord_check.train(config, batch, steps=1, learning_rate=1e-2, seed=0)
+    values = coord_check.activations(model, batch["inputs"])
+    assert set(values) == {"embedding", "logits"} | {f"layer_{i}" for i in range(4)} | {
+        f"attn_logits_{i}" for i in range(4)}
+    logits, _ = model(batch["inputs"])
+    np.testing.assert_allclose(values["logits"], float(jnp.abs(logits).mean()), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_mup_is_flat_in_width_and_sp_is_not():
+    mup = width_slopes("mup")
+    assert max(abs(s) for s in mup.values()) < FLAT, mup
+    sp = width_slopes("sp")
+    assert max(sp.values()) > STEEP, sp
+    assert sp["layer_1"] > STEEP and sp["attn_logits_1"] > STEEP, sp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broken", ["hidden_lr", "attention", "readout"])
+def test_a_broken_mup_fails_the_check(broken, monkeypatch):
+    """Each μP rule switched off in turn: the check must notice."""
+    if broken == "hidden_lr":
+        rule = parametrization.adam_rule
+        monkeypatch.setattr(parametrization, "adam_rule",
+                            lambda c, kind: (1.0, 1.0) if kind == "hidden" else rule(c, kind))
+    elif broken == "attention":
+        monkeypatch.setattr(parametrization, "attention_scale", lambda c: 1.0)
+    else:
+        monkeypatch.setattr(parametrization, "readout_multiplier", lambda c: 1.0)
+    slopes = width_slopes("mup")
+    assert max(abs(s) for s in slopes.values()) > FLAT, slopes
+
+
+@pytest.mark.slow
+def test_completep_is_flat_in_depth_and_mup_is_not():
+    completep = coord_check.depth_sweep(check("completep")).slopes()
+    print("completep", completep)
+    assert max(abs(s) for s in completep.values()) < FLAT, completep
+    mup = coord_check.depth_sweep(check("mup", base_depth=2)).slopes()
+    print("mup", mup)
+    assert mup["layer_last"] > 0.5, mup
+
+
+def test_cli_writes_table_and_figure(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "neoscale.coord_check", "--parametrization=completep",
+         f"--out_dir={tmp_path}", "--widths=32,64", "--depths=2,4", "--steps=1", "--seeds=1"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "slope against width" in result.stdout and "slope against depth" in result.stdout
+    table = (tmp_path / "coord_check_completep.md").read_text()
+    assert "| layer_last |" in table and "| logits |" in table
+    assert (tmp_path / "coord_check_completep.png").stat().st_size > 1000
+
+
+def test_cli_bad_flag_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "neoscale.coord_check", "--widths=a,b",
+                             f"--out_dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--widths and --depths take comma-separated integers" in result.stderr
