@@ -218,14 +218,19 @@ def plot(check: CheckConfig, sweeps: list[Sweep], path: pathlib.Path) -> None:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("parametrization", "mup", parametrization.PARAMETRIZATIONS, "sp, mup or completep")
-flags.DEFINE_string("out_dir", None, "where the table (.md) and figure (.png) are written")
-flags.DEFINE_list("widths", ["64", "128", "256", "512", "1024"], "widths of the width sweep")
-flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "depths of the depth sweep (completep)")
-flags.DEFINE_integer("steps", 5, "AdamW steps before measuring")
-flags.DEFINE_float("learning_rate", 1e-2, "the (base) learning rate")
-flags.DEFINE_integer("seeds", 2, "model seeds averaged per point")
-flags.DEFINE_bool("depth_sweep", None, "also sweep depth (default: for completep only)")
+
+
+def define_flags() -> None:
+    """The CLI's flags: defined only when run as a program, so that importing this module as a
+    library beside another CLI (neoscale.fit also has --out_dir) cannot collide."""
+    flags.DEFINE_enum("parametrization", "mup", parametrization.PARAMETRIZATIONS, "sp, mup or completep")
+    flags.DEFINE_string("out_dir", None, "where the table (.md) and figure (.png) are written")
+    flags.DEFINE_list("widths", ["64", "128", "256", "512", "1024"], "widths of the width sweep")
+    flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "depths of the depth sweep (completep)")
+    flags.DEFINE_integer("steps", 5, "AdamW steps before measuring")
+    flags.DEFINE_float("learning_rate", 1e-2, "the (base) learning rate")
+    flags.DEFINE_integer("seeds", 2, "model seeds averaged per point")
+    flags.DEFINE_bool("depth_sweep", None, "also sweep depth (default: for completep only)")
 
 
 def main(argv) -> None:
@@ -256,4 +261,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

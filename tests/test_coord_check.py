@@ -93,3 +93,14 @@ def test_cli_bad_flag_is_one_line(tmp_path):
                              f"--out_dir={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "--widths and --depths take comma-separated integers" in result.stderr
+
+
+def test_library_import_leaves_other_clis_flags_alone():
+    """Importing coord_check as a library defines no flags, so neoscale.fit's --out_dir (and the
+    rest) can be parsed in the same process (a CI run once failed on the duplicate)."""
+    code = ("from neoscale import coord_check, fit\n"
+            "fit.FLAGS(['fit', '--workdir=/nonexistent', '--n_bootstrap=3'])\n"
+            "print(fit.FLAGS.n_bootstrap)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "3"
