@@ -119,8 +119,12 @@ def loss_vs_compute(points, fit, colors, curves=None):
                 np.array(band["upper"], float),
                 color="k",
                 alpha=0.12,
-                label="95% bootstrap band",
+                label="95% bootstrap band (mean law)",
             )
+        if band.get("prediction_lower") is not None:
+            for edge in ("prediction_lower", "prediction_upper"):
+                ax.plot(grid, np.array(band[edge], float), color="k", lw=0.7, ls=":",
+                        label="95% prediction interval" if edge == "prediction_lower" else None)
     ax.set_xscale("log")
     _plain_loss_axis(ax)
     ax.set_xlabel(_compute_label(fit))

@@ -71,6 +71,22 @@ def _uncertainty(boot: bootstrap.Bootstrap) -> dict:
     return out
 
 
+def _prediction_interval(boot: bootstrap.Bootstrap, log_predict, residuals: np.ndarray,
+                         n_params: int, seed: int) -> np.ndarray | None:
+    """(2, m) prediction interval (bootstrap.prediction_interval) of a law at m points, or None
+    without a bootstrap interval. log_predict: accepted samples (A, P) -> log losses (A, m)."""
+    if not boot.has_interval:
+        return None
+    with np.errstate(all="ignore"):
+        return bootstrap.prediction_interval(log_predict(boot.samples), residuals, n_params, seed)
+
+
+def _power_law_log(compute: np.ndarray):
+    """samples (A, 3) of (E, A, α) -> (A, m) log L at compute (m,)."""
+    compute = np.asarray(compute, np.float64)
+    return lambda s: np.log(s[:, :1] + s[:, 1:2] * compute[None, :] ** -s[:, 2:3])
+
+
 def _skipped(reason: str) -> dict:
     return {"status": "skipped", "reason": reason}
 
@@ -137,16 +153,20 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
     )
     grid = np.geomspace(compute.min(), compute.max() * max(EXTRAPOLATION_FACTORS), 60)
     band = {"compute": grid, "loss": fit.predict(grid)}
-    samples = boot.samples
+    residuals = np.log(fit.predict(compute[use])) - np.log(loss[use])
     if boot.has_interval:
-        curves = samples[:, :1] + samples[:, 1:2] * grid[None, :] ** -samples[:, 2:3]
-        band["lower"], band["upper"] = boot.interval_of(curves)
+        band["lower"], band["upper"] = np.exp(boot.interval_of(_power_law_log(grid)(boot.samples)))
+        band["prediction_lower"], band["prediction_upper"] = _prediction_interval(
+            boot, _power_law_log(grid), residuals, 3, seed)
     predictions = []
     for factor in EXTRAPOLATION_FACTORS:
         c = compute.max() * factor
-        entry = {"compute": c, "factor": factor, "loss": float(fit.predict(c)), "interval": None}
+        entry = {"compute": c, "factor": factor, "loss": float(fit.predict(c)), "interval": None,
+                 "prediction_interval": None}
         if boot.has_interval:
-            entry["interval"] = list(boot.interval_of(samples[:, 0] + samples[:, 1] * c ** -samples[:, 2]))
+            entry["interval"] = list(np.exp(boot.interval_of(_power_law_log([c])(boot.samples)[:, 0])))
+            entry["prediction_interval"] = list(
+                _prediction_interval(boot, _power_law_log([c]), residuals, 3, seed)[:, 0])
         predictions.append(entry)
     pure_uncertainty = _uncertainty(pure_boot)
     if pure_uncertainty["intervals"]:
@@ -201,15 +221,17 @@ def _size_ids(points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def _rollout(points: pd.DataFrame, min_sizes: int, fit_law) -> dict:
     """Rollout backtest: for each k the data allow, fit on the smallest k sizes and predict every
-    larger one.
+    larger one, with 95% prediction intervals; coverage counts the held points inside them.
 
     Args:
       min_sizes: the fewest sizes the law is fitted on.
       fit_law: train rows -> predict, where predict(held rows of one size) gives {"actual": the
-        held points' losses it predicts (all of them, or the best), form: predicted losses}.
+        held points' losses it predicts (all of them, or the best), form: predicted losses,
+        "intervals": {form: (2, m) prediction interval, or None}}.
     """
     sizes, ids = _size_ids(points)
     rounds = []
+    inside: dict[str, list[bool]] = {}
     for k in range(min_sizes, sizes.size):
         entry = {"k": k, "train_sizes": sizes[:k], "status": "fitted", "predictions": []}
         try:
@@ -219,50 +241,81 @@ def _rollout(points: pd.DataFrame, min_sizes: int, fit_law) -> dict:
                 for j in range(k, sizes.size):
                     predicted = predict(points[ids == j])
                     actual = np.asarray(predicted.pop("actual"), np.float64)
+                    intervals = predicted.pop("intervals")
                     errors = {form: float(np.mean(np.abs(np.asarray(v) - actual) / actual))
                               for form, v in predicted.items()}
-                    entry["predictions"].append({"N": sizes[j], "factor": sizes[j] / sizes[k - 1],
-                                                 "actual": actual, "predicted": predicted,
-                                                 "relative_error": errors})
+                    row = {"N": sizes[j], "factor": sizes[j] / sizes[k - 1], "actual": actual,
+                           "predicted": predicted, "relative_error": errors,
+                           "prediction_interval": {}, "covered": {}}
+                    for form, band in intervals.items():
+                        if band is None:
+                            continue
+                        hit = (band[0] <= actual) & (actual <= band[1])
+                        row["prediction_interval"][form] = band
+                        row["covered"][form] = float(hit.mean())
+                        inside.setdefault(form, []).extend(hit.tolist())
+                    entry["predictions"].append(row)
         except FIT_ERRORS as e:
             entry = {"k": k, "train_sizes": sizes[:k], **_skipped(str(e))}
         rounds.append(entry)
     if not rounds:
         return _skipped(f"needs more than {min_sizes} sizes (the fewest the law is fitted on), got "
                         f"{sizes.size}")
-    return {"status": "fitted", "min_sizes": min_sizes, "rounds": rounds,
+    coverage = {form: {"inside": int(sum(hits)), "of": len(hits)} for form, hits in inside.items()}
+    return {"status": "fitted", "min_sizes": min_sizes, "rounds": rounds, "coverage": coverage,
             "what": "fit on the smallest k sizes, predict every larger one; relative error = mean "
-            "|predicted - actual| / actual over the held size's points"}
+            "|predicted - actual| / actual over the held size's points; coverage = held points "
+            "inside the 95% prediction interval (bootstrap refits of the k sizes plus their "
+            "residual scatter)"}
 
 
-def _loss_vs_compute_backtest(delta: float):
+def _loss_vs_compute_backtest(delta: float, n_bootstrap: int, seed: int):
     """fit_law for L(C)'s rollout: both forms, predicted at each held size's best point."""
     def fit_law(train):
         c, loss = train["flops"].to_numpy(), train["eval_loss"].to_numpy()
         front = pareto_frontier(c, loss)
         use = front if front.sum() >= 3 else np.ones_like(front)
-        forms = {form: power_law.fit_power_law(c[use], loss[use], with_offset=with_offset, delta=delta)
+        forms = {form: power_law.fit_power_law_bootstrap(
+                     c[use], loss[use], with_offset=with_offset, groups=train["parent"].to_numpy()[use],
+                     n_bootstrap=n_bootstrap, seed=seed, delta=delta)
                  for form, with_offset in (("with_E", True), ("pure_power_law", False))}
 
         def predict(held):
             best = held.loc[[held["eval_loss"].idxmin()]]
-            return {"actual": best["eval_loss"].to_numpy(),
-                    **{form: f.predict(best["flops"].to_numpy()) for form, f in forms.items()}}
+            at = best["flops"].to_numpy()
+            out = {"actual": best["eval_loss"].to_numpy(), "intervals": {}}
+            for form, (f, boot) in forms.items():
+                out[form] = f.predict(at)
+                residuals = np.log(f.predict(c[use])) - np.log(loss[use])
+                n_params = 3 if form == "with_E" else 2
+                out["intervals"][form] = _prediction_interval(boot, _power_law_log(at), residuals,
+                                                              n_params, seed)
+            return out
         return predict
     return fit_law
 
 
-def _chinchilla_backtest(delta: float):
+def _chinchilla_log(n: np.ndarray, d: np.ndarray):
+    """samples (A, 5) of (E, A, B, α, β) -> (A, m) log L at (n, d) (m,)."""
+    return lambda s: np.log(s[:, :1] + s[:, 1:2] / n[None, :] ** s[:, 3:4]
+                            + s[:, 2:3] / d[None, :] ** s[:, 4:5])
+
+
+def _chinchilla_backtest(delta: float, n_bootstrap: int, seed: int):
     """fit_law for Approach 3's rollout: every point of the held size (L-BFGS from the coarse
-    start grid: one refit per k)."""
+    start grid: one refit per k, and its bootstrap)."""
     def fit_law(train):
-        refit = chinchilla.fit_chinchilla(
-            *(train[c].to_numpy() for c in ("params_active", "tokens", "eval_loss")),
+        n, d, loss = (train[c].to_numpy(np.float64) for c in ("params_active", "tokens", "eval_loss"))
+        refit, boot = chinchilla.fit_chinchilla_bootstrap(
+            n, d, loss, groups=train["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed,
             starts=chinchilla.coarse_start_grid(), delta=delta)
+        residuals = np.log(refit.predict(n, d)) - np.log(loss)
 
         def predict(held):
-            return {"actual": held["eval_loss"].to_numpy(),
-                    "law": refit.predict(held["params_active"].to_numpy(), held["tokens"].to_numpy())}
+            hn, hd = (held[c].to_numpy(np.float64) for c in ("params_active", "tokens"))
+            return {"actual": held["eval_loss"].to_numpy(), "law": refit.predict(hn, hd),
+                    "intervals": {"law": _prediction_interval(boot, _chinchilla_log(hn, hd), residuals,
+                                                              5, seed)}}
         return predict
     return fit_law
 
@@ -499,7 +552,8 @@ def fit_study(
         for key, min_sizes, predictor in (("loss_vs_compute", 3, _loss_vs_compute_backtest),
                                           ("chinchilla_approach3", 3, _chinchilla_backtest)):
             if laws[key]["status"] == "fitted":
-                laws[key]["backtest"] = _rollout(family, min_sizes, predictor(delta))
+                laws[key]["backtest"] = _rollout(family, min_sizes,
+                                                 predictor(delta, n_bootstrap, seed))
     laws["isoflop_approach2"] = _guarded(_isoflop, family, n_bootstrap, seed)
     laws["envelope_approach1"] = _guarded(_envelope, family, curves, n_bootstrap, seed)
     laws["moe"] = _guarded(_moe, points, n_bootstrap, seed, delta) if len(points) else _skipped("no points")
@@ -541,6 +595,10 @@ def _fmt(value, interval=None) -> str:
     if interval and None not in interval:
         text += f" [{interval[0]:.4g}, {interval[1]:.4g}]"
     return text
+
+
+def _fmt_interval(interval) -> str:
+    return "n/a" if not interval or None in interval else f"[{interval[0]:.4g}, {interval[1]:.4g}]"
 
 
 E_BOUND_TOLERANCE = 1e-2  # nats: an irreducible loss below this sits at its bound, E >= 0
@@ -621,9 +679,26 @@ def _backtest_lines(law: dict) -> list[str]:
             lines.append(f"{head}: not fitted ({r['reason']})")
             continue
         errors = ", ".join(f"N = {p['N']:.3g}: {100 * p['relative_error'][form]:.2f}%"
-                           for p in r["predictions"])
+                           f"{_coverage_mark(p, form)}" for p in r["predictions"])
         lines.append(f"{head}: {errors}")
+    coverage = (backtest.get("coverage") or {}).get(form)
+    if coverage:
+        lines.append(f"\n{coverage['inside']} of {coverage['of']} held-out points lie inside their 95% "
+                     "prediction interval (✓ inside, ✗ outside): "
+                     + ("the bands cover what the law could not predict here." if
+                        coverage["inside"] >= 0.9 * coverage["of"] else
+                        "**the bands are too narrow for this extrapolation: the law's form, not its "
+                        "noise, limits it; trust predictions beyond the data less than their bands say.**"))
     return lines
+
+
+def _coverage_mark(prediction: dict, form: str) -> str:
+    """' [lo, hi] ✓' (the prediction interval, the actual inside) or '' without an interval."""
+    band = (prediction.get("prediction_interval") or {}).get(form)
+    if band is None:
+        return ""
+    lo, hi = np.min(band[0]), np.max(band[1])
+    return f" [{lo:.4g}, {hi:.4g}] {'✓' if prediction['covered'][form] == 1 else '✗'}"
 
 
 def report_section(fit: dict) -> str:
@@ -671,7 +746,8 @@ def report_section(fit: dict) -> str:
             for p in law["predictions"]:
                 lines.append(
                     f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
-                    f"({p['compute']:.3g} FLOPs): {_fmt(p['loss'], p.get('interval'))}"
+                    f"({p['compute']:.3g} FLOPs): {_fmt(p['loss'], p.get('interval'))} (mean law); "
+                    f"95% prediction interval {_fmt_interval(p.get('prediction_interval'))}"
                 )
         snapping = law.get("budget_snapping")
         if snapping and snapping["labels"] != snapping["budgets"]:
