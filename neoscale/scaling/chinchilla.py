@@ -20,7 +20,7 @@ import itertools
 
 import numpy as np
 
-from neoscale.scaling import bootstrap, checks, optimize
+from neoscale.scaling import bootstrap, checks, optimize, power_law
 
 PUBLISHED = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 EPOCH_REFIT = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
@@ -54,6 +54,14 @@ def coarse_start_grid() -> np.ndarray:
 
 # log L = LSE(e, a − α·log N, b − β·log D): rows (e, a, b, α, β), log_x (n, 2) = (log N, log D).
 LAW = optimize.LSELaw(terms=((0,), (1,)))
+PINNED = optimize.LSELaw(terms=((0,), (1,)), pinned_offset=True)  # e = log E stays at its start
+
+
+def _pinned_starts(starts: np.ndarray, fixed_E: float) -> np.ndarray:
+    """The start rows with e set to log(fixed_E), duplicates removed."""
+    rows = np.array(starts, np.float64)
+    rows[:, 0] = np.log(fixed_E)
+    return np.unique(rows, axis=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,15 +212,19 @@ def _to_fit(p, **extra) -> ChinchillaFit:
     )
 
 
-def _fit_grid(cols, starts, delta=optimize.HUBER_DELTA):
+def _fit_grid(cols, starts, delta=optimize.HUBER_DELTA, fixed_E: float | None = None):
     """Full fit from every start: (fit, params (S, 5) centred, objective (S,), log_x, centre)."""
     # With two values of N, E + A/N^α takes two values for three constants (likewise D).
     checks.require_distinct("n", cols["n"], minimum=3)
     checks.require_distinct("d", cols["d"], minimum=3)
     log_x, centre = _features(cols["n"], cols["d"])
     starts = start_grid() if starts is None else np.atleast_2d(starts)
+    law = LAW
+    if fixed_E is not None:
+        power_law.check_pinned_E(fixed_E, cols["loss"])
+        law, starts = PINNED, _pinned_starts(starts, fixed_E)
     params, objective = optimize.minimize_huber(
-        LAW, _centred(starts, centre), log_x, np.log(cols["loss"]), delta=delta
+        law, _centred(starts, centre), log_x, np.log(cols["loss"]), delta=delta
     )
     best = int(np.argmin(objective))
     if not np.isfinite(objective[best]):
@@ -225,7 +237,8 @@ def _fit_grid(cols, starts, delta=optimize.HUBER_DELTA):
 
 
 def fit_chinchilla(
-    n, d, loss, *, starts: np.ndarray | None = None, delta: float = optimize.HUBER_DELTA
+    n, d, loss, *, starts: np.ndarray | None = None, delta: float = optimize.HUBER_DELTA,
+    fixed_E: float | None = None,
 ) -> ChinchillaFit:
     """Chinchilla Approach 3 on runs with n parameters, d tokens and final loss.
 
@@ -233,9 +246,10 @@ def fit_chinchilla(
       n, d, loss: (runs,) positive values; rows with NaN are dropped with a warning.
       starts: (S, 5) rows (e, a, b, α, β) to start L-BFGS from; default the published grid.
       delta: Huber's δ on log residuals (inf: squared error).
+      fixed_E: pin the irreducible loss E instead of fitting it (four constants left).
     """
-    cols, kept = checks.clean_points(5, n=n, d=d, loss=loss)
-    fit = _fit_grid(cols, starts, delta)[0]
+    cols, kept = checks.clean_points(5 if fixed_E is None else 4, n=n, d=d, loss=loss)
+    fit = _fit_grid(cols, starts, delta, fixed_E)[0]
     return dataclasses.replace(fit, n_dropped=int((~kept).sum()))
 
 
@@ -253,6 +267,7 @@ def fit_chinchilla_bootstrap(
     starts: np.ndarray | None = None,
     n_seeds: int = 4,
     delta: float = optimize.HUBER_DELTA,
+    fixed_E: float | None = None,
 ) -> tuple[ChinchillaFit, bootstrap.Bootstrap]:
     """(fit, bootstrap of (E, A, B, α, β)): the full fit and refits on resampled runs.
 
@@ -265,19 +280,21 @@ def fit_chinchilla_bootstrap(
       n_seeds: each resample starts L-BFGS from the full fit's optimum and its best distinct local
         optima (n_seeds in all), not the whole grid: see bootstrap.bootstrap_huber.
     """
-    cols, kept = checks.clean_points(5, n=n, d=d, loss=loss)
+    law = LAW if fixed_E is None else PINNED
+    cols, kept = checks.clean_points(law.n_free, n=n, d=d, loss=loss)
     groups = np.arange(kept.size) if groups is None else np.asarray(groups)
     if groups.size != kept.size:
         raise ValueError(f"groups has {groups.size} labels for {kept.size} points: pass one per point")
-    fit, params, objective, log_x, centre = _fit_grid(cols, starts, delta)
+    fit, params, objective, log_x, centre = _fit_grid(cols, starts, delta, fixed_E)
     seeds = bootstrap.distinct_best(params, objective, n_seeds)
 
     def decode(raw):
         raw = _uncentred(raw, centre)
         return np.concatenate([np.exp(raw[:, :3]), raw[:, 3:]], axis=1)
 
+    requirement = dataclasses.replace(REQUIREMENT, points=law.n_free + 1)
     boot = bootstrap.bootstrap_huber(
-        LAW, seeds, log_x, np.log(cols["loss"]), groups[kept], n_bootstrap, seed,
-        requirement=REQUIREMENT, names=CONSTANTS, decode=decode, delta=delta,
+        law, seeds, log_x, np.log(cols["loss"]), groups[kept], n_bootstrap, seed,
+        requirement=requirement, names=CONSTANTS, decode=decode, delta=delta,
     )
     return dataclasses.replace(fit, n_dropped=int((~kept).sum())), boot

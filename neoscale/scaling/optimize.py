@@ -43,10 +43,16 @@ class LSELaw:
 
     terms: tuple[tuple[int, ...], ...]
     offset: bool = True
+    pinned_offset: bool = False  # e stays where each start row puts it (a pinned E): zero gradient
 
     @property
     def n_params(self) -> int:
         return int(self.offset) + len(self.terms) + sum(len(t) for t in self.terms)
+
+    @property
+    def n_free(self) -> int:
+        """Constants the fit estimates (n_params less a pinned e)."""
+        return self.n_params - int(self.offset and self.pinned_offset)
 
     def _split(self, params: np.ndarray):
         """params (B, P) -> e (B,) or None, intercepts (B, J), exponent columns per term."""
@@ -90,6 +96,8 @@ class LSELaw:
         value = np.einsum("bn,bn->b", weights, huber)
         dr = weights * np.clip(residual, -delta, delta) / total  # (B, n)
         share = np.einsum("bjn,bn->bj", z, dr)  # d objective / d intercept (or e)
+        if self.offset and self.pinned_offset:
+            share[:, 0] = 0.0  # L-BFGS's steps then never move e (its memories hold no e part)
         grads = [share]
         for j, t_idx in enumerate(self.terms):
             zj = z[:, int(self.offset) + j] * dr

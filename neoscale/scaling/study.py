@@ -63,9 +63,12 @@ def _clean(value):
     return value
 
 
-def _uncertainty(boot: bootstrap.Bootstrap) -> dict:
-    """fit.json entries of a bootstrap: intervals (None without one), the note why, the counts."""
+def _uncertainty(boot: bootstrap.Bootstrap, pinned: bool = False) -> dict:
+    """fit.json entries of a bootstrap: intervals (None without one), the note why, the counts.
+    pinned: E was pinned, not fitted: it has no interval."""
     out = {"intervals": boot.intervals(), "interval_note": boot.note, "bootstrap": boot.summary()}
+    if pinned and out["intervals"]:
+        out["intervals"].pop("E")
     if boot.caveat and boot.has_interval:
         out["interval_caveat"] = boot.caveat
     return out
@@ -79,6 +82,11 @@ def _prediction_interval(boot: bootstrap.Bootstrap, log_predict, residuals: np.n
         return None
     with np.errstate(all="ignore"):
         return bootstrap.prediction_interval(log_predict(boot.samples), residuals, n_params, seed)
+
+
+def _free(n_params: int, pin_E: float | None) -> int:
+    """A law's free constants: n_params less a pinned E."""
+    return n_params - (pin_E is not None)
 
 
 def _power_law_log(compute: np.ndarray):
@@ -136,13 +144,15 @@ def _largest_held_out(points: pd.DataFrame):
     return points[~held], points[held]
 
 
-def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: float) -> dict:
+def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: float,
+                     pin_E: float | None = None) -> dict:
     compute, loss = points["flops"].to_numpy(), points["eval_loss"].to_numpy()
     frontier = pareto_frontier(compute, loss)
     use = frontier if frontier.sum() >= 3 else np.ones_like(frontier)
     groups = points["parent"].to_numpy()[use]
     fit, boot = power_law.fit_power_law_bootstrap(
-        compute[use], loss[use], groups=groups, n_bootstrap=n_bootstrap, seed=seed, delta=delta
+        compute[use], loss[use], groups=groups, n_bootstrap=n_bootstrap, seed=seed, delta=delta,
+        fixed_E=pin_E,
     )
     if not fit.alpha > 0:
         return {**_skipped(f"the fitted exponent alpha = {fit.alpha:.3g} is not positive: loss does "
@@ -157,7 +167,7 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
     if boot.has_interval:
         band["lower"], band["upper"] = np.exp(boot.interval_of(_power_law_log(grid)(boot.samples)))
         band["prediction_lower"], band["prediction_upper"] = _prediction_interval(
-            boot, _power_law_log(grid), residuals, 3, seed)
+            boot, _power_law_log(grid), residuals, _free(3, pin_E), seed)
     predictions = []
     for factor in EXTRAPOLATION_FACTORS:
         c = compute.max() * factor
@@ -166,7 +176,7 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
         if boot.has_interval:
             entry["interval"] = list(np.exp(boot.interval_of(_power_law_log([c])(boot.samples)[:, 0])))
             entry["prediction_interval"] = list(
-                _prediction_interval(boot, _power_law_log([c]), residuals, 3, seed)[:, 0])
+                _prediction_interval(boot, _power_law_log([c]), residuals, _free(3, pin_E), seed)[:, 0])
         predictions.append(entry)
     pure_uncertainty = _uncertainty(pure_boot)
     if pure_uncertainty["intervals"]:
@@ -179,7 +189,8 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
         "points": int(use.sum()),
         "on_frontier": bool(frontier.sum() >= 3),
         "constants": fit.constants(),
-        **_uncertainty(boot),
+        **_uncertainty(boot, pinned=pin_E is not None),
+        "E_pinned": pin_E is not None,
         "pure_power_law": {
             "form": "L(C) = A·C^(−alpha)",
             "constants": {"A": pure.A, "alpha": pure.alpha},
@@ -196,7 +207,8 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
         best = held.loc[held["eval_loss"].idxmin()]
         checks = {}
         for form, with_offset in (("with_E", True), ("pure_power_law", False)):
-            refit = power_law.fit_power_law(t_c[t_use], t_l[t_use], with_offset=with_offset, delta=delta)
+            refit = power_law.fit_power_law(t_c[t_use], t_l[t_use], with_offset=with_offset, delta=delta,
+                                            fixed_E=pin_E)
             predicted = float(refit.predict(best["flops"]))
             checks[form] = {"predicted": predicted, "constants": refit.constants(),
                             "relative_error": abs(predicted - best["eval_loss"]) / best["eval_loss"]}
@@ -269,7 +281,7 @@ def _rollout(points: pd.DataFrame, min_sizes: int, fit_law) -> dict:
             "residual scatter)"}
 
 
-def _loss_vs_compute_backtest(delta: float, n_bootstrap: int, seed: int):
+def _loss_vs_compute_backtest(delta: float, n_bootstrap: int, seed: int, pin_E: float | None):
     """fit_law for L(C)'s rollout: both forms, predicted at each held size's best point."""
     def fit_law(train):
         c, loss = train["flops"].to_numpy(), train["eval_loss"].to_numpy()
@@ -277,7 +289,7 @@ def _loss_vs_compute_backtest(delta: float, n_bootstrap: int, seed: int):
         use = front if front.sum() >= 3 else np.ones_like(front)
         forms = {form: power_law.fit_power_law_bootstrap(
                      c[use], loss[use], with_offset=with_offset, groups=train["parent"].to_numpy()[use],
-                     n_bootstrap=n_bootstrap, seed=seed, delta=delta)
+                     n_bootstrap=n_bootstrap, seed=seed, delta=delta, fixed_E=pin_E)
                  for form, with_offset in (("with_E", True), ("pure_power_law", False))}
 
         def predict(held):
@@ -287,7 +299,7 @@ def _loss_vs_compute_backtest(delta: float, n_bootstrap: int, seed: int):
             for form, (f, boot) in forms.items():
                 out[form] = f.predict(at)
                 residuals = np.log(f.predict(c[use])) - np.log(loss[use])
-                n_params = 3 if form == "with_E" else 2
+                n_params = _free(3, pin_E) if form == "with_E" else 2
                 out["intervals"][form] = _prediction_interval(boot, _power_law_log(at), residuals,
                                                               n_params, seed)
             return out
@@ -301,21 +313,21 @@ def _chinchilla_log(n: np.ndarray, d: np.ndarray):
                             + s[:, 2:3] / d[None, :] ** s[:, 4:5])
 
 
-def _chinchilla_backtest(delta: float, n_bootstrap: int, seed: int):
+def _chinchilla_backtest(delta: float, n_bootstrap: int, seed: int, pin_E: float | None):
     """fit_law for Approach 3's rollout: every point of the held size (L-BFGS from the coarse
     start grid: one refit per k, and its bootstrap)."""
     def fit_law(train):
         n, d, loss = (train[c].to_numpy(np.float64) for c in ("params_active", "tokens", "eval_loss"))
         refit, boot = chinchilla.fit_chinchilla_bootstrap(
             n, d, loss, groups=train["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed,
-            starts=chinchilla.coarse_start_grid(), delta=delta)
+            starts=chinchilla.coarse_start_grid(), delta=delta, fixed_E=pin_E)
         residuals = np.log(refit.predict(n, d)) - np.log(loss)
 
         def predict(held):
             hn, hd = (held[c].to_numpy(np.float64) for c in ("params_active", "tokens"))
             return {"actual": held["eval_loss"].to_numpy(), "law": refit.predict(hn, hd),
                     "intervals": {"law": _prediction_interval(boot, _chinchilla_log(hn, hd), residuals,
-                                                              5, seed)}}
+                                                              _free(5, pin_E), seed)}}
         return predict
     return fit_law
 
@@ -343,10 +355,12 @@ def _allocation(
     return out
 
 
-def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float) -> dict:
+def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float,
+                pin_E: float | None = None) -> dict:
     n, d, loss, flops = (points[c].to_numpy() for c in ("params_active", "tokens", "eval_loss", "flops"))
     fit, boot = chinchilla.fit_chinchilla_bootstrap(
-        n, d, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed, delta=delta
+        n, d, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed, delta=delta,
+        fixed_E=pin_E,
     )
     if (why := fit.domain_error()) is not None:
         return {**_skipped(why), "fitted_constants": fit.constants()}
@@ -356,7 +370,8 @@ def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float)
         "form": "L(N, D) = E + A/N^alpha + B/D^beta",
         "points": fit.n_points,
         "constants": fit.constants(),
-        **_uncertainty(boot),
+        **_uncertainty(boot, pinned=pin_E is not None),
+        "E_pinned": pin_E is not None,
         "allocation": _allocation(fit, boot, axis),
         "allocation_6nd": _allocation(fit, boot, chinchilla.SIX_ND),
     }
@@ -365,7 +380,8 @@ def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             refit = chinchilla.fit_chinchilla(
-                *(train[c].to_numpy() for c in ("params_active", "tokens", "eval_loss")), delta=delta
+                *(train[c].to_numpy() for c in ("params_active", "tokens", "eval_loss")), delta=delta,
+                fixed_E=pin_E,
             )
         predicted = refit.predict(held["params_active"].to_numpy(), held["tokens"].to_numpy())
         actual = held["eval_loss"].to_numpy()
@@ -519,6 +535,7 @@ def fit_study(
     seed: int = 0,
     delta: float = optimize.HUBER_DELTA,
     backtest: bool = True,
+    pin_E: float | None = None,
 ) -> dict:
     """Every law the results support (see the module docstring); skipped laws give a reason.
 
@@ -537,12 +554,13 @@ def fit_study(
     sizes = np.unique(family["params_active"]) if len(family) else np.array([])
     laws: dict[str, dict] = {}
     if sizes.size >= 3:
-        laws["loss_vs_compute"] = _guarded(_loss_vs_compute, family, label, n_bootstrap, seed, delta)
+        laws["loss_vs_compute"] = _guarded(_loss_vs_compute, family, label, n_bootstrap, seed, delta,
+                                           pin_E)
     else:
         laws["loss_vs_compute"] = _skipped(f"needs final rows of >= 3 distinct sizes, got {sizes.size}")
     n_tokens = np.unique(np.round(np.log10(family["tokens"]), 3)).size if len(family) else 0
     if len(family) >= 6 and sizes.size >= 3 and n_tokens >= 3:
-        laws["chinchilla_approach3"] = _guarded(_chinchilla, family, n_bootstrap, seed, delta)
+        laws["chinchilla_approach3"] = _guarded(_chinchilla, family, n_bootstrap, seed, delta, pin_E)
     else:
         laws["chinchilla_approach3"] = _skipped(
             f"needs >= 6 final points with >= 3 sizes and >= 3 token counts, got {len(family)} "
@@ -553,7 +571,7 @@ def fit_study(
                                           ("chinchilla_approach3", 3, _chinchilla_backtest)):
             if laws[key]["status"] == "fitted":
                 laws[key]["backtest"] = _rollout(family, min_sizes,
-                                                 predictor(delta, n_bootstrap, seed))
+                                                 predictor(delta, n_bootstrap, seed, pin_E))
     laws["isoflop_approach2"] = _guarded(_isoflop, family, n_bootstrap, seed)
     laws["envelope_approach1"] = _guarded(_envelope, family, curves, n_bootstrap, seed)
     laws["moe"] = _guarded(_moe, points, n_bootstrap, seed, delta) if len(points) else _skipped("no points")
@@ -582,6 +600,7 @@ def fit_study(
             "seed": seed,
             "objective": {"loss": "huber" if math.isfinite(delta) else "mse", "delta": delta,
                           "on": "log-loss residuals"},
+            "pinned_E": pin_E,
             "data": data,
             "laws": laws,
         }
@@ -620,6 +639,9 @@ def irreducible_loss(law: dict) -> dict:
     the bound E = 0. When it does, the data (too little curvature in log-log) cannot tell E from 0:
     the fit is effectively the pure power law, and E's interval says nothing."""
     estimate = float(law["constants"]["E"])
+    if law.get("E_pinned"):
+        return {"identified": True, "pinned": True,
+                "note": f"E is pinned at {estimate:.4g} (given, not fitted: no interval)"}
     low = ((law.get("intervals") or {}).get("E") or [estimate])[0]
     identified = estimate > E_BOUND_TOLERANCE and low > E_BOUND_TOLERANCE
     note = ("E is identified" if identified else
@@ -740,6 +762,8 @@ def report_section(fit: dict) -> str:
             lines.append(_bootstrap_line(law))
             if not law.get("irreducible_loss", {"identified": True})["identified"]:
                 lines.append(f"\n**{law['irreducible_loss']['note']}.**")
+            elif law.get("irreducible_loss", {}).get("pinned"):
+                lines.append(f"\n{law['irreducible_loss']['note']}.")
         if key == "loss_vs_compute":
             pure = law["pure_power_law"]
             lines.append(f"\nPure power law `{pure['form']}`: {_constants_line(pure)}")
