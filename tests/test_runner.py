@@ -93,6 +93,18 @@ def test_cooldown_branches_fork_in_the_stable_phase_at_checkpoints():
     assert "incl. 2 cooldown branches" in table
 
 
+def test_runs_checkpoint_by_wall_clock_as_the_study_says(tmp_path):
+    from neoscale.runner import study as study_lib
+
+    study = base_config()
+    study.train.batch_size = 8
+    (run,) = plan_lib.make_plan(["cpu-100k"], plan_lib.parse_budget(steps=100), vocab_size=512,
+                                seq_len=64, train=study.train)
+    assert study_lib.run_config(run, study, tmp_path, str(tmp_path)).checkpoint_minutes == 30.0
+    study.train.checkpoint_minutes = 5.0
+    assert study_lib.run_config(run, study, tmp_path, str(tmp_path)).checkpoint_minutes == 5.0
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"tokens": 1e6, "steps": 10}, "conflicting budgets"),
     ({"flops": "1e12,abc"}, "not a number"),

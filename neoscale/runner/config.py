@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
         "clip_norm": 1.0,
         "evals_per_run": 10,  # evaluation points per run (rows of results.csv)
         "checkpoints_per_run": 10,
+        # Also save when this many minutes have passed since the last save (a preempted 1.3B run
+        # loses minutes, not the ~1.5 h between step-count checkpoints); None: by steps only.
+        "checkpoint_minutes": 30.0,
         "keep_checkpoints": 2,
         "log_every": 10,
         "tensorboard": True,
