@@ -10,6 +10,10 @@
   --where="source == 'chinchilla'"   keeps the rows a pandas query selects (the table's columns);
   --group_by=COLUMN                  fits each value of COLUMN on its own, into OUT/<value>/;
   --loss=mse                         squared error on log losses instead of Huber (--huber_delta).
+  --group_by=COLUMN --compare=BASELINE
+                                     compute multipliers: how much less compute each other group
+                                     needs than BASELINE for the same loss, across compute, with
+                                     95% intervals, into OUT/multiplier.json and multiplier.png.
 
 Unit checks (bad input, exit 2): with both a tokens and a FLOPs column, the FLOPs per parameter
 per token, median over rows, must be 4 to 12 (training FLOPs are ~6·N·D; ~2 means forward-only
@@ -51,6 +55,12 @@ flags.DEFINE_string("group_by", None, "fit each value of this column separately 
 flags.DEFINE_enum("loss", "huber", ["huber", "mse"], "objective on log-loss residuals")
 flags.DEFINE_float("huber_delta", 1e-3, "--loss=huber: δ (Hoffmann et al.: 1e-3)")
 flags.DEFINE_integer("vocab_size", None, "--results: vocabulary size, to check losses are in nats")
+flags.DEFINE_string(
+    "compare", None,
+    "with --group_by=COLUMN: the baseline value of COLUMN (variant A); every other group B is "
+    "compared with it: the compute multiplier C_A(L)/C_B(L) at equal loss (> 1: B needs less "
+    "compute), across A's compute and 10x/100x beyond, with 95% paired-bootstrap intervals, into "
+    "OUT/multiplier.json and OUT/multiplier.png (instead of per-group fits)")
 
 FORWARD_ONLY_BELOW = 4.0  # FLOPs/(N·D): training is ~6 (forward 2 + backward 4); forward-only ~2
 TOO_MANY_FLOPS_ABOVE = 12.0
@@ -92,9 +102,12 @@ def _select(raw):
         return [(None, raw)]
     if FLAGS.group_by not in raw.columns:
         raise ValueError(f"--group_by={FLAGS.group_by!r} is not a column; columns are {list(raw.columns)}")
-    # A group's name is also its output folder: keep it to letters, digits and ._-
-    return [(re.sub(r"[^A-Za-z0-9._-]+", "_", str(value)), rows)
-            for value, rows in raw.groupby(FLAGS.group_by, sort=True)]
+    return [(_group_name(value), rows) for value, rows in raw.groupby(FLAGS.group_by, sort=True)]
+
+
+def _group_name(value) -> str:
+    """A group's name is also its output folder: letters, digits and ._- only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value))
 
 
 def check_units(table, vocab_size: int | None = None) -> None:
@@ -196,10 +209,55 @@ def _refit_study(workdir: epath.Path) -> dict | None:
             "laws": {k: v["status"] for k, v in fit["laws"].items()}}
 
 
+def _baseline(names: list[str], wanted: str) -> str:
+    """The group --compare names: by its (folder) name, or as a number (--compare=1 for 1.0)."""
+    for name in names:
+        if name == _group_name(wanted):
+            return name
+    try:
+        return next(name for name in names if float(name) == float(wanted))
+    except (ValueError, StopIteration):
+        raise ValueError(f"--compare={wanted!r} is not a value of --group_by={FLAGS.group_by!r}; its "
+                         f"values are {names}") from None
+
+
+def _compare(delta: float) -> dict:
+    """--compare: each group's compute multiplier over the baseline group (scaling.multiplier)."""
+    from neoscale import plots
+    from neoscale.scaling import multiplier
+
+    if not FLAGS.group_by:
+        raise ValueError("--compare=BASELINE needs --group_by=COLUMN: the column whose values are "
+                         "the variants")
+    tables, _, out_dir = _load()
+    names = [name for name, _ in tables]
+    if len(names) < 2:
+        raise ValueError(f"--group_by={FLAGS.group_by!r} has one value ({names[0]}): --compare needs "
+                         "two or more")
+    baseline = _baseline(names, FLAGS.compare)
+    kw = {"n_bootstrap": FLAGS.n_bootstrap, "delta": delta}
+    base = multiplier.fit_variant(dict(tables)[baseline], baseline, seed=FLAGS.seed, **kw)
+    comparisons = {}
+    for i, (name, table) in enumerate((n, t) for n, t in tables if n != baseline):
+        variant = multiplier.fit_variant(table, name, seed=FLAGS.seed + 1 + i, **kw)
+        comparisons[name] = multiplier.compare_fits(base, variant)
+        for note in comparisons[name]["notes"]:
+            print(f"{PROG}: note: {name} vs {baseline}: {note}", file=sys.stderr)
+    doc = {"group_by": FLAGS.group_by, "baseline": baseline, "n_bootstrap": FLAGS.n_bootstrap,
+           "seed": FLAGS.seed, "what": multiplier.WHAT, "comparisons": comparisons}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "multiplier.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+    figures = plots.draw_multiplier(doc, out_dir) if FLAGS.plots else []
+    return {"multiplier": str(out_dir / "multiplier.json"), "plots": [str(p) for p in figures],
+            "baseline": baseline,
+            "comparisons": {k: multiplier.summary_line(v) for k, v in comparisons.items()}}
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags")
-    custom = FLAGS.where or FLAGS.group_by or FLAGS["loss"].present or FLAGS["huber_delta"].present
+    custom = (FLAGS.where or FLAGS.group_by or FLAGS.compare is not None or FLAGS["loss"].present
+              or FLAGS["huber_delta"].present)
     if (FLAGS.workdir and not FLAGS.results and FLAGS.plots and FLAGS.out_dir in (None, FLAGS.workdir)
             and not custom):
         try:
@@ -212,6 +270,12 @@ def main(argv: list[str]) -> None:
     if FLAGS.huber_delta <= 0:
         _fail(f"--huber_delta must be positive, got {FLAGS.huber_delta}")
     delta = FLAGS.huber_delta if FLAGS.loss == "huber" else float("inf")
+    if FLAGS.compare is not None:
+        try:
+            print(json.dumps(_compare(delta)))
+        except (ValueError, FileNotFoundError) as error:
+            _fail(str(error))
+        return
     summaries = {}
     try:
         from neoscale import plots, scaling

@@ -439,6 +439,48 @@ def rollout_backtest(fit: dict):
     return fig
 
 
+def compute_multiplier(comparison: dict):
+    """Compute multiplier of each variant over the baseline against the baseline's compute, with
+    its 95% band (neoscale.scaling.multiplier): solid where both laws are inside their data,
+    dashed where either extrapolates.
+
+    comparison: {"baseline": name, "comparisons": {name: multiplier.compare() result}}.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cmap = plt.get_cmap("tab10")
+    shown = [1.0]  # every multiplier and band end drawn, to frame a log axis
+    for i, (name, result) in enumerate(comparison["comparisons"].items()):
+        rows = result["by_compute"]
+        c = np.array([r["compute"] for r in rows], float)
+        m = np.array([np.nan if r["multiplier"] is None else r["multiplier"] for r in rows], float)
+        outside = np.array([r["extrapolates"]["A"] or r["extrapolates"]["B"] for r in rows])
+        dashed = outside | np.r_[outside[1:], False] | np.r_[False, outside[:-1]]  # joins the pieces
+        ax.plot(c, np.where(outside, np.nan, m), "-", color=cmap(i), lw=1.6, label=f"{name}")
+        ax.plot(c, np.where(dashed, m, np.nan), "--", color=cmap(i), lw=1.2)
+        shown += list(m)
+        if rows[0]["interval"] is not None:
+            band = np.array([[np.nan if v is None else v for v in r["interval"]] for r in rows], float)
+            ax.fill_between(c, band[:, 0], band[:, 1], color=cmap(i), alpha=0.15)
+            shown += list(band.ravel())
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    shown = np.array(shown)
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    ax.set_yscale("log")
+    ax.set_ylim(shown.min() / 1.25, shown.max() * 1.25)  # a band down to 0 runs off the bottom
+    ax.set_xlabel(f"compute of the baseline {comparison['baseline']!r} C (FLOPs)")
+    ax.set_ylabel("multiplier C_A(L) / C_B(L) at A's loss L(C)")
+    ax.set_title("Compute multiplier at equal loss (> 1: less compute than the baseline)\n"
+                 "shaded: 95% paired bootstrap band; dashed: extrapolated", fontsize=9)
+    _legend(ax, f"vs {comparison['baseline']}")
+    return fig
+
+
+def draw_multiplier(comparison: dict, out_dir) -> list[epath.Path]:
+    """multiplier.png and .svg of `compute_multiplier` in out_dir; returns the paths."""
+    return _save(compute_multiplier(comparison), epath.Path(out_dir), "multiplier")
+
+
 def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[epath.Path]:
     """Writes PNG and SVG of every figure the data and fit support; returns the paths."""
     out_dir = epath.Path(out_dir)

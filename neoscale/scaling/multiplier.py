@@ -1,0 +1,269 @@
+"""Compute multipliers: how much compute variant B saves over variant A at equal loss.
+
+Each variant's final runs get the loss-vs-compute law of fit.json's ``loss_vs_compute``,
+L(C) = E + A·C^(−α), fitted on their compute–loss Pareto frontier (study.pareto_frontier; all
+points when the frontier has fewer than 3) of one family (study.law_family) with
+power_law.fit_power_law_bootstrap. The multiplier at loss L is
+
+    m(L) = C_A(L) / C_B(L),   C_X(L) = (A_X / (L − E_X))^(1/α_X)   (> 1: B needs less compute),
+
+and "across compute" reads it at the loss A reaches with compute C: m(C) = C / C_B(L_A(C)).
+A loss at or below a law's E is never reached by that variant: m = 0 when B cannot reach it,
+inf when A cannot. The 95% intervals come from a paired bootstrap: A's and B's runs are
+resampled independently (bootstrap.bootstrap_huber, one refit per resample each) and the i-th
+accepted refit of A is paired with the i-th of B. Intervals here are order-statistic percentiles
+(a multiplier can be 0 or inf in some refits, so they are kept rather than dropped).
+
+The multiplier is constant only when the exponents agree (and the E's): the interval of
+α_B − α_A says whether the data can tell; ``trend`` gives m's change over A's data and beyond.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from neoscale.scaling import bootstrap, optimize, power_law, results
+from neoscale.scaling.study import _clean, law_family, pareto_frontier
+
+GRID_POINTS = 13  # compute values across A's data, and again from its largest compute to 100x
+EXTRAPOLATION_FACTORS = (10.0, 100.0)
+N_LOSSES = 4
+WHAT = ("multiplier m = C_A(L) / C_B(L): the compute variant A needs to reach loss L over the "
+        "compute variant B needs (> 1: B needs less); across compute, m(C) = C / C_B(L_A(C)) at the "
+        "loss A's law reaches with compute C; 0: B never reaches that loss (it is below B's E), inf: "
+        "A never does")
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantFit:
+    """One variant's L(C) on its frontier points (n,), with its bootstrap of (E, A, α)."""
+
+    name: str
+    family: str
+    fit: power_law.PowerLawFit
+    boot: bootstrap.Bootstrap
+    compute: np.ndarray  # (n,) frontier compute
+    loss: np.ndarray  # (n,) frontier loss
+    sizes: int
+    on_frontier: bool
+
+    @property
+    def samples(self) -> np.ndarray:
+        """(k, 3) accepted refits (E, A, α)."""
+        return self.boot.samples
+
+    def constants(self) -> np.ndarray:
+        """(1, 3) the full fit's (E, A, α)."""
+        return np.array([[self.fit.E, self.fit.A, self.fit.alpha]])
+
+    def summary(self) -> dict:
+        return {"name": self.name, "family": self.family, "sizes": self.sizes,
+                "points": int(self.compute.size), "on_frontier": self.on_frontier,
+                "compute_range": [self.compute.min(), self.compute.max()],
+                "loss_range": [self.loss.min(), self.loss.max()],
+                "constants": self.fit.constants(), "intervals": self.boot.intervals(),
+                "interval_note": self.boot.note, "bootstrap": self.boot.summary()}
+
+
+def fit_variant(table: pd.DataFrame, name: str, *, n_bootstrap: int = 200, seed: int = 0,
+                delta: float = optimize.HUBER_DELTA) -> VariantFit:
+    """L(C) of one variant's results (a results table or final_points' frame); ValueError naming
+    the variant when it has fewer than 3 sizes or its loss does not fall with compute."""
+    points, _ = results.final_points(table)
+    if points.empty:
+        raise ValueError(f"variant {name!r} has no finished runs with positive params, tokens, flops "
+                         "and loss")
+    family, label = law_family(points)
+    sizes = np.unique(family["params_active"]).size
+    if sizes < 3:
+        raise ValueError(f"variant {name!r} has final runs of {sizes} distinct size(s) ({label}): "
+                         "a loss-vs-compute law needs >= 3")
+    compute, loss = family["flops"].to_numpy(), family["eval_loss"].to_numpy()
+    frontier = pareto_frontier(compute, loss)
+    use = frontier if frontier.sum() >= 3 else np.ones_like(frontier)
+    with np.errstate(all="ignore"):
+        fit, boot = power_law.fit_power_law_bootstrap(
+            compute[use], loss[use], groups=family["parent"].to_numpy()[use], n_bootstrap=n_bootstrap,
+            seed=seed, delta=delta)
+    if not fit.alpha > 0:
+        raise ValueError(f"variant {name!r}: the fitted exponent alpha = {fit.alpha:.3g} is not "
+                         "positive (its loss does not fall with compute)")
+    return VariantFit(name, label, fit, boot, compute[use], loss[use], sizes,
+                      bool(frontier.sum() >= 3))
+
+
+def loss_at(constants: np.ndarray, compute) -> np.ndarray:
+    """(k, m) L = E + A·C^(−α) of constants (k, 3) at compute (m,)."""
+    c = np.asarray(compute, np.float64)[None, :]
+    return constants[:, :1] + constants[:, 1:2] * c ** -constants[:, 2:3]
+
+
+def compute_for(constants: np.ndarray, loss) -> np.ndarray:
+    """(k, m) compute C_X(L) = (A / (L − E))^(1/α) of constants (k, 3) at losses L (k, m) or (m,);
+    inf where L <= E (never reached)."""
+    loss = np.broadcast_to(np.asarray(loss, np.float64), (constants.shape[0], np.shape(loss)[-1]))
+    gap = loss - constants[:, :1]
+    with np.errstate(all="ignore"):
+        out = (constants[:, 1:2] / gap) ** (1 / constants[:, 2:3])
+    return np.where(gap > 0, out, np.inf)
+
+
+def by_compute(a: np.ndarray, b: np.ndarray, compute) -> np.ndarray:
+    """(k, m) m(C) = C / C_B(L_A(C)) for paired constants a, b (k, 3) at A's compute (m,)."""
+    return np.asarray(compute, np.float64)[None, :] / compute_for(b, loss_at(a, compute))
+
+
+def by_loss(a: np.ndarray, b: np.ndarray, loss) -> np.ndarray:
+    """(k, m) m(L) = C_A(L) / C_B(L); nan where neither law reaches L."""
+    with np.errstate(invalid="ignore"):
+        return compute_for(a, loss) / compute_for(b, loss)
+
+
+def _interval(samples: np.ndarray) -> np.ndarray:
+    """(2, ...) 95% percentile interval over axis 0 by order statistics: 0 and inf samples count
+    (percentile_interval would drop them), nan ones (neither law reaches the loss) do not."""
+    tail = 100 * (1 - bootstrap.LEVEL) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-nan column: a nan interval
+        return np.nanpercentile(samples, [tail, 100 - tail], axis=0, method="inverted_cdf")
+
+
+def _overlap(a: VariantFit, b: VariantFit) -> dict:
+    low, high = max(a.loss.min(), b.loss.min()), min(a.loss.max(), b.loss.max())
+    if low < high:
+        return {"loss_range": [low, high], "note": None}
+    return {"loss_range": None,
+            "note": (f"the loss ranges do not overlap: {a.name!r} reached "
+                     f"[{a.loss.min():.4g}, {a.loss.max():.4g}], {b.name!r} "
+                     f"[{b.loss.min():.4g}, {b.loss.max():.4g}]; every multiplier extrapolates at "
+                     "least one law beyond its data")}
+
+
+def _entry(value: float, interval, **fields) -> dict:
+    return {**fields, "multiplier": value,
+            "interval": None if interval is None else [interval[0], interval[1]]}
+
+
+def _trend(m_point: np.ndarray, m_samples: np.ndarray | None, i: int, j: int, grid, where: str) -> dict:
+    """m(C_j) / m(C_i): > 1 the multiplier grows from grid[i] to grid[j]."""
+    with np.errstate(all="ignore"):
+        ratio = m_point[j] / m_point[i]
+        band = None if m_samples is None else _interval(m_samples[:, j] / m_samples[:, i])
+    if band is None:
+        verdict = "no interval"
+    else:
+        verdict = "grows" if band[0] > 1 else "shrinks" if band[1] < 1 else "constant within the interval"
+    return {"from_compute": grid[i], "to_compute": grid[j], "where": where, "ratio": ratio,
+            "interval": None if band is None else list(band), "verdict": verdict}
+
+
+def compare(table_a: pd.DataFrame, table_b: pd.DataFrame, *, names=("A", "B"), n_bootstrap: int = 200,
+            seed: int = 0, delta: float = optimize.HUBER_DELTA) -> dict:
+    """The compute multiplier of variant B over A (module docstring), JSON-serialisable.
+
+    A's and B's bootstraps use seeds `seed` and `seed + 1` (independent resamples)."""
+    a = fit_variant(table_a, names[0], n_bootstrap=n_bootstrap, seed=seed, delta=delta)
+    b = fit_variant(table_b, names[1], n_bootstrap=n_bootstrap, seed=seed + 1, delta=delta)
+    return compare_fits(a, b)
+
+
+def compare_fits(a: VariantFit, b: VariantFit) -> dict:
+    """compare() on two fitted variants (a baseline fitted once serves several comparisons)."""
+    c_min, c_max = a.compute.min(), a.compute.max()
+    grid = np.concatenate([np.geomspace(c_min, c_max, GRID_POINTS),
+                           np.geomspace(c_max, c_max * max(EXTRAPOLATION_FACTORS), GRID_POINTS)[1:]])
+    paired = min(a.boot.accepted, b.boot.accepted)
+    notes = [f"{v.name!r} has no interval: {v.boot.note}" for v in (a, b) if not v.boot.has_interval]
+    has_interval = not notes
+    sa, sb = a.samples[:paired], b.samples[:paired]
+    pa, pb = a.constants(), b.constants()
+    m_point = by_compute(pa, pb, grid)[0]
+    m_samples = by_compute(sa, sb, grid) if has_interval else None
+    bands = _interval(m_samples) if has_interval else None
+    loss_a = loss_at(pa, grid)[0]
+    b_low, b_high = b.loss.min(), b.loss.max()
+    compute_rows = []
+    with np.errstate(divide="ignore"):
+        compute_b = grid / m_point  # inf where B never reaches A's loss
+    for i, c in enumerate(grid):
+        compute_rows.append(_entry(
+            m_point[i], None if bands is None else bands[:, i],
+            compute=c, factor=c / c_max, loss=loss_a[i], compute_B=compute_b[i],
+            extrapolates={"A": bool(c > c_max * (1 + 1e-9)),
+                          "B": bool(not b_low * (1 - 1e-9) <= loss_a[i] <= b_high * (1 + 1e-9))}))
+    headline = [dict(compute_rows[GRID_POINTS // 2], where="middle of A's compute range (log scale)")]
+    headline += [dict(row, where="A's largest compute" if row["factor"] < 1.5 else
+                      f"{row['factor']:.0f}x beyond A's largest compute (extrapolated)")
+                 for row in compute_rows[GRID_POINTS - 1:]
+                 if np.isclose(row["factor"], (1.0, *EXTRAPOLATION_FACTORS), rtol=1e-6).any()]
+    overlap = _overlap(a, b)
+    if overlap["note"]:
+        notes.append(overlap["note"])
+    low, high = overlap["loss_range"] or (a.loss.min(), a.loss.max())
+    losses = np.geomspace(low, high, N_LOSSES)
+    ml_point = by_loss(pa, pb, losses)[0]
+    ml_bands = _interval(by_loss(sa, sb, losses)) if has_interval else None
+    loss_rows = [_entry(ml_point[i], None if ml_bands is None else ml_bands[:, i], loss=losses[i],
+                        compute_A=compute_for(pa, losses[i:i + 1])[0, 0],
+                        compute_B=compute_for(pb, losses[i:i + 1])[0, 0],
+                        extrapolates={k: bool(not v.loss.min() * (1 - 1e-9) <= losses[i]
+                                              <= v.loss.max() * (1 + 1e-9)) for k, v in (("A", a), ("B", b))})
+                 for i in range(N_LOSSES)]
+    unreachable = m_point == 0
+    if unreachable.any():
+        notes.append(f"{b.name!r} never reaches the loss {a.name!r}'s law gives beyond "
+                     f"{grid[np.argmax(unreachable)]:.3g} FLOPs (below B's E = {b.fit.E:.4g}): "
+                     "multiplier 0 there")
+    diff = b.fit.alpha - a.fit.alpha
+    diff_band = _interval(sb[:, 2] - sa[:, 2]) if has_interval else None
+    if diff_band is None:
+        constant, verdict = None, "unknown: no interval"
+    elif diff_band[0] <= 0 <= diff_band[1]:
+        constant, verdict = True, ("constant: the exponents agree within their interval (alpha_B − "
+                                   "alpha_A contains 0), so the data cannot tell a multiplier that "
+                                   "changes with scale from a constant one (different E's still bend "
+                                   "it near the floor: see trend)")
+    else:
+        constant = False
+        verdict = (f"{'grows' if diff > 0 else 'shrinks'} with compute: {b.name!r}'s loss falls "
+                   f"{'faster' if diff > 0 else 'slower'} with compute (alpha_B − alpha_A excludes 0)")
+    exponents = {"alpha_A": a.fit.alpha, "alpha_B": b.fit.alpha, "difference": diff,
+                 "interval": None if diff_band is None else list(diff_band), "constant": constant,
+                 "verdict": verdict}
+    last = len(grid) - 1
+    trend = [_trend(m_point, m_samples, 0, GRID_POINTS - 1, grid, "across A's data"),
+             _trend(m_point, m_samples, GRID_POINTS - 1, last, grid,
+                    f"A's largest compute to {max(EXTRAPOLATION_FACTORS):.0f}x beyond (extrapolated)")]
+    return _clean({
+        "what": WHAT,
+        "law": "L(C) = E + A·C^(−alpha) on each variant's compute–loss Pareto frontier",
+        "A": a.summary(), "B": b.summary(),
+        "level": bootstrap.LEVEL,
+        "paired_resamples": paired if has_interval else 0,
+        "headline": headline,
+        "by_compute": compute_rows,
+        "by_loss": loss_rows,
+        "exponents": exponents,
+        "trend": trend,
+        "overlap": overlap,
+        "notes": notes,
+    })
+
+
+def summary_line(result: dict) -> dict:
+    """The CLI's short summary of one comparison: the headline multipliers and the verdict."""
+    def fmt(row):
+        text = f"{row['multiplier']:.3g}" if row["multiplier"] is not None else "n/a"
+        return text + (f" [{row['interval'][0]:.3g}, {row['interval'][1]:.3g}]"
+                       if row["interval"] and None not in row["interval"] else "")
+    keys = ["at_mid_compute", "at_largest_compute"] + [f"x{f:.0f}" for f in EXTRAPOLATION_FACTORS]
+    out = {key: fmt(row) for key, row in zip(keys, result["headline"], strict=True)}
+    out["scale"] = result["exponents"]["verdict"].split(":")[0]
+    out["trend_in_data"] = result["trend"][0]["verdict"]
+    if result["notes"]:
+        out["notes"] = result["notes"]
+    return out
