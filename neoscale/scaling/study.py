@@ -715,12 +715,15 @@ def _backtest_lines(law: dict) -> list[str]:
 
 
 def _coverage_mark(prediction: dict, form: str) -> str:
-    """' [lo, hi] ✓' (the prediction interval, the actual inside) or '' without an interval."""
+    """' [lo, hi] ✓' (one point: its prediction interval, ✓ if the actual is inside), ' (2/3 inside
+    their bands)' (several points of the held size), or '' without an interval."""
     band = (prediction.get("prediction_interval") or {}).get(form)
     if band is None:
         return ""
-    lo, hi = np.min(band[0]), np.max(band[1])
-    return f" [{lo:.4g}, {hi:.4g}] {'✓' if prediction['covered'][form] == 1 else '✗'}"
+    low, high = np.atleast_1d(band[0]), np.atleast_1d(band[1])
+    if low.size > 1:
+        return f" ({round(prediction['covered'][form] * low.size)}/{low.size} inside their bands)"
+    return f" [{low[0]:.4g}, {high[0]:.4g}] {'✓' if prediction['covered'][form] == 1 else '✗'}"
 
 
 def report_section(fit: dict) -> str:
