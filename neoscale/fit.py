@@ -1,7 +1,7 @@
 """Refit and redraw a study's scaling laws from saved results, without training.
 
   python -m neoscale.fit --workdir=DIR
-      reads DIR/results.csv (+ DIR/runs/*/metrics.jsonl), writes DIR/fit.json and DIR/plots/;
+      reads DIR/results.csv (+ DIR/runs/*/metrics.jsonl, config.json), writes DIR/fit.json and DIR/plots/;
       for a study's own workdir (DIR/plan.json) also DIR/report.md, exactly as the study's end
       does (its fit settings, unless --n_bootstrap / --seed are given), so nothing goes stale.
   python -m neoscale.fit --results=FILE.csv --params_column="Model Size" \
@@ -235,13 +235,10 @@ def _compare(delta: float) -> dict:
         raise ValueError(f"--group_by={FLAGS.group_by!r} has one value ({names[0]}): --compare needs "
                          "two or more")
     baseline = _baseline(names, FLAGS.compare)
-    kw = {"n_bootstrap": FLAGS.n_bootstrap, "delta": delta}
-    base = multiplier.fit_variant(dict(tables)[baseline], baseline, seed=FLAGS.seed, **kw)
-    comparisons = {}
-    for i, (name, table) in enumerate((n, t) for n, t in tables if n != baseline):
-        variant = multiplier.fit_variant(table, name, seed=FLAGS.seed + 1 + i, **kw)
-        comparisons[name] = multiplier.compare_fits(base, variant)
-        for note in comparisons[name]["notes"]:
+    comparisons = multiplier.compare_groups(dict(tables), baseline, n_bootstrap=FLAGS.n_bootstrap,
+                                            seed=FLAGS.seed, delta=delta)
+    for name, result in comparisons.items():
+        for note in result["notes"]:
             print(f"{PROG}: note: {name} vs {baseline}: {note}", file=sys.stderr)
     doc = {"group_by": FLAGS.group_by, "baseline": baseline, "n_bootstrap": FLAGS.n_bootstrap,
            "seed": FLAGS.seed, "what": multiplier.WHAT, "comparisons": comparisons}
@@ -281,10 +278,11 @@ def main(argv: list[str]) -> None:
         from neoscale import plots, scaling
 
         tables, curves, out_root = _load()
+        schedules = scaling.load_schedules(FLAGS.workdir) if FLAGS.workdir else None
         for name, table in tables:
             out_dir = out_root if name is None else out_root / name
-            fit = scaling.fit_study(table, curves=curves, n_bootstrap=FLAGS.n_bootstrap, seed=FLAGS.seed,
-                                    delta=delta)
+            fit = scaling.fit_study(table, curves=curves, schedules=schedules, n_bootstrap=FLAGS.n_bootstrap,
+                                    seed=FLAGS.seed, delta=delta)
             where = "" if name is None else f" ({FLAGS.group_by} = {name})"
             for entry in fit["data"]["dropped"]:
                 print(f"{PROG}: dropped {entry['run']}{where}: {entry['reason']}", file=sys.stderr)

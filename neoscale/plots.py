@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from neoscale.scaling import chinchilla, isoflop  # noqa: E402
+from neoscale.scaling import chinchilla, curve_law, isoflop  # noqa: E402
 from neoscale.scaling import results as results_lib  # noqa: E402
 from neoscale.scaling.study import law_family  # noqa: E402
 
@@ -502,4 +502,12 @@ def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[epath.Path]:
         paths += _save(moe_frontiers(points, fit), out_dir, "moe_frontiers")
     if (figure := rollout_backtest(fit)) is not None:
         paths += _save(figure, out_dir, "backtest")
+    if _fitted(fit, "compute_multiplier"):
+        law = fit["laws"]["compute_multiplier"]
+        compared = {k: v for k, v in law["comparisons"].items() if v.get("status") != "skipped"}
+        if compared:
+            figure = compute_multiplier({**law, "comparisons": compared})
+            paths += _save(figure, out_dir, "compute_multiplier")
+    if _fitted(fit, "curve_law"):
+        paths += _save(curve_law.figure(fit["laws"]["curve_law"], all_rows), out_dir, "curve_law")
     return paths

@@ -330,8 +330,8 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
         from neoscale import scaling
 
         curves = scaling.load_curves(workdir)  # per-step metrics: Approach 1 and the run curves
-        fit = scaling.fit_study(frame, curves=curves, n_bootstrap=int(study.fit.n_bootstrap),
-                                seed=int(study.fit.seed))
+        fit = scaling.fit_study(frame, curves=curves, schedules=scaling.load_schedules(workdir),
+                                n_bootstrap=int(study.fit.n_bootstrap), seed=int(study.fit.seed))
     except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
         fit = {"error": failure_reason(error)}
         failures["fit"] = fit["error"]

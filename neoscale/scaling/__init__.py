@@ -8,6 +8,7 @@ from neoscale.scaling.chinchilla import (
     fit_chinchilla_bootstrap,
     fit_compute_axis,
 )
+from neoscale.scaling.curve_law import CurveLaw, Schedule, fit_curve_law, load_schedules
 from neoscale.scaling.envelope import EnvelopeFit, fit_envelope
 from neoscale.scaling.isoflop import IsoFlopFit, fit_isoflop
 from neoscale.scaling.moe import (
@@ -25,6 +26,7 @@ __all__ = [
     "Bootstrap",
     "ChinchillaFit",
     "ComputeAxis",
+    "CurveLaw",
     "ClarkFit",
     "EnvelopeFit",
     "IsoFlopFit",
@@ -34,6 +36,7 @@ __all__ = [
     "fit_chinchilla_bootstrap",
     "fit_clark",
     "fit_compute_axis",
+    "fit_curve_law",
     "fit_envelope",
     "fit_isoflop",
     "fit_moe_chinchilla",
@@ -42,9 +45,11 @@ __all__ = [
     "from_table",
     "load_curves",
     "load_results",
+    "load_schedules",
     "percentile_interval",
     "Requirement",
     "report_section",
     "resample_weights",
     "saturated_experts",
+    "Schedule",
 ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -195,9 +196,9 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
             compute=c, factor=c / c_max, loss=loss_a[i], compute_B=compute_b[i],
             extrapolates={"A": bool(c > c_max * (1 + 1e-9)),
                           "B": bool(not b_low * (1 - 1e-9) <= loss_a[i] <= b_high * (1 + 1e-9))}))
-    headline = [dict(compute_rows[GRID_POINTS // 2], where="middle of A's compute range (log scale)")]
-    headline += [dict(row, where="A's largest compute" if row["factor"] < 1.5 else
-                      f"{row['factor']:.0f}x beyond A's largest compute (extrapolated)")
+    headline = [dict(compute_rows[GRID_POINTS // 2], where=f"middle of {a.name}'s compute range (log scale)")]
+    headline += [dict(row, where=f"{a.name}'s largest compute" if row["factor"] < 1.5 else
+                      f"{row['factor']:.0f}x beyond {a.name}'s largest compute (extrapolated)")
                  for row in compute_rows[GRID_POINTS - 1:]
                  if np.isclose(row["factor"], (1.0, *EXTRAPOLATION_FACTORS), rtol=1e-6).any()]
     overlap = _overlap(a, b)
@@ -252,6 +253,17 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
         "overlap": overlap,
         "notes": notes,
     })
+
+
+def compare_groups(tables: Mapping[str, pd.DataFrame], baseline: str, *, n_bootstrap: int = 200,
+                   seed: int = 0, delta: float = optimize.HUBER_DELTA) -> dict[str, dict]:
+    """Each group's comparison with the baseline group (the baseline fitted once; group i's
+    bootstrap seeded seed + 1 + i): {name: compare_fits() result}."""
+    kw = {"n_bootstrap": n_bootstrap, "delta": delta}
+    base = fit_variant(tables[baseline], baseline, seed=seed, **kw)
+    others = [name for name in tables if name != baseline]
+    return {name: compare_fits(base, fit_variant(tables[name], name, seed=seed + 1 + i, **kw))
+            for i, name in enumerate(others)}
 
 
 def summary_line(result: dict) -> dict:

@@ -10,7 +10,9 @@ branch's last evaluation; never stable-phase losses). Laws:
 - isoflop_approach2: main runs grouped by budget_flops (cooldown branches belong to no budget);
 - envelope_approach1: the per-step curves (a branch's only after its fork);
 - moe: Clark et al.'s law and the Chinchilla form with an expert covariate, when the table has
-  >= 2 expert counts.
+  >= 2 expert counts;
+- curve_law: the LR-annealing law of the whole loss curve per size (curve_law.py), on every
+  evaluation of the main runs and their schedules; it predicts the cooldown branches' final losses.
 Conventions (CONVENTIONS, written into fit.json): N = params_active (all parameters a token uses,
 embeddings included; = params_total for dense models), D = tokens, C = the flops column (for a
 study run here: neoscale.accounting's default "neoscale" convention). Every law that speaks of
@@ -29,7 +31,17 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from neoscale.scaling import bootstrap, chinchilla, envelope, isoflop, moe, optimize, power_law, results
+from neoscale.scaling import (
+    bootstrap,
+    chinchilla,
+    curve_law,
+    envelope,
+    isoflop,
+    moe,
+    optimize,
+    power_law,
+    results,
+)
 
 COMPUTE_LABEL = "training compute C (FLOPs of results.csv: neoscale.accounting, 'neoscale')"  # figures
 COMPUTE_AXIS = ("C = training FLOPs of the results' flops column (studies run by neoscale: "
@@ -527,10 +539,32 @@ def _moe(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float) -> dic
     return out
 
 
+def _expert_multipliers(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float) -> dict:
+    """Does sparsity pay, and at what scale: each expert count's compute multiplier over the fewest
+    experts (dense when present) at equal loss (neoscale.scaling.multiplier), with intervals."""
+    from neoscale.scaling import multiplier  # it builds on this module
+
+    counts = sorted(int(e) for e in np.unique(points["num_experts"]))
+    names = {e: "dense" if e == 1 else f"{e} experts" for e in counts}
+    tables = {names[e]: points[points["num_experts"] == e] for e in counts}
+    comparisons = {}
+    for e in counts[1:]:  # one at a time: a count too small to fit is skipped, not the others
+        try:
+            with np.errstate(all="ignore"):
+                comparisons.update(multiplier.compare_groups(
+                    {names[counts[0]]: tables[names[counts[0]]], names[e]: tables[names[e]]},
+                    names[counts[0]], n_bootstrap=n_bootstrap, seed=seed, delta=delta))
+        except FIT_ERRORS as error:
+            comparisons[names[e]] = _skipped(str(error))
+    return {"status": "fitted", "baseline": names[counts[0]], "what": multiplier.WHAT,
+            "comparisons": comparisons}
+
+
 def fit_study(
     results_table: pd.DataFrame,
     *,
     curves: dict[str, pd.DataFrame] | None = None,
+    schedules: Mapping[str, curve_law.Schedule] | None = None,
     n_bootstrap: int = 200,
     seed: int = 0,
     delta: float = optimize.HUBER_DELTA,
@@ -541,8 +575,15 @@ def fit_study(
 
     backtest: the rollout backtest of L(C) and Approach 3 (`_rollout`: one refit per k and law).
 
+    schedules: run -> learning-rate schedule (``curve_law.load_schedules(workdir)``): adds the
+    curve law (``curve_law.fit_curve_law``: every evaluation of the main runs, not only final rows).
+
     delta: Huber's δ on log-loss residuals of the L-BFGS laws (inf: squared error, as some
     published fits used).
+
+    pin_E: the irreducible loss of this evaluation set, when the study cannot identify it (its E
+    sits at the bound 0, see irreducible_loss): L(C) with E and Approach 3 (and their backtests)
+    fit the other constants with E fixed. The MoE laws still fit their own E.
     """
     if curves is not None and not isinstance(curves, Mapping):
         raise ValueError(
@@ -575,6 +616,11 @@ def fit_study(
     laws["isoflop_approach2"] = _guarded(_isoflop, family, n_bootstrap, seed)
     laws["envelope_approach1"] = _guarded(_envelope, family, curves, n_bootstrap, seed)
     laws["moe"] = _guarded(_moe, points, n_bootstrap, seed, delta) if len(points) else _skipped("no points")
+    if len(points) and np.unique(points["num_experts"]).size >= 2:
+        laws["compute_multiplier"] = _guarded(_expert_multipliers, points, n_bootstrap, seed, delta)
+    if schedules is not None:
+        laws["curve_law"] = (_guarded(curve_law.fit_curve_law, results_table, schedules, delta) if schedules
+                             else _skipped("no learning-rate schedules (runs/<run>/config.json)"))
     for law in laws.values():
         if "E" in (law.get("constants") or {}):
             law["irreducible_loss"] = irreducible_loss(law)
@@ -714,6 +760,20 @@ def _backtest_lines(law: dict) -> list[str]:
     return lines
 
 
+def _multiplier_lines(law: dict) -> list[str]:
+    """One line per compared expert count: its multiplier at the headline computes, the verdict."""
+    lines = [f"\nHow much less compute each variant needs than {law['baseline']} for the same loss "
+             "(L(C) on each variant's frontier; 95% paired-bootstrap intervals):"]
+    for name, result in law["comparisons"].items():
+        if result.get("status") == "skipped":
+            lines.append(f"- {name}: not compared ({result['reason']})")
+            continue
+        at = "; ".join(f"{row['where']}: {_fmt(row['multiplier'], row.get('interval'))}x"
+                       for row in result["headline"])
+        lines.append(f"- {name}: {at}. Scale: {result['exponents']['verdict']}.")
+    return lines
+
+
 def _coverage_mark(prediction: dict, form: str) -> str:
     """' [lo, hi] ✓' (one point: its prediction interval, ✓ if the actual is inside), ' (2/3 inside
     their bands)' (several points of the held size), or '' without an interval."""
@@ -753,8 +813,11 @@ def report_section(fit: dict) -> str:
         "isoflop_approach2": "Approach 2 (IsoFLOP)",
         "envelope_approach1": "Approach 1 (envelope)",
         "moe": "Mixture of experts",
+        "compute_multiplier": "Compute multiplier of experts over dense",
     }
     for key, title in titles.items():
+        if key == "compute_multiplier" and key not in fit["laws"]:
+            continue  # a study of one expert count has nothing to compare
         law = fit["laws"].get(key, _skipped("not computed"))
         lines += [f"### {title}", ""]
         if law["status"] != "fitted":
@@ -809,6 +872,8 @@ def report_section(fit: dict) -> str:
                     f"\n- {e} experts: {_fmt(s, ci)}× less compute (6·N_active·D) than dense "
                     "for the same loss"
                 )
+        if key == "compute_multiplier":
+            lines += _multiplier_lines(law)
         lines += _backtest_lines(law)
         ext = law.get("extrapolation")
         if ext:
@@ -820,4 +885,6 @@ def report_section(fit: dict) -> str:
                     f"error {100 * ext['relative_error']:.2f}% on the held-out size{_form_note(ext)}."
                 )
         lines.append("")
+    if "curve_law" in fit["laws"]:
+        lines += curve_law.report_lines(fit["laws"]["curve_law"])
     return "\n".join(line for line in lines if line is not None)
