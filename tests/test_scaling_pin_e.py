@@ -13,7 +13,7 @@ def test_pinned_power_law_recovers_the_other_constants_and_needs_one_point_less(
     free, free_boot = power_law.fit_power_law_bootstrap(compute, loss, n_bootstrap=40)
     pinned, boot = power_law.fit_power_law_bootstrap(compute, loss, n_bootstrap=40, fixed_E=1.7)
     assert pinned.E == 1.7
-    assert pinned.A == pytest.approx(50.0, rel=1e-4) and pinned.alpha == pytest.approx(0.12, rel=1e-4)
+    assert pytest.approx(50.0, rel=1e-4) == pinned.A and pinned.alpha == pytest.approx(0.12, rel=1e-4)
     # 4 distinct points: 3 free constants leave an interval, 2 (E pinned) do.
     assert not free_boot.has_interval and "4 distinct points for 3 constants" in free_boot.note
     assert boot.has_interval
