@@ -148,6 +148,8 @@ def test_where_group_by_and_squared_error(tmp_path):
         (["--where=sauce == 'a'"], "is not a query on columns"),
         (["--where=source == 'c'"], "selects no rows"),
         (["--group_by=kind"], "--group_by='kind' is not a column"),
+        (["--pin_E=-1"], "--pin_E must be a positive loss in nats"),
+        (["--pin_E=50"], "the pinned E = 50 must be positive and below every loss"),
     ],
 )
 def test_unit_mistakes_and_bad_selections_are_one_line(tmp_path, args, message):
@@ -174,3 +176,14 @@ def test_many_rejected_resamples_print_a_hint(tmp_path):
     assert counts["rejected_not_overdetermined"] > 15
     assert "hint: chinchilla_approach3 rejected" in done.stderr
     assert "--n_bootstrap=" in done.stderr
+
+
+def test_pin_E_fixes_the_asymptote_of_a_csv_fit(tmp_path):
+    path = two_source_table(tmp_path / "two.csv")
+    done = run_fit(f"--results={path}", "--params_column=N", "--tokens_column=D", "--loss_column=loss",
+                   "--where=source == 'a'", "--n_bootstrap=10", "--noplots", "--pin_E=1.5")
+    assert done.returncode == 0, done.stderr
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["pinned_E"] == 1.5
+    assert fit["laws"]["chinchilla_approach3"]["constants"]["E"] == 1.5
+    assert fit["laws"]["loss_vs_compute"]["constants"]["E"] == 1.5

@@ -93,6 +93,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.fit = ml_collections.ConfigDict({
         "n_bootstrap": 200,
         "seed": 0,
+        # The held-out set's irreducible loss, when the study cannot identify it (fit_study's pin_E).
+        "pin_E": config_dict.placeholder(float),
     })
     c.mesh = ""
     return c

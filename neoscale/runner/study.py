@@ -331,7 +331,8 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
 
         curves = scaling.load_curves(workdir)  # per-step metrics: Approach 1 and the run curves
         fit = scaling.fit_study(frame, curves=curves, schedules=scaling.load_schedules(workdir),
-                                n_bootstrap=int(study.fit.n_bootstrap), seed=int(study.fit.seed))
+                                n_bootstrap=int(study.fit.n_bootstrap), seed=int(study.fit.seed),
+                                pin_E=study.fit.get("pin_E"))
     except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
         fit = {"error": failure_reason(error)}
         failures["fit"] = fit["error"]

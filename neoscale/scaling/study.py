@@ -592,6 +592,8 @@ def fit_study(
         )
     points, dropped = results.final_points(results_table)
     family, label = law_family(points)
+    if pin_E is not None and len(family):
+        power_law.check_pinned_E(pin_E, family["eval_loss"].to_numpy())  # bad input, not a law's failure
     sizes = np.unique(family["params_active"]) if len(family) else np.array([])
     laws: dict[str, dict] = {}
     if sizes.size >= 3:
