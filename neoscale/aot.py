@@ -92,7 +92,7 @@ def target_devices(platform: str, topology: str, chip_config: str = "default",
                 topology=topology)
     except Exception as error:  # noqa: BLE001 - a missing plugin surfaces as many error types
         reason = " ".join(str(error).split())[:200]
-        raise RuntimeError(f"cannot build the {topology} topology here ({reason}); install the "
+        raise ValueError(f"cannot build the {topology} topology here ({reason}); install the "
                            f"compiler: {INSTALL_HINT.get(platform, '')}") from None
     return tuple(desc.devices)
 

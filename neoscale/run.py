@@ -209,6 +209,11 @@ def _main(argv: list[str]) -> int:
 
     import jax
 
+    if _DRY_RUN.value and "JAX_PLATFORMS" not in os.environ:
+        # A dry run needs no accelerator (--compile builds compile-only devices from the target's
+        # description); initialising a local CUDA plugin without a GPU would hide the cuda
+        # platform that compiling for a GPU target needs.
+        jax.config.update("jax_platforms", "cpu")
     if _DISTRIBUTED.value:
         multihost.initialize()  # and, with fail_fast, one failed process stops them all
     primary = jax.process_index() == 0

@@ -144,3 +144,24 @@ def test_h100_host_compiles_cudnn_attention_and_the_estimate_is_within_25_percen
     assert 0.75 * compiler <= estimate <= 1.25 * compiler, (estimate, compiler)
     h200 = aot.devices_for(hardware.parse_target("h200"))
     assert len(h200) == 1 and h200[0].device_kind == "NVIDIA H200"
+
+
+@needs_cuda
+def test_the_cli_dry_run_compiles_for_a_gpu_host_as_a_user_runs_it(tmp_path):
+    """`python -m neoscale.run --dry_run --accelerator=h100x8 --compile` on a host with the CUDA
+    plugin but no GPU and no JAX_PLATFORMS set (as a user runs it, unlike these tests): the dry
+    run keeps jax on the CPU, so the plugin's failed local start cannot hide the cuda platform."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    env["NEOSCALE_COMPILE_CACHE"] = str(tmp_path / "compile.json")
+    done = subprocess.run(
+        [sys.executable, "-m", "neoscale.run", "--sizes=w512d8h8", "--dry_run", "--accelerator=h100x8",
+         "--compile", f"--workdir={tmp_path / 'study'}", "--config.data.seq_len=128", "--allow_repetition"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("w512d8h8"))
+    assert row.endswith("MiB")  # the compiler's figure closes the row (230 MiB measured)
+    assert "compile.json" in os.listdir(tmp_path)

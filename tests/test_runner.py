@@ -1,6 +1,7 @@
 """The study runner's plan, dry run, results table and bad-input handling (no training)."""
 
 import csv
+import importlib.util
 import io
 import os
 import subprocess
@@ -206,6 +207,9 @@ BAD_INPUTS = {
     "unknown accelerator": (["--accelerator=v9-8"], "unknown accelerator 'v9-8'"),
     "accelerator not here": (["--accelerator=v4-32"], "drop --accelerator"),
 }
+if importlib.util.find_spec("jax_plugins") is None:  # the test venv: no CUDA plugin to compile with
+    BAD_INPUTS["no GPU compiler"] = (["--sizes=cpu-100k", "--dry_run", "--accelerator=h100x8", "--compile"],
+                                     'install the compiler: pip install "neoscale[cuda]"')
 
 
 @pytest.fixture(scope="module")
