@@ -47,7 +47,7 @@ ALPHA_GRID = np.geomspace(0.02, 4.0, 48)
 L0_BOUND_TOLERANCE = 1e-2  # nats: an asymptote below this sits at its bound, L0 >= 0
 FORM = "L(s) = L0 + A·S1^(−alpha) − C·S2"
 WHAT = ("Tissue et al. 2024's LR-annealing law: S1 = sum of the learning rates, S2 = annealing area "
-        "(momentum λ = {decay:g}, from the end of warmup); fitted per size on its main runs' "
+        "(momentum λ = {decay:g}), warmup counted at the peak rate; fitted per size on its main runs' "
         "evaluations after warmup")
 # What a branch's final loss is compared with: predictions that ignore its schedule.
 BASELINES = {"at_fork": "the main run's loss at the fork step",
