@@ -253,7 +253,7 @@ def _main(argv: list[str]) -> int:
             print(host_io_plan(data, plan, target.hosts, corpus.train_tokens if corpus else None))
             if tune.enabled(config):
                 print(tune.describe(config, plan, workdir, data.cache_dir))
-            for line in plan_lib.fit_warnings(plan):
+            for line in plan_lib.fit_warnings(plan) + plan_lib.headroom_warnings(plan, target.usable_memory):
                 print(f"warning: {line}")
             if unchecked:
                 print(f"warning: {unchecked}")

@@ -94,6 +94,22 @@ def test_cooldown_branches_fork_in_the_stable_phase_at_checkpoints():
     assert "incl. 2 cooldown branches" in table
 
 
+def test_a_compiled_plan_over_the_usable_memory_is_warned_about():
+    import dataclasses
+
+    train = base_config().train
+    train.batch_size = 8
+    (run,) = plan_lib.make_plan(["cpu-100k"], plan_lib.parse_budget(steps=100), vocab_size=512,
+                                seq_len=64, train=train)
+    gib = 2**30
+    tight = dataclasses.replace(run, compiled={"fits": True, "train_bytes": 29.6 * gib,
+                                               "eval_bytes": 9 * gib})
+    roomy = dataclasses.replace(run, compiled={"fits": True, "train_bytes": 20 * gib, "eval_bytes": None})
+    (line,) = plan_lib.headroom_warnings([tight, roomy, run], usable_bytes=28.8 * gib)
+    assert line.startswith(f"{run.name}: the compiler accepts 29.6 GiB per device, above the 28.8 GiB")
+    assert f"micro_batches={2 * run.micro_batches}" in line
+
+
 def test_runs_checkpoint_by_wall_clock_as_the_study_says(tmp_path):
     from neoscale.runner import study as study_lib
 

@@ -490,6 +490,22 @@ def fit_warnings(runs: Sequence[PlannedRun]) -> list[str]:
     return lines
 
 
+def headroom_warnings(runs: Sequence[PlannedRun], usable_bytes: float) -> list[str]:
+    """One line per run whose compiled program libtpu accepted but which exceeds the memory this
+    planner keeps usable (the chip less its headroom): it may fail at run time from fragmentation."""
+    lines = []
+    for run in runs:
+        compiled = run.compiled or {}
+        used = max((b for b in (compiled.get("train_bytes"), compiled.get("eval_bytes")) if b),
+                   default=None)
+        if compiled.get("fits") and used and used > usable_bytes:
+            lines.append(f"{run.name}: the compiler accepts {used / 2**30:.1f} GiB per device, above the "
+                         f"{usable_bytes / 2**30:.1f} GiB kept usable (little headroom for fragmentation "
+                         f"at run time); --config.train.micro_batches={2 * run.micro_batches} or remat "
+                         "leaves more")
+    return lines
+
+
 def repetition_warnings(runs: Sequence[PlannedRun], max_epochs: float = DEFAULT_MAX_EPOCHS) -> list[str]:
     """One line per run that repeats its data more than ``max_epochs`` times (when allowed)."""
     return [f"{run.name} reads {run.epochs:.1f} epochs of its corpus (more than {max_epochs:g})"
