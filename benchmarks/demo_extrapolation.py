@@ -1,0 +1,119 @@
+r"""How far beyond its ladder do the CPU demo's laws predict? (issue 25; prints a table, not a test)
+
+    python benchmarks/demo_extrapolation.py --workdir=/tmp/demo_check \
+        --check_sizes=cpu-1.8M,w224d4h7 [--train]
+
+With ``--train`` it first runs the demo's own study (``experiments/cpu_demo.py``: its sizes,
+tokens per parameter, learning-rate law, data, held-out set and cooldown branches) with the check
+sizes appended to ``--sizes``, into ``--workdir``; the runner trains each check size exactly as
+it would have trained a demo size. Without it, it reads a workdir trained that way.
+
+Then it fits every law form below on the demo's own sizes only and predicts the final held-out
+loss of each check size's main run (its last evaluation, after the full WSD cooldown):
+
+- ``L(C)``: E + A·C^-α on the compute-loss frontier (what fit.json reports), and the pure
+  power law A·C^-α;
+- ``Approach 3``: E + A/N^α + B/D^β at the check run's own (N, D);
+each on two parameter axes: ``total`` (N = params_active, C = the recorded FLOPs: what the study
+fits) and ``non-embedding`` (N = params_non_embedding, C = 6·N·D, as Kaplan et al. 2020 fitted:
+the demo's smallest models are 73% embedding, its largest 26%).
+
+The table gives, per check size, its compute as a multiple of the demo's largest main run, the
+measured loss, and each form's prediction and relative error. Losses do not depend on how busy
+the machine is, so the table is valid whenever it ran; the study's wall time is not, and is
+printed with the matmul probe only for the record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from neoscale.runner import results as results_lib  # noqa: E402
+from neoscale.scaling import chinchilla, power_law  # noqa: E402
+from neoscale.scaling import results as scaling_results  # noqa: E402
+from neoscale.scaling.study import pareto_frontier  # noqa: E402
+
+DEMO_SIZES = ("w32d2h2", "cpu-100k", "cpu-220k", "cpu-400k", "cpu-800k")
+
+
+def train(workdir: str, check_sizes: list[str]) -> float:
+    """Runs the demo study with the check sizes appended; returns its wall seconds."""
+    sizes = ",".join([*DEMO_SIZES, *check_sizes])
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "neoscale.run", f"--sizes={sizes}", f"--workdir={workdir}"],
+                   cwd=REPO, check=True)
+    return time.monotonic() - start
+
+
+def axes(points: pd.DataFrame, axis: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D, C) of the points on the ``total`` or ``non-embedding`` axis."""
+    d = points["tokens"].to_numpy(np.float64)
+    if axis == "total":
+        n = points["params_active"].to_numpy(np.float64)
+        return n, d, points["flops"].to_numpy(np.float64)
+    n = points["params_non_embedding"].to_numpy(np.float64)
+    return n, d, 6.0 * n * d
+
+
+def predictions(ladder: pd.DataFrame, check: pd.DataFrame, axis: str) -> dict[str, np.ndarray]:
+    """Each law form fitted on ``ladder`` and evaluated at the ``check`` runs."""
+    n, d, c = axes(ladder, axis)
+    loss = ladder["eval_loss"].to_numpy(np.float64)
+    frontier = pareto_frontier(c, loss)
+    cn, cd, cc = axes(check, axis)
+    out = {}
+    for name, with_offset in (("L(C)", True), ("L(C) pure", False)):
+        fit = power_law.fit_power_law(c[frontier], loss[frontier], with_offset=with_offset)
+        out[name] = fit.predict(cc)
+    out["Approach 3"] = chinchilla.fit_chinchilla(n, d, loss).predict(cn, cd)
+    return out
+
+
+def table(workdir: str, check_sizes: list[str]) -> str:
+    frame = results_lib.read_results(workdir)
+    points, _ = scaling_results.final_points(scaling_results.validate(frame))
+    ladder = points[points["size"].isin(DEMO_SIZES)]
+    check = points[points["size"].isin(check_sizes) & points["cooldown"].isna()]
+    missing = sorted(set(check_sizes) - set(check["size"]))
+    if missing:
+        raise SystemExit(f"{workdir} has no finished main run of {missing}; train it with --train")
+    largest = ladder[ladder["cooldown"].isna()]["flops"].max()
+    lines = ["| check size | C / demo's largest | measured | axis | law | predicted | error |",
+             "|---|---|---|---|---|---|---|"]
+    for axis in ("total", "non-embedding"):
+        for law, predicted in predictions(ladder, check, axis).items():
+            for (_, row), value in zip(check.iterrows(), predicted, strict=True):
+                error = (value - row["eval_loss"]) / row["eval_loss"]
+                lines.append(f"| {row['size']} | {row['flops'] / largest:.1f}x | {row['eval_loss']:.4f} "
+                             f"| {axis} | {law} | {value:.4f} | {error:+.2%} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--check_sizes", default="cpu-1.8M")
+    parser.add_argument("--train", action="store_true")
+    args = parser.parse_args()
+    check_sizes = [s.strip() for s in args.check_sizes.split(",") if s.strip()]
+    if args.train:
+        from neoscale.benchmarking.probe import matmul_flops_per_second
+
+        probe = matmul_flops_per_second(2048, "float32") / 1e9
+        seconds = train(args.workdir, check_sizes)
+        print(f"study wall time {seconds / 60:.1f} min (matmul probe {probe:.0f} GFLOP/s before it)")
+    print(table(args.workdir, check_sizes))
+
+
+if __name__ == "__main__":
+    main()
