@@ -39,6 +39,14 @@ beside it): Approach 3 0.62%, L(C) 0.26% (pure) / 0.27% (with E), E again at its
 single-pass softmax sums in the fused loss, then attention that recomputes its probabilities in the
 backward pass; the last change left every loss and both extrapolation errors as they were.)
 
+μP instead of the fitted rate law (issue 21; `python -m neoscale.run
+--config.model.parametrization=mup --config.model.base_d_model=64 --config.tune.size=cpu-100k`,
+2026-12-04, nothing else running): the sweep at cpu-100k (7 rates x 88 steps) picks 2^-8 = 3.9e-3
+and every size trains at it; 7m11s in all, sweep included. Held-out losses 5.96, 5.48, 5.02, 4.74,
+4.37 (the rate law's: 6.03, 5.36, 4.99, 4.60, 4.39). Fitted without the largest size, L(C) (pure)
+misses it by 5.71% and Approach 3 by 3.16%, against 1.15% and 0.8% with the rate law: μP does not
+make the demo's laws as predictive, so the demo keeps SP and its rate law.
+
 Beyond the ladder (issue 25; ``benchmarks/demo_extrapolation.py``, benchmarks/RESULTS.md): cpu-1.8M,
 4.2x the largest compute here, trained with these settings reaches 3.739, 6.3% (L(C)) to 8.1%
 (Approach 3) below what the laws fitted on these five sizes predict. Measured by refits of the same
