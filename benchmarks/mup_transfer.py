@@ -10,6 +10,8 @@ the best held-out loss, and what the largest size loses with the smallest size's
     python benchmarks/mup_transfer.py                      # sp and mup across 8x width,
                                                            # completep across 8x width and 4x depth
     python benchmarks/mup_transfer.py --parametrizations=mup --steps=100
+    python benchmarks/mup_transfer.py --parametrizations=mup --steps=400 \
+        --output_multiplier=4 --hidden_init_std=0.08   # μP's base multipliers (RESULTS.md)
 
 Losses, not times: valid on a busy machine. The project's AdamW, schedule and multipliers
 (``neoscale.training.optimizer``, ``neoscale.model.parametrization``); one compile per size (the
@@ -51,10 +53,13 @@ def batches(seed: int, count: int, batch: int, seq: int) -> list[dict[str, jax.A
     return out
 
 
-def model_config(name: str, width: int, depth: int, base: tuple[int, int], seq: int) -> ModelConfig:
+def model_config(name: str, width: int, depth: int, base: tuple[int, int], seq: int,
+                 output_multiplier: float = 1.0, hidden_init_std: float | None = None) -> ModelConfig:
+    mup_base = {} if name == "sp" else {"output_multiplier": output_multiplier,
+                                        "hidden_init_std": hidden_init_std}
     return ModelConfig(vocab_size=VOCAB, max_positions=seq, d_model=width, num_layers=depth,
                        num_heads=4, window_size=seq // 2, parametrization=name,
-                       base_d_model=base[0], base_num_layers=base[1], loss_impl="plain")
+                       base_d_model=base[0], base_num_layers=base[1], loss_impl="plain", **mup_base)
 
 
 def sweep_size(config: ModelConfig, rates: list[float], args) -> list[float]:
@@ -119,6 +124,10 @@ def main() -> None:
     parser.add_argument("--width_ratio", type=int, default=8)
     parser.add_argument("--depth_ratio", type=int, default=4)
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--output_multiplier", type=float, default=1.0,
+                        help="μP's base output multiplier α_out (mup / completep)")
+    parser.add_argument("--hidden_init_std", type=float, default=None,
+                        help="μP's base hidden init std (default: init_std, 0.02)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seq_len", type=int, default=64)
     parser.add_argument("--log2_rates", default="-12,-11,-10,-9,-8,-7,-6,-5,-4",
@@ -131,7 +140,9 @@ def main() -> None:
         results = {}
         for width, depth in (small, large):
             started = time.time()
-            losses = sweep_size(model_config(name, width, depth, small, args.seq_len), rates, args)
+            config = model_config(name, width, depth, small, args.seq_len, args.output_multiplier,
+                                  args.hidden_init_std)
+            losses = sweep_size(config, rates, args)
             results[(width, depth)] = losses
             grids.append(f"| {name} | w{width} d{depth} | " + " | ".join(f"{v:.4f}" for v in losses) + " |")
             seconds = time.time() - started

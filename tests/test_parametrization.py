@@ -59,6 +59,21 @@ def test_mup_rules_at_four_times_the_base_width():
     assert parametrization.attention_scale(config.replace(base_head_dim=64)) == 1.0
 
 
+def test_mup_base_multipliers_scale_from_the_base():
+    """output_multiplier α_out and hidden_init_std σ_base: the base's values, scaled by μP's rules."""
+    config = tiny(parametrization="mup", d_model=128, output_multiplier=4.0, hidden_init_std=0.08)
+    assert parametrization.readout_multiplier(config) == pytest.approx(4.0 / 4)
+    assert parametrization.init_std(config, "hidden") == pytest.approx(0.08 / 2)
+    assert parametrization.init_std(config, "embedding") == 0.02  # init_std, unchanged
+    base = config.replace(d_model=32)
+    assert parametrization.readout_multiplier(base) == 4.0
+    assert parametrization.init_std(base, "hidden") == pytest.approx(0.08)
+    with pytest.raises(ValueError, match="μP's base hyper-parameters"):
+        tiny(output_multiplier=2.0)  # sp stays GPT-Neo as released
+    with pytest.raises(ValueError, match="must be positive"):
+        tiny(parametrization="mup", hidden_init_std=0.0)
+
+
 def test_completep_rules_at_four_times_the_base_depth():
     config = tiny(parametrization="completep", d_model=64, num_layers=8)
     assert parametrization.residual_multiplier(config) == 0.25  # (base_depth / depth)^1

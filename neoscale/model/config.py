@@ -50,6 +50,12 @@ class ModelConfig:
     base_d_model: int = 64
     base_num_layers: int = 2
     base_head_dim: int | None = None
+    # μP's base hyper-parameters besides the rate (mup / completep only; they transfer like it):
+    # the logits are x output_multiplier / m_N, hidden matrices start at hidden_init_std / sqrt(m_N)
+    # (None: init_std). GPT-Neo's 0.02 is far below 1/sqrt(base width) for small bases, where
+    # these need tuning (benchmarks/RESULTS.md, issue 21).
+    output_multiplier: float = 1.0
+    hidden_init_std: float | None = None
     # Sparsity: routed mixture-of-experts MLPs.
     num_experts: int = 1  # 1 = dense
     top_k: int = 1
@@ -164,6 +170,12 @@ def validate(c: ModelConfig) -> None:
     for name in ("base_d_model", "base_num_layers"):
         if getattr(c, name) < 1:
             fail(f"{name} must be a positive integer, got {getattr(c, name)}")
+    if c.parametrization == "sp" and (c.output_multiplier != 1.0 or c.hidden_init_std is not None):
+        fail("output_multiplier and hidden_init_std are μP's base hyper-parameters: set them with "
+             "parametrization=mup or completep (sp is GPT-Neo as released: use init_std)")
+    if not c.output_multiplier > 0 or (c.hidden_init_std is not None and not c.hidden_init_std > 0):
+        fail(f"output_multiplier ({c.output_multiplier}) and hidden_init_std ({c.hidden_init_std}) "
+             "must be positive")
     if c.base_head_dim is not None and c.base_head_dim < 1:
         fail(f"base_head_dim must be positive (or None: base_d_model / num_heads), got {c.base_head_dim}")
     for name in ("dtype", "param_dtype"):

@@ -18,7 +18,7 @@ size, where μP and CompleteP *are* SP except for the zero-initialised query), p
 kind            init std               Adam LR multiplier      Adam ε multiplier
 ==============  =====================  ======================  =======================
 embedding       init_std               1                       1
-hidden          init_std / √m_N        1 / m_N  (· m_L^(α-1))  1 / m_N  (· m_L^-α)
+hidden          σ_base / √m_N          1 / m_N  (· m_L^(α-1))  1 / m_N  (· m_L^-α)
 router          init_std / m_N         1 / m_N                 1 / m_N
 block_vector    ones / zeros           1  (· m_L^(α-1))        1  (· m_L^-α)
 vector          ones / zeros           1                       1
@@ -26,7 +26,9 @@ readout         init_std               1                       1
 ==============  =====================  ======================  =======================
 
 (the factors in brackets are CompleteP's; α = ``COMPLETEP_ALPHA`` = 1 makes the LR factors 1)
-and three forward multipliers: the output logits × 1/m_N, attention logits × base_head_dim /
+and three forward multipliers: the output logits × α_out/m_N (α_out = ``output_multiplier``, 1 by
+default; with ``hidden_init_std`` σ_base, hidden matrices start at σ_base/√m_N: μP's base
+hyper-parameters, tuned at the base like the rate), attention logits × base_head_dim /
 head_dim, and under CompleteP every residual branch × m_L^-α (``x + m_L^-α · attn(ln(x))``).
 
 GPT-Neo's quirks, decided here:
@@ -111,7 +113,8 @@ def base_head_dim(config) -> float:
 def init_std(config, kind: str) -> float:
     """Standard deviation of a matrix of ``kind`` at initialisation (vectors: ones / zeros)."""
     if kind == "hidden":
-        return config.init_std / width_mult(config) ** 0.5
+        base = config.init_std if config.hidden_init_std is None else config.hidden_init_std
+        return base / width_mult(config) ** 0.5
     if kind == "router":
         return config.init_std / width_mult(config)
     if kind in ("embedding", "readout"):
@@ -132,8 +135,9 @@ def attention_scale(config) -> float:
 
 
 def readout_multiplier(config) -> float:
-    """The factor on the output logits: 1/m_N (μP's shared readout; 1 under SP)."""
-    return 1.0 / width_mult(config)
+    """The factor on the output logits: output_multiplier / m_N (μP's shared readout with its base
+    output multiplier α_out; 1 under SP)."""
+    return config.output_multiplier / width_mult(config)
 
 
 def residual_multiplier(config) -> float:

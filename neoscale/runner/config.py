@@ -80,9 +80,10 @@ def base_config() -> ml_collections.ConfigDict:
         "tensorboard": True,
     })
     c.model = ml_collections.ConfigDict({"dtype": "float32", **{
-        # "sp" | "mup" | "completep" and its base shape (neoscale.model.parametrization)
+        # "sp" | "mup" | "completep", its base shape and base multipliers (neoscale.model.parametrization)
         name: ModelConfig.__dataclass_fields__[name].default
-        for name in ("parametrization", "base_d_model", "base_num_layers")}})
+        for name in ("parametrization", "base_d_model", "base_num_layers", "output_multiplier")},
+        "hidden_init_std": config_dict.placeholder(float)})  # None: init_std (mup / completep only)
     c.size_overrides = ml_collections.ConfigDict()
     c.tune = ml_collections.ConfigDict({  # tune at a base size, transfer (neoscale.runner.tune)
         "size": config_dict.placeholder(str),  # one of the sizes; None: no sweep
