@@ -229,3 +229,36 @@ def test_tuning_an_sp_study_is_refused_in_one_line(tmp_path):
     result = _study(tmp_path, "--dry_run", "--config.model.parametrization=sp")
     assert result.returncode != 0
     assert "tune.size='w32d2h2' transfers a rate, which only μP does" in result.stderr
+
+
+@pytest.mark.slow
+def test_tune_sweeps_mup_base_multipliers_with_the_rate(tmp_path):
+    """tune.output_multipliers: the grid of rates x base output multipliers at the base size; the
+    best point sets the rate and model.output_multiplier of every size."""
+    import json
+
+    grid = ["--config.tune.log2_rates=-7,-5", "--config.tune.output_multipliers=1,4"]
+    dry = _study(tmp_path / "study", "--dry_run", *grid)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "(4 runs of 30 steps, rates 2^k for k in -7,-5 x output_multipliers 1,4)" in dry.stdout
+    done = _study(tmp_path / "study", *grid)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sweep_dir,) = (tmp_path / "study" / "tune").iterdir()
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert sorted(sweep["losses"]) == sorted(f"{2.0 ** k:.6g} output_multiplier={m}"
+                                             for k in (-7, -5) for m in (1, 4))
+    best_key = min(sweep["losses"], key=sweep["losses"].get)
+    best = sweep["best_point"]
+    assert best_key == f"{best['learning_rate']:.6g} output_multiplier={best['output_multiplier']:g}"
+    assert {p.name for p in sweep_dir.iterdir() if p.is_dir()} == {
+        "lr2^-7_out1", "lr2^-7_out4", "lr2^-5_out1", "lr2^-5_out4"}
+    for run in ("w32d2h2_S30", "w64d2h2_S30"):
+        config = json.loads((tmp_path / "study" / "runs" / run / "config.json").read_text())
+        assert config["resolved"]["learning_rate"] == best["learning_rate"], run
+        assert config["run"]["model_overrides"]["output_multiplier"] == best["output_multiplier"], run
+
+
+def test_a_bad_tune_grid_is_one_line(tmp_path):
+    result = _study(tmp_path, "--dry_run", "--config.tune.hidden_init_stds=0.02,-1")
+    assert result.returncode != 0
+    assert "tune.hidden_init_stds='0.02,-1': give comma-separated positive numbers" in result.stderr

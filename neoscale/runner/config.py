@@ -88,6 +88,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.tune = ml_collections.ConfigDict({  # tune at a base size, transfer (neoscale.runner.tune)
         "size": config_dict.placeholder(str),  # one of the sizes; None: no sweep
         "log2_rates": "-11,-10,-9,-8,-7,-6,-5",  # peak rates 2^k
+        "output_multipliers": "",  # also sweep μP's base output multiplier, e.g. "1,2,4,8"
+        "hidden_init_stds": "",  # also sweep μP's base hidden init std, e.g. "0.02,0.04,0.08,0.16"
         "dir": config_dict.placeholder(str),  # None: WORKDIR/tune (share it to reuse a sweep)
     })
     c.cooldowns = ""

@@ -5,12 +5,17 @@ rate of the whole ladder (``benchmarks/RESULTS.md``, "μP transfer"). A study co
 ``tune.size`` set (one of its sizes) first trains that size's planned run once per rate 2^k,
 k in ``tune.log2_rates``, then trains every size at the rate with the lowest final held-out loss
 (it becomes ``train.learning_rate``, overriding the GPT-3 table and any ``learning_rate_law``).
+With ``tune.output_multipliers`` and / or ``tune.hidden_init_stds`` (comma-separated), the sweep
+is the grid of rates x μP's base output multipliers x base hidden init stds, and the best point
+sets ``model.output_multiplier`` and ``model.hidden_init_std`` as well: μP's base hyper-parameters
+transfer like the rate, and at small bases they matter (benchmarks/RESULTS.md).
 
-The sweep lives in ``tune.dir`` (default ``WORKDIR/tune``) under ``{size}_{key}/lr2^k``: ordinary
-runs, so an interrupted sweep resumes and a finished one is skipped. ``key`` hashes the base run's
-settings other than its rate and directory (model, data, batch, steps, schedule, seeds): a later
-study pointing ``tune.dir`` at the same place with the same base run reuses the sweep. The rates
-and losses are recorded in ``sweep.json`` beside the runs.
+The sweep lives in ``tune.dir`` (default ``WORKDIR/tune``) under ``{size}_{key}/lr2^k``
+(``lr2^k_out…_init…`` on a grid): ordinary runs, so an interrupted sweep resumes and a finished
+one is skipped. ``key`` hashes the base run's settings other than its rate and directory (model,
+data, batch, steps, schedule, seeds): a later study pointing ``tune.dir`` at the same place with
+the same base run reuses the sweep. The points and their losses are recorded in ``sweep.json``
+beside the runs.
 """
 
 from __future__ import annotations
@@ -47,6 +52,43 @@ def rates(study: ml_collections.ConfigDict) -> list[float]:
                          "e.g. -11,-10,-9,-8,-7,-6,-5") from None
 
 
+def _floats(study: ml_collections.ConfigDict, field: str) -> list[float | None]:
+    """tune.<field> as positive floats, or [None] when unset (that hyper-parameter is not swept)."""
+    text = str(study.tune.get(field) or "").strip()
+    if not text:
+        return [None]
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(v > 0 for v in values):
+        raise ValueError(f"tune.{field}={text!r}: give comma-separated positive numbers, e.g. 1,2,4,8")
+    return values
+
+
+def grid(study: ml_collections.ConfigDict) -> list[dict]:
+    """The swept points: {"learning_rate", "output_multiplier", "hidden_init_std"} (None: not swept)."""
+    return [{"learning_rate": lr, "output_multiplier": out, "hidden_init_std": std}
+            for out in _floats(study, "output_multipliers") for std in _floats(study, "hidden_init_stds")
+            for lr in rates(study)]
+
+
+def _label(point: dict) -> str:
+    """'lr2^-7', or 'lr2^-7_out4_init0.16' when the base multipliers are swept."""
+    label = f"lr2^{int(math.log2(point['learning_rate']))}"
+    if point["output_multiplier"] is not None:
+        label += f"_out{point['output_multiplier']:g}"
+    if point["hidden_init_std"] is not None:
+        label += f"_init{point['hidden_init_std']:g}"
+    return label
+
+
+def _key(point: dict) -> str:
+    """sweep.json's key of a point: its rate ('0.0078125'), then any swept multiplier."""
+    extra = [f"{k}={point[k]:g}" for k in ("output_multiplier", "hidden_init_std") if point[k] is not None]
+    return " ".join([f"{point['learning_rate']:.6g}", *extra])
+
+
 def base_run(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun]) -> PlannedRun:
     """The planned run the sweep repeats: ``tune.size``'s first (smallest-budget) run."""
     size = str(study.tune.size)
@@ -70,14 +112,19 @@ def sweep_dir(study: ml_collections.ConfigDict, workdir: str, config: RunConfig)
 
 
 def sweep_configs(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], workdir: str,
-                  cache_dir: str) -> tuple[epath.Path, list[RunConfig]]:
-    """(the sweep's directory, one RunConfig per rate)."""
+                  cache_dir: str) -> tuple[epath.Path, list[tuple[dict, RunConfig]]]:
+    """(the sweep's directory, (point, RunConfig) for every point of the grid)."""
     from neoscale.runner.study import run_config
 
     template = run_config(base_run(study, plan), study, epath.Path(workdir), cache_dir)
     directory = sweep_dir(study, workdir, template)
-    return directory, [template.replace(workdir=str(directory / f"lr2^{int(math.log2(lr))}"),
-                                        learning_rate=lr) for lr in rates(study)]
+    configs = []
+    for point in grid(study):
+        base = {k: point[k] for k in ("output_multiplier", "hidden_init_std") if point[k] is not None}
+        configs.append((point, template.replace(
+            workdir=str(directory / _label(point)), learning_rate=point["learning_rate"],
+            model_overrides={**template.model_overrides, **base})))
+    return directory, configs
 
 
 def describe(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], workdir: str,
@@ -85,10 +132,12 @@ def describe(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], workd
     """One line for the dry run: what the sweep trains, where, and its result if it has one."""
     directory, configs = sweep_configs(study, plan, workdir, cache_dir)
     recorded = read_sweep(directory)
-    state = (f"done: best rate {recorded['best_learning_rate']:.3g}" if recorded
+    state = (f"done: best {recorded.get('best') or recorded['best_learning_rate']}" if recorded
              else "not run yet; the plan's rates are replaced by its best")
+    swept = "".join(f" x {field} {study.tune[field]}" for field in ("output_multipliers", "hidden_init_stds")
+                    if str(study.tune.get(field) or "").strip())
     return (f"learning rate: tuned at {study.tune.size} ({len(configs)} runs of "
-            f"{configs[0].steps} steps, rates 2^k for k in {study.tune.log2_rates}) "
+            f"{configs[0][1].steps} steps, rates 2^k for k in {study.tune.log2_rates}{swept}) "
             f"in {directory}, then used at every size ({state})")
 
 
@@ -103,23 +152,26 @@ def run_sweep(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], work
     from neoscale.training.loop import NonFiniteLossError, train
 
     directory, configs = sweep_configs(study, plan, workdir, cache_dir)
-    losses = {}
-    for config in configs:
+    losses = {}  # sweep.json key -> final held-out loss
+    points = {}
+    for point, config in configs:
+        key = _key(point)
+        points[key] = point
         try:
-            losses[config.learning_rate] = float(train(config).eval_loss)
+            losses[key] = float(train(config).eval_loss)
         except NonFiniteLossError:  # too high a rate: a result of the sweep, not a failure
-            losses[config.learning_rate] = math.inf
-        print(f"[tune] {config.size} lr {config.learning_rate:.3g}: eval loss "
-              f"{losses[config.learning_rate]:.4f}", flush=True)
-    finite = {lr: loss for lr, loss in losses.items() if math.isfinite(loss)}
+            losses[key] = math.inf
+        print(f"[tune] {config.size} {_label(point)}: eval loss {losses[key]:.4f}", flush=True)
+    finite = {key: loss for key, loss in losses.items() if math.isfinite(loss)}
     if not finite:
         raise ValueError(f"every rate of the sweep in {directory} diverged: lower tune.log2_rates")
-    best = min(finite, key=finite.get)
-    if best in (min(losses), max(losses)):
-        print(f"[tune] warning: the best rate {best:.3g} is at the edge of the sweep; widen "
-              "tune.log2_rates", flush=True)
-    record = {"size": configs[0].size, "best_learning_rate": best,
-              "losses": {f"{lr:.6g}": loss for lr, loss in losses.items()}, "steps": configs[0].steps}
+    best = points[min(finite, key=finite.get)]
+    if best["learning_rate"] in (min(rates(study)), max(rates(study))):
+        print(f"[tune] warning: the best rate {best['learning_rate']:.3g} is at the edge of the "
+              "sweep; widen tune.log2_rates", flush=True)
+    record = {"size": configs[0][1].size, "best_learning_rate": best["learning_rate"],
+              "best": _label(best), "best_point": best, "losses": losses,
+              "steps": configs[0][1].steps}
     (directory / SWEEP_FILE).write_text(json.dumps(record, indent=2))
     return best
 
@@ -129,5 +181,9 @@ def transfer(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], workd
     """The plan re-made at the sweep's best rate (the plan itself when the study does not tune)."""
     if not enabled(study):
         return list(plan)
-    study.train.learning_rate = run_sweep(study, plan, workdir, cache_dir)
+    best = run_sweep(study, plan, workdir, cache_dir)
+    study.train.learning_rate = best["learning_rate"]
+    for field in ("output_multiplier", "hidden_init_std"):
+        if best[field] is not None:
+            study.model[field] = best[field]
     return make_plan()
