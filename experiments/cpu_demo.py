@@ -45,7 +45,13 @@ backward pass; the last change left every loss and both extrapolation errors as 
 and every size trains at it; 7m11s in all, sweep included. Held-out losses 5.96, 5.48, 5.02, 4.74,
 4.37 (the rate law's: 6.03, 5.36, 4.99, 4.60, 4.39). Fitted without the largest size, L(C) (pure)
 misses it by 5.71% and Approach 3 by 3.16%, against 1.15% and 0.8% with the rate law: μP does not
-make the demo's laws as predictive, so the demo keeps SP and its rate law.
+make the demo's laws as predictive, so the demo keeps SP and its rate law. With μP's base
+multipliers swept too (`--config.tune.log2_rates=-8,-7,-6,-5 --config.tune.output_multipliers=1,4
+--config.tune.hidden_init_stds=0.02,0.16`: 16 sweep runs, best 2^-8, α_out 4, σ 0.02, at the
+grid's edge): every size is 0.2-0.4 nats better (5.81, 4.98, 4.52, 4.27, 4.09) but the laws miss the
+held-out size by 3.08% (L(C)) and 2.43% (Approach 3), and the study took 20m14s (beside the CI
+suite: not an idle time; over the demo's 10 minutes either way). Better models, less predictive
+laws: the demo keeps SP.
 
 Beyond the ladder (issue 25; ``benchmarks/demo_extrapolation.py``, benchmarks/RESULTS.md): cpu-1.8M,
 4.2x the largest compute here, trained with these settings reaches 3.739, 6.3% (L(C)) to 8.1%
