@@ -24,33 +24,12 @@ import tempfile
 
 import numpy as np
 import pandas as pd
-from scipy import optimize as scipy_optimize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from neoscale.scaling import bootstrap, chinchilla  # noqa: E402
-from neoscale.scaling.synthetic import law_loss  # noqa: E402
-
-
-def small_study(seed: int = 1):
-    """17 runs, 5 sizes, 1% log-normal noise (as tests/test_scaling_convergence.py)."""
-    rng = np.random.default_rng(seed)
-    n = np.append(np.repeat([2e6, 5e6, 1.2e7, 3e7], 4), 7e7)
-    d = n * rng.choice([5, 10, 20, 40], size=n.size)
-    return n, d, law_loss(n, d) * np.exp(0.01 * rng.standard_normal(n.size))
-
-
-def converged(log_x, log_y, weights, starts):
-    """scipy L-BFGS-B with tight tolerances from each start: (centred params, objective)."""
-    def objective(p):
-        value, grad = chinchilla.LAW.value_and_grad(p[None], log_x, log_y, weights[None])
-        return value[0] / 1e-6, grad[0] / 1e-6
-
-    best = min((scipy_optimize.minimize(objective, s, jac=True, method="L-BFGS-B",
-                                        options={"gtol": 1e-11, "ftol": 1e-15, "maxiter": 20000})
-                for s in starts), key=lambda r: r.fun)
-    return best.x, best.fun * 1e-6
+from neoscale.scaling.synthetic import law_loss, small_study  # noqa: E402
 
 
 def interval_check(n_bootstrap: int) -> str:
@@ -64,7 +43,7 @@ def interval_check(n_bootstrap: int) -> str:
     for row, w in zip(boot.samples, weights, strict=True):
         ours = chinchilla._centred(np.concatenate([np.log(row[:3]), row[3:]]), centre)
         ours_objective = chinchilla.LAW.value_and_grad(ours[None], log_x, np.log(loss), w[None])[0][0]
-        ref, ref_objective = converged(log_x, np.log(loss), w, [ours, full])
+        ref, ref_objective = chinchilla.reference_refit(log_x, np.log(loss), w, [ours, full])
         above += ours_objective > 1.01 * ref_objective
         ref = chinchilla._uncentred(ref, centre)
         reference.append([np.exp(ref[0]), ref[3], ref[4]])

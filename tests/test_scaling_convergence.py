@@ -3,31 +3,9 @@ study reach the optimum a tightly converged scipy refit finds, and fits do not d
 
 import numpy as np
 import pytest
-from scipy import optimize as scipy_optimize
 
 from neoscale.scaling import bootstrap, chinchilla, fit_chinchilla, fit_chinchilla_bootstrap
-from neoscale.scaling.synthetic import law_loss
-
-
-def small_study(seed=1):
-    """17 runs, 5 sizes, 1% noise: the size of a CPU demo, where absolute stopping rules failed."""
-    rng = np.random.default_rng(seed)
-    n = np.append(np.repeat([2e6, 5e6, 1.2e7, 3e7], 4), 7e7)
-    d = n * rng.choice([5, 10, 20, 40], size=n.size)
-    return n, d, law_loss(n, d) * np.exp(0.01 * rng.standard_normal(n.size))
-
-
-def converged_reference(log_x, log_y, weights, starts):
-    """Best of scipy L-BFGS-B runs with tight tolerances from each start: (params, objective)."""
-
-    def objective(p):
-        value, grad = chinchilla.LAW.value_and_grad(p[None], log_x, log_y, weights[None])
-        return value[0] / 1e-6, grad[0] / 1e-6  # δ² units: scipy's tolerances are for O(1)
-
-    best = min((scipy_optimize.minimize(objective, s, jac=True, method="L-BFGS-B",
-                                        options={"gtol": 1e-11, "ftol": 1e-15, "maxiter": 20000})
-                for s in starts), key=lambda r: r.fun)
-    return best.x, best.fun * 1e-6
+from neoscale.scaling.synthetic import small_study
 
 
 def test_bootstrap_refits_of_a_17_run_study_reach_a_converged_reference():
@@ -42,7 +20,7 @@ def test_bootstrap_refits_of_a_17_run_study_reach_a_converged_reference():
     for row, w in zip(boot.samples, weights, strict=True):
         ours = chinchilla._centred(np.concatenate([np.log(row[:3]), row[3:]]), centre)
         ours_objective = chinchilla.LAW.value_and_grad(ours[None], log_x, np.log(loss), w[None])[0][0]
-        ref, ref_objective = converged_reference(log_x, np.log(loss), w, [ours, full])
+        ref, ref_objective = chinchilla.reference_refit(log_x, np.log(loss), w, [ours, full])
         assert ours_objective <= ref_objective * (1 + 1e-6)
         ref_constants = chinchilla._uncentred(ref, centre)
         # Exponents to 1e-4 (absolute): the interval's endpoints are then the reference's.

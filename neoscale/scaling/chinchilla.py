@@ -298,3 +298,19 @@ def fit_chinchilla_bootstrap(
         requirement=requirement, names=CONSTANTS, decode=decode, delta=delta,
     )
     return dataclasses.replace(fit, n_dropped=int((~kept).sum())), boot
+
+
+def reference_refit(log_x: np.ndarray, log_y: np.ndarray, weights: np.ndarray, starts
+                    ) -> tuple[np.ndarray, float]:
+    """(centred params (5,), objective) of scipy's L-BFGS-B with tight tolerances from each start:
+    the slow, converged reference the batched solver is checked against (tests, benchmarks)."""
+    from scipy import optimize as scipy_optimize
+
+    def objective(p):
+        value, grad = LAW.value_and_grad(p[None], log_x, log_y, weights[None])
+        return value[0] / 1e-6, grad[0] / 1e-6  # δ² units: scipy's tolerances are for O(1)
+
+    best = min((scipy_optimize.minimize(objective, s, jac=True, method="L-BFGS-B",
+                                        options={"gtol": 1e-11, "ftol": 1e-15, "maxiter": 20000})
+                for s in starts), key=lambda r: r.fun)
+    return best.x, best.fun * 1e-6

@@ -546,17 +546,19 @@ def _expert_multipliers(points: pd.DataFrame, n_bootstrap: int, seed: int, delta
 
     counts = sorted(int(e) for e in np.unique(points["num_experts"]))
     names = {e: "dense" if e == 1 else f"{e} experts" for e in counts}
-    tables = {names[e]: points[points["num_experts"] == e] for e in counts}
-    comparisons = {}
-    for e in counts[1:]:  # one at a time: a count too small to fit is skipped, not the others
-        try:
-            with np.errstate(all="ignore"):
-                comparisons.update(multiplier.compare_groups(
-                    {names[counts[0]]: tables[names[counts[0]]], names[e]: tables[names[e]]},
-                    names[counts[0]], n_bootstrap=n_bootstrap, seed=seed, delta=delta))
-        except FIT_ERRORS as error:
-            comparisons[names[e]] = _skipped(str(error))
-    return {"status": "fitted", "baseline": names[counts[0]], "what": multiplier.WHAT,
+    kw = {"n_bootstrap": n_bootstrap, "delta": delta}
+    with np.errstate(all="ignore"):
+        baseline = multiplier.fit_variant(points[points["num_experts"] == counts[0]], names[counts[0]],
+                                          seed=seed, **kw)
+        comparisons = {}
+        for e in counts[1:]:  # one at a time: a count too small to fit is skipped, not the others
+            try:
+                variant = multiplier.fit_variant(points[points["num_experts"] == e], names[e],
+                                                 seed=seed + 1, **kw)
+                comparisons[names[e]] = multiplier.compare_fits(baseline, variant)
+            except FIT_ERRORS as error:
+                comparisons[names[e]] = _skipped(str(error))
+    return {"status": "fitted", "baseline": baseline.name, "what": multiplier.WHAT,
             "comparisons": comparisons}
 
 

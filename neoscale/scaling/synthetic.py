@@ -21,6 +21,15 @@ def law_loss(n, d, experts=1.0, law=TRUE_LAW):
     return law["E0"] + law["A"] / (n ** law["alpha"] * experts ** law["gamma"]) + law["B"] / d ** law["beta"]
 
 
+def small_study(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D, loss), each (17,): 17 runs of 5 sizes of TRUE_LAW with 1% log-normal noise, the size
+    of the CPU demo, where absolute stopping rules once left bootstrap refits unconverged."""
+    rng = np.random.default_rng(seed)
+    n = np.append(np.repeat([2e6, 5e6, 1.2e7, 3e7], 4), 7e7)
+    d = n * rng.choice([5, 10, 20, 40], size=n.size)
+    return n, d, law_loss(n, d) * np.exp(0.01 * rng.standard_normal(n.size))
+
+
 def synthetic_study(
     *,
     budgets=(1e16, 1e17, 1e18),
