@@ -65,3 +65,18 @@ def test_a_law_raising_a_type_error_is_reported_not_raised(monkeypatch):
         "real number, not 'complex')",
     }
     assert fit["laws"]["chinchilla_approach3"]["status"] == "fitted"
+
+
+def test_a_diverging_held_out_refit_is_skipped_not_reported_as_nan():
+    """A real 3-size μP study (6 final points; tests/data/tiny_mup_study_results.csv): L(C) refitted
+    without its largest size ends at A = inf. The check says so, and the report renders (it once
+    crashed the study's end on the NaN)."""
+    import pathlib
+
+    from neoscale.scaling import load_results, report_section
+
+    table = load_results(pathlib.Path(__file__).parent / "data" / "tiny_mup_study_results.csv")
+    fit = fit_study(table, n_bootstrap=10)
+    check = fit["laws"]["loss_vs_compute"]["extrapolation"]
+    assert check["status"] == "skipped" and "has no finite prediction" in check["reason"]
+    assert "Extrapolation check not run: the refit without the largest size" in report_section(fit)

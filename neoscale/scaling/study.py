@@ -221,7 +221,8 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
         for form, with_offset in (("with_E", True), ("pure_power_law", False)):
             refit = power_law.fit_power_law(t_c[t_use], t_l[t_use], with_offset=with_offset, delta=delta,
                                             fixed_E=pin_E)
-            predicted = float(refit.predict(best["flops"]))
+            predicted = float(_finite_prediction(refit.predict(best["flops"]),
+                                                 f"the refit without the largest size ({form})"))
             checks[form] = {"predicted": predicted, "constants": refit.constants(),
                             "relative_error": abs(predicted - best["eval_loss"]) / best["eval_loss"]}
         out["extrapolation"] = {
@@ -234,6 +235,14 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
     except ValueError as e:
         out["extrapolation"] = _skipped(str(e))
     return out
+
+
+def _finite_prediction(predicted, what: str):
+    """``predicted`` if every value is finite, else ValueError: a refit on too few points can end
+    at A = inf, and its check is then skipped with this reason instead of reporting NaN."""
+    if not np.all(np.isfinite(predicted)):
+        raise ValueError(f"{what} has no finite prediction (its refit on these few points diverged)")
+    return predicted
 
 
 def _size_ids(points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -264,6 +273,9 @@ def _rollout(points: pd.DataFrame, min_sizes: int, fit_law) -> dict:
                 predict = fit_law(points[ids < k])
                 for j in range(k, sizes.size):
                     predicted = predict(points[ids == j])
+                    for form, values in predicted.items():
+                        if form not in ("actual", "intervals"):
+                            _finite_prediction(values, f"the fit on {k} sizes ({form})")
                     actual = np.asarray(predicted.pop("actual"), np.float64)
                     intervals = predicted.pop("intervals")
                     errors = {form: float(np.mean(np.abs(np.asarray(v) - actual) / actual))
@@ -395,7 +407,9 @@ def _chinchilla(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float,
                 *(train[c].to_numpy() for c in ("params_active", "tokens", "eval_loss")), delta=delta,
                 fixed_E=pin_E,
             )
-        predicted = refit.predict(held["params_active"].to_numpy(), held["tokens"].to_numpy())
+        predicted = _finite_prediction(
+            refit.predict(held["params_active"].to_numpy(), held["tokens"].to_numpy()),
+            "the refit without the largest size")
         actual = held["eval_loss"].to_numpy()
         error = np.abs(predicted - actual) / actual
         out["extrapolation"] = {
