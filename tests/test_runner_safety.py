@@ -6,6 +6,7 @@ move to another directory), and compares the study's files before and after.
 """
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -150,6 +151,22 @@ def test_crashing_figures_leave_the_previous_figures(copy, monkeypatch):
         k: v for k, v in figures.items() if not k.endswith("loss_vs_compute.png")}
     assert not [name for name in os.listdir(copy) if name.startswith(".plots")]  # no scratch left
     assert "## Failures" in (copy / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_crashing_report_keeps_the_fit_and_the_previous_report(copy, monkeypatch):
+    from neoscale.runner import report
+
+    old_report = (copy / "report.md").read_text()
+
+    def broken_render(*args, **kwargs):
+        raise TypeError("the report broke")
+
+    monkeypatch.setattr(report, "render", broken_render)
+    failures = _finish(copy)
+    assert failures["report"] == "TypeError: the report broke"
+    assert (copy / "report.md").read_text() == old_report
+    assert "laws" in json.loads((copy / study.FIT_FILE).read_text())
 
 
 @pytest.mark.slow

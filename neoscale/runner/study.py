@@ -349,7 +349,13 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
         except Exception as error:  # noqa: BLE001
             failures["plots"] = failure_reason(error)
     outputs += figures
-    text = report_lib.render(study, plan, frame, fit, figures, failures, workdir)
+    try:
+        text = report_lib.render(study, plan, frame, fit, figures, failures, workdir)
+    except Exception as error:  # noqa: BLE001 - the runs, results.csv and fit.json are kept
+        failures["report"] = failure_reason(error)
+        print(f"[study] the report failed ({failures['report']}); results.csv and {FIT_FILE} are "
+              f"written, and {report_lib.REPORT_FILE} is left as it was", file=sys.stderr, flush=True)
+        return outputs
     write_atomic(workdir / report_lib.REPORT_FILE, text)
     outputs.append(str(workdir / report_lib.REPORT_FILE))
     return outputs
