@@ -12,6 +12,9 @@ the best held-out loss, and what the largest size loses with the smallest size's
     python benchmarks/mup_transfer.py --parametrizations=mup --steps=100
     python benchmarks/mup_transfer.py --parametrizations=mup --steps=400 \
         --output_multiplier=4 --hidden_init_std=0.08   # μP's base multipliers (RESULTS.md)
+    python benchmarks/mup_transfer.py --parametrizations=mup --steps=400 --log2_rates=-9,-8,-7,-6,-5,-4 \
+        --base_output_multipliers=1,2,4,8 --base_hidden_init_stds=0.02,0.04,0.08,0.16
+        # tune the base's multipliers with the rate at the smallest size, then transfer
 
 Losses, not times: valid on a busy machine. The project's AdamW, schedule and multipliers
 (``neoscale.training.optimizer``, ``neoscale.model.parametrization``); one compile per size (the
@@ -116,6 +119,24 @@ def ladder(name: str, args) -> tuple[tuple[int, int], tuple[int, int]]:
     return small, large
 
 
+def _floats(text: str, default) -> list:
+    return [float(v) for v in text.split(",")] if text else [default]
+
+
+def tune_base(name: str, small: tuple[int, int], rates: list[float], args) -> tuple[float, float | None]:
+    """(α_out, σ_base) with the lowest loss over the grid x rates at the smallest size (printed)."""
+    best, best_loss = None, math.inf
+    for out in _floats(args.base_output_multipliers, args.output_multiplier):
+        for std in _floats(args.base_hidden_init_stds, args.hidden_init_std):
+            losses = sweep_size(model_config(name, *small, small, args.seq_len, out, std), rates, args)
+            print(f"{name} base grid w{small[0]} d{small[1]} α_out {out:g} σ {std}: "
+                  f"{[round(v, 4) for v in losses]}", flush=True)
+            if min(losses) < best_loss:
+                best, best_loss = (out, std), min(losses)
+    print(f"{name}: best base α_out {best[0]:g}, σ {best[1]} (loss {best_loss:.4f})", flush=True)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parametrizations", default="sp,mup,completep")
@@ -128,6 +149,11 @@ def main() -> None:
                         help="μP's base output multiplier α_out (mup / completep)")
     parser.add_argument("--hidden_init_std", type=float, default=None,
                         help="μP's base hidden init std (default: init_std, 0.02)")
+    parser.add_argument("--base_output_multipliers", default="",
+                        help="mup / completep: first sweep these α_out (x --base_hidden_init_stds x the "
+                             "rates) at the smallest size, then transfer the best (μP's recipe)")
+    parser.add_argument("--base_hidden_init_stds", default="",
+                        help="the base hidden init stds of that grid (default: --hidden_init_std)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seq_len", type=int, default=64)
     parser.add_argument("--log2_rates", default="-12,-11,-10,-9,-8,-7,-6,-5,-4",
@@ -137,11 +163,13 @@ def main() -> None:
     rows, grids = [], []
     for name in args.parametrizations.split(","):
         small, large = ladder(name, args)
+        base = (args.output_multiplier, args.hidden_init_std)
+        if name != "sp" and (args.base_output_multipliers or args.base_hidden_init_stds):
+            base = tune_base(name, small, rates, args)
         results = {}
         for width, depth in (small, large):
             started = time.time()
-            config = model_config(name, width, depth, small, args.seq_len, args.output_multiplier,
-                                  args.hidden_init_std)
+            config = model_config(name, width, depth, small, args.seq_len, *base)
             losses = sweep_size(config, rates, args)
             results[(width, depth)] = losses
             grids.append(f"| {name} | w{width} d{depth} | " + " | ".join(f"{v:.4f}" for v in losses) + " |")
