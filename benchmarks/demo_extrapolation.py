@@ -1,14 +1,18 @@
 r"""How far beyond its ladder do the CPU demo's laws predict? (issue 25; prints a table, not a test)
 
     python benchmarks/demo_extrapolation.py --workdir=/tmp/demo_check \
-        --check_sizes=cpu-1.8M,w224d4h7 [--train]
+        --check_sizes=cpu-1.8M,w224d4h7 [--train] [--sizes=LADDER] [-- --config.x=y ...]
 
 With ``--train`` it first runs the demo's own study (``experiments/cpu_demo.py``: its sizes,
 tokens per parameter, learning-rate law, data, held-out set and cooldown branches) with the check
 sizes appended to ``--sizes``, into ``--workdir``; the runner trains each check size exactly as
 it would have trained a demo size. Without it, it reads a workdir trained that way.
 
-Then it fits every law form below on the demo's own sizes only and predicts the final held-out
+``--sizes`` replaces the demo's ladder (default: ``experiments/cpu_demo.py``'s sizes) and anything
+after ``--`` is passed to ``neoscale.run`` (``--config.train.batch_size=16``, ...): a candidate
+ladder is checked exactly as the demo would be.
+
+Then it fits every law form below on the ladder's sizes only and predicts the final held-out
 loss of each check size's main run (its last evaluation, after the full WSD cooldown):
 
 - ``L(C)``: E + A·C^-α on the compute-loss frontier (what fit.json reports), and the pure
@@ -43,15 +47,20 @@ from neoscale.scaling import chinchilla, power_law  # noqa: E402
 from neoscale.scaling import results as scaling_results  # noqa: E402
 from neoscale.scaling.study import pareto_frontier  # noqa: E402
 
-DEMO_SIZES = ("w32d2h2", "cpu-100k", "cpu-220k", "cpu-400k", "cpu-800k")
+
+def demo_sizes() -> list[str]:
+    """The default demo's ladder, from its own config (one source of truth)."""
+    from experiments import cpu_demo
+
+    return [s.strip() for s in cpu_demo.get_config().sizes.split(",")]
 
 
-def train(workdir: str, check_sizes: list[str]) -> float:
-    """Runs the demo study with the check sizes appended; returns its wall seconds."""
-    sizes = ",".join([*DEMO_SIZES, *check_sizes])
+def train(workdir: str, ladder: list[str], check_sizes: list[str], overrides: list[str]) -> float:
+    """Runs the demo study on ``ladder`` with the check sizes appended; returns its wall seconds."""
+    sizes = ",".join([*ladder, *check_sizes])
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "neoscale.run", f"--sizes={sizes}", f"--workdir={workdir}"],
-                   cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-m", "neoscale.run", f"--sizes={sizes}", f"--workdir={workdir}",
+                    *overrides], cwd=REPO, check=True)
     return time.monotonic() - start
 
 
@@ -79,10 +88,10 @@ def predictions(ladder: pd.DataFrame, check: pd.DataFrame, axis: str) -> dict[st
     return out
 
 
-def table(workdir: str, check_sizes: list[str]) -> str:
+def table(workdir: str, ladder_sizes: list[str], check_sizes: list[str]) -> str:
     frame = results_lib.read_results(workdir)
     points, _ = scaling_results.final_points(scaling_results.validate(frame))
-    ladder = points[points["size"].isin(DEMO_SIZES)]
+    ladder = points[points["size"].isin(ladder_sizes)]
     check = points[points["size"].isin(check_sizes) & points["cooldown"].isna()]
     missing = sorted(set(check_sizes) - set(check["size"]))
     if missing:
@@ -103,16 +112,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--check_sizes", default="cpu-1.8M")
+    parser.add_argument("--sizes", default=None, help="The ladder (default: the demo's sizes).")
     parser.add_argument("--train", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="After --: flags passed to neoscale.run.")
     args = parser.parse_args()
     check_sizes = [s.strip() for s in args.check_sizes.split(",") if s.strip()]
+    ladder = [s.strip() for s in args.sizes.split(",")] if args.sizes else demo_sizes()
     if args.train:
         from neoscale.benchmarking.probe import matmul_flops_per_second
 
         probe = matmul_flops_per_second(2048, "float32") / 1e9
-        seconds = train(args.workdir, check_sizes)
+        seconds = train(args.workdir, ladder, check_sizes, args.overrides)
         print(f"study wall time {seconds / 60:.1f} min (matmul probe {probe:.0f} GFLOP/s before it)")
-    print(table(args.workdir, check_sizes))
+    print(table(args.workdir, ladder, check_sizes))
 
 
 if __name__ == "__main__":
