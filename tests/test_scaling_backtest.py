@@ -52,3 +52,40 @@ def test_backtest_is_in_the_report_and_a_figure(exact_fit, tmp_path):
     assert {"backtest.png", "backtest.svg"} <= {p.name for p in paths}
     without = fit_study(results, n_bootstrap=0, backtest=False)
     assert "backtest" not in without["laws"]["loss_vs_compute"]
+
+
+def test_exact_law_has_no_drift(exact_fit):
+    _, fit = exact_fit
+    # Approach 3 is the true law here: no signed error at any distance. (On an IsoFLOP grid the
+    # larger sizes add no compute, so there is no distance to fit a drift against.)
+    backtest = fit["laws"]["chinchilla_approach3"]["backtest"]
+    signed = [p["signed_error"]["law"] for r in backtest["rounds"] if r["status"] == "fitted"
+              for p in r["predictions"]]
+    assert signed and max(map(abs, signed)) < 1e-4
+    assert backtest["drift"]["law"]["per_doubling"] is None
+    # L(C) on an IsoFLOP grid's frontier is only close: small misses on both sides, no verdict.
+    drift = fit["laws"]["loss_vs_compute"]["backtest"]["drift"]
+    for form in ("with_E", "pure_power_law"):
+        assert abs(drift[form]["per_doubling"]) < 0.005 and min(drift[form]["over"], drift[form]["under"]) > 0
+    assert "Every miss is on one side" not in study.report_section(fit)
+
+
+def test_a_curve_that_steepens_is_reported_as_a_one_sided_drift():
+    """Losses that fall faster with compute than any E + A·C^-α (log L concave in log C, as the CPU
+    demo's ladder measured): every larger size beats the law fitted on the smaller ones, by more
+    the farther it is, and the report says the forecasts are biased that way."""
+    # A ladder at 20 tokens per parameter (as the runner trains one), 1M to 32M parameters.
+    bent, _ = synthetic_study(budgets=(), moe_experts=(1,), moe_sizes=tuple(1e6 * 2.0 ** np.arange(6)),
+                              noise=0.0)
+    x = np.log(bent["flops"] / bent["flops"].min())
+    bent["eval_loss"] = bent["eval_loss"] * np.exp(-0.01 * x**2)
+    fit = fit_study(bent, n_bootstrap=0)
+    drift = fit["laws"]["loss_vs_compute"]["backtest"]["drift"]["pure_power_law"]
+    assert drift["over"] == drift["of"] >= 3 and drift["under"] == 0
+    assert drift["per_doubling"] > 0.005
+    rounds = fit["laws"]["loss_vs_compute"]["backtest"]["rounds"]
+    far = [p["signed_error"]["pure_power_law"] for r in rounds if r["status"] == "fitted"
+           for p in r["predictions"]]
+    assert min(far) > 0
+    section = study.report_section(fit)
+    assert "Every miss is on one side and grows with distance: the law is pessimistic" in section

@@ -280,8 +280,13 @@ def _rollout(points: pd.DataFrame, min_sizes: int, fit_law) -> dict:
                     intervals = predicted.pop("intervals")
                     errors = {form: float(np.mean(np.abs(np.asarray(v) - actual) / actual))
                               for form, v in predicted.items()}
-                    row = {"N": sizes[j], "factor": sizes[j] / sizes[k - 1], "actual": actual,
-                           "predicted": predicted, "relative_error": errors,
+                    signed = {form: float(np.mean((np.asarray(v) - actual) / actual))
+                              for form, v in predicted.items()}
+                    compute_factor = (points.loc[ids == j, "flops"].max()
+                                      / points.loc[ids < k, "flops"].max())
+                    row = {"N": sizes[j], "factor": sizes[j] / sizes[k - 1],
+                           "compute_factor": float(compute_factor), "actual": actual,
+                           "predicted": predicted, "relative_error": errors, "signed_error": signed,
                            "prediction_interval": {}, "covered": {}}
                     for form, band in intervals.items():
                         if band is None:
@@ -299,10 +304,35 @@ def _rollout(points: pd.DataFrame, min_sizes: int, fit_law) -> dict:
                         f"{sizes.size}")
     coverage = {form: {"inside": int(sum(hits)), "of": len(hits)} for form, hits in inside.items()}
     return {"status": "fitted", "min_sizes": min_sizes, "rounds": rounds, "coverage": coverage,
+            "drift": _drift(rounds),
             "what": "fit on the smallest k sizes, predict every larger one; relative error = mean "
             "|predicted - actual| / actual over the held size's points; coverage = held points "
             "inside the 95% prediction interval (bootstrap refits of the k sizes plus their "
-            "residual scatter)"}
+            "residual scatter); drift = the signed error against the distance in compute"}
+
+
+def _drift(rounds: list[dict]) -> dict:
+    """How the backtest's signed error grows with distance, per form: the least-squares slope
+    through the origin of (predicted - actual) / actual against log2(held size's compute / the
+    largest fitted compute), in relative error per doubling, and how many misses fall on each side.
+
+    A law whose misses all fall on one side and grow with distance is limited by its form (the
+    measured curve bends away from it), not by noise: its forecasts are biased by about this slope
+    times the doublings beyond the data.
+    """
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for r in rounds:
+        for p in r.get("predictions", []):
+            for form, error in p["signed_error"].items():
+                pairs.setdefault(form, []).append((np.log2(p["compute_factor"]), error))
+    out = {}
+    for form, values in pairs.items():
+        x, e = np.array(values).T
+        far = x > 0.1  # held points at the fitted compute say nothing about distance
+        slope = float(np.sum(x[far] * e[far]) / np.sum(x[far] ** 2)) if far.sum() >= 2 else None
+        out[form] = {"per_doubling": slope, "over": int(np.sum(e > 0)), "under": int(np.sum(e < 0)),
+                     "of": int(e.size)}
+    return out
 
 
 def _loss_vs_compute_backtest(delta: float, n_bootstrap: int, seed: int, pin_E: float | None):
@@ -767,6 +797,9 @@ def _backtest_lines(law: dict) -> list[str]:
         errors = ", ".join(f"N = {p['N']:.3g}: {100 * p['relative_error'][form]:.2f}%"
                            f"{_coverage_mark(p, form)}" for p in r["predictions"])
         lines.append(f"{head}: {errors}")
+    drift = (backtest.get("drift") or {}).get(form)
+    if drift and drift["per_doubling"] is not None:
+        lines.append(_drift_line(drift))
     coverage = (backtest.get("coverage") or {}).get(form)
     if coverage:
         lines.append(f"\n{coverage['inside']} of {coverage['of']} held-out points lie inside their 95% "
@@ -776,6 +809,23 @@ def _backtest_lines(law: dict) -> list[str]:
                         "**the bands are too narrow for this extrapolation: the law's form, not its "
                         "noise, limits it; trust predictions beyond the data less than their bands say.**"))
     return lines
+
+
+def _drift_line(drift: dict) -> str:
+    """The backtest's signed error against distance, and whether its misses are systematic."""
+    slope = 100 * drift["per_doubling"]
+    at = ", ".join(f"{slope * np.log2(f):+.1f}% at {f}×" for f in (10, 100))
+    line = (f"\nSigned error against distance: {slope:+.2f}% per doubling of compute beyond the "
+            f"fitted sizes (least squares through the origin; {at} if it keeps growing so); the law "
+            f"predicted too high at {drift['over']} and too low at {drift['under']} of "
+            f"{drift['of']} held-size predictions.")
+    one_sided = max(drift["over"], drift["under"]) == drift["of"] and drift["of"] >= 3
+    if one_sided and abs(slope) >= 0.5:
+        side = ("pessimistic: larger models beat it" if slope > 0 else
+                "optimistic: larger models fall short of it")
+        line += (f" **Every miss is on one side and grows with distance: the law is {side}, so "
+                 "the measured curve bends away from its form and its forecasts carry that bias.**")
+    return line
 
 
 def _multiplier_lines(law: dict) -> list[str]:
