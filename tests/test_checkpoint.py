@@ -137,3 +137,20 @@ def test_the_clock_is_read_only_when_asked():
     assert checkpointer.due(200, check_clock=False)
     checkpointer.save_minutes = None
     assert not checkpointer.due(7)
+
+
+def test_a_relative_directory_saves_and_restores(tmp_path, monkeypatch):
+    # `python -m neoscale.run` writes to the relative ./neoscale_runs/<study>: orbax refuses a
+    # relative checkpoint path, and every run of the demo failed at its first save.
+    monkeypatch.chdir(tmp_path)
+    params = ModelParams(model_config("w32d2h2", vocab_size=64, max_positions=16), 0)
+    optimizer = make_optimizer(make_schedule("cosine", 1e-2, 10, 1),
+                               weight_decay_mask(params.logical_specs))
+    state = create_train_state(params, optimizer, make_mesh("fsdp:8"))
+    iterator = SyntheticData(64, 16).train_iterator(8)
+    checkpointer = Checkpointer("runs/a/checkpoints", save_every=1, keep=1)
+    checkpointer.save(1, state, iterator, {"note": "relative"})
+    checkpointer.close()
+    assert (tmp_path / "runs" / "a" / "checkpoints" / "1").is_dir()
+    reader = Checkpointer("runs/a/checkpoints", save_every=1, keep=1, read_only=True)
+    assert reader.latest_step() == 1 and reader.restore_run(1) == {"note": "relative"}

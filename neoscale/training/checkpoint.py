@@ -19,6 +19,7 @@ killed at any moment, even mid-save, finds only complete checkpoints on restart.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,13 @@ from jax.experimental import multihost_utils
 from neoscale.training.state import TrainState
 
 DATA_POSITION = "data_position"  # the run JSON's entry for the data iterator's state
+
+
+def absolute(directory: str | epath.Path) -> epath.Path:
+    """The directory as orbax needs it: a relative local path (``python -m neoscale.run``'s default
+    workdir, ``neoscale_runs/<study>``) made absolute; ``gs://`` and other URLs are left alone."""
+    path = epath.Path(directory)
+    return path if "://" in str(directory) else epath.Path(os.path.abspath(os.fspath(path)))
 
 
 class Checkpointer:
@@ -50,7 +58,7 @@ class Checkpointer:
             max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
             keep_period=keep_period, enable_async_checkpointing=async_save, create=not read_only,
             read_only=read_only)
-        self.directory = epath.Path(directory)
+        self.directory = absolute(directory)
         self.save_every = save_every
         self.save_minutes = save_minutes
         self._clock = clock
