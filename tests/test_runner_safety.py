@@ -216,3 +216,13 @@ def test_a_moved_study_resumes_skips_and_refits_the_same(finished, tmp_path):
     frame = results.read_results(moved)
     assert set(frame["status"]) == {"done"}
     assert "w80d2h2_S24_cd0.5" in set(frame["run"])
+
+
+@pytest.mark.slow
+def test_a_study_whose_runs_all_failed_says_so_instead_of_a_fitter_error(copy):
+    frame = results.read_results(copy)
+    frame["final"] = False
+    frame["status"] = "failed:disk full"
+    results.write_results(copy, frame.to_dict("records"))
+    failures = _finish(copy)
+    assert failures["fit"].endswith("no finished run to fit (every run failed: their reasons are above)")

@@ -329,6 +329,8 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
     try:
         from neoscale import scaling
 
+        if frame.empty or not frame["final"].any():
+            raise ValueError("no finished run to fit (every run failed: their reasons are above)")
         curves = scaling.load_curves(workdir)  # per-step metrics: Approach 1 and the run curves
         fit = scaling.fit_study(frame, curves=curves, schedules=scaling.load_schedules(workdir),
                                 n_bootstrap=int(study.fit.n_bootstrap), seed=int(study.fit.seed),
