@@ -84,8 +84,8 @@ with the slope again rising at the top, 0.055-0.063 then 0.080: its check size w
 The report says so from its own data: its rollout backtest gives each miss's sign and the drift
 per doubling of compute, and flags a law whose misses all fall on one side (here Approach 3:
 +0.92% per doubling, 3 of 3 too high); with the check size added, L(C)'s 95% prediction intervals
-hold every backtest miss (6 of 6). Read the 10x forecast (3.53, interval [3.25, 3.85]) as its
-interval: w192d4h6 reached 3.53 at 4.2x.
+hold every backtest miss (6 of 6). Read the 10x forecast (the pure law's 3.44, 95% prediction
+interval [3.23, 3.64]) as its interval, and as pessimistic: w192d4h6 reached 3.53 already at 4.2x.
 """
 
 from neoscale.runner.config import base_config

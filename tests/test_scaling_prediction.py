@@ -74,3 +74,27 @@ def test_fit_json_has_prediction_intervals_and_backtest_coverage(noisy_fit):
     section = study.report_section(noisy_fit)
     assert "95% prediction interval [" in section
     assert "held-out points lie inside their 95% prediction interval" in section
+
+
+def test_forecasts_carry_the_pure_power_law_the_report_reads_when_E_is_not_identified():
+    """A study whose E sits at its bound is read as the pure power law (the report says so): its
+    10x and 100x forecasts must then be the pure law's, with the pure law's own bands."""
+    # A ladder at 20 tokens per parameter whose losses are a pure power law of compute.
+    results, _ = synthetic_study(budgets=(), moe_experts=(1,), moe_sizes=tuple(1e6 * 2.0 ** np.arange(6)),
+                                 noise=0.0)
+    noise = np.exp(0.004 * np.random.default_rng(0).standard_normal(len(results)))
+    results["eval_loss"] = 38.0 * results["flops"] ** -0.074 * noise
+    fit = fit_study(results, n_bootstrap=40, backtest=False)
+    law = fit["laws"]["loss_vs_compute"]
+    assert not law["irreducible_loss"]["identified"]  # E at its bound: the pure law is read
+    final = results[results.final]
+    pure = power_law.fit_power_law(final["flops"].to_numpy(), final["eval_loss"].to_numpy(),
+                                   with_offset=False)
+    for p in law["predictions"]:
+        at = p["pure_power_law"]
+        assert at["loss"] == pytest.approx(float(pure.predict(p["compute"])), rel=1e-3)
+        low, high = at["prediction_interval"]
+        assert low <= at["interval"][0] <= at["loss"] <= at["interval"][1] <= high
+    first = law["predictions"][0]["pure_power_law"]
+    section = study.report_section(fit)
+    assert "pure power law (the form to read) " + study._fmt(first["loss"], first["interval"]) in section

@@ -156,6 +156,18 @@ def _largest_held_out(points: pd.DataFrame):
     return points[~held], points[held]
 
 
+def _forecast(fit: power_law.PowerLawFit, boot: bootstrap.Bootstrap, residuals: np.ndarray,
+              n_params: int, compute: float, seed: int) -> dict:
+    """One law's loss at ``compute`` with its mean-law and 95% prediction intervals (or None)."""
+    out = {"loss": float(fit.predict(compute)), "interval": None, "prediction_interval": None}
+    if boot.has_interval:
+        log_at = _power_law_log([compute])
+        out["interval"] = list(np.exp(boot.interval_of(log_at(boot.samples)[:, 0])))
+        out["prediction_interval"] = list(
+            _prediction_interval(boot, log_at, residuals, n_params, seed)[:, 0])
+    return out
+
+
 def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: float,
                      pin_E: float | None = None) -> dict:
     compute, loss = points["flops"].to_numpy(), points["eval_loss"].to_numpy()
@@ -180,16 +192,14 @@ def _loss_vs_compute(points: pd.DataFrame, label: str, n_bootstrap: int, seed: i
         band["lower"], band["upper"] = np.exp(boot.interval_of(_power_law_log(grid)(boot.samples)))
         band["prediction_lower"], band["prediction_upper"] = _prediction_interval(
             boot, _power_law_log(grid), residuals, _free(3, pin_E), seed)
+    pure_residuals = np.log(pure.predict(compute[use])) - np.log(loss[use])
     predictions = []
     for factor in EXTRAPOLATION_FACTORS:
         c = compute.max() * factor
-        entry = {"compute": c, "factor": factor, "loss": float(fit.predict(c)), "interval": None,
-                 "prediction_interval": None}
-        if boot.has_interval:
-            entry["interval"] = list(np.exp(boot.interval_of(_power_law_log([c])(boot.samples)[:, 0])))
-            entry["prediction_interval"] = list(
-                _prediction_interval(boot, _power_law_log([c]), residuals, _free(3, pin_E), seed)[:, 0])
-        predictions.append(entry)
+        entry = _forecast(fit, boot, residuals, _free(3, pin_E), c, seed)
+        # The report reads the pure law when E is not identified: its forecast, with its own bands.
+        entry["pure_power_law"] = _forecast(pure, pure_boot, pure_residuals, 2, c, seed)
+        predictions.append({"compute": c, "factor": factor, **entry})
     pure_uncertainty = _uncertainty(pure_boot)
     if pure_uncertainty["intervals"]:
         pure_uncertainty["intervals"].pop("E")
@@ -901,12 +911,20 @@ def report_section(fit: dict) -> str:
         if key == "loss_vs_compute":
             pure = law["pure_power_law"]
             lines.append(f"\nPure power law `{pure['form']}`: {_constants_line(pure)}")
+            read_pure = not law.get("irreducible_loss", {"identified": True})["identified"]
             for p in law["predictions"]:
-                lines.append(
-                    f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
-                    f"({p['compute']:.3g} FLOPs): {_fmt(p['loss'], p.get('interval'))} (mean law); "
-                    f"95% prediction interval {_fmt_interval(p.get('prediction_interval'))}"
-                )
+                pure_at = p.get("pure_power_law")
+                with_e = (f"{_fmt(p['loss'], p.get('interval'))} (mean law); 95% prediction "
+                          f"interval {_fmt_interval(p.get('prediction_interval'))}")
+                line = (f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
+                        f"({p['compute']:.3g} FLOPs): ")
+                if pure_at is None:
+                    lines.append(line + with_e)
+                    continue
+                pure_text = (f"{_fmt(pure_at['loss'], pure_at.get('interval'))} (mean law); 95% "
+                             f"prediction interval {_fmt_interval(pure_at.get('prediction_interval'))}")
+                lines.append(line + (f"pure power law (the form to read) {pure_text}; with E {with_e}"
+                                     if read_pure else f"{with_e}; pure power law {pure_text}"))
         snapping = law.get("budget_snapping")
         if snapping and snapping["labels"] != snapping["budgets"]:
             lines.append(f"\n{snapping['labels']} distinct budget labels were snapped to "
