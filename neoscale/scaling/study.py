@@ -734,8 +734,13 @@ def _check_the_form_to_read(law: dict) -> None:
     ext = law.get("extrapolation") or {}
     if "forms" not in ext:
         return
-    form = "with_E" if law["irreducible_loss"]["identified"] else "pure_power_law"
+    form = _form_to_read(law)
     ext.update(ext["forms"][form], form=form)
+
+
+def _form_to_read(law: dict) -> str:
+    """L(C)'s form the report tells the reader to use: with E when E is identified, else pure."""
+    return "with_E" if law["irreducible_loss"]["identified"] else "pure_power_law"
 
 
 def irreducible_loss(law: dict) -> dict:
@@ -911,20 +916,15 @@ def report_section(fit: dict) -> str:
         if key == "loss_vs_compute":
             pure = law["pure_power_law"]
             lines.append(f"\nPure power law `{pure['form']}`: {_constants_line(pure)}")
-            read_pure = not law.get("irreducible_loss", {"identified": True})["identified"]
+            read_pure = _form_to_read(law) == "pure_power_law"
             for p in law["predictions"]:
-                pure_at = p.get("pure_power_law")
-                with_e = (f"{_fmt(p['loss'], p.get('interval'))} (mean law); 95% prediction "
-                          f"interval {_fmt_interval(p.get('prediction_interval'))}")
-                line = (f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
-                        f"({p['compute']:.3g} FLOPs): ")
-                if pure_at is None:
-                    lines.append(line + with_e)
-                    continue
-                pure_text = (f"{_fmt(pure_at['loss'], pure_at.get('interval'))} (mean law); 95% "
-                             f"prediction interval {_fmt_interval(pure_at.get('prediction_interval'))}")
-                lines.append(line + (f"pure power law (the form to read) {pure_text}; with E {with_e}"
-                                     if read_pure else f"{with_e}; pure power law {pure_text}"))
+                with_e, pure_text = (f"{_fmt(f['loss'], f['interval'])} (mean law); 95% prediction "
+                                     f"interval {_fmt_interval(f['prediction_interval'])}"
+                                     for f in (p, p["pure_power_law"]))
+                lines.append(f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
+                             f"({p['compute']:.3g} FLOPs): "
+                             + (f"pure power law (the form to read) {pure_text}; with E {with_e}"
+                                if read_pure else f"{with_e}; pure power law {pure_text}"))
         snapping = law.get("budget_snapping")
         if snapping and snapping["labels"] != snapping["budgets"]:
             lines.append(f"\n{snapping['labels']} distinct budget labels were snapped to "

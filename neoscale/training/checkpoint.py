@@ -31,6 +31,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from neoscale.training.metrics import is_object_store
 from neoscale.training.state import TrainState
 
 DATA_POSITION = "data_position"  # the run JSON's entry for the data iterator's state
@@ -40,7 +41,7 @@ def absolute(directory: str | epath.Path) -> epath.Path:
     """The directory as orbax needs it: a relative local path (``python -m neoscale.run``'s default
     workdir, ``neoscale_runs/<study>``) made absolute; ``gs://`` and other URLs are left alone."""
     path = epath.Path(directory)
-    return path if "://" in str(directory) else epath.Path(os.path.abspath(os.fspath(path)))
+    return path if is_object_store(directory) else epath.Path(os.path.abspath(os.fspath(path)))
 
 
 class Checkpointer:
