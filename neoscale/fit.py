@@ -12,6 +12,8 @@
   --loss=mse                         squared error on log losses instead of Huber (--huber_delta).
   --pin_E=1.69                       fix the irreducible loss of L(C) and Approach 3 (the
                                      evaluation set's, when the study cannot identify it).
+  --context_free_loss=6.21            H of the ladder's law (the held-out loss of the training split's
+                                     token frequencies; a study's plan.json records its own).
   --group_by=COLUMN --compare=BASELINE
                                      compute multipliers: how much less compute each other group
                                      needs than BASELINE for the same loss, across compute, with
@@ -52,6 +54,8 @@ flags.DEFINE_string("budget_column", None, "--results: IsoFLOP budget column")
 flags.DEFINE_integer("n_bootstrap", 200, "bootstrap resamples for the 95% intervals")
 flags.DEFINE_float("pin_E", None, "fix the irreducible loss E of L(C) and Approach 3 at this value "
                    "(nats, this evaluation set's) instead of fitting it")
+flags.DEFINE_float("context_free_loss", None, "H of the ladder's law: the held-out loss (nats per "
+                   "token) of the training split's token frequencies (a study's plan.json holds it)")
 flags.DEFINE_integer("seed", 0, "bootstrap seed")
 flags.DEFINE_bool("plots", True, "draw the figures")
 flags.DEFINE_string("where", None, "pandas query selecting the rows to fit, e.g. \"source == 'x'\"")
@@ -204,6 +208,8 @@ def _refit_study(workdir: epath.Path) -> dict | None:
         study.fit.seed = FLAGS.seed
     if FLAGS.pin_E is not None:
         study.fit.pin_E = FLAGS.pin_E
+    if FLAGS.context_free_loss is not None:
+        study.fit.context_free_loss = FLAGS.context_free_loss
     failures: dict[str, str] = {}
     outputs = study_lib.finish_study(workdir, study, plan, failures)
     if failures:
@@ -261,6 +267,8 @@ def main(argv: list[str]) -> None:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags")
     if FLAGS.pin_E is not None and not FLAGS.pin_E > 0:
         _fail(f"--pin_E must be a positive loss in nats, got {FLAGS.pin_E}")
+    if FLAGS.context_free_loss is not None and not FLAGS.context_free_loss > 0:
+        _fail(f"--context_free_loss must be a positive loss in nats, got {FLAGS.context_free_loss}")
     custom = (FLAGS.where or FLAGS.group_by or FLAGS.compare is not None or FLAGS["loss"].present
               or FLAGS["huber_delta"].present)
     if (FLAGS.workdir and not FLAGS.results and FLAGS.plots and FLAGS.out_dir in (None, FLAGS.workdir)
@@ -290,7 +298,8 @@ def main(argv: list[str]) -> None:
         for name, table in tables:
             out_dir = out_root if name is None else out_root / name
             fit = scaling.fit_study(table, curves=curves, schedules=schedules, n_bootstrap=FLAGS.n_bootstrap,
-                                    seed=FLAGS.seed, delta=delta, pin_E=FLAGS.pin_E)
+                                    seed=FLAGS.seed, delta=delta, pin_E=FLAGS.pin_E,
+                                    context_free_loss=FLAGS.context_free_loss)
             where = "" if name is None else f" ({FLAGS.group_by} = {name})"
             for entry in fit["data"]["dropped"]:
                 print(f"{PROG}: dropped {entry['run']}{where}: {entry['reason']}", file=sys.stderr)

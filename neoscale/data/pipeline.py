@@ -32,6 +32,7 @@ from neoscale.data import packing, records, shards, sources, tokenizer
 
 log = logging.getLogger(__name__)
 
+CONTEXT_FREE_SAMPLE_TOKENS = 1 << 24  # training tokens counted for the context-free loss
 SMALL_CORPUS_BYTES = 32 << 20  # below this, tokenizing in one process beats starting workers
 # UTF-8 bytes per token, for estimates before tokenizing (measured on the built-in English corpus
 # by benchmarks/data_throughput.py; a trained sentencepiece vocabulary V interpolates in log V).
@@ -436,6 +437,32 @@ class PreparedData:
     def epochs(self, tokens_seen: int) -> float:
         """Training epochs that tokens_seen (target tokens) amount to."""
         return tokens_seen / self.train_tokens
+
+    def context_free_loss(self, max_train_tokens: int = CONTEXT_FREE_SAMPLE_TOKENS) -> float:
+        """Held-out loss (nats per target token) of the best prediction that ignores context: the
+        training split's token frequencies (add-1/2 smoothed) scored on the held-out targets that
+        evaluation scores. Small models sit on this plateau before their loss falls as a power law
+        (``neoscale.scaling.ladder_law``). Counts at most ``max_train_tokens`` training tokens, from
+        records spread evenly over the shards (all of them in a corpus that small).
+        """
+        if self._source is None:
+            self._source = self._record_source()
+        record_tokens = int(self.manifest["record_tokens"])
+        n_records = len(self._source)
+        wanted = min(n_records, max(1, max_train_tokens // record_tokens))
+        keys = np.unique(np.linspace(0, n_records - 1, wanted).round().astype(np.int64))
+        counts = np.zeros(self.vocab_size, np.float64)
+        dtype = np.dtype(self.manifest["dtype"])
+        for start in range(0, keys.size, 64):
+            batch = [int(k) for k in keys[start : start + 64]]
+            chunk = (self._source.__getitems__(batch) if hasattr(self._source, "__getitems__")
+                     else [self._source[k] for k in batch])
+            for record in chunk:
+                counts += np.bincount(np.frombuffer(record, dtype), minlength=self.vocab_size)[
+                    : self.vocab_size]
+        probabilities = (counts + 0.5) / (counts.sum() + 0.5 * self.vocab_size)
+        targets = self.heldout_stream[1 : self.heldout_tokens + 1]
+        return float(-np.log(probabilities[targets]).mean())
 
     def bits_per_byte(self, loss_nats_per_token: float) -> float:
         """Converts a held-out loss in nats per token to bits per UTF-8 byte."""

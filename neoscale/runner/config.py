@@ -98,6 +98,9 @@ def base_config() -> ml_collections.ConfigDict:
         "seed": 0,
         # The held-out set's irreducible loss, when the study cannot identify it (fit_study's pin_E).
         "pin_E": config_dict.placeholder(float),
+        # H of the ladder's law: the held-out loss of the training split's token frequencies. None:
+        # the runner measures it on the prepared data (PreparedData.context_free_loss).
+        "context_free_loss": config_dict.placeholder(float),
     })
     c.mesh = ""
     return c

@@ -220,6 +220,8 @@ def run_study(
     workdir = epath.Path(workdir)
     primary = jax.process_index() == 0
     check_reuse(plan, study, workdir, cache_dir, data)
+    if primary and data is not None and study.fit.get("context_free_loss") is None:
+        study.fit.context_free_loss = data.context_free_loss()  # the ladder law's H, into plan.json
     if primary:
         print(f"[study] {study.name}: {len(plan)} runs into {workdir}", file=sys.stderr)
         print(format_table(plan), file=sys.stderr, flush=True)
@@ -334,7 +336,8 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
         curves = scaling.load_curves(workdir)  # per-step metrics: Approach 1 and the run curves
         fit = scaling.fit_study(frame, curves=curves, schedules=scaling.load_schedules(workdir),
                                 n_bootstrap=int(study.fit.n_bootstrap), seed=int(study.fit.seed),
-                                pin_E=study.fit.get("pin_E"))
+                                pin_E=study.fit.get("pin_E"),
+                                context_free_loss=study.fit.get("context_free_loss"))
     except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
         fit = {"error": failure_reason(error)}
         failures["fit"] = fit["error"]

@@ -11,6 +11,7 @@ from neoscale.scaling.chinchilla import (
 from neoscale.scaling.curve_law import CurveLaw, Schedule, fit_curve_law, load_schedules
 from neoscale.scaling.envelope import EnvelopeFit, fit_envelope
 from neoscale.scaling.isoflop import IsoFlopFit, fit_isoflop
+from neoscale.scaling.ladder_law import LadderFit, fit_ladder_law
 from neoscale.scaling.moe import (
     ClarkFit,
     MoEChinchillaFit,
@@ -30,6 +31,7 @@ __all__ = [
     "ClarkFit",
     "EnvelopeFit",
     "IsoFlopFit",
+    "LadderFit",
     "MoEChinchillaFit",
     "PowerLawFit",
     "fit_chinchilla",
@@ -39,6 +41,7 @@ __all__ = [
     "fit_curve_law",
     "fit_envelope",
     "fit_isoflop",
+    "fit_ladder_law",
     "fit_moe_chinchilla",
     "fit_power_law",
     "fit_study",

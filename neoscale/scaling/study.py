@@ -6,6 +6,9 @@ Data points are the final evaluation rows of finished runs (each run's and each 
 branch's last evaluation; never stable-phase losses). Laws:
 - loss_vs_compute: L(C) = E + A·C^−α (and the pure power law) on the compute–loss Pareto
   frontier of the dense runs (or of the only expert count present);
+- ladder_law: the ladder's law L(C) = 1 / (1/H + C^α/A) on the main runs of one tokens-per-
+  parameter allocation, H the held-out set's context-free loss (ladder_law.py): what the next size
+  of the ladder will reach;
 - chinchilla_approach3: L(N, D) on the same runs' final points;
 - isoflop_approach2: main runs grouped by budget_flops (cooldown branches belong to no budget);
 - envelope_approach1: the per-step curves (a branch's only after its fork);
@@ -37,6 +40,7 @@ from neoscale.scaling import (
     curve_law,
     envelope,
     isoflop,
+    ladder_law,
     moe,
     optimize,
     power_law,
@@ -371,6 +375,106 @@ def _loss_vs_compute_backtest(delta: float, n_bootstrap: int, seed: int, pin_E: 
     return fit_law
 
 
+ALLOCATION_TOLERANCE = 1.1  # main runs within 10% of one tokens-per-parameter ratio are one ladder
+
+
+def _ladder_runs(points: pd.DataFrame) -> pd.DataFrame:
+    """The main runs (no cooldown branches), if they share one tokens-per-parameter ratio; else
+    ValueError: the ladder's law follows one allocation."""
+    main = points[~results.is_branch(points)]
+    ratio = (main["tokens"] / main["params_active"]).to_numpy(np.float64)
+    if ratio.size and ratio.max() > ALLOCATION_TOLERANCE * ratio.min():
+        raise ValueError(f"the main runs train on {ratio.min():.3g} to {ratio.max():.3g} tokens per "
+                         "parameter, not one allocation: the ladder's law predicts the next size of a "
+                         "ladder trained on one ratio")
+    return main
+
+
+def _ladder_log(context_free_loss: float, compute: np.ndarray):
+    """samples (A, 2) of (A, α) -> (A, m) log L at compute (m,)."""
+    return lambda s: np.log(ladder_law.predict(s, context_free_loss, compute))
+
+
+def _ladder_fit(main: pd.DataFrame, context_free_loss: float, n_bootstrap: int, seed: int,
+                delta: float):
+    """(fit, bootstrap, residuals) of the ladder's law on main runs."""
+    c, loss = main["flops"].to_numpy(np.float64), main["eval_loss"].to_numpy(np.float64)
+    fit, boot = ladder_law.fit_ladder_law_bootstrap(
+        c, loss, context_free_loss, groups=main["run"].to_numpy(), n_bootstrap=n_bootstrap,
+        seed=seed, delta=delta)
+    below = loss < context_free_loss
+    return fit, boot, np.log(fit.predict(c[below])) - np.log(loss[below])
+
+
+def _ladder(points: pd.DataFrame, context_free_loss: float, n_bootstrap: int, seed: int,
+            delta: float) -> dict:
+    main = _ladder_runs(points)
+    sizes, _ = _size_ids(main)
+    if sizes.size < ladder_law.MIN_SIZES:
+        return _skipped(f"needs main runs of >= {ladder_law.MIN_SIZES} sizes, got {sizes.size} (fitted "
+                        "on 3, the CPU demo's law missed its next sizes by 14-60%)")
+    fit, boot, residuals = _ladder_fit(main, context_free_loss, n_bootstrap, seed, delta)
+    predictions = []
+    for factor in EXTRAPOLATION_FACTORS:
+        c = float(main["flops"].max() * factor)
+        entry = {"compute": c, "factor": factor, "loss": float(fit.predict([c])[0]), "interval": None,
+                 "prediction_interval": None}
+        if boot.has_interval:
+            log_at = _ladder_log(context_free_loss, [c])
+            entry["interval"] = list(np.exp(boot.interval_of(log_at(boot.samples)[:, 0])))
+            entry["prediction_interval"] = list(
+                _prediction_interval(boot, log_at, residuals, 2, seed)[:, 0])
+        predictions.append(entry)
+    ratio = float(np.median(main["tokens"] / main["params_active"]))
+    out = {
+        "status": "fitted",
+        "form": "L(C) = 1 / (1/H + C^alpha / A)",
+        "what": (f"the loss of each size trained on {ratio:.3g} tokens per parameter (the main runs), "
+                 f"H = {context_free_loss:.4g} nats: the held-out loss of the training split's token "
+                 "frequencies (measured, not fitted)"),
+        "compute_axis": COMPUTE_AXIS,
+        "tokens_per_param": ratio,
+        "points": fit.n_points,
+        "dropped_at_or_above_H": fit.n_dropped,
+        "constants": fit.constants(),
+        **_uncertainty(boot),
+        "predictions": predictions,
+    }
+    train, held = _largest_held_out(main)
+    try:
+        refit = ladder_law.fit_ladder_law(train["flops"], train["eval_loss"], context_free_loss,
+                                          delta=delta)
+        row = held.iloc[0]
+        predicted = float(_finite_prediction(refit.predict([row["flops"]])[0],
+                                             "the refit without the largest size"))
+        out["extrapolation"] = {
+            "held_out": f"largest size, N = {row['params_active']:.4g}",
+            "compute": float(row["flops"]), "actual": float(row["eval_loss"]), "predicted": predicted,
+            "relative_error": abs(predicted - row["eval_loss"]) / row["eval_loss"],
+            "constants": refit.constants(),
+        }
+    except ValueError as e:
+        out["extrapolation"] = _skipped(str(e))
+    return out
+
+
+def _ladder_backtest(context_free_loss: float, delta: float, n_bootstrap: int, seed: int):
+    """fit_law for the ladder law's rollout: fitted on the smaller sizes' main runs, predicting
+    each larger size's main run."""
+    def fit_law(train):
+        main = _ladder_runs(train)
+        fit, boot, residuals = _ladder_fit(main, context_free_loss, n_bootstrap, seed, delta)
+
+        def predict(held):
+            row = _ladder_runs(held)
+            at = row["flops"].to_numpy(np.float64)
+            return {"actual": row["eval_loss"].to_numpy(), "law": fit.predict(at),
+                    "intervals": {"law": _prediction_interval(
+                        boot, _ladder_log(context_free_loss, at), residuals, 2, seed)}}
+        return predict
+    return fit_law
+
+
 def _chinchilla_log(n: np.ndarray, d: np.ndarray):
     """samples (A, 5) of (E, A, B, α, β) -> (A, m) log L at (n, d) (m,)."""
     return lambda s: np.log(s[:, :1] + s[:, 1:2] / n[None, :] ** s[:, 3:4]
@@ -626,6 +730,7 @@ def fit_study(
     delta: float = optimize.HUBER_DELTA,
     backtest: bool = True,
     pin_E: float | None = None,
+    context_free_loss: float | None = None,
 ) -> dict:
     """Every law the results support (see the module docstring); skipped laws give a reason.
 
@@ -640,6 +745,10 @@ def fit_study(
     pin_E: the irreducible loss of this evaluation set, when the study cannot identify it (its E
     sits at the bound 0, see irreducible_loss): L(C) with E and Approach 3 (and their backtests)
     fit the other constants with E fixed. The MoE laws still fit their own E.
+
+    context_free_loss: H of the ladder's law, the held-out loss of the training split's token
+    frequencies (``PreparedData.context_free_loss``; a study's plan.json records it); without it
+    the ladder's law is skipped.
     """
     if curves is not None and not isinstance(curves, Mapping):
         raise ValueError(
@@ -657,6 +766,12 @@ def fit_study(
                                            pin_E)
     else:
         laws["loss_vs_compute"] = _skipped(f"needs final rows of >= 3 distinct sizes, got {sizes.size}")
+    if context_free_loss is None:
+        laws["ladder_law"] = _skipped("no context-free loss H of the held-out set was given (a study "
+                                      "records it in plan.json; neoscale.fit --context_free_loss=H)")
+    else:
+        ladder_law.check_context_free_loss(context_free_loss)  # bad input, not a law's failure
+        laws["ladder_law"] = _guarded(_ladder, family, context_free_loss, n_bootstrap, seed, delta)
     n_tokens = np.unique(np.round(np.log10(family["tokens"]), 3)).size if len(family) else 0
     if len(family) >= 6 and sizes.size >= 3 and n_tokens >= 3:
         laws["chinchilla_approach3"] = _guarded(_chinchilla, family, n_bootstrap, seed, delta, pin_E)
@@ -671,6 +786,10 @@ def fit_study(
             if laws[key]["status"] == "fitted":
                 laws[key]["backtest"] = _rollout(family, min_sizes,
                                                  predictor(delta, n_bootstrap, seed, pin_E))
+        if laws["ladder_law"]["status"] == "fitted":
+            laws["ladder_law"]["backtest"] = _rollout(
+                family, ladder_law.MIN_SIZES,
+                _ladder_backtest(context_free_loss, delta, n_bootstrap, seed))
     laws["isoflop_approach2"] = _guarded(_isoflop, family, n_bootstrap, seed)
     laws["envelope_approach1"] = _guarded(_envelope, family, curves, n_bootstrap, seed)
     laws["moe"] = _guarded(_moe, points, n_bootstrap, seed, delta) if len(points) else _skipped("no points")
@@ -705,6 +824,7 @@ def fit_study(
             "objective": {"loss": "huber" if math.isfinite(delta) else "mse", "delta": delta,
                           "on": "log-loss residuals"},
             "pinned_E": pin_E,
+            "context_free_loss": context_free_loss,
             "data": data,
             "laws": laws,
         }
@@ -892,6 +1012,7 @@ def report_section(fit: dict) -> str:
         lines.append(f"- dropped run `{entry['run']}`: {entry['reason']}")
     titles = {
         "loss_vs_compute": "Loss against compute",
+        "ladder_law": "The ladder's law (the next size at the study's own tokens per parameter)",
         "chinchilla_approach3": "Chinchilla Approach 3",
         "isoflop_approach2": "Approach 2 (IsoFLOP)",
         "envelope_approach1": "Approach 1 (envelope)",
@@ -925,6 +1046,14 @@ def report_section(fit: dict) -> str:
                              f"({p['compute']:.3g} FLOPs): "
                              + (f"pure power law (the form to read) {pure_text}; with E {with_e}"
                                 if read_pure else f"{with_e}; pure power law {pure_text}"))
+        if key == "ladder_law":
+            lines.append(f"\nFitted to {law['what']}.")
+            for p in law["predictions"]:
+                lines.append(f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
+                             f"({p['compute']:.3g} FLOPs), for the size trained there on "
+                             f"{law['tokens_per_param']:.3g} tokens per parameter: "
+                             f"{_fmt(p['loss'], p['interval'])} (mean law); 95% prediction interval "
+                             f"{_fmt_interval(p['prediction_interval'])}")
         snapping = law.get("budget_snapping")
         if snapping and snapping["labels"] != snapping["budgets"]:
             lines.append(f"\n{snapping['labels']} distinct budget labels were snapped to "
