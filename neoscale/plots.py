@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from neoscale.scaling import chinchilla, curve_law, isoflop  # noqa: E402
+from neoscale.scaling import chinchilla, curve_law, isoflop, ladder_law  # noqa: E402
 from neoscale.scaling import results as results_lib  # noqa: E402
 from neoscale.scaling.study import law_family  # noqa: E402
 
@@ -125,6 +125,7 @@ def loss_vs_compute(points, fit, colors, curves=None):
             for edge in ("prediction_lower", "prediction_upper"):
                 ax.plot(grid, np.array(band[edge], float), color="k", lw=0.7, ls=":",
                         label="95% prediction interval" if edge == "prediction_lower" else None)
+    _ladder_law(ax, _fitted(fit, "ladder_law"), dense)
     ax.set_xscale("log")
     _plain_loss_axis(ax)
     ax.set_xlabel(_compute_label(fit))
@@ -132,6 +133,27 @@ def loss_vs_compute(points, fit, colors, curves=None):
     ax.set_title("Loss against compute")
     _legend(ax)
     return fig
+
+
+def _ladder_law(ax, law: dict | None, dense) -> None:
+    """The ladder's law through the main runs, extrapolated to its last forecast, with each
+    forecast's 95% prediction interval and the context-free loss H it starts from."""
+    if not law:
+        return
+    c = law["constants"]
+    grid = np.geomspace(dense["flops"].min(), max(p["compute"] for p in law["predictions"]), 80)
+    curve = ladder_law.predict(np.array([[c["A"], c["alpha"]]]), c["H"], grid)[0]
+    inside = grid <= dense["flops"].max() * 1.0001
+    ax.plot(grid[inside], curve[inside], color="tab:blue", lw=1.5,
+            label=f"ladder law 1/(1/H + C^α/A): α={c['alpha']:.3g}")
+    ax.plot(grid[~inside], curve[~inside], color="tab:blue", ls="--", lw=1.2,
+            label="ladder law extrapolated, 95% prediction intervals")
+    for p in law["predictions"]:
+        if p.get("prediction_interval"):
+            low, high = p["prediction_interval"]
+            ax.errorbar([p["compute"]], [p["loss"]], yerr=[[p["loss"] - low], [high - p["loss"]]],
+                        color="tab:blue", capsize=3, lw=1, fmt="o", ms=3)
+    ax.axhline(c["H"], color="tab:blue", lw=0.7, ls=":", label=f"H = {c['H']:.3g}: context-free loss")
 
 
 def isoflop_curves(points, fit, colors):
@@ -417,7 +439,7 @@ def rollout_backtest(fit: dict):
             if v.get("status") == "fitted" and (v.get("backtest") or {}).get("status") == "fitted"}
     if not laws:
         return None
-    titles = {"loss_vs_compute": "L(C)", "chinchilla_approach3": "Approach 3"}
+    titles = {"loss_vs_compute": "L(C)", "ladder_law": "ladder law", "chinchilla_approach3": "Approach 3"}
     fig, axes = plt.subplots(1, len(laws), figsize=(5.5 * len(laws), 4), layout="constrained",
                              squeeze=False)
     for ax, (key, law) in zip(axes[0], laws.items(), strict=True):

@@ -257,3 +257,17 @@ def test_throughput_counts_the_tokens_of_the_timed_batches(prepared):
     ticks = iter([10.0, 12.5])  # start, end: 2.5 s for 5 batches (the warm-up batch is not timed)
     rate = measure_throughput(prepared, 16, num_batches=5, clock=lambda: next(ticks))
     assert rate == 5 * 16 * SEQ_LEN / 2.5
+
+
+def test_context_free_loss_is_the_heldout_loss_of_the_training_unigram(prepared):
+    """H of the ladder's law: every training token counted (the corpus is below the sample size),
+    add-1/2 smoothing, scored on exactly the held-out targets that evaluation scores."""
+    counts = np.bincount(np.concatenate(list(prepared.train_shard_tokens())),
+                         minlength=prepared.vocab_size).astype(np.float64)
+    probabilities = (counts + 0.5) / (counts.sum() + 0.5 * prepared.vocab_size)
+    targets = np.concatenate([b["targets"][b["mask"] > 0] for b in prepared.eval_batches(8)])
+    expected = -np.log(probabilities[targets]).mean()
+    assert prepared.context_free_loss() == pytest.approx(expected, rel=1e-9)
+    # Below a uniform guess (text is not uniform), and a sample of the records comes close.
+    assert prepared.context_free_loss() < np.log(prepared.vocab_size) - 0.3
+    assert prepared.context_free_loss(max_train_tokens=1) == pytest.approx(expected, rel=0.2)
