@@ -408,7 +408,10 @@ def _ladder_fit(main: pd.DataFrame, context_free_loss: float, n_bootstrap: int, 
 
 def _ladder(points: pd.DataFrame, context_free_loss: float, n_bootstrap: int, seed: int,
             delta: float) -> dict:
-    main = _ladder_runs(points)
+    try:
+        main = _ladder_runs(points)
+    except ValueError as e:  # runs of several allocations: not a ladder, not a failed fit
+        return _skipped(str(e))
     sizes, _ = _size_ids(main)
     if sizes.size < ladder_law.MIN_SIZES:
         return _skipped(f"needs main runs of >= {ladder_law.MIN_SIZES} sizes, got {sizes.size} (fitted "
