@@ -76,7 +76,8 @@ class LadderFit:
     n_dropped: int = 0
 
     def predict(self, compute):
-        return predict(np.array([[self.A, self.alpha]]), self.H, compute)[0]
+        compute = np.asarray(compute, np.float64)
+        return predict(np.array([[self.A, self.alpha]]), self.H, compute.ravel())[0].reshape(compute.shape)
 
     def constants(self) -> dict[str, float]:
         return {"H": float(self.H), "A": float(self.A), "alpha": float(self.alpha)}

@@ -160,12 +160,13 @@ def _largest_held_out(points: pd.DataFrame):
     return points[~held], points[held]
 
 
-def _forecast(fit: power_law.PowerLawFit, boot: bootstrap.Bootstrap, residuals: np.ndarray,
-              n_params: int, compute: float, seed: int) -> dict:
-    """One law's loss at ``compute`` with its mean-law and 95% prediction intervals (or None)."""
+def _forecast(fit, boot: bootstrap.Bootstrap, residuals: np.ndarray, n_params: int, compute: float,
+              seed: int, log_at=None) -> dict:
+    """One law's loss at ``compute`` with its mean-law and 95% prediction intervals (or None).
+    log_at: the law's samples -> log loss at [compute] (default: L(C)'s E + A·C^-α)."""
     out = {"loss": float(fit.predict(compute)), "interval": None, "prediction_interval": None}
     if boot.has_interval:
-        log_at = _power_law_log([compute])
+        log_at = log_at or _power_law_log([compute])
         out["interval"] = list(np.exp(boot.interval_of(log_at(boot.samples)[:, 0])))
         out["prediction_interval"] = list(
             _prediction_interval(boot, log_at, residuals, n_params, seed)[:, 0])
@@ -420,14 +421,8 @@ def _ladder(points: pd.DataFrame, context_free_loss: float, n_bootstrap: int, se
     predictions = []
     for factor in EXTRAPOLATION_FACTORS:
         c = float(main["flops"].max() * factor)
-        entry = {"compute": c, "factor": factor, "loss": float(fit.predict([c])[0]), "interval": None,
-                 "prediction_interval": None}
-        if boot.has_interval:
-            log_at = _ladder_log(context_free_loss, [c])
-            entry["interval"] = list(np.exp(boot.interval_of(log_at(boot.samples)[:, 0])))
-            entry["prediction_interval"] = list(
-                _prediction_interval(boot, log_at, residuals, 2, seed)[:, 0])
-        predictions.append(entry)
+        predictions.append({"compute": c, "factor": factor, **_forecast(
+            fit, boot, residuals, 2, c, seed, _ladder_log(context_free_loss, [c]))})
     ratio = float(np.median(main["tokens"] / main["params_active"]))
     out = {
         "status": "fitted",
@@ -448,7 +443,7 @@ def _ladder(points: pd.DataFrame, context_free_loss: float, n_bootstrap: int, se
         refit = ladder_law.fit_ladder_law(train["flops"], train["eval_loss"], context_free_loss,
                                           delta=delta)
         row = held.iloc[0]
-        predicted = float(_finite_prediction(refit.predict([row["flops"]])[0],
+        predicted = float(_finite_prediction(refit.predict(row["flops"]),
                                              "the refit without the largest size"))
         out["extrapolation"] = {
             "held_out": f"largest size, N = {row['params_active']:.4g}",
