@@ -97,3 +97,12 @@ def test_ladder_law_is_skipped_with_a_reason():
     assert mixed["status"] == "skipped" and "not one allocation" in mixed["reason"]
     with pytest.raises(ValueError, match="must be a positive number"):
         fit_study(_ladder(), n_bootstrap=0, context_free_loss=float("nan"))
+
+
+def test_four_sizes_fit_and_say_why_their_bootstrap_has_no_interval():
+    """Resamples must hold 4 distinct sizes (MIN_SIZES); of 4 sizes few do, and the note says so
+    (not a wrong count of the law's 2 constants)."""
+    law = fit_study(_ladder(4), n_bootstrap=30, context_free_loss=H)["laws"]["ladder_law"]
+    assert law["status"] == "fitted" and law["intervals"] is None
+    assert "resamples were over-determined and converged" in law["interval_note"]
+    assert "constants" not in law["interval_note"]

@@ -138,7 +138,9 @@ def fit_ladder_law_bootstrap(
     groups = np.arange(loss.size) if groups is None else np.asarray(groups)
     boot = bootstrap.bootstrap_huber(
         law, bootstrap.distinct_best(params, objective, 3), log_x, log_y, groups[below][kept],
-        n_bootstrap, seed, requirement=bootstrap.Requirement(points=MIN_SIZES), names=NAMES, decode=decode,
+        n_bootstrap, seed, names=NAMES, decode=decode,
+        # over-determined (2 constants + 1), and as many sizes as the study asks of the law
+        requirement=bootstrap.Requirement(points=3, columns=(MIN_SIZES,), names=("compute",)),
         delta=delta,
     )
     return fit, boot
