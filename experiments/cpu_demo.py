@@ -87,7 +87,9 @@ records it in plan.json). Small models start on that plateau and the loss bends 
 beyond it, the steepening above. Fitted on this ladder's five main runs (α = 0.255) it predicts
 w192d4h6 (4.2x, 3.527) within +0.12% and w224d4h7 (7.3x, 3.317; trained alone with these settings
 after the prediction 3.313 was written down) within -0.11%, where the pure power law misses by
-+3.9% and +6.1%. The 2% goal at 4-8x is met for this ladder by this law; on the earlier ladder
++3.9% and +6.1%. Its Huber fit passes within 0.2% of the four larger main runs and leaves
+w32d4h1 (5.72, nearest the plateau) 7.6% above the curve, as an outlier. The 2% goal at 4-8x
+is met for this ladder by this law; on the earlier ladder
 (row one, losses to two decimals) it predicts cpu-1.8M within +0.2% from five sizes, but from four
 it missed cpu-800k by -6.5% (that ladder's depth step at cpu-800k sits above its trend), and from
 three sizes it overshoots by 14-60%, so the study fits it on >= 4. Its 100x forecast (2.30) rests
