@@ -110,14 +110,14 @@ def _stop_job(code: int, detail: str) -> NoReturn:
     """Tells the other processes that this one failed, then exits with ``code`` at once."""
     me = _state.process_id
     if _state.peer_failure is not None:  # another process failed first: the watcher is exiting
-        _exit(int(_state.peer_failure["code"]), _peer_exit_delay())
+        exit_now(int(_state.peer_failure["code"]), _peer_exit_delay())
     _state.failing = True
     print(f"neoscale: process {me} of {_state.num_processes} failed ({_shorten(detail)}); stopping "
           "every process of the job", file=sys.stderr, flush=True)
     with contextlib.suppress(Exception):  # the service may be gone (process 0 died): heartbeats tell
         _state.client.key_value_set(FAILURE_KEY, json.dumps(
             {"process": me, "code": code, "detail": _shorten(detail)}), allow_overwrite=True)
-    _exit(code, GRACE_SECONDS + (1.0 if me == 0 else 0.0))
+    exit_now(code, GRACE_SECONDS + (1.0 if me == 0 else 0.0))
 
 
 def _watch() -> None:
@@ -133,7 +133,7 @@ def _watch() -> None:
         print(f"neoscale: error: process {failure['process']} of {_state.num_processes} failed "
               f"({failure['detail']}); stopping process {_state.process_id} too", file=sys.stderr,
               flush=True)
-        _exit(int(failure["code"]), _peer_exit_delay())
+        exit_now(int(failure["code"]), _peer_exit_delay())
 
 
 def _peer_exit_delay() -> float:
@@ -141,9 +141,10 @@ def _peer_exit_delay() -> float:
     return GRACE_SECONDS + 1.0 if _state.process_id == 0 else 0.0
 
 
-def _exit(code: int, delay: float) -> NoReturn:
+def exit_now(code: int, delay: float = 0.0) -> NoReturn:
     """Flushes the standard streams, waits ``delay`` seconds, then ends the process without running
-    exit handlers (jax's would wait at the shutdown barrier for processes that never come)."""
+    exit handlers or interpreter teardown (jax's handler would wait at the shutdown barrier for
+    processes that never come; after Ctrl-C, XLA's and grain's threads can crash or hang it)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed stream must not keep the process alive
             stream.flush()

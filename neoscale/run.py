@@ -14,7 +14,9 @@ rate, bfloat16); otherwise experiments/cpu_demo.py (the CPU demo and its small l
 Budgets (one): --tokens_per_param=K (default 20), --tokens=D, --flops=C[,C2,..], --steps=S.
 Any study field can be overridden: --config.train.batch_size=64 --config.data.seq_len=512.
 Bad input ends with one line on stderr and exit status 2; failed runs with status 1; a preempted
-study with status 75 (rerun the same command to resume).
+study (SIGTERM) with status 75, an interrupted one (Ctrl-C) with 130: rerun the same command to
+resume. The first Ctrl-C while training stops after the current step with a checkpoint; a second
+stops at once.
 """
 
 from __future__ import annotations
@@ -319,7 +321,8 @@ def check_cpu_time(plan, target) -> None:
 def _execute(config, plan, workdir, data, make_plan, primary) -> int:
     from neoscale.data import prepare
     from neoscale.runner import study, tune
-    from neoscale.training.loop import PREEMPTED_EXIT_CODE, Preempted, prepare_run_dir
+    from neoscale.training.loop import prepare_run_dir
+    from neoscale.training.stopping import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, Interrupted, Preempted
 
     prepare_run_dir(workdir)
     prepared = prepare(data)  # once, up front: every size shares the prepared shards
@@ -328,9 +331,9 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
                          lambda: make_plan(prepared.vocab_size, prepared.train_tokens))
     try:
         outcome = study.run_study(plan, config, workdir, cache_dir=data.cache_dir, data=prepared)
-    except Preempted as error:
+    except Preempted as error:  # a checkpoint was saved and results.csv written
         print(f"{PROG}: {error}", file=sys.stderr)
-        return PREEMPTED_EXIT_CODE
+        return INTERRUPTED_EXIT_CODE if isinstance(error, Interrupted) else PREEMPTED_EXIT_CODE
     if primary:
         print(f"[study] trained {len(outcome.trained)}, skipped {len(outcome.skipped)} finished; "
               f"report: {os.path.join(workdir, 'report.md')}", file=sys.stderr)
@@ -345,7 +348,15 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
 
 def entrypoint() -> None:
     define_config_flag()
-    app.run(multihost.fail_fast(main), flags_parser=parse_flags)
+    try:
+        app.run(multihost.fail_fast(main), flags_parser=parse_flags)
+    except KeyboardInterrupt:  # outside training, or a second Ctrl-C: checkpoints were closed and
+        # results written as it unwound; exit_now skips a teardown that XLA can crash or hang
+        print(f"{PROG}: interrupted; finished runs, checkpoints and results.csv are kept: rerun the "
+              "same command to resume", file=sys.stderr)
+        from neoscale.training.stopping import INTERRUPTED_EXIT_CODE
+
+        multihost.exit_now(INTERRUPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Rerunning the same command resumes from the latest checkpoint; a finished run is skipped. Other
 settings on an existing run directory stop with one line naming the differing fields.
-Exit status: 0 done, 1 bad input (one line on stderr), ``PREEMPTED_EXIT_CODE`` (75) preempted
-(a checkpoint was saved: rerun to resume), ``NON_FINITE_EXIT_CODE`` (3) non-finite loss.
+Exit status: 0 done, 1 bad input (one line on stderr), 75 preempted (SIGTERM) or 130 interrupted
+(Ctrl-C) with a checkpoint saved at the current step (rerun to resume; a second Ctrl-C stops at
+once), 3 non-finite loss.
 Multi-host (e.g. a TPU pod): run the same command on every host with ``--distributed``.
 """
 
@@ -97,12 +98,13 @@ def main(argv: list[str]) -> None:
         model_config(config.size)  # unknown size: fail before jax starts
         if FLAGS.distributed:
             multihost.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
-        from neoscale.training import loop
+        from neoscale.training import loop, stopping
 
         try:
             result = loop.train(config)
-        except loop.Preempted as error:
-            _fail(str(error), loop.PREEMPTED_EXIT_CODE)
+        except stopping.Preempted as error:  # a checkpoint was saved: rerun to resume
+            _fail(str(error), stopping.INTERRUPTED_EXIT_CODE
+                  if isinstance(error, stopping.Interrupted) else stopping.PREEMPTED_EXIT_CODE)
         except loop.NonFiniteLossError as error:
             _fail(str(error), loop.NON_FINITE_EXIT_CODE)
     except (ValueError, FileNotFoundError) as error:

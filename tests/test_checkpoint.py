@@ -14,6 +14,7 @@ from subprocess_env import cpu_env
 from neoscale.presets import model_config
 from neoscale.sharding import make_mesh
 from neoscale.training import loop as loop_lib
+from neoscale.training import stopping
 from neoscale.training.checkpoint import Checkpointer
 from neoscale.training.config import RunConfig
 from neoscale.training.metrics import read_metrics
@@ -83,7 +84,7 @@ def uninterrupted(tmp_path_factory) -> dict[int, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_interrupted_run_resumes_exactly(tmp_path, uninterrupted, sig):
     run_dir = tmp_path / "run"
     proc = _start(run_dir)
@@ -91,8 +92,11 @@ def test_interrupted_run_resumes_exactly(tmp_path, uninterrupted, sig):
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     if sig == signal.SIGTERM:
-        assert proc.returncode == loop_lib.PREEMPTED_EXIT_CODE, stderr[-2000:]
+        assert proc.returncode == stopping.PREEMPTED_EXIT_CODE, stderr[-2000:]
         assert "preempted at step" in stderr
+    elif sig == signal.SIGINT:  # Ctrl-C: a checkpoint at the current step, not a traceback
+        assert proc.returncode == stopping.INTERRUPTED_EXIT_CODE, stderr[-2000:]
+        assert "interrupted at step" in stderr and "Traceback" not in stderr
     else:
         assert proc.returncode == -signal.SIGKILL
     stopped_at = max(_losses(run_dir))

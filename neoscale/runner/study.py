@@ -34,8 +34,9 @@ from neoscale.runner import results as results_lib
 from neoscale.runner.plan import Branch, PlannedRun, format_table, total_flops
 from neoscale.runner.results import write_atomic
 from neoscale.training.config import RunConfig
-from neoscale.training.loop import NonFiniteLossError, Preempted, settings_conflict, train
+from neoscale.training.loop import NonFiniteLossError, settings_conflict, train
 from neoscale.training.metrics import read_metrics
+from neoscale.training.stopping import Preempted, StopSignal, stop_signals
 
 PLAN_FILE = "plan.json"
 FIT_FILE = "fit.json"
@@ -214,8 +215,8 @@ def run_study(
 
     ``data``: the study's prepared data (else each run's is opened to check its settings). Raises
     SettingsConflict before writing anything when the workdir holds runs with other settings
-    (``check_reuse``), and Preempted (after writing results) when a run was preempted: rerun to
-    resume.
+    (``check_reuse``), and Preempted (after writing results) when a run was preempted, or
+    Interrupted on Ctrl-C (``stopping``): rerun to resume.
     """
     workdir = epath.Path(workdir)
     primary = jax.process_index() == 0
@@ -247,8 +248,10 @@ def run_study(
     progress = Progress(plan, primary)
     outcome = StudyOutcome(failures={}, trained=[], skipped=[], outputs=[])
 
-    def execute(name: str, config: RunConfig, flops: float) -> bool:
+    def execute(name: str, config: RunConfig, flops: float, stop: StopSignal) -> bool:
         """Trains one run or branch; returns True if it finished."""
+        if stop.is_set():  # SIGTERM or Ctrl-C came as the previous run finished
+            raise stop.error(f"before {name}: the finished runs are kept")
         entry = table[name]
         run_dir = epath.Path(config.workdir)
         entry.status = "running"
@@ -272,6 +275,9 @@ def run_study(
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # noqa: BLE001 - failure isolation: record and go on
+            if stop.is_set():  # a second Ctrl-C that JAX turned into another error
+                write_results()
+                raise stop.error(f"while {name} trained") from error
             if (jax.process_count() > 1 and not isinstance(error, NonFiniteLossError)
                     and not is_compile_out_of_memory(error)):
                 raise  # on one host only (data, memory, a bug): going on would desynchronize hosts
@@ -293,16 +299,18 @@ def run_study(
         progress.finish(flops, trained=not result.skipped)
         return True
 
-    for run in plan:
-        finished = execute(run.name, run_config(run, study, workdir, cache_dir), run.flops)
-        for branch in run.branches:
-            if not finished:
-                table[branch.name].status = f"failed:its run {run.name} failed"
-                outcome.failures[branch.name] = f"its run {run.name} failed"
-                progress.finish(branch.cooldown_steps * run.step_flops, trained=False)
-                continue
-            execute(branch.name, run_config(run, study, workdir, cache_dir, branch),
-                    branch.cooldown_steps * run.step_flops)
+    with stop_signals() as stop:  # SIGTERM or a first Ctrl-C: checkpoint, results, then stop
+        for run in plan:
+            finished = execute(run.name, run_config(run, study, workdir, cache_dir), run.flops,
+                               stop)
+            for branch in run.branches:
+                if not finished:
+                    table[branch.name].status = f"failed:its run {run.name} failed"
+                    outcome.failures[branch.name] = f"its run {run.name} failed"
+                    progress.finish(branch.cooldown_steps * run.step_flops, trained=False)
+                    continue
+                execute(branch.name, run_config(run, study, workdir, cache_dir, branch),
+                        branch.cooldown_steps * run.step_flops, stop)
     progress.line()
     if primary:
         outcome.outputs = finish_study(workdir, study, plan, outcome.failures)

@@ -14,19 +14,16 @@ resolved configuration: ``run_identity``; cadence, paths and device layout may c
 it stops with one line naming the differing fields. ``metrics.jsonl`` keeps only the records up
 to the step a run starts from.
 A non-finite loss, gradient or update raises ``NonFiniteLossError`` without saving the bad
-state; SIGTERM (single process) or JAX's preemption sync point (multi-process) saves a
-checkpoint and raises ``Preempted``; ``neoscale.train`` exits with ``PREEMPTED_EXIT_CODE``.
+state; SIGTERM or Ctrl-C (single process; ``stopping``) or JAX's preemption sync point (multi-process)
+saves a checkpoint and raises ``stopping.Preempted`` (``stopping.Interrupted`` for Ctrl-C).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import posixpath
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,12 +43,12 @@ from neoscale.training.metrics import MetricsWriter, write_atomic
 from neoscale.training.optimizer import make_optimizer, make_schedule, weight_decay_mask
 from neoscale.training.state import ModelParams, abstract_state, create_train_state, state_shardings
 from neoscale.training.step import global_batch, make_evaluate, make_train_step, stack_batches
+from neoscale.training.stopping import stop_signals
 from neoscale.training.synthetic import SyntheticData
 
 CONFIG_FILE = "config.json"
 FINISHED_FILE = "finished.json"
 CHECKPOINT_DIR = "checkpoints"
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; rerunning the same command resumes.
 NON_FINITE_EXIT_CODE = 3
 # What may differ when a run directory is reused (resumed, or its result returned); everything
 # else in config.json must match. Cadence and paths: when and where things are written.
@@ -70,10 +67,6 @@ DATA_VOLATILE_FIELDS = ("cache", "tokenizer_path", "prepare_seconds")
 
 class NonFiniteLossError(RuntimeError):
     """The loss, gradient norm or update became NaN/inf; the last good checkpoint is intact."""
-
-
-class Preempted(RuntimeError):
-    """The run saved a checkpoint and stopped on a preemption signal; rerun to resume."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,20 +318,6 @@ def check_same_run(workdir: str, saved: dict, description: dict, action: str) ->
                          f"to {action}")
 
 
-@contextlib.contextmanager
-def _sigterm_flag():
-    """Yields an Event set by SIGTERM (single process, main thread); else an unset Event."""
-    event = threading.Event()
-    if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
-        yield event  # multi-process: JAX's preemption sync point owns SIGTERM
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _scalar(x: Any) -> float:
     return float(np.asarray(x))
 
@@ -467,7 +446,7 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
         if checkpointer.save(step, state, iterator, run_progress(), force=force):
             last_saved = step
 
-    with _sigterm_flag() as sigterm:
+    with stop_signals() as stop:
         while step < config.steps:
             batch = global_batch(next(iterator), mesh)
             state, metrics = train_step(state, batch)
@@ -481,7 +460,7 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
             is_last = step == config.steps
             do_log = step % config.log_every == 0 or is_last
             do_eval = step % config.eval_every == 0 or is_last
-            preempted = sigterm.is_set() or checkpointer.reached_preemption(step)
+            preempted = stop.is_set() or checkpointer.reached_preemption(step)
             # The clock is read at logging steps only (every process alike: they save together).
             do_save = is_last or preempted or checkpointer.due(step, check_clock=do_log)
             if not (do_log or do_eval or do_save):
@@ -523,8 +502,7 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
             throughput_mark = (time.monotonic(), step)
             if preempted and not is_last:
                 checkpointer.wait()
-                raise Preempted(f"preempted at step {step}: checkpoint saved to "
-                                f"{checkpointer.directory}; rerun the same command to resume")
+                raise stop.error(f"at step {step}: checkpoint saved to {checkpointer.directory}")
     checkpointer.wait()
     result = RunResult(run_dir=str(run_dir), step=step, tokens=step * tokens_per_step,
                        flops=step * tokens_per_step * flops_per_token,
