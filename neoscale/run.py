@@ -327,9 +327,9 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
     prepare_run_dir(workdir)
     prepared = prepare(data)  # once, up front: every size shares the prepared shards
     plan = make_plan(prepared.vocab_size, prepared.train_tokens)  # measured, not estimated
-    plan = tune.transfer(config, plan, workdir, data.cache_dir,  # tune at a base size (if set)
-                         lambda: make_plan(prepared.vocab_size, prepared.train_tokens))
     try:
+        plan = tune.transfer(config, plan, workdir, data.cache_dir,  # tune at a base size (if set)
+                             lambda: make_plan(prepared.vocab_size, prepared.train_tokens))
         outcome = study.run_study(plan, config, workdir, cache_dir=data.cache_dir, data=prepared)
     except Preempted as error:  # a checkpoint was saved and results.csv written
         print(f"{PROG}: {error}", file=sys.stderr)
