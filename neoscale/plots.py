@@ -104,7 +104,9 @@ def loss_vs_compute(points, fit, colors, curves=None):
             ax.plot(df["flops"], df["loss"], color=colors[runs_n[run]], alpha=0.35, lw=0.8)
     _scatter_by_size(ax, dense, "flops", "eval_loss", colors, size=18, edge_width=0.3)
     law = _fitted(fit, "loss_vs_compute")
-    if law:
+    if law and law.get("irreducible_loss", {}).get("identified") is False:
+        _pure_power_law(ax, law, dense)  # the form the report reads: E at its bound says nothing
+    elif law:
         band = law["frontier"]
         grid, curve = np.array(band["compute"]), np.array(band["loss"], float)
         inside = grid <= dense["flops"].max() * 1.0001
@@ -135,6 +137,30 @@ def loss_vs_compute(points, fit, colors, curves=None):
     return fig
 
 
+def _pure_power_law(ax, law: dict, dense) -> None:
+    """L(C)'s pure power law A·C^-α, the form to read when E is not identified, extrapolated to
+    its last forecast with each forecast's 95% prediction interval."""
+    c = law["pure_power_law"]["constants"]
+    grid = np.array(law["frontier"]["compute"], float)
+    curve = c["A"] * grid ** -c["alpha"]
+    inside = grid <= dense["flops"].max() * 1.0001
+    ax.plot(grid[inside], curve[inside], "k-", lw=1.5,
+            label=f"fit A·C^-α (E not identified): α={c['alpha']:.3g}")
+    ax.plot(grid[~inside], curve[~inside], "k--", lw=1.2,
+            label="extrapolation, 95% prediction intervals")
+    _forecast_bars(ax, [(p["compute"], p["pure_power_law"]) for p in law["predictions"]], "k")
+
+
+def _forecast_bars(ax, forecasts, color) -> None:
+    """A point and 95% prediction-interval bar for each (compute, forecast) that has one."""
+    for compute, forecast in forecasts:
+        if forecast.get("prediction_interval"):
+            low, high = forecast["prediction_interval"]
+            loss = forecast["loss"]
+            ax.errorbar([compute], [loss], yerr=[[loss - low], [high - loss]], color=color,
+                        capsize=3, lw=1, fmt="o", ms=3)
+
+
 def _ladder_law(ax, law: dict | None, dense) -> None:
     """The ladder's law through the main runs, extrapolated to its last forecast, with each
     forecast's 95% prediction interval and the context-free loss H it starts from."""
@@ -148,11 +174,7 @@ def _ladder_law(ax, law: dict | None, dense) -> None:
             label=f"ladder law 1/(1/H + C^α/A): α={c['alpha']:.3g}")
     ax.plot(grid[~inside], curve[~inside], color="tab:blue", ls="--", lw=1.2,
             label="ladder law extrapolated, 95% prediction intervals")
-    for p in law["predictions"]:
-        if p.get("prediction_interval"):
-            low, high = p["prediction_interval"]
-            ax.errorbar([p["compute"]], [p["loss"]], yerr=[[p["loss"] - low], [high - p["loss"]]],
-                        color="tab:blue", capsize=3, lw=1, fmt="o", ms=3)
+    _forecast_bars(ax, [(p["compute"], p) for p in law["predictions"]], "tab:blue")
     ax.axhline(c["H"], color="tab:blue", lw=0.7, ls=":", label=f"H = {c['H']:.3g}: context-free loss")
 
 

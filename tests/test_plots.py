@@ -114,3 +114,26 @@ def test_approach3_without_extrapolation_and_with_e_at_its_bound(drawn):
     assert not any("extrapolation" in t for t in predicted.get_legend_handles_labels()[1])
     assert "E not identified (at its bound)" in [t.get_text() for t in predicted.texts]
     matplotlib.pyplot.close("all")
+
+
+def test_loss_vs_compute_draws_the_pure_law_when_E_is_not_identified(drawn):
+    """The figure shows the form the report reads: A·C^-α through its forecasts, not an E at 0."""
+    _, _, results, fit = drawn
+    points, _ = results_lib.final_points(results)
+    colors = plots.size_colors(points["params_active"])
+    unidentified = copy.deepcopy(fit)
+    law = unidentified["laws"]["loss_vs_compute"]
+    law["irreducible_loss"] = {"identified": False, "note": "E at its bound"}
+    ax = plots.loss_vs_compute(points, unidentified, colors).axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert any(label.startswith("fit A·C^-α (E not identified)") for label in labels)
+    assert not any(label.startswith("fit E + A·C^-α") for label in labels)
+    dashed = next(line for line in ax.get_lines()
+                  if line.get_label() == "extrapolation, 95% prediction intervals")
+    for p in law["predictions"]:  # the drawn curve passes through each pure-law forecast
+        np.testing.assert_allclose(np.interp(np.log(p["compute"]), np.log(dashed.get_xdata()),
+                                             np.log(dashed.get_ydata())),
+                                   np.log(p["pure_power_law"]["loss"]), rtol=0, atol=2e-3)
+    identified = plots.loss_vs_compute(points, fit, colors).axes[0]
+    assert any(line.get_label().startswith("fit E + A·C^-α") for line in identified.get_lines())
+    matplotlib.pyplot.close("all")

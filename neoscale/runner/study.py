@@ -336,18 +336,22 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
     workdir = epath.Path(workdir)
     frame = results_lib.read_results(workdir)
     outputs = [str(workdir / results_lib.RESULTS_FILE)]
+    curves = None
     try:
         from neoscale import scaling
 
-        if frame.empty or not frame["final"].any():
-            raise ValueError("no finished run to fit (every run failed: their reasons are above)")
-        curves = scaling.load_curves(workdir)  # per-step metrics: Approach 1 and the run curves
-        fit = scaling.fit_study(frame, curves=curves, schedules=scaling.load_schedules(workdir),
-                                n_bootstrap=int(study.fit.n_bootstrap), seed=int(study.fit.seed),
-                                pin_E=study.fit.get("pin_E"),
-                                context_free_loss=study.fit.get("context_free_loss"))
+        if frame.empty or not frame["final"].any():  # not the settings' fault: the runs' reasons
+            fit = {"error": "no finished run to fit (every run failed: their reasons are above)"}
+        else:
+            curves = scaling.load_curves(workdir)  # per-step metrics: Approach 1 and run curves
+            fit = scaling.fit_study(frame, curves=curves,
+                                    schedules=scaling.load_schedules(workdir),
+                                    n_bootstrap=int(study.fit.n_bootstrap),
+                                    seed=int(study.fit.seed), pin_E=study.fit.get("pin_E"),
+                                    context_free_loss=study.fit.get("context_free_loss"))
     except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
         fit = {"error": failure_reason(error)}
+    if "error" in fit:
         failures["fit"] = fit["error"]
         if _has_good_fit(workdir):
             print(f"[study] the fit failed ({fit['error']}); {FIT_FILE}, {PLOTS_DIR}/ and "
