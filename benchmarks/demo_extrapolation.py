@@ -33,7 +33,6 @@ printed with the matmul probe only for the record.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -46,6 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from neoscale.runner import results as results_lib  # noqa: E402
+from neoscale.runner import study as study_lib  # noqa: E402
 from neoscale.scaling import chinchilla, ladder_law, power_law  # noqa: E402
 from neoscale.scaling import results as scaling_results  # noqa: E402
 from neoscale.scaling.study import pareto_frontier  # noqa: E402
@@ -79,11 +79,9 @@ def axes(points: pd.DataFrame, axis: str) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def context_free_loss(workdir: str) -> float | None:
     """H of the ladder's law, as the study recorded it in its plan.json (None if it did not)."""
-    plan = os.path.join(workdir, "plan.json")
-    if not os.path.exists(plan):
+    if not os.path.exists(os.path.join(workdir, study_lib.PLAN_FILE)):
         return None
-    with open(plan) as f:
-        return json.load(f)["study"]["fit"].get("context_free_loss")
+    return study_lib.load_plan(workdir)[0].fit.get("context_free_loss")
 
 
 def predictions(ladder: pd.DataFrame, check: pd.DataFrame, axis: str,

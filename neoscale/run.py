@@ -322,7 +322,7 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
     from neoscale.data import prepare
     from neoscale.runner import study, tune
     from neoscale.training.loop import prepare_run_dir
-    from neoscale.training.stopping import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, Interrupted, Preempted
+    from neoscale.training.stopping import Preempted
 
     prepare_run_dir(workdir)
     prepared = prepare(data)  # once, up front: every size shares the prepared shards
@@ -333,7 +333,7 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
         outcome = study.run_study(plan, config, workdir, cache_dir=data.cache_dir, data=prepared)
     except Preempted as error:  # a checkpoint was saved and results.csv written
         print(f"{PROG}: {error}", file=sys.stderr)
-        return INTERRUPTED_EXIT_CODE if isinstance(error, Interrupted) else PREEMPTED_EXIT_CODE
+        return error.exit_code  # 75 after SIGTERM, 130 after Ctrl-C
     if primary:
         print(f"[study] trained {len(outcome.trained)}, skipped {len(outcome.skipped)} finished; "
               f"report: {os.path.join(workdir, 'report.md')}", file=sys.stderr)

@@ -103,8 +103,7 @@ def main(argv: list[str]) -> None:
         try:
             result = loop.train(config)
         except stopping.Preempted as error:  # a checkpoint was saved: rerun to resume
-            _fail(str(error), stopping.INTERRUPTED_EXIT_CODE
-                  if isinstance(error, stopping.Interrupted) else stopping.PREEMPTED_EXIT_CODE)
+            _fail(str(error), error.exit_code)
         except loop.NonFiniteLossError as error:
             _fail(str(error), loop.NON_FINITE_EXIT_CODE)
     except (ValueError, FileNotFoundError) as error:

@@ -22,9 +22,13 @@ INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 class Preempted(RuntimeError):
     """The run saved a checkpoint and stopped on a preemption signal; rerun to resume."""
 
+    exit_code = PREEMPTED_EXIT_CODE
+
 
 class Interrupted(Preempted):
     """The run saved a checkpoint and stopped on Ctrl-C; rerun to resume."""
+
+    exit_code = INTERRUPTED_EXIT_CODE
 
 
 class StopSignal(threading.Event):
