@@ -8,6 +8,7 @@ import pytest
 from etils import epath
 from fake_gcs import install
 
+from neoscale import files
 from neoscale.runner import results
 from neoscale.training import metrics
 
@@ -119,8 +120,8 @@ def test_local_metrics_are_appended_line_by_line(tmp_path):
 
 def test_atomic_writes_and_results_csv_on_gcs(gcs):
     workdir = epath.Path("gs://bucket/study")
-    metrics.write_atomic(workdir / "config.json", '{"a": 1}')
-    metrics.write_atomic(workdir / "config.json", '{"a": 2}')  # overwrites
+    files.write_atomic(workdir / "config.json", '{"a": 1}')
+    files.write_atomic(workdir / "config.json", '{"a": 2}')  # overwrites
     assert json.loads((workdir / "config.json").read_text()) == {"a": 2}
     row = {"run": "r", "size": "w32d2h2", "step": 4, "tokens": 512, "flops": 1e9, "eval_loss": 3.25,
            "status": "done", "final": True}

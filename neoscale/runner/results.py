@@ -18,12 +18,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from etils import epath
 
+from neoscale.files import write_atomic
 from neoscale.runner.plan import PlannedRun
 from neoscale.scaling.results import RESULTS_COLUMNS as COLUMNS
 
@@ -74,15 +74,6 @@ def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
     for row in rows:
         writer.writerow([_cell(row.get(column)) for column in COLUMNS])
     return buffer.getvalue()
-
-
-def write_atomic(path: str | epath.Path, text: str) -> None:
-    """Writes a temporary sibling, then replaces ``path`` with it: readers never see half a file
-    (on gs:// an object appears whole when its upload completes)."""
-    path = epath.Path(path)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"  # unique: slices share a workdir
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_results(workdir: str | epath.Path, rows: Iterable[Mapping[str, Any]]) -> epath.Path:

@@ -29,10 +29,10 @@ import jax
 import ml_collections
 from etils import epath
 
+from neoscale.files import to_json, write_atomic
 from neoscale.runner import report as report_lib
 from neoscale.runner import results as results_lib
 from neoscale.runner.plan import Branch, PlannedRun, format_table, total_flops
-from neoscale.runner.results import write_atomic
 from neoscale.training.config import RunConfig
 from neoscale.training.loop import NonFiniteLossError, settings_conflict, train
 from neoscale.training.metrics import read_metrics
@@ -227,9 +227,8 @@ def run_study(
         print(f"[study] {study.name}: {len(plan)} runs into {workdir}", file=sys.stderr)
         print(format_table(plan), file=sys.stderr, flush=True)
         workdir.mkdir(parents=True, exist_ok=True)
-        write_atomic(workdir / PLAN_FILE, json.dumps(
-            {"study": study.to_dict(), "runs": [run.to_dict() for run in plan]}, indent=1,
-            default=str))
+        write_atomic(workdir / PLAN_FILE, to_json(
+            {"study": study.to_dict(), "runs": [run.to_dict() for run in plan]}, indent=1))
     table: dict[str, results_lib.RunRows] = {}
     for run in plan:
         table[run.name] = results_lib.RunRows(results_lib.run_columns(run), "pending")
@@ -357,7 +356,7 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
             print(f"[study] the fit failed ({fit['error']}); {FIT_FILE}, {PLOTS_DIR}/ and "
                   f"{report_lib.REPORT_FILE} keep the previous fit", file=sys.stderr, flush=True)
             return outputs
-    write_atomic(workdir / FIT_FILE, json.dumps(fit, indent=1, sort_keys=True, default=_json_default))
+    write_atomic(workdir / FIT_FILE, to_json(fit, indent=1, sort_keys=True))
     outputs.append(str(workdir / FIT_FILE))
     figures: list[str] = []
     if "error" not in fit:
@@ -404,9 +403,3 @@ def _draw_figures(frame, fit: dict, curves, plots_dir: epath.Path) -> list[str]:
     finally:
         if scratch.exists():
             scratch.rmtree()
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)

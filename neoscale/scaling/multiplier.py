@@ -27,8 +27,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from neoscale.files import jsonable
 from neoscale.scaling import bootstrap, optimize, power_law, results
-from neoscale.scaling.study import _clean, law_family, pareto_frontier
+from neoscale.scaling.study import law_family, pareto_frontier
 
 GRID_POINTS = 13  # compute values across A's data, and again from its largest compute to 100x
 EXTRAPOLATION_FACTORS = (10.0, 100.0)
@@ -239,7 +240,7 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
     trend = [_trend(m_point, m_samples, 0, GRID_POINTS - 1, grid, "across A's data"),
              _trend(m_point, m_samples, GRID_POINTS - 1, last, grid,
                     f"A's largest compute to {max(EXTRAPOLATION_FACTORS):.0f}x beyond (extrapolated)")]
-    return _clean({
+    return jsonable({
         "what": WHAT,
         "law": "L(C) = E + A·C^(−alpha) on each variant's compute–loss Pareto frontier",
         "A": a.summary(), "B": b.summary(),

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from neoscale.files import jsonable
 from neoscale.scaling import (
     bootstrap,
     chinchilla,
@@ -62,21 +63,6 @@ CONVENTIONS = {
     "loss": "eval_loss of each run's final evaluation",
 }
 EXTRAPOLATION_FACTORS = (10.0, 100.0)
-
-
-def _clean(value):
-    """JSON-safe: numpy scalars to Python, NaN/inf to None, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def _uncertainty(boot: bootstrap.Bootstrap, pinned: bool = False) -> dict:
@@ -811,7 +797,7 @@ def fit_study(
     if "epochs" in points and points["epochs"].notna().any():
         data["epochs"] = dict(zip(points["run"], points["epochs"], strict=True))
         data["max_epochs"] = float(points["epochs"].max())
-    return _clean(
+    return jsonable(
         {
             "conventions": CONVENTIONS,
             "compute_axis": COMPUTE_AXIS,

@@ -33,13 +33,14 @@ import numpy as np
 from etils import epath
 
 from neoscale import accounting
+from neoscale.files import jsonable, to_json, write_atomic
 from neoscale.model import ModelConfig, parametrization
 from neoscale.presets import model_config
 from neoscale.sharding import batch_divisor, describe, make_mesh
 from neoscale.training import hparams as hparams_lib
 from neoscale.training.checkpoint import Checkpointer
 from neoscale.training.config import SYNTHETIC, SYNTHETIC_VOCAB_SIZE, RunConfig
-from neoscale.training.metrics import MetricsWriter, write_atomic
+from neoscale.training.metrics import MetricsWriter
 from neoscale.training.optimizer import make_optimizer, make_schedule, weight_decay_mask
 from neoscale.training.state import ModelParams, abstract_state, create_train_state, state_shardings
 from neoscale.training.step import global_batch, make_evaluate, make_train_step, stack_batches
@@ -268,16 +269,12 @@ def settings_conflict(config: RunConfig, devices: Sequence[jax.Device] | None = 
     return changed_fields(previous, setup.description)
 
 
-def _jsonable(tree: Any) -> Any:
-    return json.loads(json.dumps(tree, default=str))
-
-
 def run_identity(description: dict) -> dict[str, Any]:
     """What makes two runs the same run: config.json's run settings, resolved hyper-parameters,
     model and data description, flattened ("resolved.learning_rate", "model.d_model", ...),
     without cadence, paths and device layout. Settings added since a run was saved take their
     defaults."""
-    described = _jsonable(description)
+    described = jsonable(description)
     run = RunConfig.from_dict(described["run"]).to_dict()
     if run.get("init_from"):  # a sibling run by name, however the study directory was reached
         path, step = run["init_from"]
@@ -290,7 +287,7 @@ def run_identity(description: dict) -> dict[str, Any]:
     model = dataclasses.asdict(ModelConfig(**{k: v for k, v in described["model"].items()
                                               if k in model_fields}))
     sections = {"resolved": (described["resolved"], RESOLVED_LAYOUT_FIELDS),
-                "model": (_jsonable(model), MODEL_LAYOUT_FIELDS),
+                "model": (jsonable(model), MODEL_LAYOUT_FIELDS),
                 "data": (described["data"], DATA_VOLATILE_FIELDS)}
     for section, (values, skip) in sections.items():
         identity.update({f"{section}.{k}": v for k, v in values.items() if k not in skip})
@@ -355,7 +352,7 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
         if finished:
             return load_result(run_dir)
         if primary:
-            write_atomic(run_dir / CONFIG_FILE, json.dumps(description, indent=2, default=str))
+            write_atomic(run_dir / CONFIG_FILE, to_json(description, indent=2))
         schedule = make_schedule(config.schedule, resolved.learning_rate, config.steps,
                                  resolved.warmup_steps, resolved.cooldown_steps,
                                  config.cooldown_shape)
@@ -509,5 +506,5 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
                        train_loss=last_train_loss, eval_loss=last_eval_loss,
                        wall_seconds=wall(), eval_points=eval_points)
     if primary:
-        write_atomic(run_dir / FINISHED_FILE, json.dumps(result.to_dict(), indent=2))
+        write_atomic(run_dir / FINISHED_FILE, to_json(result.to_dict(), indent=2))
     return result

@@ -23,30 +23,13 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 from etils import epath
+
+from neoscale.files import jsonable, write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _FLUSH, _STOP = object(), object()  # the background writer's orders
-
-
-def write_atomic(path: epath.Path, text: str) -> None:
-    """Writes ``text`` to a temporary sibling, then renames it over ``path``."""
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic) or hasattr(value, "__array__"):
-        value = np.asarray(value)
-        if value.ndim:
-            return value.tolist()
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else value  # json.dumps writes Infinity
-    return value
 
 
 def read_metrics(run_dir: str | epath.Path) -> list[dict]:
@@ -130,7 +113,7 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {"step": int(step)}
-        record.update({k: _jsonable(v) for k, v in metrics.items() if v is not None})
+        record.update({k: jsonable(v) for k, v in metrics.items() if v is not None})
         if self._queue is not None:
             if self._error is not None:
                 self.sync()  # raises the writer thread's error
