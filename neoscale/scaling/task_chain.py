@@ -1,0 +1,377 @@
+"""Task accuracy forecast in two steps (Bhagia et al. 2024, "Establishing Task Scaling Laws via
+Compute-Efficient Model Ladders", arXiv 2412.04403), with intervals carried through both steps.
+
+Step 1, task loss from scale: the task's bits per byte of the correct continuation,
+L(N, D) = E + A/N^α + B/D^β, fitted as Chinchilla's Approach 3 (`chinchilla`: sum of
+Huber_δ(log residuals), δ = 1e-3, L-BFGS from the published start grid), or from compute,
+L(C) = E + A·C^(−α) (`power_law`).
+
+Step 2, accuracy from task loss, fitted by least squares on (bits per byte, accuracy) points
+(the paper uses every checkpoint of every ladder run, not only the final ones):
+
+- the paper's sigmoid ``Acc(L) = a/(1 + exp(−k·(L − L0))) + b`` (a ∈ [−1, 0], k, L0 ≥ 0,
+  b ∈ [0, 1]; started from a = chance − 1, L0 = 0.9, k = 3, b = ceiling, with the ideal point
+  (L = 0, Acc = ceiling) added, as OLMo's `scripts/scaling/step2.py`);
+- Gadre et al. 2024 (arXiv 2403.08540): ``Err(L) = ε − k·exp(−γ·L)``, Acc = 1 − Err.
+
+Intervals: the bootstrap over runs (`bootstrap.resample_weights`). One resample draws runs with
+replacement; both steps are refitted on the drawn runs (a run's step-1 point and its step-2
+checkpoints come together), and the predicted accuracy is the refitted step 2 at the refitted
+step 1. Resamples that cannot over-determine step 1 (`chinchilla.REQUIREMENT`) are rejected, not
+refitted. Two 95% intervals come out: the confidence interval (percentiles of the refits'
+predictions: where the law is), and the prediction interval for a measured accuracy, which adds
+both steps' residual scatter to every refit's prediction the way `bootstrap.prediction_interval`
+does for losses (residuals drawn with replacement, inflated by sqrt(n/(n − P))).
+
+Results tables (`neoscale.fit`, the in-loop evaluation): a task's columns are named
+``task_<name>_bpb`` (bits per byte of the correct continuation) and ``task_<name>_acc``
+(length-normalised accuracy, a fraction in [0, 1]); `task_columns` finds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+from scipy import optimize as scipy_optimize
+
+from neoscale.scaling import bootstrap, checks, chinchilla, optimize, power_law
+
+TASK_COLUMN = re.compile(r"^task_(?P<name>.+)_(?P<metric>bpb|acc)$")
+FORMS = ("sigmoid", "gadre")
+
+
+def task_columns(columns) -> dict[str, tuple[str, str]]:
+    """Task name -> (bpb column, accuracy column) for every task with both `task_<name>_bpb` and
+    `task_<name>_acc` among `columns`."""
+    found: dict[str, dict[str, str]] = {}
+    for column in columns:
+        if match := TASK_COLUMN.match(str(column)):
+            found.setdefault(match["name"], {})[match["metric"]] = str(column)
+    return {name: (m["bpb"], m["acc"]) for name, m in sorted(found.items()) if len(m) == 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: accuracy from task loss.
+
+
+@dataclasses.dataclass(frozen=True)
+class SigmoidFit:
+    """Acc(L) = a/(1 + exp(−k·(L − L0))) + b: b at L → −∞ (the ceiling), a + b at L → ∞."""
+
+    a: float
+    L0: float
+    k: float
+    b: float
+
+    def predict(self, bpb):
+        """Accuracy at task bits per byte `bpb` (any shape)."""
+        return _sigmoid(np.asarray(bpb, np.float64), self.a, self.L0, self.k, self.b)
+
+    def constants(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class GadreFit:
+    """Err(L) = ε − k·exp(−γ·L) (Gadre et al. 2024); accuracy = 1 − Err."""
+
+    epsilon: float
+    k: float
+    gamma: float
+
+    def predict(self, bpb):
+        """Accuracy at task bits per byte `bpb` (any shape)."""
+        return 1.0 - _gadre_error(np.asarray(bpb, np.float64), self.epsilon, self.k, self.gamma)
+
+    def constants(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+AccuracyFit = SigmoidFit | GadreFit
+
+
+def _sigmoid(x, a, L0, k, b):
+    with np.errstate(over="ignore"):
+        return a / (1.0 + np.exp(-k * (x - L0))) + b
+
+
+def _gadre_error(x, epsilon, k, gamma):
+    return epsilon - k * np.exp(-gamma * x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step2Form:
+    """A step-2 law as least squares: residuals in accuracy, start, bounds, anchor point."""
+
+    name: str
+    fit_type: type
+    n_params: int
+
+    def start_and_bounds(self, chance: float, ceiling: float):
+        if self.name == "sigmoid":  # OLMo's scripts/scaling/step2.py
+            return (np.array([chance - 1.0, 0.9, 3.0, ceiling]),
+                    (np.array([-1.0, 0.0, 0.0, 0.0]), np.array([0.0, np.inf, np.inf, 1.0])))
+        return (np.array([1.0 - chance, 1.0 - chance, 1.0]),
+                (np.array([0.0, 0.0, 0.0]), np.array([1.0, np.inf, np.inf])))
+
+    def accuracy(self, p, x):
+        if self.name == "sigmoid":
+            return _sigmoid(x, *p)
+        return 1.0 - _gadre_error(x, *p)
+
+
+_FORMS = {"sigmoid": _Step2Form("sigmoid", SigmoidFit, 4), "gadre": _Step2Form("gadre", GadreFit, 3)}
+
+
+def _form(name: str) -> _Step2Form:
+    if name not in _FORMS:
+        raise ValueError(f"unknown step-2 form {name!r}: use one of {', '.join(FORMS)}")
+    return _FORMS[name]
+
+
+def _least_squares(form: _Step2Form, x, y, weights, start, bounds) -> np.ndarray:
+    """Σ w_i·(form(x_i) − y_i)² minimised by scipy's trust-region reflective method (what
+    `scipy.optimize.curve_fit` runs with bounds)."""
+    root_w = np.sqrt(weights)
+
+    def residuals(p):
+        return root_w * (form.accuracy(p, x) - y)
+
+    start = np.clip(start, bounds[0], bounds[1])
+    return scipy_optimize.least_squares(residuals, start, bounds=bounds, method="trf",
+                                        max_nfev=20000).x
+
+
+def _step2_points(bpb, accuracy, form: _Step2Form, ceiling: float, anchor: bool):
+    x = np.asarray(bpb, np.float64).ravel()
+    y = np.asarray(accuracy, np.float64).ravel()
+    if x.size != y.size:
+        raise ValueError(f"{x.size} task losses for {y.size} accuracies: pass one of each per point")
+    if not (np.all(np.isfinite(x)) and np.all(x > 0)):
+        raise ValueError("task bits per byte must be finite and positive: remove those rows")
+    if not (np.all(np.isfinite(y)) and np.all((y >= 0) & (y <= 1))):
+        raise ValueError("accuracies must be fractions in [0, 1] (not percentages): divide by 100")
+    if np.unique(np.round(x, 6)).size < form.n_params + 1:
+        raise ValueError(f"need at least {form.n_params + 1} distinct task losses to fit the "
+                         f"{form.n_params}-constant {form.name}, got {np.unique(np.round(x, 6)).size}")
+    if form.name == "sigmoid" and anchor:  # the paper's ideal point: zero loss, full accuracy
+        return np.append(x, 0.0), np.append(y, ceiling), np.append(np.ones(x.size), 1.0)
+    return x, y, np.ones(x.size)
+
+
+def fit_accuracy(bpb, accuracy, *, chance: float, form: str = "sigmoid", ceiling: float = 1.0,
+                 anchor: bool = True) -> AccuracyFit:
+    """Step 2: accuracy against task bits per byte.
+
+    Args:
+      bpb, accuracy: (m,) task loss and accuracy (a fraction) of each checkpoint.
+      chance: the task's chance accuracy (the sigmoid's start: a = chance − 1; Gadre's ε = 1 − chance).
+      form: "sigmoid" (the paper's) or "gadre" (Err(L) = ε − k·exp(−γL)).
+      ceiling: the best accuracy possible (the sigmoid's start b and its ideal point).
+      anchor: add the ideal point (0, ceiling) to the sigmoid's points, as the paper does.
+    """
+    law = _form(form)
+    x, y, w = _step2_points(bpb, accuracy, law, ceiling, anchor)
+    start, bounds = law.start_and_bounds(chance, ceiling)
+    return law.fit_type(*(float(v) for v in _least_squares(law, x, y, w, start, bounds)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 1 (task loss from N, D or from C) and the chain.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step1:
+    """Step 1 as the batched Huber solver sees it: law, centred log covariates, seeds."""
+
+    law: object
+    log_x: np.ndarray  # (n, K) centred
+    log_y: np.ndarray  # (n,)
+    centre: np.ndarray  # (K,)
+    seeds: np.ndarray  # (S, P) centred raw rows: the full fit's optimum and its best distinct optima
+    best: np.ndarray  # (P,) centred raw row of the full fit
+    requirement: bootstrap.Requirement
+    fit: chinchilla.ChinchillaFit | power_law.PowerLawFit
+
+    def log_predict(self, raw: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+        """(R, m) log task loss of raw rows (R, P) at covariates (m, K) (N, D or C)."""
+        log_x = np.log(np.asarray(covariates, np.float64)).reshape(-1, self.centre.size)
+        return self.law.log_predict(raw, log_x - self.centre)
+
+
+def _step1_nd(n, d, bpb, starts) -> _Step1:
+    cols, _ = checks.clean_points(5, n=n, d=d, loss=bpb)
+    fit, params, objective, log_x, centre = chinchilla._fit_grid(cols, starts)
+    best = params[int(np.argmin(objective))]
+    return _Step1(chinchilla.LAW, log_x, np.log(cols["loss"]), centre,
+                  bootstrap.distinct_best(params, objective, 4), best, chinchilla.REQUIREMENT, fit)
+
+
+def _step1_compute(compute, bpb) -> _Step1:
+    cols, _ = checks.clean_points(3, compute=compute, loss=bpb)
+    checks.require_distinct("compute", cols["compute"], minimum=3)
+    log_c = np.log(cols["compute"])
+    centre = np.array([log_c.mean()])
+    log_x, log_y = (log_c - centre)[:, None], np.log(cols["loss"])
+    law = power_law.SATURATING
+    params, objective = optimize.minimize_huber(
+        law, power_law._starts(log_c, cols["loss"], True), log_x, log_y)
+    best = params[int(np.argmin(objective))]
+    e_value, a_value, alpha = power_law._decode(best, float(centre[0]), True)[0]
+    fit = power_law.PowerLawFit(E=float(e_value), A=float(a_value), alpha=float(alpha),
+                                objective=float(np.min(objective)), n_points=int(log_y.size))
+    return _Step1(law, log_x, log_y, centre, bootstrap.distinct_best(params, objective, 3), best,
+                  bootstrap.Requirement(points=law.n_free + 1), fit)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskChain:
+    """Both steps fitted on all runs, and the bootstrap's refits of both.
+
+    step1_raw: (A, P) the accepted resamples' step-1 rows (centred, as the solver's law reads them);
+    step2_params: (A, P2) their step-2 constants; residuals1: (n,) log residuals (fitted − actual)
+    of step 1's points; residuals2: (m,) accuracy residuals of step 2's points (no ideal point).
+    """
+
+    step1: chinchilla.ChinchillaFit | power_law.PowerLawFit
+    step2: AccuracyFit
+    bootstrap: bootstrap.Bootstrap
+    _step1: _Step1 = dataclasses.field(repr=False)
+    step1_raw: np.ndarray = dataclasses.field(repr=False)
+    step2_params: np.ndarray = dataclasses.field(repr=False)
+    residuals1: np.ndarray = dataclasses.field(repr=False)
+    residuals2: np.ndarray = dataclasses.field(repr=False)
+    form: str = "sigmoid"
+
+    def predict_bpb(self, covariates) -> np.ndarray:
+        """(m,) task bits per byte at covariates (m, 2) rows (N, D), or (m,) compute C."""
+        return np.exp(self._step1.log_predict(self._step1.best[None], covariates)[0])
+
+    def predict(self, covariates) -> np.ndarray:
+        """(m,) accuracy at covariates (m, 2) rows (N, D), or (m,) compute C."""
+        return self.step2.predict(self.predict_bpb(covariates))
+
+    def _refit_accuracy(self, covariates, residual_draws: int, seed: int) -> np.ndarray:
+        law = _FORMS[self.form]
+        log_bpb = self._step1.log_predict(self.step1_raw, covariates)  # (A, m)
+        if residual_draws == 0:
+            return np.stack([law.accuracy(p, np.exp(row)) for p, row in zip(self.step2_params, log_bpb)])
+        rng = np.random.default_rng(seed)
+        n1, n2 = self.residuals1.size, self.residuals2.size
+        inflate1 = np.sqrt(n1 / (n1 - self._step1.law.n_free))
+        inflate2 = np.sqrt(n2 / (n2 - law.n_params))
+        out = []
+        for p, row in zip(self.step2_params, log_bpb):
+            e1 = inflate1 * rng.choice(self.residuals1, size=(residual_draws, row.size))
+            e2 = inflate2 * rng.choice(self.residuals2, size=(residual_draws, row.size))
+            out.append(law.accuracy(p, np.exp(row[None] - e1)) - e2)
+        return np.concatenate(out)
+
+    def interval(self, covariates, *, kind: str = "prediction", level: float = bootstrap.LEVEL,
+                 draws: int = 20, seed: int = 0) -> np.ndarray | None:
+        """(2, m) accuracy interval at covariates (m, 2) rows (N, D), or (m,) compute C.
+
+        kind: "confidence" (percentiles of the refitted chain's predictions) or "prediction" (a
+        measured accuracy: each refit's prediction moved by `draws` residual draws of both steps).
+        None when the bootstrap has no interval (`bootstrap.note` says why).
+        """
+        if kind not in ("confidence", "prediction"):
+            raise ValueError(f"unknown interval kind {kind!r}: use 'confidence' or 'prediction'")
+        if not self.bootstrap.has_interval:
+            return None
+        samples = self._refit_accuracy(covariates, draws if kind == "prediction" else 0, seed)
+        return bootstrap.percentile_interval(samples, level)
+
+
+def fit_task_chain(
+    step1_covariates,
+    step1_bpb,
+    step1_runs,
+    step2_bpb,
+    step2_accuracy,
+    step2_runs,
+    *,
+    chance: float,
+    form: str = "sigmoid",
+    ceiling: float = 1.0,
+    anchor: bool = True,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    starts: np.ndarray | None = None,
+) -> TaskChain:
+    """Fits step 1 and step 2 on all runs and refits both on `n_bootstrap` resamples of runs.
+
+    Args:
+      step1_covariates: (n, 2) rows (N, D) for L(N, D) = E + A/N^α + B/D^β, or (n,) compute C for
+        L(C) = E + A·C^(−α); N counts parameters as the runs do, D training tokens.
+      step1_bpb: (n,) each run's final task bits per byte.
+      step1_runs: (n,) run label of each step-1 point.
+      step2_bpb, step2_accuracy: (m,) task bits per byte and accuracy of each checkpoint used by
+        step 2 (accuracy a fraction in [0, 1]).
+      step2_runs: (m,) run label of each step-2 point; a resample draws a run's step-1 and step-2
+        points together.
+      chance, form, ceiling, anchor: step 2's, see `fit_accuracy`.
+      starts: step-1 L-BFGS starts for L(N, D) (rows (e, a, b, α, β)); default the published grid.
+    """
+    law = _form(form)
+    covariates = np.asarray(step1_covariates, np.float64)
+    bpb1 = np.asarray(step1_bpb, np.float64).ravel()
+    runs1, runs2 = np.asarray(step1_runs).ravel(), np.asarray(step2_runs).ravel()
+    if runs1.size != bpb1.size or runs2.size != np.size(step2_bpb):
+        raise ValueError("pass one run label per point of each step")
+    if np.isnan(bpb1).any() or np.isnan(covariates).any():
+        raise ValueError("step 1 has NaN task losses or covariates: drop those runs first")
+    if covariates.ndim == 2 and covariates.shape[1] == 2:
+        step1 = _step1_nd(covariates[:, 0], covariates[:, 1], bpb1, starts)
+    elif covariates.ndim == 1:
+        step1 = _step1_compute(covariates, bpb1)
+    else:
+        raise ValueError(f"step-1 covariates of shape {covariates.shape}: pass (n, 2) rows (N, D) "
+                         "or (n,) compute")
+    x2, y2, w2 = _step2_points(step2_bpb, step2_accuracy, law, ceiling, anchor)
+    start, bounds = law.start_and_bounds(chance, ceiling)
+    best2 = _least_squares(law, x2, y2, w2, start, bounds)
+    step2 = law.fit_type(*(float(v) for v in best2))
+    residuals1 = step1.law.log_predict(step1.best[None], step1.log_x)[0] - step1.log_y
+    m = np.size(step2_bpb)
+    residuals2 = law.accuracy(best2, x2[:m]) - y2[:m]
+
+    labels = np.unique(np.concatenate([runs1.astype(str), runs2.astype(str)]))
+    index1 = np.searchsorted(labels, runs1.astype(str))
+    index2 = np.searchsorted(labels, runs2.astype(str))
+    counts = bootstrap.resample_weights(labels, n_bootstrap, seed) if n_bootstrap else np.empty((0, labels.size))
+    w1, w_2 = counts[:, index1], counts[:, index2]
+    ok = step1.requirement.met(step1.log_x, w1 > 0) if n_bootstrap else np.zeros(0, bool)
+    distinct2 = np.array([np.unique(np.round(x2[:m][w > 0], 6)).size for w in w_2], int)
+    ok &= distinct2 >= law.n_params + 1
+    names = tuple(f"step1_{i}" for i in range(step1.best.size)) + tuple(f.name for f in dataclasses.fields(law.fit_type))
+    shortfall = step1.requirement.shortfall(step1.log_x)
+    if n_bootstrap == 0:
+        boot = bootstrap.Bootstrap.none(names, "no bootstrap resamples requested (n_bootstrap = 0)")
+        raw1, params2 = np.empty((0, step1.best.size)), np.empty((0, law.n_params))
+    elif shortfall is not None:
+        boot = bootstrap.Bootstrap.none(names, shortfall, n_bootstrap, int((~ok).sum()))
+        raw1, params2 = np.empty((0, step1.best.size)), np.empty((0, law.n_params))
+    else:
+        raw1, params2 = _refit(step1, law, w1[ok], x2, y2, np.concatenate(
+            [w_2[ok], np.ones((int(ok.sum()), x2.size - m))], axis=1), best2, bounds)
+        boot = bootstrap.Bootstrap.from_refits(names, np.concatenate([raw1, params2], axis=1),
+                                               n_bootstrap, int((~ok).sum()))
+        finite = np.isfinite(raw1).all(axis=1) & np.isfinite(params2).all(axis=1)
+        raw1, params2 = raw1[finite], params2[finite]
+    return TaskChain(step1.fit, step2, boot, step1, raw1, params2, residuals1, residuals2, form)
+
+
+def _refit(step1: _Step1, law: _Step2Form, w1, x2, y2, w2, best2, bounds):
+    """Refits of both steps per accepted resample: step-1 rows (A, P) and step-2 constants (A, P2)."""
+    n_ok, n_seeds = len(w1), step1.seeds.shape[0]
+    params, objective = optimize.minimize_huber(
+        step1.law, np.tile(step1.seeds, (n_ok, 1)), step1.log_x, step1.log_y,
+        np.repeat(w1, n_seeds, axis=0))
+    params, objective = params.reshape(n_ok, n_seeds, -1), objective.reshape(n_ok, n_seeds)
+    raw1 = params[np.arange(n_ok), np.argmin(objective, axis=1)]
+    raw1[~np.isfinite(objective.min(axis=1))] = np.nan
+    params2 = np.stack([_least_squares(law, x2, y2, w, best2, bounds) for w in w2])
+    return raw1, params2
