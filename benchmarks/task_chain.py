@@ -106,8 +106,8 @@ def reproduce(n_bootstrap: int = 200, seed: int = 0, data: str = DATA, starts=No
     covariates = np.array(list(TARGETS.values()), np.float64)
     out: dict = {t: {} for t in TARGETS}
     for task, (keys, chance) in TASKS.items():
-        chain = task_chain.fit_task_chain(*chain_inputs(ladder, keys)[:3], *chain_inputs(ladder, keys)[3:],
-                                          chance=chance, n_bootstrap=n_bootstrap, seed=seed, starts=starts)
+        chain = task_chain.fit_task_chain(*chain_inputs(ladder, keys), chance=chance,
+                                          n_bootstrap=n_bootstrap, seed=seed, starts=starts)
         predicted, bpb = chain.predict(covariates), chain.predict_bpb(covariates)
         prediction = chain.interval(covariates, kind="prediction", seed=seed)
         confidence = chain.interval(covariates, kind="confidence")
@@ -131,12 +131,11 @@ def summary(results: dict) -> dict:
     for target, tasks in results.items():
         errors = [abs(r["predicted"] - r["actual"]) for r in tasks.values()]
 
-        def held(kind):
-            return sum(r[kind] is not None and r[kind][0] <= r["actual"] <= r[kind][1] for r in tasks.values())
-
+        held = {kind: sum(r[kind] is not None and r[kind][0] <= r["actual"] <= r[kind][1]
+                          for r in tasks.values()) for kind in ("prediction_interval", "confidence_interval")}
         out[target] = {"mean_abs_error_points": round(float(np.mean(errors)), 2),
-                       "covered": held("prediction_interval"),
-                       "covered_confidence": held("confidence_interval"), "tasks": len(tasks)}
+                       "covered": held["prediction_interval"],
+                       "covered_confidence": held["confidence_interval"], "tasks": len(tasks)}
     return out
 
 
@@ -151,7 +150,8 @@ def main() -> None:
         return "       none      " if interval is None else f"[{interval[0]:5.1f}, {interval[1]:5.1f}]"
 
     for target, tasks in results.items():
-        print(f"\n{target}: accuracy in points (95% intervals from {args.n_bootstrap} resamples of the 16 runs)")
+        print(f"\n{target}: accuracy in points (95% intervals from {args.n_bootstrap} resamples of the "
+              "16 runs)")
         print(f"{'task':<10} {'predicted':>9} {'prediction int.':>16} {'confidence int.':>16} "
               f"{'actual':>7} {'error':>6} {'paper |err|':>11} {'bpb pred/act':>13}")
         for task, r in tasks.items():

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 
 import numpy as np
 from scipy import optimize as scipy_optimize
@@ -194,6 +195,8 @@ class _Step1:
     best: np.ndarray  # (P,) centred raw row of the full fit
     requirement: bootstrap.Requirement
     fit: chinchilla.ChinchillaFit | power_law.PowerLawFit
+    names: tuple[str, ...]  # the constants `decode` gives
+    decode: Callable[[np.ndarray], np.ndarray]  # raw rows (A, P) -> constants (A, P)
 
     def log_predict(self, raw: np.ndarray, covariates: np.ndarray) -> np.ndarray:
         """(R, m) log task loss of raw rows (R, P) at covariates (m, K) (N, D or C)."""
@@ -205,8 +208,14 @@ def _step1_nd(n, d, bpb, starts) -> _Step1:
     cols, _ = checks.clean_points(5, n=n, d=d, loss=bpb)
     fit, params, objective, log_x, centre = chinchilla._fit_grid(cols, starts)
     best = params[int(np.argmin(objective))]
+
+    def decode(raw):
+        raw = chinchilla._uncentred(raw, centre)
+        return np.concatenate([np.exp(raw[:, :3]), raw[:, 3:]], axis=1)
+
     return _Step1(chinchilla.LAW, log_x, np.log(cols["loss"]), centre,
-                  bootstrap.distinct_best(params, objective, 4), best, chinchilla.REQUIREMENT, fit)
+                  bootstrap.distinct_best(params, objective, 4), best, chinchilla.REQUIREMENT, fit,
+                  chinchilla.CONSTANTS, decode)
 
 
 def _step1_compute(compute, bpb) -> _Step1:
@@ -223,7 +232,8 @@ def _step1_compute(compute, bpb) -> _Step1:
     fit = power_law.PowerLawFit(E=float(e_value), A=float(a_value), alpha=float(alpha),
                                 objective=float(np.min(objective)), n_points=int(log_y.size))
     return _Step1(law, log_x, log_y, centre, bootstrap.distinct_best(params, objective, 3), best,
-                  bootstrap.Requirement(points=law.n_free + 1), fit)
+                  bootstrap.Requirement(points=law.n_free + 1), fit, power_law.NAMES,
+                  lambda raw: power_law._decode(raw, float(centre[0]), True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,13 +267,14 @@ class TaskChain:
         law = _FORMS[self.form]
         log_bpb = self._step1.log_predict(self.step1_raw, covariates)  # (A, m)
         if residual_draws == 0:
-            return np.stack([law.accuracy(p, np.exp(row)) for p, row in zip(self.step2_params, log_bpb)])
+            rows = zip(self.step2_params, log_bpb, strict=True)
+            return np.stack([law.accuracy(p, np.exp(row)) for p, row in rows])
         rng = np.random.default_rng(seed)
         n1, n2 = self.residuals1.size, self.residuals2.size
         inflate1 = np.sqrt(n1 / (n1 - self._step1.law.n_free))
         inflate2 = np.sqrt(n2 / (n2 - law.n_params))
         out = []
-        for p, row in zip(self.step2_params, log_bpb):
+        for p, row in zip(self.step2_params, log_bpb, strict=True):
             e1 = inflate1 * rng.choice(self.residuals1, size=(residual_draws, row.size))
             e2 = inflate2 * rng.choice(self.residuals2, size=(residual_draws, row.size))
             out.append(law.accuracy(p, np.exp(row[None] - e1)) - e2)
@@ -338,30 +349,34 @@ def fit_task_chain(
     m = np.size(step2_bpb)
     residuals2 = law.accuracy(best2, x2[:m]) - y2[:m]
 
-    labels = np.unique(np.concatenate([runs1.astype(str), runs2.astype(str)]))
-    index1 = np.searchsorted(labels, runs1.astype(str))
-    index2 = np.searchsorted(labels, runs2.astype(str))
-    counts = bootstrap.resample_weights(labels, n_bootstrap, seed) if n_bootstrap else np.empty((0, labels.size))
-    w1, w_2 = counts[:, index1], counts[:, index2]
-    ok = step1.requirement.met(step1.log_x, w1 > 0) if n_bootstrap else np.zeros(0, bool)
-    distinct2 = np.array([np.unique(np.round(x2[:m][w > 0], 6)).size for w in w_2], int)
-    ok &= distinct2 >= law.n_params + 1
-    names = tuple(f"step1_{i}" for i in range(step1.best.size)) + tuple(f.name for f in dataclasses.fields(law.fit_type))
-    shortfall = step1.requirement.shortfall(step1.log_x)
+    names = step1.names + tuple(f.name for f in dataclasses.fields(law.fit_type))
+    raw1, params2 = np.empty((0, step1.best.size)), np.empty((0, law.n_params))
     if n_bootstrap == 0:
         boot = bootstrap.Bootstrap.none(names, "no bootstrap resamples requested (n_bootstrap = 0)")
-        raw1, params2 = np.empty((0, step1.best.size)), np.empty((0, law.n_params))
-    elif shortfall is not None:
+        return TaskChain(step1.fit, step2, boot, step1, raw1, params2, residuals1, residuals2, form)
+    w1, w_2 = _run_weights(runs1, runs2, n_bootstrap, seed)
+    ok = step1.requirement.met(step1.log_x, w1 > 0)
+    ok &= np.array([np.unique(np.round(x2[:m][w > 0], 6)).size for w in w_2]) >= law.n_params + 1
+    if (shortfall := step1.requirement.shortfall(step1.log_x)) is not None:
         boot = bootstrap.Bootstrap.none(names, shortfall, n_bootstrap, int((~ok).sum()))
-        raw1, params2 = np.empty((0, step1.best.size)), np.empty((0, law.n_params))
     else:
-        raw1, params2 = _refit(step1, law, w1[ok], x2, y2, np.concatenate(
-            [w_2[ok], np.ones((int(ok.sum()), x2.size - m))], axis=1), best2, bounds)
-        boot = bootstrap.Bootstrap.from_refits(names, np.concatenate([raw1, params2], axis=1),
-                                               n_bootstrap, int((~ok).sum()))
+        ideal = np.ones((int(ok.sum()), x2.size - m))  # the ideal point stays in every resample
+        raw1, params2 = _refit(step1, law, w1[ok], x2, y2, np.concatenate([w_2[ok], ideal], axis=1),
+                               best2, bounds)
+        boot = bootstrap.Bootstrap.from_refits(
+            names, np.concatenate([step1.decode(raw1), params2], axis=1), n_bootstrap, int((~ok).sum()))
         finite = np.isfinite(raw1).all(axis=1) & np.isfinite(params2).all(axis=1)
         raw1, params2 = raw1[finite], params2[finite]
     return TaskChain(step1.fit, step2, boot, step1, raw1, params2, residuals1, residuals2, form)
+
+
+def _run_weights(runs1, runs2, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(R, n) and (R, m) point weights of both steps: each resample draws the runs (the union of
+    both steps' labels) with replacement, and a run's points in both steps come with it."""
+    labels = np.unique(np.concatenate([runs1.astype(str), runs2.astype(str)]))
+    counts = bootstrap.resample_weights(labels, n_resamples, seed)  # (R, runs)
+    return (counts[:, np.searchsorted(labels, runs1.astype(str))],
+            counts[:, np.searchsorted(labels, runs2.astype(str))])
 
 
 def _refit(step1: _Step1, law: _Step2Form, w1, x2, y2, w2, best2, bounds):
