@@ -77,7 +77,7 @@ def test_bootstrap_interval_covers_the_truth_on_noisy_runs():
     assert chain.bootstrap.accepted >= 90
     constants = chain.bootstrap.intervals()
     for name, value in SIGMOID.items():
-        assert constants[name][0] <= value <= constants[name][1], name
+        assert constants[name][0] - 1e-9 <= value <= constants[name][1] + 1e-9, name  # b: at its bound 1
     # Four sizes with 1% scatter do not identify E: it falls to ~0 and α absorbs it (0.06-0.08
     # against 0.3), yet the forecast at 7B-4T stays within 3 points and its interval holds the truth.
     assert constants["E"][1] < 0.1 and constants["alpha"][1] < 0.1
