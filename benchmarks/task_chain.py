@@ -70,27 +70,12 @@ def task_metric(frame: pd.DataFrame, keys: dict[str, float], metric: str) -> np.
     return np.average(frame[columns].to_numpy(np.float64), axis=1, weights=list(keys.values()))
 
 
-def moving_average(values: np.ndarray, n: int) -> np.ndarray:
-    """Trailing mean over the last n values (fewer at the start), as OLMo's `moving_average`."""
-    total = np.cumsum(values)
-    total[n:] = total[n:] - total[:-n]
-    return total / np.minimum(np.arange(1, values.size + 1), n)
-
-
-def chain_inputs(ladder: pd.DataFrame, keys: dict[str, float]):
-    """Step 1's (covariates (16, 2), bpb (16,), runs (16,)) and step 2's (bpb, acc, runs)."""
-    cov, bpb1, runs1, bpb2, acc2, runs2 = [], [], [], [], [], []
-    for run, rows in ladder.groupby("run", sort=False):
-        bpb, acc = task_metric(rows, keys, "bpb"), task_metric(rows, keys, "acc")
-        cov.append((N_BY_SIZE[run.split("-")[0]], rows["tokens"].iloc[-1]))
-        bpb1.append(bpb[-MOVING_AVERAGE:].mean())
-        runs1.append(run)
-        keep = slice(int(np.ceil(SKIP_FRACTION * len(rows))), None)
-        bpb2.append(moving_average(bpb[keep], MOVING_AVERAGE))
-        acc2.append(moving_average(acc[keep], MOVING_AVERAGE))
-        runs2 += [run] * len(bpb2[-1])
-    return (np.array(cov, np.float64), np.array(bpb1), np.array(runs1),
-            np.concatenate(bpb2), np.concatenate(acc2), np.array(runs2))
+def task_frame(ladder: pd.DataFrame, keys: dict[str, float]) -> pd.DataFrame:
+    """The ladder's rows as a results table: run, params_active, tokens, task_bpb, task_acc."""
+    size = ladder["run"].str.split("-").str[0]
+    return pd.DataFrame({"run": ladder["run"], "params_active": size.map(N_BY_SIZE),
+                         "tokens": ladder["tokens"], "task_bpb": task_metric(ladder, keys, "bpb"),
+                         "task_acc": task_metric(ladder, keys, "acc")})
 
 
 def actual_accuracy(targets: pd.DataFrame, target: str, keys: dict[str, float]) -> float:
@@ -106,8 +91,11 @@ def reproduce(n_bootstrap: int = 200, seed: int = 0, data: str = DATA, starts=No
     covariates = np.array(list(TARGETS.values()), np.float64)
     out: dict = {t: {} for t in TARGETS}
     for task, (keys, chance) in TASKS.items():
-        chain = task_chain.fit_task_chain(*chain_inputs(ladder, keys), chance=chance,
-                                          n_bootstrap=n_bootstrap, seed=seed, starts=starts)
+        inputs = task_chain.inputs_from_evaluations(
+            task_frame(ladder, keys), "task_bpb", "task_acc", moving_average=MOVING_AVERAGE,
+            skip_fraction=SKIP_FRACTION)
+        chain = task_chain.fit_task_chain(*inputs, chance=chance, n_bootstrap=n_bootstrap, seed=seed,
+                                          starts=starts)
         predicted, bpb = chain.predict(covariates), chain.predict_bpb(covariates)
         prediction = chain.interval(covariates, kind="prediction", seed=seed)
         confidence = chain.interval(covariates, kind="confidence")

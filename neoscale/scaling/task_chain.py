@@ -23,9 +23,12 @@ predictions: where the law is), and the prediction interval for a measured accur
 both steps' residual scatter to every refit's prediction the way `bootstrap.prediction_interval`
 does for losses (residuals drawn with replacement, inflated by sqrt(n/(n − P))).
 
-Results tables (`neoscale.fit`, the in-loop evaluation): a task's columns are named
-``task_<name>_bpb`` (bits per byte of the correct continuation) and ``task_<name>_acc``
-(length-normalised accuracy, a fraction in [0, 1]); `task_columns` finds them.
+Results tables (`neoscale.fit --tasks`, the in-loop evaluation): one row per evaluation of a run
+(columns `run`, `params_active`, `tokens`, as a study's results.csv), and per task
+``task_<name>_bpb`` (bits per byte of the correct continuation), ``task_<name>_acc``
+(length-normalised accuracy, a fraction in [0, 1]) and optionally ``task_<name>_chance`` (the
+task's chance accuracy; it only starts the sigmoid's fit, 0.25 when absent). `task_columns` finds
+them; `inputs_from_evaluations` turns them into both steps' points.
 """
 
 from __future__ import annotations
@@ -51,6 +54,53 @@ def task_columns(columns) -> dict[str, tuple[str, str]]:
         if match := TASK_COLUMN.match(str(column)):
             found.setdefault(match["name"], {})[match["metric"]] = str(column)
     return {name: (m["bpb"], m["acc"]) for name, m in sorted(found.items()) if len(m) == 2}
+
+
+def trailing_mean(values: np.ndarray, n: int) -> np.ndarray:
+    """(k,) mean of each value and the n − 1 before it (fewer at the start): OLMo's
+    `moving_average`, which smooths both steps' points in the paper."""
+    total = np.cumsum(np.asarray(values, np.float64))
+    total[n:] = total[n:] - total[:-n]
+    return total / np.minimum(np.arange(1, total.size + 1), n)
+
+
+def inputs_from_evaluations(frame, bpb_column: str, acc_column: str, *, run_column: str = "run",
+                            params_column: str = "params_active", tokens_column: str = "tokens",
+                            moving_average: int = 1, skip_fraction: float = 0.1):
+    """Both steps' points from a table with one row per evaluation of each run (the paper's way).
+
+    Per run (rows ordered by tokens): step 1's point is (N, D of its last evaluation) with the
+    mean task loss of its last `moving_average` evaluations; step 2's points are its evaluations
+    after the first `skip_fraction`, each a trailing mean of `moving_average` (task loss and
+    accuracy alike). Rows without both task values are left out. The paper: moving_average = 5,
+    skip_fraction = 0.1.
+
+    Returns:
+      (covariates (runs, 2) rows (N, D), bpb (runs,), run labels (runs,), step-2 bpb (m,),
+      accuracy (m,), run labels (m,)): `fit_task_chain`'s first six arguments.
+    """
+    missing = [c for c in (run_column, params_column, tokens_column, bpb_column, acc_column)
+               if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the table lacks column(s) {missing}; columns are {list(frame.columns)}")
+    frame = frame[np.isfinite(frame[bpb_column].to_numpy(np.float64))
+                  & np.isfinite(frame[acc_column].to_numpy(np.float64))]
+    cov, bpb1, runs1, bpb2, acc2, runs2 = [], [], [], [], [], []
+    for run, rows in frame.groupby(run_column, sort=False):
+        rows = rows.sort_values(tokens_column, kind="stable")
+        bpb = rows[bpb_column].to_numpy(np.float64)
+        acc = rows[acc_column].to_numpy(np.float64)
+        cov.append((float(rows[params_column].iloc[-1]), float(rows[tokens_column].iloc[-1])))
+        bpb1.append(bpb[-moving_average:].mean())
+        runs1.append(str(run))
+        keep = slice(int(np.ceil(skip_fraction * len(rows))), None)
+        bpb2.append(trailing_mean(bpb[keep], moving_average))
+        acc2.append(trailing_mean(acc[keep], moving_average))
+        runs2 += [str(run)] * bpb2[-1].size
+    if not runs1:
+        raise ValueError(f"no row has both {bpb_column} and {acc_column}")
+    return (np.array(cov), np.array(bpb1), np.array(runs1), np.concatenate(bpb2),
+            np.concatenate(acc2), np.array(runs2))
 
 
 # ---------------------------------------------------------------------------------------------
