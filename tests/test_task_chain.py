@@ -2,9 +2,13 @@
 published chain (benchmarks/task_chain.py) on the kept ladder tables."""
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from neoscale.scaling import chinchilla, task_chain
@@ -129,3 +133,40 @@ def test_olmo_ladder_reproduces_the_papers_errors():
     summary = benchmark.summary(results)
     assert summary["7B-4T"]["mean_abs_error_points"] == pytest.approx(3.82, abs=0.02)
     assert summary["13B-5T"]["mean_abs_error_points"] == pytest.approx(4.17, abs=0.02)
+
+
+def _evaluations_table(noise: float = 0.005, seed: int = 0) -> pd.DataFrame:
+    """The synthetic ladder as a results table: one row per evaluation, two tasks (the second an
+    offset copy), column names as the in-loop evaluation writes them."""
+    cov, _, _, bpb, acc, runs = ladder(noise, seed)
+    n_by_run = {f"{n:.0e}-{int(round(d / n / 20))}xC": n for n, d in cov}
+    d_by_run = {f"{n:.0e}-{int(round(d / n / 20))}xC": d for n, d in cov}
+    tokens = np.concatenate([d_by_run[r] * np.linspace(0.1, 1.0, 10) for r in dict.fromkeys(runs)])
+    return pd.DataFrame({"run": runs, "params_active": [n_by_run[r] for r in runs], "tokens": tokens,
+                         "task_arc_easy_bpb": bpb, "task_arc_easy_acc": acc, "task_arc_easy_chance": 0.25,
+                         "task_piqa_bpb": bpb * 1.1, "task_piqa_acc": np.clip(acc + 0.05, 0, 1)})
+
+
+@pytest.mark.slow
+def test_fit_cli_fits_the_chain_on_a_results_table(tmp_path):
+    table = tmp_path / "results.csv"
+    _evaluations_table().to_csv(table, index=False)
+    done = subprocess.run([sys.executable, "-m", "neoscale.fit", f"--results={table}", "--tasks=all",
+                           "--task_targets=7e9:4e12", "--n_bootstrap=30"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((tmp_path / "task_chain.json").read_text())
+    assert sorted(doc["tasks"]) == ["arc_easy", "piqa"]
+    arc = doc["tasks"]["arc_easy"]
+    assert arc["step1"]["beta"] == pytest.approx(STEP1["beta"], abs=0.05)
+    assert arc["in_sample_mean_abs_error_points"] < 1.0
+    forecast = arc["forecasts"][0]
+    truth = float(sigmoid(law(*TARGET.T))[0])
+    assert forecast["accuracy"] == pytest.approx(truth, abs=0.02)
+    assert forecast["prediction_interval"][0] <= truth <= forecast["prediction_interval"][1]
+    assert json.loads(done.stdout)["tasks"]["piqa"]["forecast_accuracy"]
+
+    bad = subprocess.run([sys.executable, "-m", "neoscale.fit", f"--results={table}", "--tasks=hellaswag"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "no task column pair for ['hellaswag']; the table's tasks are ['arc_easy', 'piqa']" in bad.stderr

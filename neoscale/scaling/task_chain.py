@@ -440,3 +440,64 @@ def _refit(step1: _Step1, law: _Step2Form, w1, x2, y2, w2, best2, bounds):
     raw1[~np.isfinite(objective.min(axis=1))] = np.nan
     params2 = np.stack([_least_squares(law, x2, y2, w, best2, bounds) for w in w2])
     return raw1, params2
+
+
+def fit_table(frame, *, tasks=None, targets=None, n_bootstrap: int = 200, seed: int = 0,
+              moving_average: int = 1, skip_fraction: float = 0.1,
+              starts: np.ndarray | None = None) -> dict:
+    """The chain for every task of a results table (see the module docstring for its columns).
+
+    Args:
+      frame: pandas DataFrame, one row per evaluation of each run.
+      tasks: task names to fit (default every task with both columns).
+      targets: (t, 2) rows (N, D) to forecast, or None.
+      moving_average, skip_fraction: `inputs_from_evaluations`'s (defaults: each run's final
+        evaluation for step 1, every evaluation after the first 10% for step 2).
+
+    Returns:
+      A JSON-able dict: per task the constants of both steps with their 95% intervals, the
+      bootstrap's counts, the chain's mean absolute error on the runs' own final accuracies
+      (points, in-sample), and per target the predicted accuracy and task loss with intervals.
+    """
+    found = task_columns(frame.columns)
+    if not found:
+        raise ValueError("the table has no task columns: a task needs task_<name>_bpb and "
+                         f"task_<name>_acc; columns are {list(frame.columns)}")
+    names = list(found) if not tasks else list(tasks)
+    unknown = [t for t in names if t not in found]
+    if unknown:
+        raise ValueError(f"no task column pair for {unknown}; the table's tasks are {list(found)}")
+    targets = None if targets is None else np.atleast_2d(np.asarray(targets, np.float64))
+    out = {}
+    for name in names:
+        bpb_column, acc_column = found[name]
+        chance_column = f"task_{name}_chance"
+        chance = float(frame[chance_column].dropna().iloc[0]) if chance_column in frame else 0.25
+        inputs = inputs_from_evaluations(frame, bpb_column, acc_column, moving_average=moving_average,
+                                         skip_fraction=skip_fraction)
+        chain = fit_task_chain(*inputs, chance=chance, n_bootstrap=n_bootstrap, seed=seed, starts=starts)
+        final = frame.loc[frame.groupby("run", sort=False)["tokens"].idxmax()]
+        final = final[np.isfinite(final[acc_column].to_numpy(np.float64))]
+        in_sample = chain.predict(final[["params_active", "tokens"]].to_numpy(np.float64))
+        entry = {
+            "step1": {"law": "E + A/N^alpha + B/D^beta (task bits per byte)", **chain.step1.constants()},
+            "step2": {"law": "a/(1 + exp(-k(L - L0))) + b", **chain.step2.constants()},
+            "chance": chance,
+            "bootstrap": chain.bootstrap.summary(),
+            "intervals": chain.bootstrap.intervals(),
+            "interval_note": chain.bootstrap.note,
+            "in_sample_mean_abs_error_points": float(
+                100 * np.mean(np.abs(in_sample - final[acc_column].to_numpy(np.float64)))),
+        }
+        if targets is not None:
+            prediction = chain.interval(targets, kind="prediction", seed=seed)
+            confidence = chain.interval(targets, kind="confidence")
+            entry["forecasts"] = [
+                {"N": float(n), "D": float(d), "bpb": float(b), "accuracy": float(a),
+                 "prediction_interval": None if prediction is None else prediction[:, i].tolist(),
+                 "confidence_interval": None if confidence is None else confidence[:, i].tolist()}
+                for i, ((n, d), b, a) in enumerate(zip(targets, chain.predict_bpb(targets),
+                                                       chain.predict(targets), strict=True))]
+        out[name] = entry
+    return {"tasks": out, "n_bootstrap": n_bootstrap, "seed": seed, "moving_average": moving_average,
+            "skip_fraction": skip_fraction}
