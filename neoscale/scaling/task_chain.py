@@ -375,6 +375,7 @@ def fit_task_chain(
         points together.
       chance, form, ceiling, anchor: step 2's, see `fit_accuracy`.
       starts: step-1 L-BFGS starts for L(N, D) (rows (e, a, b, α, β)); default the published grid.
+        L(C) starts from `power_law`'s own data-driven grid.
     """
     law = _form(form)
     covariates = np.asarray(step1_covariates, np.float64)
@@ -472,7 +473,8 @@ def fit_table(frame, *, tasks=None, targets=None, n_bootstrap: int = 200, seed: 
     for name in names:
         bpb_column, acc_column = found[name]
         chance_column = f"task_{name}_chance"
-        chance = float(frame[chance_column].dropna().iloc[0]) if chance_column in frame else 0.25
+        chances = frame[chance_column].dropna() if chance_column in frame else ()
+        chance = float(chances.iloc[0]) if len(chances) else 0.25
         inputs = inputs_from_evaluations(frame, bpb_column, acc_column, moving_average=moving_average,
                                          skip_fraction=skip_fraction)
         chain = fit_task_chain(*inputs, chance=chance, n_bootstrap=n_bootstrap, seed=seed, starts=starts)
