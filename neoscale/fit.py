@@ -14,6 +14,10 @@
                                      evaluation set's, when the study cannot identify it).
   --context_free_loss=6.21            H of the ladder's law (the held-out loss of the training split's
                                      token frequencies; a study's plan.json records its own).
+  --tasks=all (or arc_easy,piqa)      the loss-to-accuracy chain (neoscale.scaling.task_chain) on the
+                                     table's task_<name>_bpb / task_<name>_acc columns, one row per
+                                     evaluation; --task_targets=7e9:4e12 forecasts (N, D) with 95%
+                                     intervals; into OUT/task_chain.json (instead of the loss fits).
   --group_by=COLUMN --compare=BASELINE
                                      compute multipliers: how much less compute each other group
                                      needs than BASELINE for the same loss, across compute, with
@@ -69,6 +73,10 @@ flags.DEFINE_string(
     "compared with it: the compute multiplier C_A(L)/C_B(L) at equal loss (> 1: B needs less "
     "compute), across A's compute and 10x/100x beyond, with 95% paired-bootstrap intervals, into "
     "OUT/multiplier.json and OUT/multiplier.png (instead of per-group fits)")
+
+flags.DEFINE_list("tasks", None, "fit the loss-to-accuracy chain for these tasks ('all': every "
+                 "task_<name>_bpb/_acc pair of the table) into OUT/task_chain.json")
+flags.DEFINE_list("task_targets", [], "--tasks: N:D pairs to forecast, e.g. 7e9:4e12")
 
 FORWARD_ONLY_BELOW = 4.0  # FLOPs/(N·D): training is ~6 (forward 2 + backward 4); forward-only ~2
 TOO_MANY_FLOPS_ABOVE = 12.0
@@ -262,6 +270,37 @@ def _compare(delta: float) -> dict:
             "comparisons": {k: multiplier.summary_line(v) for k, v in comparisons.items()}}
 
 
+def _task_chain() -> dict:
+    """--tasks: the two-step task forecast on every evaluation row of the table."""
+    import numpy as np
+
+    from neoscale.scaling import task_chain
+
+    if bool(FLAGS.workdir) == bool(FLAGS.results):
+        raise ValueError("pass exactly one of --workdir=DIR or --results=FILE.csv")
+    path = epath.Path(FLAGS.workdir) / "results.csv" if FLAGS.workdir else epath.Path(FLAGS.results)
+    table = _read_csv(path)
+    renames = {FLAGS.run_column: "run", FLAGS.params_column: "params_active",
+               FLAGS.tokens_column: "tokens"}
+    table = table.rename(columns={k: v for k, v in renames.items() if k and k != v})
+    try:
+        targets = [tuple(float(v) for v in t.split(":")) for t in FLAGS.task_targets]
+    except ValueError:
+        targets = [()]
+    if any(len(t) != 2 or not all(np.isfinite(t)) for t in targets):
+        raise ValueError(f"--task_targets={','.join(FLAGS.task_targets)} must be N:D pairs, e.g. 7e9:4e12")
+    tasks = None if FLAGS.tasks == ["all"] else FLAGS.tasks
+    doc = task_chain.fit_table(table, tasks=tasks, targets=targets or None,
+                               n_bootstrap=FLAGS.n_bootstrap, seed=FLAGS.seed)
+    out_dir = epath.Path(FLAGS.out_dir or path.parent)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "task_chain.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+    return {"task_chain": str(out_dir / "task_chain.json"),
+            "tasks": {name: {"in_sample_error_points": round(t["in_sample_mean_abs_error_points"], 2),
+                             "forecast_accuracy": [round(f["accuracy"], 4) for f in t.get("forecasts", [])]}
+                      for name, t in doc["tasks"].items()}}
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags")
@@ -269,6 +308,12 @@ def main(argv: list[str]) -> None:
         _fail(f"--pin_E must be a positive loss in nats, got {FLAGS.pin_E}")
     if FLAGS.context_free_loss is not None and not FLAGS.context_free_loss > 0:
         _fail(f"--context_free_loss must be a positive loss in nats, got {FLAGS.context_free_loss}")
+    if FLAGS.tasks:
+        try:
+            print(json.dumps(_task_chain()))
+        except (ValueError, FileNotFoundError) as error:
+            _fail(str(error))
+        return
     custom = (FLAGS.where or FLAGS.group_by or FLAGS.compare is not None or FLAGS["loss"].present
               or FLAGS["huber_delta"].present)
     if (FLAGS.workdir and not FLAGS.results and FLAGS.plots and FLAGS.out_dir in (None, FLAGS.workdir)
