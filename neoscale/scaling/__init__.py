@@ -21,7 +21,7 @@ from neoscale.scaling.moe import (
 )
 from neoscale.scaling.power_law import PowerLawFit, fit_power_law
 from neoscale.scaling.results import from_table, load_curves, load_results
-from neoscale.scaling.study import fit_study, report_section
+from neoscale.scaling.study import fit_study
 
 __all__ = [
     "Bootstrap",
@@ -51,7 +51,6 @@ __all__ = [
     "load_schedules",
     "percentile_interval",
     "Requirement",
-    "report_section",
     "resample_weights",
     "saturated_experts",
     "Schedule",

@@ -1,8 +1,8 @@
 """Compute multipliers: how much compute variant B saves over variant A at equal loss.
 
 Each variant's final runs get the loss-vs-compute law of fit.json's ``loss_vs_compute``,
-L(C) = E + A·C^(−α), fitted on their compute–loss Pareto frontier (study.pareto_frontier; all
-points when the frontier has fewer than 3) of one family (study.law_family) with
+L(C) = E + A·C^(−α), fitted on their compute–loss Pareto frontier (points.pareto_frontier; all
+points when the frontier has fewer than 3) of one family (points.law_family) with
 power_law.fit_power_law_bootstrap. The multiplier at loss L is
 
     m(L) = C_A(L) / C_B(L),   C_X(L) = (A_X / (L − E_X))^(1/α_X)   (> 1: B needs less compute),
@@ -29,7 +29,7 @@ import pandas as pd
 
 from neoscale.files import jsonable
 from neoscale.scaling import bootstrap, optimize, power_law, results
-from neoscale.scaling.study import law_family, pareto_frontier
+from neoscale.scaling.points import law_family, pareto_frontier
 
 GRID_POINTS = 13  # compute values across A's data, and again from its largest compute to 100x
 EXTRAPOLATION_FACTORS = (10.0, 100.0)
