@@ -19,6 +19,17 @@ def pareto_frontier(compute: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return keep
 
 
+MIN_FRONTIER_POINTS = 3  # a law on fewer frontier points than this is fitted on all points
+
+
+def frontier_points(compute: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(use (n,) bool, on_frontier): the points an L(C) law is fitted on: the compute-loss Pareto
+    frontier if it has >= MIN_FRONTIER_POINTS points (on_frontier True), else all points."""
+    frontier = pareto_frontier(compute, loss)
+    on_frontier = bool(frontier.sum() >= MIN_FRONTIER_POINTS)
+    return (frontier if on_frontier else np.ones_like(frontier)), on_frontier
+
+
 def law_family(points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Dense runs if any, else the expert count with most runs."""
     experts = points["num_experts"]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from neoscale.scaling import moe, multiplier, power_law
-from neoscale.scaling.points import pareto_frontier
+from neoscale.scaling.points import frontier_points
 from neoscale.scaling.study.entries import FIT_ERRORS, skipped, uncertainty
 
 
@@ -19,8 +19,7 @@ def moe_entry(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float) -
     for e in counts:
         sub = points[points["num_experts"] == e]
         c, loss_e = sub["flops"].to_numpy(), sub["eval_loss"].to_numpy()
-        front = pareto_frontier(c, loss_e)
-        use = front if front.sum() >= 3 else np.ones_like(front)
+        use, _ = frontier_points(c, loss_e)
         try:
             fit = power_law.fit_power_law(c[use], loss_e[use], delta=delta)
             out["frontiers"][str(int(e))] = {"status": "fitted", "constants": fit.constants()}

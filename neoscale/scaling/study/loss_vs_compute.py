@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from neoscale.scaling import power_law
-from neoscale.scaling.points import largest_held_out, pareto_frontier
+from neoscale.scaling.points import frontier_points, largest_held_out
 from neoscale.scaling.study.entries import (
     COMPUTE_AXIS,
     EXTRAPOLATION_FACTORS,
@@ -25,8 +25,7 @@ from neoscale.scaling.study.entries import (
 def entry(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: float,
                      pin_E: float | None = None) -> dict:
     compute, loss = points["flops"].to_numpy(), points["eval_loss"].to_numpy()
-    frontier = pareto_frontier(compute, loss)
-    use = frontier if frontier.sum() >= 3 else np.ones_like(frontier)
+    use, on_frontier = frontier_points(compute, loss)
     groups = points["parent"].to_numpy()[use]
     fit, boot = power_law.fit_power_law_bootstrap(
         compute[use], loss[use], groups=groups, n_bootstrap=n_bootstrap, seed=seed, delta=delta,
@@ -63,7 +62,7 @@ def entry(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: 
         "compute_axis": COMPUTE_AXIS,
         "family": label,
         "points": int(use.sum()),
-        "on_frontier": bool(frontier.sum() >= 3),
+        "on_frontier": on_frontier,
         "constants": fit.constants(),
         **uncertainty(boot, pinned=pin_E is not None),
         "E_pinned": pin_E is not None,
@@ -78,8 +77,7 @@ def entry(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: 
     train, held = largest_held_out(points)
     try:
         t_c, t_l = train["flops"].to_numpy(), train["eval_loss"].to_numpy()
-        t_front = pareto_frontier(t_c, t_l)
-        t_use = t_front if t_front.sum() >= 3 else np.ones_like(t_front)
+        t_use, _ = frontier_points(t_c, t_l)
         best = held.loc[held["eval_loss"].idxmin()]
         checks = {}
         for form, with_offset in (("with_E", True), ("pure_power_law", False)):
@@ -106,8 +104,7 @@ def backtest(delta: float, n_bootstrap: int, seed: int, pin_E: float | None):
     """fit_law for L(C)'s rollout: both forms, predicted at each held size's best point."""
     def fit_law(train):
         c, loss = train["flops"].to_numpy(), train["eval_loss"].to_numpy()
-        front = pareto_frontier(c, loss)
-        use = front if front.sum() >= 3 else np.ones_like(front)
+        use, _ = frontier_points(c, loss)
         forms = {form: power_law.fit_power_law_bootstrap(
                      c[use], loss[use], with_offset=with_offset, groups=train["parent"].to_numpy()[use],
                      n_bootstrap=n_bootstrap, seed=seed, delta=delta, fixed_E=pin_E)
