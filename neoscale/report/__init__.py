@@ -1,37 +1,51 @@
-"""report.md's fits section."""
+"""report.md's scaling-law fits: one section per law of fit.json, in the order of ``SECTIONS``.
+
+Where a law lives (the rule for every law): its mathematics in ``neoscale/scaling/<law>.py``; its
+fit.json entry in ``neoscale/scaling/study/`` (the curve law, fitted on whole curves, builds its
+entry in ``scaling/curve_law.fit_curve_law``); its report lines here, in ``neoscale/report/``;
+its figure in ``neoscale/plots.py``. The page itself (plan, final losses, figures, failures) is
+written by one module, ``neoscale/runner/report.py``, which takes this section from
+``fits_section``.
+
+Adding a section (a sparsity law, downstream-task fits, ...): write a module here with
+``lines(law: dict) -> list[str]`` (or a ``laws.law_section(title, own_lines)`` for the common
+layout) and register it in ``SECTIONS``, the one place that names the sections.
+"""
 
 from __future__ import annotations
 
-from neoscale.report import curve_law
-from neoscale.report.format import (
-    backtest_lines,
-    bootstrap_line,
-    constants_line,
-    fmt,
-    fmt_interval,
-    form_note,
-)
+import dataclasses
+
+from neoscale.report import curve_law, laws
 from neoscale.scaling.study.entries import skipped
-from neoscale.scaling.study.loss_vs_compute import form_to_read
 
 
-def multiplier_lines(law: dict) -> list[str]:
-    """One line per compared expert count: its multiplier at the headline computes, the verdict."""
-    lines = [f"\nHow much less compute each variant needs than {law['baseline']} for the same loss "
-             "(L(C) on each variant's frontier; 95% paired-bootstrap intervals):"]
-    for name, result in law["comparisons"].items():
-        if result.get("status") == "skipped":
-            lines.append(f"- {name}: not compared ({result['reason']})")
-            continue
-        at = "; ".join(f"{row['where']}: {fmt(row['multiplier'], row.get('interval'))}x"
-                       for row in result["headline"])
-        lines.append(f"- {name}: {at}. Scale: {result['exponents']['verdict']}.")
-    return lines
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One law's part of the fits section."""
+
+    key: str  # the law's key in fit.json's "laws"
+    lines: laws.LawLines  # fit.json's entry -> markdown lines (None lines are left out)
+    always: bool = True  # when the fit lacks the law: True: 'Not fitted: not computed.'; False: omitted
 
 
+SECTIONS: tuple[Section, ...] = (
+    Section("loss_vs_compute", laws.law_section("Loss against compute", laws.loss_vs_compute_lines)),
+    Section("ladder_law", laws.law_section(
+        "The ladder's law (the next size at the study's own tokens per parameter)", laws.ladder_lines)),
+    Section("chinchilla_approach3", laws.law_section("Chinchilla Approach 3", laws.approach3_lines)),
+    Section("isoflop_approach2", laws.law_section("Approach 2 (IsoFLOP)", laws.approach2_lines)),
+    Section("envelope_approach1", laws.law_section("Approach 1 (envelope)")),
+    Section("moe", laws.law_section("Mixture of experts", laws.moe_lines)),
+    # a study of one expert count has nothing to compare
+    Section("compute_multiplier", laws.law_section("Compute multiplier of experts over dense",
+                                                   laws.multiplier_lines), always=False),
+    Section("curve_law", curve_law.lines, always=False),
+)
 
-def fits_section(fit: dict) -> str:
-    """Markdown summary of a fit_study result (constants with 95% intervals, extrapolation)."""
+
+def _preamble(fit: dict) -> list[str]:
+    """The points, the bootstrap, the compute axis, the objective and the dropped runs."""
     lines = [
         "## Scaling-law fits",
         "",
@@ -51,96 +65,16 @@ def fits_section(fit: dict) -> str:
         lines += [f"Objective of the L-BFGS laws: sum of {how} on log-loss residuals.", ""]
     for entry in fit["data"]["dropped"]:
         lines.append(f"- dropped run `{entry['run']}`: {entry['reason']}")
-    titles = {
-        "loss_vs_compute": "Loss against compute",
-        "ladder_law": "The ladder's law (the next size at the study's own tokens per parameter)",
-        "chinchilla_approach3": "Chinchilla Approach 3",
-        "isoflop_approach2": "Approach 2 (IsoFLOP)",
-        "envelope_approach1": "Approach 1 (envelope)",
-        "moe": "Mixture of experts",
-        "compute_multiplier": "Compute multiplier of experts over dense",
-    }
-    for key, title in titles.items():
-        if key == "compute_multiplier" and key not in fit["laws"]:
-            continue  # a study of one expert count has nothing to compare
-        law = fit["laws"].get(key, skipped("not computed"))
-        lines += [f"### {title}", ""]
-        if law["status"] != "fitted":
-            lines += [f"Not fitted: {law['reason']}.", ""]
-            continue
-        if "constants" in law:
-            lines.append(f"`{law['form']}`: {constants_line(law)}")
-            lines.append(bootstrap_line(law))
-            if not law.get("irreducible_loss", {"identified": True})["identified"]:
-                lines.append(f"\n**{law['irreducible_loss']['note']}.**")
-            elif law.get("irreducible_loss", {}).get("pinned"):
-                lines.append(f"\n{law['irreducible_loss']['note']}.")
-        if key == "loss_vs_compute":
-            pure = law["pure_power_law"]
-            lines.append(f"\nPure power law `{pure['form']}`: {constants_line(pure)}")
-            read_pure = form_to_read(law) == "pure_power_law"
-            for p in law["predictions"]:
-                with_e, pure_text = (f"{fmt(f['loss'], f['interval'])} (mean law); 95% prediction "
-                                     f"interval {fmt_interval(f['prediction_interval'])}"
-                                     for f in (p, p["pure_power_law"]))
-                lines.append(f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
-                             f"({p['compute']:.3g} FLOPs): "
-                             + (f"pure power law (the form to read) {pure_text}; with E {with_e}"
-                                if read_pure else f"{with_e}; pure power law {pure_text}"))
-        if key == "ladder_law":
-            lines.append(f"\nFitted to {law['what']}.")
-            for p in law["predictions"]:
-                lines.append(f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
-                             f"({p['compute']:.3g} FLOPs), for the size trained there on "
-                             f"{law['tokens_per_param']:.3g} tokens per parameter: "
-                             f"{fmt(p['loss'], p['interval'])} (mean law); 95% prediction interval "
-                             f"{fmt_interval(p['prediction_interval'])}")
-        snapping = law.get("budget_snapping")
-        if snapping and snapping["labels"] != snapping["budgets"]:
-            lines.append(f"\n{snapping['labels']} distinct budget labels were snapped to "
-                         f"{snapping['budgets']} budgets ({snapping['note']}).")
-        if key == "chinchilla_approach3":
-            for name, alloc in (("", law["allocation"]), (" (6·N·D)", law["allocation_6nd"])):
-                ci = alloc.get("intervals") or {}
-                lines.append(
-                    f"\nCompute-optimal{name}: N_opt ∝ C^{fmt(alloc['a'], ci.get('a'))}, "
-                    f"D_opt ∝ C^{fmt(alloc['b'], ci.get('b'))} on {alloc['compute_axis']}"
-                )
-            per_token = law["allocation"]["flops_per_token"]
-            lines.append(
-                f"\nThe runs' FLOPs per token, fitted as k·N^s: k = {per_token['k']:.4g}, "
-                f"s = {per_token['s']:.4f} (max error {100 * per_token['max_relative_error']:.1f}%)."
-            )
-        if key == "moe":
-            for name in ("clark", "chinchilla_form"):
-                sub = law.get(name, {})
-                if sub.get("status") == "skipped":
-                    lines.append(f"\n{name}: not fitted: {sub['reason']}.")
-                elif sub:
-                    lines.append(f"\n`{sub['form']}`: {constants_line(sub)}")
-                    lines.append(bootstrap_line(sub))
-            saving = law.get("chinchilla_form", {}).get("compute_saving", {})
-            for e, s in saving.items():
-                if e == "1":
-                    continue
-                ci = (law["chinchilla_form"].get("compute_saving_intervals") or {}).get(e)
-                lines.append(
-                    f"\n- {e} experts: {fmt(s, ci)}× less compute (6·N_active·D) than dense "
-                    "for the same loss"
-                )
-        if key == "compute_multiplier":
-            lines += multiplier_lines(law)
-        lines += backtest_lines(law)
-        ext = law.get("extrapolation")
-        if ext:
-            if ext.get("status") == "skipped":
-                lines.append(f"\nExtrapolation check not run: {ext['reason']}.")
-            else:
-                lines.append(
-                    f"\nExtrapolation check (fit without the {ext['held_out']}): relative "
-                    f"error {100 * ext['relative_error']:.2f}% on the held-out size{form_note(ext)}."
-                )
-        lines.append("")
-    if "curve_law" in fit["laws"]:
-        lines += curve_law.lines(fit["laws"]["curve_law"])
+    return lines
+
+
+def fits_section(fit: dict) -> str:
+    """Markdown summary of a fit_study result (constants with 95% intervals, extrapolation)."""
+    lines = _preamble(fit)
+    for section in SECTIONS:
+        if section.key in fit["laws"] or section.always:
+            lines += section.lines(fit["laws"].get(section.key, skipped("not computed")))
     return "\n".join(line for line in lines if line is not None)
+
+
+__all__ = ["SECTIONS", "Section", "fits_section"]
