@@ -1,4 +1,16 @@
-"""Scaling-law fits with uncertainty: Kaplan-style L(C), Chinchilla approaches 1–3, MoE laws."""
+"""Scaling-law fits with uncertainty: Kaplan-style L(C), Chinchilla approaches 1–3, MoE laws.
+
+Where a law lives (one rule for every law):
+- its mathematics (form, fit, bootstrap) in ``scaling/<law>.py`` (power_law, ladder_law,
+  chinchilla, isoflop, envelope, moe, multiplier, curve_law);
+- its fit.json entry, read from a study's points, in ``scaling/study/`` (one module per law; the
+  ``fit_study`` orchestrator in ``scaling/study/__init__.py``); the curve law, fitted on whole
+  curves rather than final points, builds its entry in ``curve_law.fit_curve_law``;
+- its report.md lines in ``neoscale/report/`` (registered in ``neoscale.report.SECTIONS``);
+- its figure in ``neoscale/plots.py``.
+Shared point helpers (Pareto frontier, family, sizes) are in ``scaling/points.py``. Nothing in
+this package draws or writes markdown.
+"""
 
 from neoscale.scaling.bootstrap import Bootstrap, Requirement, percentile_interval, resample_weights
 from neoscale.scaling.chinchilla import (

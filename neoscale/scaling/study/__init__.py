@@ -1,6 +1,7 @@
 """fit_study: every scaling law a study's results support, with intervals and an honest
-extrapolation check, as a JSON-serialisable dict (the runner writes it as fit.json); and
-report_section, its markdown summary.
+extrapolation check, as a JSON-serialisable dict (the runner writes it as fit.json; its markdown:
+neoscale.report.fits_section). Each law's entry is built by its own module here (entries.py holds
+what they share, backtest.py the rollout backtest).
 
 Data points are the final evaluation rows of finished runs (each run's and each cooldown
 branch's last evaluation; never stable-phase losses). Laws:
