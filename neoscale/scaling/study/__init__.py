@@ -100,12 +100,12 @@ def fit_study(
     laws: dict[str, dict] = {}
     if sizes.size >= 3:
         laws["loss_vs_compute"] = guarded(loss_vs_compute.entry, family, label, n_bootstrap, seed, delta,
-                                           pin_E)
+                                          pin_E)
     else:
         laws["loss_vs_compute"] = skipped(f"needs final rows of >= 3 distinct sizes, got {sizes.size}")
     if context_free_loss is None:
         laws["ladder_law"] = skipped("no context-free loss H of the held-out set was given (a study "
-                                      "records it in plan.json; neoscale.fit --context_free_loss=H)")
+                                     "records it in plan.json; neoscale.fit --context_free_loss=H)")
     else:
         ladder_law.check_context_free_loss(context_free_loss)  # bad input, not a law's failure
         laws["ladder_law"] = guarded(ladder.entry, family, context_free_loss, n_bootstrap, seed, delta)
@@ -122,7 +122,7 @@ def fit_study(
                                           ("chinchilla_approach3", 3, approach3.backtest)):
             if laws[key]["status"] == "fitted":
                 laws[key]["backtest"] = rollout(family, min_sizes,
-                                                 predictor(delta, n_bootstrap, seed, pin_E))
+                                                predictor(delta, n_bootstrap, seed, pin_E))
         if laws["ladder_law"]["status"] == "fitted":
             laws["ladder_law"]["backtest"] = rollout(
                 family, ladder_law.MIN_SIZES,

@@ -41,7 +41,7 @@ def backtest(delta: float, n_bootstrap: int, seed: int, pin_E: float | None):
             hn, hd = (held[c].to_numpy(np.float64) for c in ("params_active", "tokens"))
             return {"actual": held["eval_loss"].to_numpy(), "law": refit.predict(hn, hd),
                     "intervals": {"law": prediction_interval(boot, _chinchilla_log(hn, hd), residuals,
-                                                              free_constants(5, pin_E), seed)}}
+                                                             free_constants(5, pin_E), seed)}}
         return predict
     return fit_law
 
@@ -70,7 +70,7 @@ def _allocation(
 
 
 def entry(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: float,
-                pin_E: float | None = None) -> dict:
+          pin_E: float | None = None) -> dict:
     n, d, loss, flops = (points[c].to_numpy() for c in ("params_active", "tokens", "eval_loss", "flops"))
     fit, boot = chinchilla.fit_chinchilla_bootstrap(
         n, d, loss, groups=points["parent"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed, delta=delta,

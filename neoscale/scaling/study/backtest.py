@@ -60,7 +60,7 @@ def rollout(points: pd.DataFrame, min_sizes: int, fit_law) -> dict:
         rounds.append(entry)
     if not rounds:
         return skipped(f"needs more than {min_sizes} sizes (the fewest the law is fitted on), got "
-                        f"{sizes.size}")
+                       f"{sizes.size}")
     coverage = {form: {"inside": int(sum(hits)), "of": len(hits)} for form, hits in inside.items()}
     return {"status": "fitted", "min_sizes": min_sizes, "rounds": rounds, "coverage": coverage,
             "drift": _drift(rounds),

@@ -36,7 +36,7 @@ def uncertainty(boot: bootstrap.Bootstrap, pinned: bool = False) -> dict:
 
 
 def prediction_interval(boot: bootstrap.Bootstrap, log_predict, residuals: np.ndarray,
-                         n_params: int, seed: int) -> np.ndarray | None:
+                        n_params: int, seed: int) -> np.ndarray | None:
     """(2, m) prediction interval (bootstrap.prediction_interval) of a law at m points, or None
     without a bootstrap interval. log_predict: accepted samples (A, P) -> log losses (A, m)."""
     if not boot.has_interval:
@@ -76,7 +76,7 @@ def guarded(fit_law, *args) -> dict:
 
 
 def forecast(fit, boot: bootstrap.Bootstrap, residuals: np.ndarray, n_params: int, compute: float,
-              seed: int, log_at=None) -> dict:
+             seed: int, log_at=None) -> dict:
     """One law's loss at ``compute`` with its mean-law and 95% prediction intervals (or None).
     log_at: the law's samples -> log loss at [compute] (default: L(C)'s E + A·C^-α)."""
     out = {"loss": float(fit.predict(compute)), "interval": None, "prediction_interval": None}

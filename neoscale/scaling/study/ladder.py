@@ -51,7 +51,7 @@ def _ladder_fit(main: pd.DataFrame, context_free_loss: float, n_bootstrap: int, 
 
 
 def entry(points: pd.DataFrame, context_free_loss: float, n_bootstrap: int, seed: int,
-            delta: float) -> dict:
+          delta: float) -> dict:
     try:
         main = _ladder_runs(points)
     except ValueError as e:  # runs of several allocations: not a ladder, not a failed fit
@@ -59,7 +59,7 @@ def entry(points: pd.DataFrame, context_free_loss: float, n_bootstrap: int, seed
     sizes, _ = size_ids(main)
     if sizes.size < ladder_law.MIN_SIZES:
         return skipped(f"needs main runs of >= {ladder_law.MIN_SIZES} sizes, got {sizes.size} (fitted "
-                        "on 3, the CPU demo's law missed its next sizes by 14-60%)")
+                       "on 3, the CPU demo's law missed its next sizes by 14-60%)")
     fit, boot, residuals = _ladder_fit(main, context_free_loss, n_bootstrap, seed, delta)
     predictions = []
     for factor in EXTRAPOLATION_FACTORS:
@@ -87,7 +87,7 @@ def entry(points: pd.DataFrame, context_free_loss: float, n_bootstrap: int, seed
                                           delta=delta)
         row = held.iloc[0]
         predicted = float(finite_prediction(refit.predict(row["flops"]),
-                                             "the refit without the largest size"))
+                                            "the refit without the largest size"))
         out["extrapolation"] = {
             "held_out": f"largest size, N = {row['params_active']:.4g}",
             "compute": float(row["flops"]), "actual": float(row["eval_loss"]), "predicted": predicted,

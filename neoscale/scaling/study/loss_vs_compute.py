@@ -23,7 +23,7 @@ from neoscale.scaling.study.entries import (
 
 
 def entry(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: float,
-                     pin_E: float | None = None) -> dict:
+          pin_E: float | None = None) -> dict:
     compute, loss = points["flops"].to_numpy(), points["eval_loss"].to_numpy()
     use, on_frontier = frontier_points(compute, loss)
     groups = points["parent"].to_numpy()[use]
@@ -33,7 +33,7 @@ def entry(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: 
     )
     if not fit.alpha > 0:
         return {**skipped(f"the fitted exponent alpha = {fit.alpha:.3g} is not positive: loss does "
-                           "not fall with compute on these points"), "fitted_constants": fit.constants()}
+                          "not fall with compute on these points"), "fitted_constants": fit.constants()}
     pure, pure_boot = power_law.fit_power_law_bootstrap(
         compute[use], loss[use], with_offset=False, groups=groups, n_bootstrap=n_bootstrap, seed=seed,
         delta=delta,
@@ -84,7 +84,7 @@ def entry(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: 
             refit = power_law.fit_power_law(t_c[t_use], t_l[t_use], with_offset=with_offset, delta=delta,
                                             fixed_E=pin_E)
             predicted = float(finite_prediction(refit.predict(best["flops"]),
-                                                 f"the refit without the largest size ({form})"))
+                                                f"the refit without the largest size ({form})"))
             checks[form] = {"predicted": predicted, "constants": refit.constants(),
                             "relative_error": abs(predicted - best["eval_loss"]) / best["eval_loss"]}
         out["extrapolation"] = {
@@ -119,7 +119,7 @@ def backtest(delta: float, n_bootstrap: int, seed: int, pin_E: float | None):
                 residuals = np.log(f.predict(c[use])) - np.log(loss[use])
                 n_params = free_constants(3, pin_E) if form == "with_E" else 2
                 out["intervals"][form] = prediction_interval(boot, power_law_log(at), residuals,
-                                                              n_params, seed)
+                                                             n_params, seed)
             return out
         return predict
     return fit_law
