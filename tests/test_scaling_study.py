@@ -207,6 +207,18 @@ def test_report_section_summarises_the_fits(study):
     assert "1 experts" not in text
 
 
+def test_every_law_has_one_report_section(study):
+    """Each law of fit.json has one section in neoscale.report.SECTIONS, shown once, in its order."""
+    from neoscale.report import SECTIONS
+
+    _, _, fit = study
+    keys = [section.key for section in SECTIONS]
+    assert set(fit["laws"]) | {"curve_law"} == set(keys)  # the fixture has no schedules
+    headers = [line for line in fits_section(fit).splitlines() if line.startswith("### ")]
+    assert len(headers) == len(fit["laws"]) == len(keys) - 1
+    assert headers[0] == "### Loss against compute" and headers[-1].startswith("### Compute multiplier")
+
+
 def test_unsupported_laws_are_listed_with_a_reason():
     results, _ = synthetic_study(budgets=(1e17,), sizes_per_budget=3, moe_experts=())
     results.loc[results.run == results.run.iloc[0], "status"] = "failed:oom"
