@@ -48,7 +48,7 @@ from neoscale.runner import results as results_lib  # noqa: E402
 from neoscale.runner import study as study_lib  # noqa: E402
 from neoscale.scaling import chinchilla, ladder_law, power_law  # noqa: E402
 from neoscale.scaling import results as scaling_results  # noqa: E402
-from neoscale.scaling.study import pareto_frontier  # noqa: E402
+from neoscale.scaling.points import pareto_frontier  # noqa: E402
 
 
 def demo_sizes() -> list[str]:

@@ -141,8 +141,21 @@ def device_peak_flops(device: jax.Device | str, dtype: str = "bfloat16") -> floa
     return kind.peak_flops
 
 
+def bytes_in_memory(aval, platform: str | None) -> int:
+    """Bytes of an array as the device lays it out: on TPU the two minor dimensions are padded
+    to whole (8 x 128) tiles of 32-bit words (16 rows for 16-bit types), so a heads-major
+    [B, H, S, 64] tensor takes twice its size; elsewhere its size."""
+    shape, width = list(aval.shape), aval.dtype.itemsize
+    if platform == "tpu" and shape:
+        shape[-1] = math.ceil(shape[-1] / 128) * 128
+        if len(shape) > 1:
+            rows = 8 * max(1, 4 // width)
+            shape[-2] = math.ceil(shape[-2] / rows) * rows
+    return math.prod(shape) * width
+
+
 def saved_residual_bytes(config: ModelConfig, seq_len: int, remat: str | None = None,
-                         platform: str | None = None) -> dict[str, float]:
+                         platform: str | None = None, *, laid_out: bool = False) -> dict[str, float]:
     """Bytes the backward pass keeps per layer, from the model's own jaxpr on abstract shapes.
 
     Traces the VJP of one layer group (``jax.ad_checkpoint``'s saved residuals; no device, no
@@ -154,17 +167,36 @@ def saved_residual_bytes(config: ModelConfig, seq_len: int, remat: str | None = 
     ('tpu', 'gpu', 'cpu'; default: the current mesh's, ``attention.attention_platform``) picks the
     attention kernel that ``config.attention_impl='auto'`` stands for. Counts are for one device
     holding whole sequences and all heads (divide by the tensor-parallel degree where it splits).
+    laid_out: count each array as the device lays it out (``bytes_in_memory``: TPU tiles), as the
+    memory planner (``neoscale.runner.memory``) does; else its size.
     """
-    from jax._src.ad_checkpoint import saved_residuals  # print_saved_residuals's list
-
     from neoscale.model.attention import resolve
-    from neoscale.model.transformer import REMAT_POLICIES, LayerGroup
 
     remat = config.remat if remat is None else remat
     impl = resolve(config.attention_impl, config.dtype, platform)
-    # cuDNN's fused attention keeps what splash keeps (q, k, v, output, log-sum-exp; measured
-    # equal where cuDNN traces), and tracing it needs cuDNN on this host: count it as splash.
-    config = config.replace(attention_impl="splash" if impl == "cudnn" else impl)
+    try:
+        one, two = _saved_bytes(config.replace(attention_impl=impl), seq_len, remat,
+                                platform if laid_out else None)
+    except RuntimeError:  # "cuDNN is not detected"
+        if impl != "cudnn":
+            raise
+        # cuDNN's fused attention keeps what splash keeps (q, k, v, output, log-sum-exp; measured
+        # equal where cuDNN traces), and tracing it needs cuDNN on this host: count it as splash.
+        one, two = _saved_bytes(config.replace(attention_impl="splash"), seq_len, remat,
+                                platform if laid_out else None)
+    return {"per_token_layer": (two - one) / seq_len / config.layer_period,
+            "per_layer": (2 * one - two) / config.layer_period}
+
+
+@functools.lru_cache(maxsize=256)
+def _saved_bytes(config: ModelConfig, seq_len: int, remat: str, tiles: str | None) -> tuple[int, int]:
+    """(bytes kept by one layer group's VJP at batch 1, at batch 2): its saved residuals less the
+    weights (in memory anyway), plus the group's input that the scan keeps; arrays laid out as on
+    platform ``tiles`` (None: their size)."""
+    from jax._src.ad_checkpoint import saved_residuals  # print_saved_residuals's list
+
+    from neoscale.model.transformer import REMAT_POLICIES, LayerGroup
+
     graphdef, state = nnx.split(nnx.eval_shape(lambda: LayerGroup(config, rngs=nnx.Rngs(0))))
 
     def group(state, x):
@@ -175,13 +207,11 @@ def saved_residual_bytes(config: ModelConfig, seq_len: int, remat: str | None = 
 
     def total(batch: int) -> int:
         x = jax.ShapeDtypeStruct((batch, seq_len, config.d_model), jnp.dtype(config.dtype))
-        kept = sum(aval.size * aval.dtype.itemsize for aval, source in saved_residuals(group, state, x)
+        kept = sum(bytes_in_memory(aval, tiles) for aval, source in saved_residuals(group, state, x)
                    if not source.startswith("from the argument"))  # weights: in memory anyway
-        return kept + x.size * x.dtype.itemsize  # the scan keeps every group's input too
+        return kept + bytes_in_memory(x, tiles)  # the scan keeps every group's input too
 
-    one, two = total(1), total(2)
-    return {"per_token_layer": (two - one) / seq_len / config.layer_period,
-            "per_layer": (2 * one - two) / config.layer_period}
+    return total(1), total(2)
 
 
 def model_state_bytes(config: ModelConfig) -> dict[str, int]:
@@ -203,5 +233,5 @@ def format_count(n: float) -> str:
 
 __all__ = ["param_counts", "train_flops_per_token", "forward_flops_per_token", "train_flops_6nd",
            "mean_keys_per_query", "device_peak_flops", "model_state_bytes", "saved_residual_bytes",
-           "format_count",
+           "bytes_in_memory", "format_count",
            "CONVENTIONS"]

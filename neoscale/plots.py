@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 
 from neoscale.scaling import chinchilla, curve_law, isoflop, ladder_law  # noqa: E402
 from neoscale.scaling import results as results_lib  # noqa: E402
-from neoscale.scaling.study import law_family  # noqa: E402
+from neoscale.scaling.points import law_family  # noqa: E402
+from neoscale.scaling.study.backtest import backtest_form  # noqa: E402
 
 _EXPERT_MARKERS = "os^Dvp*h"
 
@@ -455,8 +456,6 @@ def chinchilla_approach3(points, fit, colors):
 def rollout_backtest(fit: dict):
     """Relative error of each law's prediction of every larger size, one line per k (the number
     of smallest sizes it was fitted on); None when no law has a backtest."""
-    from neoscale.scaling.study import backtest_form
-
     laws = {k: v for k, v in fit["laws"].items()
             if v.get("status") == "fitted" and (v.get("backtest") or {}).get("status") == "fitted"}
     if not laws:
@@ -520,6 +519,44 @@ def compute_multiplier(comparison: dict):
     return fig
 
 
+def lr_annealing_curves(law: dict, runs):
+    """Each size's main-run evaluations (dots) with its fitted law (line), and each branch's
+    predicted curve (dotted) and final loss (x) against its actual (o); None when not fitted."""
+    if law.get("status") != "fitted":
+        return None
+    table = results_lib.validate(runs)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.cm.viridis(np.linspace(0.0, 0.9, len(law["constants"])))
+    for color, (size, c) in zip(colors, law["constants"].items(), strict=True):
+        fitted = curve_law.law_of(c)
+        for i, (run, described) in enumerate(c["runs"].items()):
+            schedule = curve_law.Schedule(**described)
+            evals = curve_law.evaluations(table, run)
+            ax.plot(evals["step"], evals["eval_loss"], "o", ms=3.5, color=color,
+                    label=size if i == 0 else None)
+            steps = np.arange(schedule.warmup_steps + 1, schedule.steps + 1)
+            ax.plot(steps, curve_law.at_steps(fitted.curve(schedule), steps), "-", lw=1, color=color)
+        for b in (b for b in law["branch_predictions"] if b["size"] == size):
+            steps = np.arange(b["fork_step"], b["steps"] + 1)
+            branch = curve_law.Schedule(**b["schedule"])
+            ax.plot(steps, curve_law.at_steps(fitted.curve(branch), steps), ":", lw=1, color=color)
+            ax.plot(b["steps"], b["actual"], "o", ms=7, mfc="none", color=color)
+            ax.plot(b["steps"], b["predicted"], "x", ms=7, color=color)
+    ax.plot([], [], "o", ms=7, mfc="none", color="gray", label="branch: actual")
+    ax.plot([], [], "x", ms=7, color="gray", label="branch: predicted")
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("eval loss (nats/token)")
+    title = "LR-annealing law (Tissue et al. 2024) fitted on the main runs"
+    if law["summary"]["mean_relative_error"] is not None:
+        title += (f"\ncooldown branches' final losses: "
+                  f"{100 * law['summary']['mean_relative_error']:.2f}% mean error")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def draw_multiplier(comparison: dict, out_dir) -> list[epath.Path]:
     """multiplier.png and .svg of `compute_multiplier` in out_dir; returns the paths."""
     return _save(compute_multiplier(comparison), epath.Path(out_dir), "multiplier")
@@ -553,5 +590,5 @@ def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[epath.Path]:
             figure = compute_multiplier({**law, "comparisons": compared})
             paths += _save(figure, out_dir, "compute_multiplier")
     if _fitted(fit, "curve_law"):
-        paths += _save(curve_law.figure(fit["laws"]["curve_law"], all_rows), out_dir, "curve_law")
+        paths += _save(lr_annealing_curves(fit["laws"]["curve_law"], all_rows), out_dir, "curve_law")
     return paths

@@ -24,11 +24,11 @@ import sys
 from neoscale import multihost
 
 PROG = "python -m neoscale.prepare"
-TRAIN_TOKENS_MARGIN = 0.02  # --train_tokens: a little more, so the largest run never wraps an epoch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from neoscale.data import DataConfig
+    from neoscale.data.hostio import TRAIN_TOKENS_MARGIN
 
     defaults = DataConfig()
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def max_train_tokens(train_tokens: float | None) -> int | None:
     """The training tokens to prepare for a study that reads ``train_tokens`` (None: all)."""
+    from neoscale.data.hostio import TRAIN_TOKENS_MARGIN
+
     return None if train_tokens is None else math.ceil(train_tokens * (1 + TRAIN_TOKENS_MARGIN))
 
 

@@ -77,9 +77,10 @@ def test_the_estimate_counts_what_the_models_jaxpr_saves():
 def test_on_a_tpu_arrays_take_whole_tiles():
     """Heads-major [B, H, S, 64] bf16 (splash's q, k, v, output) takes 128 lanes: twice its size."""
     heads_major = jax.ShapeDtypeStruct((1, 16, 2048, 64), jnp.bfloat16)
-    assert memory._bytes_in_memory(heads_major, "tpu") == 2 * memory._bytes_in_memory(heads_major, "gpu")
+    tpu_bytes, gpu_bytes = (accounting.bytes_in_memory(heads_major, p) for p in ("tpu", "gpu"))
+    assert tpu_bytes == 2 * gpu_bytes
     lse = jax.ShapeDtypeStruct((1, 16, 2048), jnp.float32)
-    assert memory._bytes_in_memory(lse, "tpu") == 16 * 2048 * 4
+    assert accounting.bytes_in_memory(lse, "tpu") == 16 * 2048 * 4
     model = presets.model_config("350M", dtype="bfloat16")
     tpu, gpu = (memory.saved_per_token_layer(model, 2048, "none", p) for p in ("tpu", "gpu"))
     assert tpu > 1.3 * gpu

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from neoscale import plots
-from neoscale.scaling import fit_study, study
+from neoscale.report import fits_section
+from neoscale.scaling import fit_study
 from neoscale.scaling.synthetic import synthetic_study
 
 
@@ -45,7 +46,7 @@ def test_rollout_of_the_true_law_predicts_every_larger_size(exact_fit):
 
 def test_backtest_is_in_the_report_and_a_figure(exact_fit, tmp_path):
     results, fit = exact_fit
-    section = study.report_section(fit)
+    section = fits_section(fit)
     assert section.count("Rollout backtest") == 2
     assert "- k = 4 (up to N = " in section and "- k = 3 (up to N = 8e+06): not fitted" in section
     paths = plots.draw_study(results, fit, tmp_path)
@@ -67,7 +68,7 @@ def test_exact_law_has_no_drift(exact_fit):
     drift = fit["laws"]["loss_vs_compute"]["backtest"]["drift"]
     for form in ("with_E", "pure_power_law"):
         assert abs(drift[form]["per_doubling"]) < 0.005 and min(drift[form]["over"], drift[form]["under"]) > 0
-    assert "Every miss is on one side" not in study.report_section(fit)
+    assert "Every miss is on one side" not in fits_section(fit)
 
 
 def test_a_curve_that_steepens_is_reported_as_a_one_sided_drift():
@@ -87,5 +88,5 @@ def test_a_curve_that_steepens_is_reported_as_a_one_sided_drift():
     far = [p["signed_error"]["pure_power_law"] for r in rounds if r["status"] == "fitted"
            for p in r["predictions"]]
     assert min(far) > 0
-    section = study.report_section(fit)
+    section = fits_section(fit)
     assert "Every miss is on one side and grows with distance: the law is pessimistic" in section

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from neoscale import plots
-from neoscale.scaling import curve_law, fit_study, report_section
+from neoscale.report import fits_section
+from neoscale.scaling import curve_law, fit_study
 from neoscale.scaling.curve_law import CurveLaw, Schedule
 
 # Two sizes with their own constants (S1 in units of summed learning rates).
@@ -143,7 +144,7 @@ def test_fit_study_reports_and_draws_the_curve_law(tmp_path):
     assert "curve_law" not in fit_study(table, n_bootstrap=0, backtest=False)["laws"]
     assert fit_study(table, schedules={}, n_bootstrap=0, backtest=False)["laws"]["curve_law"] == {
         "status": "skipped", "reason": "no learning-rate schedules (runs/<run>/config.json)"}
-    report = report_section(fit)
+    report = fits_section(fit)
     assert "### Loss curves across learning-rate schedules" in report
     assert "| small_cd100 | 100 | 125 |" in report
     assert f"| large | {law['constants']['large']['L0']:.4g} |" in report

@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neoscale.scaling import ChinchillaFit, fit_study, results, study
+from neoscale.report import fits_section
+from neoscale.scaling import ChinchillaFit, fit_study, results
+from neoscale.scaling.study import approach2
 from neoscale.scaling.synthetic import synthetic_study
 
 
@@ -30,7 +32,7 @@ def test_negative_exponent_marks_approach3_not_fitted_and_keeps_the_others():
     assert "alpha = -0.0" in law["reason"] and "no compute-optimal allocation" in law["reason"]
     assert law["fitted_constants"]["alpha"] < 0
     assert fit["laws"]["loss_vs_compute"]["status"] == "fitted"
-    section = study.report_section(fit)
+    section = fits_section(fit)
     assert "### Chinchilla Approach 3\n\nNot fitted: the fitted exponents alpha = -0.0" in section
 
 
@@ -56,7 +58,7 @@ def test_a_law_raising_a_type_error_is_reported_not_raised(monkeypatch):
     def broken(*args):
         return float(complex(1, 1))  # the error the copied WSD study met
 
-    monkeypatch.setattr(study, "_isoflop", broken)
+    monkeypatch.setattr(approach2, "entry", broken)
     results_table, _ = synthetic_study(budgets=(1e16, 1e17), sizes_per_budget=4, moe_experts=())
     fit = fit_study(results_table, n_bootstrap=0)
     assert fit["laws"]["isoflop_approach2"] == {
@@ -73,10 +75,10 @@ def test_a_diverging_held_out_refit_is_skipped_not_reported_as_nan():
     crashed the study's end on the NaN)."""
     import pathlib
 
-    from neoscale.scaling import load_results, report_section
+    from neoscale.scaling import load_results
 
     table = load_results(pathlib.Path(__file__).parent / "data" / "tiny_mup_study_results.csv")
     fit = fit_study(table, n_bootstrap=10)
     check = fit["laws"]["loss_vs_compute"]["extrapolation"]
     assert check["status"] == "skipped" and "has no finite prediction" in check["reason"]
-    assert "Extrapolation check not run: the refit without the largest size" in report_section(fit)
+    assert "Extrapolation check not run: the refit without the largest size" in fits_section(fit)

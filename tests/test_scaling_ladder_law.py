@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from neoscale.scaling import fit_study, ladder_law, study
+from neoscale.report import fits_section
+from neoscale.scaling import fit_study, ladder_law
 from neoscale.scaling.synthetic import synthetic_study
 
 H, A, ALPHA = 6.2, 2.5e4, 0.25  # about what the CPU demo's ladder fits
@@ -72,7 +73,7 @@ def test_fit_study_predicts_the_next_sizes_of_its_ladder():
     assert [r["k"] for r in backtest["rounds"]] == [4, 5, 6]  # from MIN_SIZES sizes up
     errors = [p["relative_error"]["law"] for r in backtest["rounds"] for p in r["predictions"]]
     assert len(errors) == 3 + 2 + 1 and max(errors) < 1e-4
-    section = study.report_section(fit)
+    section = fits_section(fit)
     assert "### The ladder's law" in section
     assert "for the size trained there on 20 tokens per parameter" in section
 

@@ -142,7 +142,8 @@ def test_a_study_with_experts_reports_their_multiplier_over_dense(tmp_path):
     """fit_study on a dense + MoE study: fit.json, the report and a figure give each expert
     count's multiplier over dense; the synthetic law's experts help (compute saving > 1)."""
     from neoscale import plots
-    from neoscale.scaling import fit_study, study
+    from neoscale.report import fits_section
+    from neoscale.scaling import fit_study
     from neoscale.scaling.synthetic import synthetic_study
 
     results, _ = synthetic_study(budgets=(1e15, 1e16, 1e17, 1e18), sizes_per_budget=4,
@@ -152,11 +153,11 @@ def test_a_study_with_experts_reports_their_multiplier_over_dense(tmp_path):
     assert law["status"] == "fitted" and law["baseline"] == "dense"
     result = law["comparisons"]["8 experts"]
     assert all(row["multiplier"] > 1.5 for row in result["headline"]), result["headline"]
-    section = study.report_section(fit)
+    section = fits_section(fit)
     assert "### Compute multiplier of experts over dense" in section
     assert "- 8 experts: middle of dense's compute range (log scale): " in section
     paths = plots.draw_study(results, fit, tmp_path)
     assert "compute_multiplier.png" in {p.name for p in paths}
     dense_only = fit_study(results[results["num_experts"] == 1], n_bootstrap=0, backtest=False)
     assert "compute_multiplier" not in dense_only["laws"]
-    assert "Compute multiplier" not in study.report_section(dense_only)
+    assert "Compute multiplier" not in fits_section(dense_only)

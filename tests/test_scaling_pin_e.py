@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from neoscale.scaling import chinchilla, fit_study, power_law, study
+from neoscale.report import fits_section
+from neoscale.scaling import chinchilla, fit_study, power_law
 from neoscale.scaling.synthetic import TRUE_LAW, synthetic_study
 
 
@@ -50,5 +51,5 @@ def test_fit_study_pins_E_in_every_single_family_law_and_says_so():
     assert "E" not in (approach3["intervals"] or {})
     assert fit["laws"]["loss_vs_compute"]["constants"]["E"] == TRUE_LAW["E0"]
     assert approach3["irreducible_loss"]["pinned"]
-    section = study.report_section(fit)
+    section = fits_section(fit)
     assert section.count(f"E is pinned at {TRUE_LAW['E0']:.4g}") == 2

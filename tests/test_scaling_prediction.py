@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from neoscale.scaling import bootstrap, fit_study, power_law, study
+from neoscale.report import fits_section, format
+from neoscale.scaling import bootstrap, fit_study, power_law
+from neoscale.scaling.study import entries
 from neoscale.scaling.synthetic import synthetic_study
 
 
@@ -30,8 +32,8 @@ def test_power_law_prediction_intervals_cover_new_noisy_points():
         loss = law * np.exp(rng.normal(0, 0.01, compute.size))
         fit, boot = power_law.fit_power_law_bootstrap(compute, loss, n_bootstrap=200, seed=trial)
         residuals = np.log(fit.predict(compute)) - np.log(loss)
-        log_predict = study._power_law_log([target])
-        band = study._prediction_interval(boot, log_predict, residuals, 3, trial)[:, 0]
+        log_predict = entries.power_law_log([target])
+        band = entries.prediction_interval(boot, log_predict, residuals, 3, trial)[:, 0]
         mean_band = np.exp(boot.interval_of(log_predict(boot.samples)[:, 0]))
         new = (e_true + a_true * target**-alpha_true) * np.exp(rng.normal(0, 0.01))
         inside_prediction += band[0] <= new <= band[1]
@@ -71,7 +73,7 @@ def test_fit_json_has_prediction_intervals_and_backtest_coverage(noisy_fit):
     # points (measured: 34 of 35). L(C) on an IsoFLOP grid's frontier is only near its form.
     coverage = noisy_fit["laws"]["chinchilla_approach3"]["backtest"]["coverage"]["law"]
     assert coverage["inside"] >= 0.85 * coverage["of"], coverage
-    section = study.report_section(noisy_fit)
+    section = fits_section(noisy_fit)
     assert "95% prediction interval [" in section
     assert "held-out points lie inside their 95% prediction interval" in section
 
@@ -96,5 +98,5 @@ def test_forecasts_carry_the_pure_power_law_the_report_reads_when_E_is_not_ident
         low, high = at["prediction_interval"]
         assert low <= at["interval"][0] <= at["loss"] <= at["interval"][1] <= high
     first = law["predictions"][0]["pure_power_law"]
-    section = study.report_section(fit)
-    assert "pure power law (the form to read) " + study._fmt(first["loss"], first["interval"]) in section
+    section = fits_section(fit)
+    assert "pure power law (the form to read) " + format.fmt(first["loss"], first["interval"]) in section

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from neoscale.report import fits_section
 from neoscale.runner import plan as plan_lib
 from neoscale.runner import results as runner_results
 from neoscale.runner.config import base_config
-from neoscale.scaling import fit_chinchilla_bootstrap, fit_study, isoflop, report_section
+from neoscale.scaling import fit_chinchilla_bootstrap, fit_study, isoflop
 from neoscale.scaling.synthetic import TRUE_LAW, law_loss, synthetic_study
 
 
@@ -177,7 +178,7 @@ def test_extrapolation_is_checked_on_the_largest_size(study):
 
 
 def test_loss_vs_compute_checks_the_form_the_report_says_to_read(study):
-    from neoscale.scaling.study import _check_the_form_to_read, irreducible_loss
+    from neoscale.scaling.study.loss_vs_compute import check_the_form_to_read, irreducible_loss
 
     _, _, fit = study
     law = fit["laws"]["loss_vs_compute"]
@@ -189,21 +190,33 @@ def test_loss_vs_compute_checks_the_form_the_report_says_to_read(study):
     # E at its bound: the check moves to the pure power law, and the report says why.
     at_bound = {"irreducible_loss": irreducible_loss({"constants": {"E": 1e-9}}),
                 "extrapolation": {**law["extrapolation"], **forms["with_E"]}}
-    _check_the_form_to_read(at_bound)
+    check_the_form_to_read(at_bound)
     assert at_bound["extrapolation"]["relative_error"] == forms["pure_power_law"]["relative_error"]
-    text = report_section({**fit, "laws": {"loss_vs_compute": {**law, **at_bound}}})
+    text = fits_section({**fit, "laws": {"loss_vs_compute": {**law, **at_bound}}})
     assert "for the pure power law, the form to read since E is not identified (with E:" in text
 
 
 def test_report_section_summarises_the_fits(study):
     _, _, fit = study
-    text = report_section(fit)
+    text = fits_section(fit)
     assert text.startswith("## Scaling-law fits")
     for phrase in ("Chinchilla Approach 3", "IsoFLOP", "Extrapolation check", "8 experts:",
                    "less compute (6·N_active·D) than dense", "Compute axis of every law",
                    "No interval: 3 budgets", "30 of 30 resamples refitted", "on C = 6·N·D"):
         assert phrase in text
     assert "1 experts" not in text
+
+
+def test_every_law_has_one_report_section(study):
+    """Each law of fit.json has one section in neoscale.report.SECTIONS, shown once, in its order."""
+    from neoscale.report import SECTIONS
+
+    _, _, fit = study
+    keys = [section.key for section in SECTIONS]
+    assert set(fit["laws"]) | {"curve_law"} == set(keys)  # the fixture has no schedules
+    headers = [line for line in fits_section(fit).splitlines() if line.startswith("### ")]
+    assert len(headers) == len(fit["laws"]) == len(keys) - 1
+    assert headers[0] == "### Loss against compute" and headers[-1].startswith("### Compute multiplier")
 
 
 def test_unsupported_laws_are_listed_with_a_reason():
@@ -219,7 +232,7 @@ def test_unsupported_laws_are_listed_with_a_reason():
     assert "expert counts" in laws["moe"]["reason"]
     reasons = {d["reason"] for d in fit["data"]["dropped"]}
     assert "status failed:oom" in reasons and any("non-finite" in r for r in reasons)
-    assert "Not fitted" in report_section(fit)
+    assert "Not fitted" in fits_section(fit)
 
 
 def test_results_without_required_columns_are_rejected():
@@ -251,7 +264,7 @@ def test_approach_3_allocation_is_on_the_flops_column_axis():
 
 
 def test_irreducible_loss_at_its_bound_is_reported_as_not_identified():
-    from neoscale.scaling.study import irreducible_loss
+    from neoscale.scaling.study.loss_vs_compute import irreducible_loss
 
     known = irreducible_loss({"constants": {"E": 1.7}, "intervals": {"E": [1.6, 1.8]}})
     assert known["identified"]

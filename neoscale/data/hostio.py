@@ -15,6 +15,8 @@ import dataclasses
 
 from neoscale.data import pipeline, shards, tokenizer
 
+TRAIN_TOKENS_MARGIN = 0.02  # prepare --train_tokens: a little more, so the largest run never wraps an epoch
+
 
 @dataclasses.dataclass(frozen=True)
 class HostIO:
@@ -82,8 +84,6 @@ def host_io_plan(config: pipeline.DataConfig, runs, hosts: int, corpus_tokens: f
              + (" (read in place from gs://)" if not io.store else "")
              + f"; read {_gb(io.read)} of shards (its rows' windows) over all runs"]
     if source.kind != "prepared" and io.largest_run_tokens * 1.05 < io.prepare_tokens:
-        from neoscale.prepare import TRAIN_TOKENS_MARGIN
-
         capped = (io.largest_run_tokens * (1 + TRAIN_TOKENS_MARGIN)
                   * pipeline.estimated_bytes_per_token(config.tokenizer))
         if source.kind in ("hf", "tfds"):

@@ -29,11 +29,7 @@ estimate beside the allocator's peak on a real device.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-
-import jax
-import jax.numpy as jnp
 
 from neoscale import accounting
 from neoscale.hardware import GiB, Target
@@ -84,56 +80,10 @@ def _attention_keys(model: ModelConfig, layer: int, seq_len: int) -> float:
     return min(seq_len, (seq_len + GLOBAL_BLOCK) / 2)
 
 
-def _bytes_in_memory(aval, platform: str) -> int:
-    """Bytes of an array as the device lays it out: on TPU the two minor dimensions are padded
-    to whole (8 x 128) tiles of 32-bit words (16 rows for 16-bit types), so a heads-major
-    [B, H, S, 64] tensor takes twice its size; elsewhere its size."""
-    shape, width = list(aval.shape), aval.dtype.itemsize
-    if platform == "tpu" and shape:
-        shape[-1] = math.ceil(shape[-1] / 128) * 128
-        if len(shape) > 1:
-            rows = 8 * max(1, 4 // width)
-            shape[-2] = math.ceil(shape[-2] / rows) * rows
-    return math.prod(shape) * width
-
-
-@functools.lru_cache(maxsize=256)
 def saved_per_token_layer(model: ModelConfig, seq_len: int, remat: str, platform: str) -> float:
-    """Bytes per token per layer the backward pass keeps, from the model's own jaxpr.
-
-    JAX's saved residuals of one layer group (as ``GPTNeo`` applies ``remat``; the attention kernel
-    ``model.attention_impl`` stands for on ``platform``) on abstract shapes, one and two sequences
-    of ``seq_len`` tokens, plus the group's input that the scan keeps; weights are not counted.
-    cuDNN attention traces only where cuDNN is installed: elsewhere a GPU plan counts splash's
-    residuals, the same tensors (q, k, v, the output and a float32 log-sum-exp per head).
-    """
-    from flax import nnx
-    from jax._src.ad_checkpoint import saved_residuals
-
-    from neoscale.model.transformer import REMAT_POLICIES, LayerGroup
-
-    impl = resolve(model.attention_impl, model.dtype, platform)
-    config = model.replace(attention_impl=impl)
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: LayerGroup(config, rngs=nnx.Rngs(0))))
-
-    def group(state, x):
-        return nnx.merge(graphdef, state)(x)[0]
-
-    if remat != "none":
-        group = jax.checkpoint(group, policy=REMAT_POLICIES[remat])
-
-    def total(batch: int) -> int:
-        x = jax.ShapeDtypeStruct((batch, seq_len, model.d_model), jnp.dtype(model.dtype))
-        kept = sum(_bytes_in_memory(aval, platform) for aval, source in saved_residuals(group, state, x)
-                   if not source.startswith("from the argument"))
-        return kept + _bytes_in_memory(x, platform)
-
-    try:
-        return (total(2) - total(1)) / seq_len / model.layer_period
-    except RuntimeError:  # "cuDNN is not detected"
-        if impl != "cudnn":
-            raise
-        return saved_per_token_layer(model.replace(attention_impl="splash"), seq_len, remat, "gpu")
+    """Bytes per token per layer the backward pass keeps, laid out as on ``platform``
+    (``accounting.saved_residual_bytes``: the model's own jaxpr, its weights not counted)."""
+    return accounting.saved_residual_bytes(model, seq_len, remat, platform, laid_out=True)["per_token_layer"]
 
 
 def estimate(model: ModelConfig, seq_len: int, micro_batch_per_device: int, state_shards: int,

@@ -66,9 +66,9 @@ def data_mixture(workdir: epath.Path, plan: Sequence[PlannedRun]) -> str:
 def _fit_section(fit: dict) -> str:
     if "error" in fit:
         return f"## Scaling-law fits\n\n_No fit: {fit['error']}_"
-    from neoscale import scaling
+    from neoscale import report
 
-    return scaling.report_section(fit)
+    return report.fits_section(fit)
 
 
 def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, fit: dict,

@@ -207,13 +207,13 @@ def fit_law(s1, s2, loss, *, decay: float = DECAY, delta: float = optimize.HUBER
                     decay=decay)
 
 
-def _evaluations(table: pd.DataFrame, run: str) -> pd.DataFrame:
+def evaluations(table: pd.DataFrame, run: str) -> pd.DataFrame:
     """(step, eval_loss) of a run's evaluations (its rows of the results table), by step."""
     rows = table.loc[table["run"] == run, ["step", "eval_loss"]].dropna()
     return rows.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
 
 
-def _at_steps(values: np.ndarray, steps) -> np.ndarray:
+def at_steps(values: np.ndarray, steps) -> np.ndarray:
     """values (T,) indexed by update 1..T, read at ``steps`` (n,)."""
     return values[np.asarray(steps, np.int64) - 1]
 
@@ -232,11 +232,11 @@ def _fit_size(table: pd.DataFrame, runs: list[str], schedules: Mapping[str, Sche
     s1, s2, loss = [], [], []
     for run in runs:
         schedule = schedules[run]
-        evals = _evaluations(table, run)
+        evals = evaluations(table, run)
         evals = evals[(evals["step"] > schedule.warmup_steps) & (evals["step"] <= schedule.steps)]
         a1, a2 = areas(schedule.learning_rates(), schedule.warmup_steps, decay)
-        s1.append(_at_steps(a1, evals["step"]))
-        s2.append(_at_steps(a2, evals["step"]))
+        s1.append(at_steps(a1, evals["step"]))
+        s2.append(at_steps(a2, evals["step"]))
         loss.append(evals["eval_loss"].to_numpy())
     s1, s2, loss = np.concatenate(s1), np.concatenate(s2), np.concatenate(loss)
     law = fit_law(s1, s2, loss, decay=decay, delta=delta)
@@ -297,8 +297,8 @@ def fit_curve_law(runs: pd.DataFrame, schedules: Mapping[str, Schedule],
         fork = row["fork_step"]
         if not np.isfinite(fork):  # older tables: the branch's decay starts where it forked
             fork = schedule.steps - schedule.cooldown_steps
-        predicted = float(_at_steps(laws[size].curve(schedule), [step])[0])
-        trunk = _evaluations(done, row["parent"])
+        predicted = float(at_steps(laws[size].curve(schedule), [step])[0])
+        trunk = evaluations(done, row["parent"])
         baselines = {}
         for name, at in (("at_fork", fork), ("main_run_same_step", step)):
             loss = float(np.interp(at, trunk["step"], trunk["eval_loss"]))
@@ -338,93 +338,10 @@ def fit_curve_law(runs: pd.DataFrame, schedules: Mapping[str, Schedule],
     }
 
 
-def _law(constants: dict) -> CurveLaw:
+def law_of(constants: dict) -> CurveLaw:
+    """The CurveLaw of one size's fitted constants (fit.json's curve_law constants[size])."""
     return CurveLaw(constants["L0"], constants["A"], constants["alpha"], constants["C"],
                     constants["decay"])
-
-
-def report_lines(law: dict) -> list[str]:
-    """Markdown lines for a report: the constants per size, each branch's prediction, the schedules."""
-    lines = ["### Loss curves across learning-rate schedules", ""]
-    if law.get("status") != "fitted":
-        return lines + [f"Not fitted: {law.get('reason', 'not computed')}.", ""]
-    lines += [f"`{law['form']}`: {law['what']}.", "",
-              "| size | L0 | A | alpha | C | points | rms log residual |", "|---|---|---|---|---|---|---|"]
-    for size, c in law["constants"].items():
-        lines.append(f"| {size} | {c['L0']:.4g} | {c['A']:.4g} | {c['alpha']:.4g} | {c['C']:.4g} | "
-                     f"{c['points']} | {c['rms_log_residual']:.2g} |")
-    at_bound = [size for size, c in law["constants"].items() if c["L0"] < L0_BOUND_TOLERANCE]
-    if at_bound:
-        lines.append(f"\nL0 sits at its bound 0 for {', '.join(at_bound)}: these curves do not identify "
-                     "an asymptote; A and alpha describe the range of S1 fitted, not beyond it.")
-    lines += [f"\nNot fitted or predicted: {what}: {why}." for what, why in law["skipped"].items()]
-    branches = law["branch_predictions"]
-    if branches:
-        summary = law["summary"]
-        against = ", ".join(f"{100 * base['mean_relative_error']:.2f}% for {base['what']}"
-                            for base in summary["baselines"].values())
-        lines += ["", f"Cooldown branches predicted from their own schedules (never fitted): mean "
-                  f"relative error {100 * summary['mean_relative_error']:.2f}% (max "
-                  f"{100 * summary['max_relative_error']:.2f}%), against {against}.", "",
-                  "| branch | fork step | steps | predicted | actual | error | main run at fork: "
-                  "error | main run, same step: error |", "|---|---|---|---|---|---|---|---|"]
-        for b in branches:
-            base = b["baselines"]
-            lines.append(f"| {b['run']} | {b['fork_step']} | {b['steps']} | {b['predicted']:.4f} | "
-                         f"{b['actual']:.4f} | {100 * b['relative_error']:.2f}% | "
-                         f"{100 * base['at_fork']['relative_error']:.2f}% | "
-                         f"{100 * base['main_run_same_step']['relative_error']:.2f}% |")
-    else:
-        lines += ["", "No cooldown branch to predict."]
-    lines += ["", "Final loss predicted for other schedules of each size's longest main run (same "
-              "peak, warmup and length):", "",
-              "| size | own schedule | own: predicted | own: actual | constant | cosine |",
-              "|---|---|---|---|---|---|"]
-    for size, p in law["schedules"].items():
-        actual = "n/a" if p["own_actual"] is None else f"{p['own_actual']:.4f}"
-        lines.append(f"| {size} | {p['own']} | {p['own_predicted']:.4f} | {actual} | "
-                     f"{p['constant']:.4f} | {p['cosine']:.4f} |")
-    return lines + [""]
-
-
-def figure(law: dict, runs: pd.DataFrame):
-    """Each size's main-run evaluations (dots) with its fitted law (line), and each branch's
-    predicted curve (dotted) and final loss (x) against its actual (o); None when not fitted."""
-    if law.get("status") != "fitted":
-        return None
-    import matplotlib.pyplot as plt
-
-    table = results.validate(runs)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = plt.cm.viridis(np.linspace(0.0, 0.9, len(law["constants"])))
-    for color, (size, c) in zip(colors, law["constants"].items(), strict=True):
-        fitted = _law(c)
-        for i, (run, described) in enumerate(c["runs"].items()):
-            schedule = Schedule(**described)
-            evals = _evaluations(table, run)
-            ax.plot(evals["step"], evals["eval_loss"], "o", ms=3.5, color=color,
-                    label=size if i == 0 else None)
-            steps = np.arange(schedule.warmup_steps + 1, schedule.steps + 1)
-            ax.plot(steps, _at_steps(fitted.curve(schedule), steps), "-", lw=1, color=color)
-        for b in (b for b in law["branch_predictions"] if b["size"] == size):
-            steps = np.arange(b["fork_step"], b["steps"] + 1)
-            ax.plot(steps, _at_steps(fitted.curve(Schedule(**b["schedule"])), steps), ":", lw=1,
-                    color=color)
-            ax.plot(b["steps"], b["actual"], "o", ms=7, mfc="none", color=color)
-            ax.plot(b["steps"], b["predicted"], "x", ms=7, color=color)
-    ax.plot([], [], "o", ms=7, mfc="none", color="gray", label="branch: actual")
-    ax.plot([], [], "x", ms=7, color="gray", label="branch: predicted")
-    ax.set_xscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("eval loss (nats/token)")
-    title = "LR-annealing law (Tissue et al. 2024) fitted on the main runs"
-    if law["summary"]["mean_relative_error"] is not None:
-        title += (f"\ncooldown branches' final losses: "
-                  f"{100 * law['summary']['mean_relative_error']:.2f}% mean error")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def load_workdir(workdir) -> tuple[pd.DataFrame, dict[str, Schedule]]:
@@ -433,5 +350,5 @@ def load_workdir(workdir) -> tuple[pd.DataFrame, dict[str, Schedule]]:
     return results.load_results(path / "results.csv"), load_schedules(path)
 
 
-__all__ = ["CurveLaw", "DECAY", "Schedule", "areas", "figure", "fit_curve_law", "fit_law",
-           "load_schedules", "load_workdir", "report_lines"]
+__all__ = ["CurveLaw", "DECAY", "Schedule", "areas", "fit_curve_law", "fit_law",
+           "load_schedules", "load_workdir"]

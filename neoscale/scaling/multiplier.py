@@ -1,8 +1,8 @@
 """Compute multipliers: how much compute variant B saves over variant A at equal loss.
 
 Each variant's final runs get the loss-vs-compute law of fit.json's ``loss_vs_compute``,
-L(C) = E + A·C^(−α), fitted on their compute–loss Pareto frontier (study.pareto_frontier; all
-points when the frontier has fewer than 3) of one family (study.law_family) with
+L(C) = E + A·C^(−α), fitted on their compute–loss Pareto frontier (points.frontier_points: all
+points when the frontier has fewer than 3) of one family (points.law_family) with
 power_law.fit_power_law_bootstrap. The multiplier at loss L is
 
     m(L) = C_A(L) / C_B(L),   C_X(L) = (A_X / (L − E_X))^(1/α_X)   (> 1: B needs less compute),
@@ -29,7 +29,7 @@ import pandas as pd
 
 from neoscale.files import jsonable
 from neoscale.scaling import bootstrap, optimize, power_law, results
-from neoscale.scaling.study import law_family, pareto_frontier
+from neoscale.scaling.points import frontier_points, law_family
 
 GRID_POINTS = 13  # compute values across A's data, and again from its largest compute to 100x
 EXTRAPOLATION_FACTORS = (10.0, 100.0)
@@ -85,8 +85,7 @@ def fit_variant(table: pd.DataFrame, name: str, *, n_bootstrap: int = 200, seed:
         raise ValueError(f"variant {name!r} has final runs of {sizes} distinct size(s) ({label}): "
                          "a loss-vs-compute law needs >= 3")
     compute, loss = family["flops"].to_numpy(), family["eval_loss"].to_numpy()
-    frontier = pareto_frontier(compute, loss)
-    use = frontier if frontier.sum() >= 3 else np.ones_like(frontier)
+    use, on_frontier = frontier_points(compute, loss)
     with np.errstate(all="ignore"):
         fit, boot = power_law.fit_power_law_bootstrap(
             compute[use], loss[use], groups=family["parent"].to_numpy()[use], n_bootstrap=n_bootstrap,
@@ -94,8 +93,7 @@ def fit_variant(table: pd.DataFrame, name: str, *, n_bootstrap: int = 200, seed:
     if not fit.alpha > 0:
         raise ValueError(f"variant {name!r}: the fitted exponent alpha = {fit.alpha:.3g} is not "
                          "positive (its loss does not fall with compute)")
-    return VariantFit(name, label, fit, boot, compute[use], loss[use], sizes,
-                      bool(frontier.sum() >= 3))
+    return VariantFit(name, label, fit, boot, compute[use], loss[use], sizes, on_frontier)
 
 
 def loss_at(constants: np.ndarray, compute) -> np.ndarray:
