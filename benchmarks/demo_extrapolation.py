@@ -81,7 +81,7 @@ def context_free_loss(workdir: str) -> float | None:
     """H of the ladder's law, as the study recorded it in its plan.json (None if it did not)."""
     if not os.path.exists(os.path.join(workdir, study_lib.PLAN_FILE)):
         return None
-    return study_lib.load_plan(workdir)[0].fit.get("context_free_loss")
+    return study_lib.load_measured(workdir).get("context_free_loss")
 
 
 def predictions(ladder: pd.DataFrame, check: pd.DataFrame, axis: str,

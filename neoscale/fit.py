@@ -216,10 +216,12 @@ def _refit_study(workdir: epath.Path) -> dict | None:
         study.fit.seed = FLAGS.seed
     if FLAGS.pin_E is not None:
         study.fit.pin_E = FLAGS.pin_E
+    measured = study_lib.load_measured(workdir)
     if FLAGS.context_free_loss is not None:
-        study.fit.context_free_loss = FLAGS.context_free_loss
+        measured["context_free_loss"] = FLAGS.context_free_loss
+        study.fit.context_free_loss = None  # the flag wins over a configured H too
     failures: dict[str, str] = {}
-    outputs = study_lib.finish_study(workdir, study, plan, failures)
+    outputs = study_lib.finish_study(workdir, study, plan, failures, measured)
     if failures:
         raise ValueError("; ".join(f"{what} failed: {why}" for what, why in failures.items()))
     fit = json.loads((workdir / study_lib.FIT_FILE).read_text())

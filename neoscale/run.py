@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -229,10 +230,18 @@ def _main(argv: list[str]) -> int:
         raise UsageError("--compile needs a target: name one with --accelerator=v4-32, v5e-64, "
                          "h100x8, ... (or run where the accelerators are)")
 
-    def make_plan(vocab: int, corpus_tokens: int | None):
+    def make_plan(vocab: int, corpus_tokens: int | None, tuned: dict | None = None):
+        """The plan; ``tuned``: the learning-rate sweep's choice (``tune.transfer``), applied to
+        every size as ``train.learning_rate`` and μP's base multipliers as model overrides."""
+        tuned = dict(tuned or {})
+        train = config.train
+        if "learning_rate" in tuned:
+            train = ml_collections.ConfigDict({**config.train.to_dict(),
+                                               "learning_rate": tuned.pop("learning_rate")})
         return plan_lib.make_plan(
-            sizes, budget, vocab_size=vocab, seq_len=int(config.data.seq_len), train=config.train,
-            model_overrides=dict(config.model), size_overrides=config.size_overrides.to_dict(),
+            sizes, budget, vocab_size=vocab, seq_len=int(config.data.seq_len), train=train,
+            model_overrides={**dict(config.model), **tuned},
+            size_overrides=config.size_overrides.to_dict(),
             cooldowns=cooldowns, num_devices=target.devices, mesh=str(config.mesh),
             process_count=target.hosts, target=target if fit_memory else None,
             corpus_tokens=corpus_tokens,
@@ -328,8 +337,9 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
     prepared = prepare(data)  # once, up front: every size shares the prepared shards
     plan = make_plan(prepared.vocab_size, prepared.train_tokens)  # measured, not estimated
     try:
-        plan = tune.transfer(config, plan, workdir, data.cache_dir,  # tune at a base size (if set)
-                             lambda: make_plan(prepared.vocab_size, prepared.train_tokens))
+        tuned = tune.transfer(config, plan, workdir, data.cache_dir)  # tune at a base size (if set)
+        if tuned:
+            plan = make_plan(prepared.vocab_size, prepared.train_tokens, tuned)
         outcome = study.run_study(plan, config, workdir, cache_dir=data.cache_dir, data=prepared)
     except Preempted as error:  # a checkpoint was saved and results.csv written
         print(f"{PROG}: {error}", file=sys.stderr)

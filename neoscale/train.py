@@ -28,7 +28,10 @@ flags.DEFINE_integer("micro_batches", 1, "gradient accumulation: slices per batc
 flags.DEFINE_string("mesh", "", MESH_HELP)
 flags.DEFINE_integer("seed", 0, "model seed: parameter initialisation")
 flags.DEFINE_integer("data_seed", 0, "data seed: held-out documents, data order, tokenizer training")
-flags.DEFINE_float("learning_rate", None, "peak learning rate (default: GPT-3 table rule)")
+flags.DEFINE_float("learning_rate", None, "peak learning rate (default: --learning_rate_law, else "
+                   "the GPT-3 table rule)")
+flags.DEFINE_string("learning_rate_law", None, "COEF,EXPONENT: peak lr = COEF * active_params^EXPONENT, "
+                    "the study runner's train.learning_rate_law (e.g. 5.91,-0.606)")
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "wsd", "constant"], "learning-rate schedule")
 flags.DEFINE_integer("warmup_steps", None, "warmup steps (default: 375M tokens, <= 10% of run)")
 flags.DEFINE_float("cooldown_fraction", 0.2, "wsd: fraction of the steps spent cooling down")
@@ -71,12 +74,21 @@ def _run_config():
         overrides = json.loads(FLAGS.model_overrides)
     except json.JSONDecodeError as error:
         raise ValueError(f"--model_overrides is not JSON ({error.msg})") from None
+    law = None
+    if FLAGS.learning_rate_law:
+        try:
+            law = tuple(float(x) for x in FLAGS.learning_rate_law.split(","))
+        except ValueError:
+            law = ()
+        if len(law) != 2:
+            raise ValueError(f"--learning_rate_law={FLAGS.learning_rate_law!r}: give COEF,EXPONENT, "
+                             "e.g. 5.91,-0.606")
     return RunConfig(
         size=FLAGS.size, workdir=FLAGS.workdir or "", model_overrides=overrides,
         steps=FLAGS.steps, batch_size=FLAGS.batch_size, seq_len=FLAGS.seq_len,
         micro_batches=FLAGS.micro_batches, mesh=FLAGS.mesh, seed=FLAGS.seed,
         data_seed=FLAGS.data_seed, eval_batch_size=FLAGS.eval_batch_size,
-        learning_rate=FLAGS.learning_rate, schedule=FLAGS.schedule,
+        learning_rate=FLAGS.learning_rate, learning_rate_law=law, schedule=FLAGS.schedule,
         warmup_steps=FLAGS.warmup_steps, cooldown_fraction=FLAGS.cooldown_fraction,
         cooldown_steps=FLAGS.cooldown_steps, cooldown_shape=FLAGS.cooldown_shape,
         weight_decay=FLAGS.weight_decay, log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import pytest
 from subprocess_env import cpu_env
 
@@ -88,10 +89,13 @@ def test_end_to_end_outputs_are_present_and_consistent(finished_study):
     assert (final["eval_loss"] < 6.2).all()
     fit = json.loads((workdir / study.FIT_FILE).read_text())
     assert "error" not in fit, fit
-    # The runner measured the ladder law's H on the prepared data and recorded it in plan.json;
-    # these runs (30 steps each) are no one-allocation ladder, and the fit says so.
-    recorded = json.loads((workdir / study.PLAN_FILE).read_text())["study"]["fit"]["context_free_loss"]
+    # The runner measured the ladder law's H on the prepared data and recorded it in plan.json
+    # under "measured" (the study config stays as parsed); these runs (30 steps each) are no
+    # one-allocation ladder, and the fit says so.
+    plan_json = json.loads((workdir / study.PLAN_FILE).read_text())
+    recorded = plan_json["measured"]["context_free_loss"]
     assert 4.0 < recorded < math.log(512) and fit["context_free_loss"] == recorded
+    assert plan_json["study"]["fit"]["context_free_loss"] is None
     ladder = fit["laws"]["ladder_law"]
     assert ladder["status"] == "skipped" and ladder["reason"].endswith("not one allocation: the "
                                                                       "ladder's law predicts the next "
@@ -207,3 +211,20 @@ def test_failure_isolation(tmp_path):
     assert frame[frame["final"]]["run"].tolist() == ["w32d2h2_S20"]
     report = (workdir / "report.md").read_text()
     assert "## Failures" in report and "w48d2h2" in report
+
+
+def test_measured_values_are_read_from_plan_json_old_and_new(tmp_path):
+    """H travels as a measured value under plan.json's "measured"; a plan.json written before
+    (H inside the study config's fit section) still gives it."""
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / study.PLAN_FILE).write_text(json.dumps(
+        {"study": {"fit": {"context_free_loss": None}}, "runs": [], "measured": {"context_free_loss": 6.2}}))
+    assert study.load_measured(tmp_path / "new") == {"context_free_loss": 6.2}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / study.PLAN_FILE).write_text(json.dumps(
+        {"study": {"fit": {"context_free_loss": 6.206}}, "runs": []}))
+    assert study.load_measured(tmp_path / "old") == {"context_free_loss": 6.206}
+    configured = ml_collections.ConfigDict({"fit": {"context_free_loss": 5.0}})
+    assert study._context_free_loss(configured, {"context_free_loss": 6.2}) == 5.0
+    configured.fit.context_free_loss = None
+    assert study._context_free_loss(configured, {"context_free_loss": 6.2}) == 6.2

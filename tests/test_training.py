@@ -10,6 +10,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -49,10 +50,29 @@ def test_learning_rate_scales_with_the_square_root_of_a_smaller_batch():
     assert learning_rate_for(hp, 2**17) == pytest.approx(3e-4)  # a quarter of the batch: half
     assert learning_rate_for(hp, 2**21) == pytest.approx(6e-4)  # never above the table's
     config = RunConfig(workdir="unused", **{**TINY, "learning_rate": None})  # 8 x 16 tokens
-    resolved = loop_lib.resolve(config, hp, batch_multiple=8)
+    gpt_neo_125m = model_config("125M")  # the table's anchor: 6e-4 at 2^19 tokens
+    resolved = loop_lib.resolve(config, gpt_neo_125m, batch_multiple=8)
     assert resolved.learning_rate == pytest.approx(6e-4 * math.sqrt(128 / 2**19))
     assert resolved.eval_batch_size == 8  # the training micro-batch
-    assert loop_lib.resolve(config.replace(micro_batches=2), hp, 2).eval_batch_size == 4
+    assert loop_lib.resolve(config.replace(micro_batches=2), gpt_neo_125m, 2).eval_batch_size == 4
+
+
+def test_one_resolver_serves_the_planner_and_a_single_run():
+    """neoscale.train with a learning-rate law trains at the rate the study's plan gives the size."""
+    from neoscale.runner.plan import Budget, make_plan
+
+    law = (5.91, -0.606)
+    model = model_config("w64d4h2", vocab_size=512)
+    planned = make_plan(["w64d4h2"], Budget("steps", (20.0,)), vocab_size=512, seq_len=16,
+                        train=ml_collections.ConfigDict({"batch_size": 8, "learning_rate_law": law}))[0]
+    config = RunConfig(workdir="unused", size="w64d4h2", steps=20, batch_size=8, seq_len=16,
+                       learning_rate_law=law)
+    resolved = loop_lib.resolve(config, model, batch_multiple=8)
+    assert resolved.learning_rate == pytest.approx(planned.learning_rate)
+    assert resolved.learning_rate == pytest.approx(5.91 * planned.params_active ** -0.606)
+    assert resolved.warmup_steps == planned.warmup_steps
+    with pytest.raises(ValueError, match="positive multiple of 8"):
+        loop_lib.resolve(config.replace(batch_size=12), model, batch_multiple=8)
 
 
 # (count of updates done before, learning rate): optax evaluates the schedule at the count, so

@@ -264,20 +264,16 @@ def plan_size(
     except ValueError as error:
         raise ValueError(f"size {size!r}: {error}") from None
     counts = accounting.param_counts(model)
-    rule = hparams_rule.hparams_for(model)
     batch_shards = mesh["data"] * mesh["fsdp"]
-    batch_size = setting("batch_size")
-    if batch_size is None:
-        batch_size = hparams_rule.default_batch_size(
-            rule, seq_len, multiple_of=math.lcm(batch_shards, process_count))
-    batch_size = int(batch_size)
     micro_batches = setting("micro_batches")
     micro_batches = int(micro_batches) if micro_batches else None
     multiple = math.lcm(batch_shards * (micro_batches or 1), process_count)
-    if batch_size < 1 or batch_size % multiple:
-        raise ValueError(f"size {size!r}: batch_size={batch_size} must be a positive multiple of "
-                         f"{multiple}, lcm(the mesh's data x fsdp shards x micro_batches, the process "
-                         "count); set --config.train.batch_size")
+    batch_size = setting("batch_size")
+    try:
+        batch_size = hparams_rule.resolve_batch_size(
+            model, seq_len, None if batch_size is None else int(batch_size), multiple)
+    except ValueError as error:
+        raise ValueError(f"size {size!r}: {error}") from None
     compiled = None
     if target is not None:
         fit = fit_compiled if compile_check else memory_lib.fit
@@ -310,16 +306,9 @@ def plan_size(
             tokens = budget_value / flops_per_token
             budget_flops = budget_value
         steps = max(1, round(tokens / batch_tokens))
-    learning_rate = setting("learning_rate")
-    law = setting("learning_rate_law")
-    if learning_rate is not None:
-        learning_rate = float(learning_rate)
-    elif law:
-        learning_rate = hparams_rule.learning_rate_from_law(law, counts["active"])
-    else:
-        learning_rate = hparams_rule.learning_rate_for(rule, batch_tokens)
-    warmup = setting("warmup_steps")
-    warmup = hparams_rule.warmup_steps(rule, batch_tokens, steps) if warmup is None else int(warmup)
+    learning_rate = hparams_rule.resolve_learning_rate(
+        model, batch_tokens, setting("learning_rate"), setting("learning_rate_law"))
+    warmup = hparams_rule.resolve_warmup_steps(model, batch_tokens, steps, setting("warmup_steps"))
     tokens = steps * batch_tokens
     evals = int(_get(train, "evals_per_run", 10) or 1)
     checkpoints = int(_get(train, "checkpoints_per_run", 10) or 1)

@@ -120,6 +120,7 @@ def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath
     train_cfg = study.train
     shared = {key: train_cfg[key] for key in train_cfg if key in RUN_FIELDS}
     shared = {key: value for key, value in shared.items() if value is not None}
+    shared.pop("learning_rate_law", None)  # the plan resolved it into the run's learning_rate
     fields: dict[str, Any] = {
         **shared,
         **data_fields(study, cache_dir),
@@ -221,14 +222,16 @@ def run_study(
     workdir = epath.Path(workdir)
     primary = jax.process_index() == 0
     check_reuse(plan, study, workdir, cache_dir, data)
+    measured = {}  # what the data say, beside the config (plan.json's "measured")
     if primary and data is not None and study.fit.get("context_free_loss") is None:
-        study.fit.context_free_loss = data.context_free_loss()  # the ladder law's H, into plan.json
+        measured["context_free_loss"] = data.context_free_loss()  # the ladder law's H
     if primary:
         print(f"[study] {study.name}: {len(plan)} runs into {workdir}", file=sys.stderr)
         print(format_table(plan), file=sys.stderr, flush=True)
         workdir.mkdir(parents=True, exist_ok=True)
         write_atomic(workdir / PLAN_FILE, to_json(
-            {"study": study.to_dict(), "runs": [run.to_dict() for run in plan]}, indent=1))
+            {"study": study.to_dict(), "runs": [run.to_dict() for run in plan],
+             "measured": measured}, indent=1))
     table: dict[str, results_lib.RunRows] = {}
     for run in plan:
         table[run.name] = results_lib.RunRows(results_lib.run_columns(run), "pending")
@@ -312,7 +315,7 @@ def run_study(
                         branch.cooldown_steps * run.step_flops, stop)
     progress.line()
     if primary:
-        outcome.outputs = finish_study(workdir, study, plan, outcome.failures)
+        outcome.outputs = finish_study(workdir, study, plan, outcome.failures, measured)
     return outcome
 
 
@@ -323,9 +326,24 @@ def load_plan(workdir: epath.Path) -> tuple[ml_collections.ConfigDict, list[Plan
             [PlannedRun.from_dict(run) for run in data["runs"]])
 
 
+def load_measured(workdir: epath.Path) -> dict[str, Any]:
+    """What the study measured on its data (plan.json's "measured": the ladder law's H as
+    ``context_free_loss``); a plan.json written before "measured" existed kept H in the study
+    config's ``fit.context_free_loss``."""
+    data = json.loads((epath.Path(workdir) / PLAN_FILE).read_text())
+    if "measured" in data:
+        return dict(data["measured"])
+    legacy = (data["study"].get("fit") or {}).get("context_free_loss")
+    return {} if legacy is None else {"context_free_loss": legacy}
+
+
 def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
-                 plan: Sequence[PlannedRun], failures: dict[str, str]) -> list[str]:
+                 plan: Sequence[PlannedRun], failures: dict[str, str],
+                 measured: dict[str, Any] | None = None) -> list[str]:
     """Fits the laws, draws the figures and writes the report (process 0). Returns the paths.
+
+    ``measured``: what the runner measured on the data (``load_measured``); the study config's
+    ``fit.context_free_loss``, when set, is used instead of the measured H.
 
     A fit or plot that fails is recorded in ``failures`` (key "fit" / "plots"); the trained runs
     and results.csv are kept either way, and a failure never replaces earlier good output: a
@@ -347,7 +365,7 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
                                     schedules=scaling.load_schedules(workdir),
                                     n_bootstrap=int(study.fit.n_bootstrap),
                                     seed=int(study.fit.seed), pin_E=study.fit.get("pin_E"),
-                                    context_free_loss=study.fit.get("context_free_loss"))
+                                    context_free_loss=_context_free_loss(study, measured))
     except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
         fit = {"error": failure_reason(error)}
     if "error" in fit:
@@ -375,6 +393,12 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
     write_atomic(workdir / report_lib.REPORT_FILE, text)
     outputs.append(str(workdir / report_lib.REPORT_FILE))
     return outputs
+
+
+def _context_free_loss(study: ml_collections.ConfigDict, measured: dict[str, Any] | None) -> float | None:
+    """H of the ladder's law: the study config's, else the measured one."""
+    configured = study.fit.get("context_free_loss")
+    return configured if configured is not None else (measured or {}).get("context_free_loss")
 
 
 def _has_good_fit(workdir: epath.Path) -> bool:

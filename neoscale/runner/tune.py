@@ -4,7 +4,8 @@ Under μP or CompleteP (``model.parametrization``) the best Adam rate of the bas
 rate of the whole ladder (``benchmarks/RESULTS.md``, "μP transfer"). A study config with
 ``tune.size`` set (one of its sizes) first trains that size's planned run once per rate 2^k,
 k in ``tune.log2_rates``, then trains every size at the rate with the lowest final held-out loss
-(it becomes ``train.learning_rate``, overriding the GPT-3 table and any ``learning_rate_law``).
+(the study is re-planned with it as ``train.learning_rate``, overriding the GPT-3 table and any
+``learning_rate_law``).
 With ``tune.output_multipliers`` and / or ``tune.hidden_init_stds`` (comma-separated), the sweep
 is the grid of rates x μP's base output multipliers x base hidden init stds, and the best point
 sets ``model.output_multiplier`` and ``model.hidden_init_std`` as well: μP's base hyper-parameters
@@ -23,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import ml_collections
 from etils import epath
@@ -33,9 +34,9 @@ from neoscale.training.config import RunConfig
 
 SWEEP_FILE = "sweep.json"
 # Settings that do not change what a run computes (or that the sweep itself sets).
-UNKEYED = ("workdir", "learning_rate", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-           "keep_checkpoint_every", "async_checkpoints", "tensorboard", "mesh", "micro_batches",
-           "eval_batch_size", "data_cache_dir")
+UNKEYED = ("workdir", "learning_rate", "learning_rate_law", "log_every", "eval_every", "checkpoint_every",
+           "keep_checkpoints", "keep_checkpoint_every", "async_checkpoints", "tensorboard", "mesh",
+           "micro_batches", "eval_batch_size", "data_cache_dir")
 
 
 def enabled(study: ml_collections.ConfigDict) -> bool:
@@ -177,13 +178,11 @@ def run_sweep(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], work
 
 
 def transfer(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], workdir: str,
-             cache_dir: str, make_plan: Callable[[], list[PlannedRun]]) -> list[PlannedRun]:
-    """The plan re-made at the sweep's best rate (the plan itself when the study does not tune)."""
+             cache_dir: str) -> dict:
+    """The sweep's choice, to re-plan with (``make_plan``'s ``tuned``): {"learning_rate", and
+    "output_multiplier" / "hidden_init_std" when swept}; {} when the study does not tune. The study
+    config itself is left as parsed."""
     if not enabled(study):
-        return list(plan)
+        return {}
     best = run_sweep(study, plan, workdir, cache_dir)
-    study.train.learning_rate = best["learning_rate"]
-    for field in ("output_multiplier", "hidden_init_std"):
-        if best[field] is not None:
-            study.model[field] = best[field]
-    return make_plan()
+    return {key: value for key, value in best.items() if value is not None}

@@ -54,6 +54,7 @@ class RunConfig:
     seed: int = 0
     data_seed: int = 0
     learning_rate: float | None = None
+    learning_rate_law: tuple[float, float] | None = None  # (coef, exponent): lr = coef * N_active^exponent
     schedule: str = "cosine"
     warmup_steps: int | None = None
     cooldown_fraction: float = 0.2
@@ -92,6 +93,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["init_from"] = list(self.init_from) if self.init_from else None
+        d["learning_rate_law"] = list(self.learning_rate_law) if self.learning_rate_law else None
         return d
 
     @classmethod
@@ -100,6 +102,8 @@ class RunConfig:
         d = {k: v for k, v in d.items() if k in fields}
         if d.get("init_from"):
             d["init_from"] = (str(d["init_from"][0]), int(d["init_from"][1]))
+        if d.get("learning_rate_law"):
+            d["learning_rate_law"] = tuple(float(x) for x in d["learning_rate_law"])
         return cls(**d)
 
     def to_json(self) -> str:
@@ -135,6 +139,10 @@ def validate(c: RunConfig) -> None:
                          f"micro_batches={c.micro_batches}")
     if c.learning_rate is not None and not c.learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {c.learning_rate}")
+    if c.learning_rate_law is not None and (len(c.learning_rate_law) != 2
+                                            or not float(c.learning_rate_law[0]) > 0):
+        raise ValueError(f"learning_rate_law={c.learning_rate_law} must be (coef, exponent) with a "
+                         "positive coef: lr = coef * active_params ** exponent")
     if c.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {c.schedule!r}; valid: {', '.join(SCHEDULES)}")
     if c.cooldown_shape not in COOLDOWN_SHAPES:

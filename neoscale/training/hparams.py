@@ -133,3 +133,35 @@ def learning_rate_from_law(law: tuple[float, float], params: float) -> float:
         raise ValueError(f"learning_rate_law={tuple(law)} must have a positive coefficient "
                          f"(and the model positive parameters, got {params})")
     return coef * params ** exponent
+
+
+# --- The one resolver of a run's per-size settings (the planner and neoscale.train both call it).
+
+def resolve_batch_size(model: ModelConfig, seq_len: int, batch_size: int | None, multiple: int) -> int:
+    """Sequences per optimizer step: ``batch_size`` if set, else the table's batch tokens in
+    sequences, rounded to ``multiple`` = lcm(the mesh's data x fsdp shards x micro-batches, the
+    process count). A one-line ValueError when a set batch is not a positive multiple of it."""
+    if batch_size is None:
+        batch_size = default_batch_size(hparams_for(model), seq_len, multiple)
+    if batch_size < 1 or batch_size % multiple:
+        raise ValueError(f"batch_size={batch_size} must be a positive multiple of {multiple}, lcm(the "
+                         "mesh's data x fsdp shards x micro_batches, the process count); set another "
+                         "batch size (--batch_size, --config.train.batch_size)")
+    return int(batch_size)
+
+
+def resolve_learning_rate(model: ModelConfig, batch_tokens: int, learning_rate: float | None = None,
+                          law: tuple[float, float] | None = None) -> float:
+    """The peak learning rate: ``learning_rate`` if set, else ``law`` = (coef, exponent) at the
+    model's active parameters, else the table's rule scaled to the batch (``learning_rate_for``)."""
+    if learning_rate is not None:
+        return float(learning_rate)
+    if law:
+        return learning_rate_from_law(law, param_counts(model)["active"])
+    return learning_rate_for(hparams_for(model), batch_tokens)
+
+
+def resolve_warmup_steps(model: ModelConfig, batch_tokens: int, steps: int,
+                         warmup: int | None = None) -> int:
+    """Warmup steps: ``warmup`` if set, else the table's warmup tokens capped at 10% of the run."""
+    return warmup_steps(hparams_for(model), batch_tokens, steps) if warmup is None else int(warmup)

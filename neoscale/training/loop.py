@@ -157,34 +157,28 @@ class Resolved:
     eval_batch_size: int  # sequences per evaluation micro-batch (global)
 
 
-def resolve(config: RunConfig, hp: hparams_lib.HParams, batch_multiple: int,
+def resolve(config: RunConfig, model: ModelConfig, batch_multiple: int,
             parent: dict | None = None, eval_multiple: int = 1) -> Resolved:
-    """Fills unset hyper-parameters: from the parent run (init_from), else the rule's ``hp``.
+    """Fills unset hyper-parameters: from the parent run (init_from), else the one per-size rule
+    (``hparams.resolve_*``: the learning-rate law if set, else the GPT-3 table).
 
     batch_multiple: lcm(batch shards x micro_batches, process count); eval_multiple:
-    lcm(batch shards, process count). The rule's learning rate is scaled to the batch
-    (``hparams.learning_rate_for``).
+    lcm(batch shards, process count).
     """
     parent = parent or {}
-    batch_size = config.batch_size or parent.get("batch_size") or hparams_lib.default_batch_size(
-        hp, config.seq_len, batch_multiple)
-    if batch_size % batch_multiple:
-        raise ValueError(f"batch_size={batch_size} must be a multiple of {batch_multiple} (the "
-                         "batch shards of the mesh's data x fsdp axes times micro_batches, and "
-                         "the process count)")
-    learning_rate = (config.learning_rate or parent.get("learning_rate")
-                     or hparams_lib.learning_rate_for(hp, batch_size * config.seq_len))
+    batch_size = hparams_lib.resolve_batch_size(
+        model, config.seq_len, config.batch_size or parent.get("batch_size"), batch_multiple)
+    batch_tokens = batch_size * config.seq_len
+    learning_rate = hparams_lib.resolve_learning_rate(
+        model, batch_tokens, config.learning_rate or parent.get("learning_rate"),
+        config.learning_rate_law)
     eval_batch_size = config.eval_batch_size or max(
         eval_multiple, batch_size // config.micro_batches // eval_multiple * eval_multiple)
     if eval_batch_size % eval_multiple:
         raise ValueError(f"eval_batch_size={eval_batch_size} must be a multiple of {eval_multiple} "
                          "(the batch shards of the mesh's data x fsdp axes, and the process count)")
-    if config.warmup_steps is not None:
-        warmup = config.warmup_steps
-    elif "warmup_steps" in parent:
-        warmup = parent["warmup_steps"]
-    else:
-        warmup = hparams_lib.warmup_steps(hp, batch_size * config.seq_len, config.steps)
+    warmup = config.warmup_steps if config.warmup_steps is not None else parent.get("warmup_steps")
+    warmup = hparams_lib.resolve_warmup_steps(model, batch_tokens, config.steps, warmup)
     cooldown = 0
     if config.schedule == "wsd":
         cooldown = (config.cooldown_steps if config.cooldown_steps is not None
@@ -238,7 +232,7 @@ def describe_run(config: RunConfig, mesh: jax.sharding.Mesh, data: Any) -> RunSe
         parent = parent_json["resolved"]
     eval_multiple = math.lcm(batch_divisor(mesh), jax.process_count())
     batch_multiple = math.lcm(batch_divisor(mesh) * config.micro_batches, jax.process_count())
-    resolved = resolve(config, hparams_lib.hparams_for(model_cfg), batch_multiple, parent,
+    resolved = resolve(config, model_cfg, batch_multiple, parent,
                        eval_multiple)
     description = {
         "run": config.to_dict(), "resolved": dataclasses.asdict(resolved),
