@@ -9,6 +9,7 @@ no traceback on stderr when something is refused.
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 
@@ -95,9 +96,9 @@ def test_other_settings_refit_into_their_own_folder(copy, flags, folder):
     if folder:
         assert written.parent.name == folder
         assert json.loads(written.read_text())["n_bootstrap"] == 5
-    else:  # a query is no folder name: readable characters and a hash
-        assert written.parent.name.startswith("loss-mse_where-size_") and (
-            written.parent.name != fit_cli._group_name(written.parent.name[:-9]))
+    else:  # a query is no folder name: its readable characters and a hash
+        assert re.fullmatch(r"where-size_[\w.-]*_loss-mse_plots-False-[0-9a-f]{8}",
+                            written.parent.name), written.parent.name
         assert json.loads(written.read_text())["runs"] == ["w48d2h2_S16", "w64d2h2_S16"]
     assert "writing to" in out.stderr and "left as they are" in out.stderr
 
