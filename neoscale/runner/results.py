@@ -187,7 +187,7 @@ def fit_regression(previous: dict | None, new: dict) -> str | None:
         named = ", ".join(lost[:4]) + (", ..." if len(lost) > 4 else "")
         return (f"the new fit lost {len(lost)} of the {previous['data']['final_points']} final "
                 f"points the previous fit used ({named}): results.csv lost rows (cut off?) or "
-                "holds a loss that is no number")
+                "holds a loss that is no number (runs removed on purpose: delete fit.json, refit)")
     if grew:
         return None
     broken = [key for key, law in previous["laws"].items() if law.get("status") == "fitted"
