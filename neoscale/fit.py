@@ -3,12 +3,17 @@
   python -m neoscale.fit --workdir=DIR
       reads DIR/results.csv (+ DIR/runs/*/metrics.jsonl, config.json), writes DIR/fit.json and DIR/plots/;
       for a study's own workdir (DIR/plan.json) also DIR/report.md, exactly as the study's end
-      does (its fit settings, unless --n_bootstrap / --seed are given), so nothing goes stale.
+      does (its fit settings), so nothing goes stale. Any setting other than the study's (--where,
+      --group_by, --compare, --loss, --huber_delta, --seed, --n_bootstrap, --pin_E,
+      --context_free_loss, --noplots) refits into DIR/refits/<the settings>/ (or --out_dir) and
+      leaves the study's fit.json, plots/ and report.md alone.
   python -m neoscale.fit --results=FILE.csv --params_column="Model Size" \
       --flops_column="Training FLOP" --loss_column=loss --out_dir=OUT
       fits any table of finished runs (one row per run), e.g. published data.
   --where="source == 'chinchilla'"   keeps the rows a pandas query selects (the table's columns);
-  --group_by=COLUMN                  fits each value of COLUMN on its own, into OUT/<value>/;
+  --group_by=COLUMN                  fits each value of COLUMN on its own, into OUT/<value>/ (a
+                                     value other than letters, digits and ._- gets a hash suffix:
+                                     distinct values, distinct folders, all inside OUT);
   --loss=mse                         squared error on log losses instead of Huber (--huber_delta).
   --pin_E=1.69                       fix the irreducible loss of L(C) and Approach 3 (the
                                      evaluation set's, when the study cannot identify it).
@@ -29,15 +34,22 @@ FLOPs); with --vocab_size=V, no loss may exceed ln V (a uniform guess in nats; l
 larger by 1/ln 2). After the fit, a law whose bootstrap rejected over a quarter of its resamples
 gets a hint on stderr: its interval's endpoints move between seeds; more resamples steady them.
 
-Exit status: 0 done, 2 bad input (one line on stderr: ``neoscale.fit: error: ...``).
+A refit never makes a record worse: a fit into a folder whose fit.json was made with the same
+settings is refused when it lost final points that fit used (a results.csv cut off mid-row, a loss
+that is no number) or when a law fitted there now fails on the same points; fit.json, plots/ and
+report.md are then kept as they were (every file is written atomically).
+
+Exit status: 0 done, 2 bad input or a refused refit (one line on stderr: ``neoscale.fit: error: ...``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
 import sys
+import uuid
 
 from absl import app, flags
 from etils import epath
@@ -118,12 +130,26 @@ def _select(raw):
         return [(None, raw)]
     if FLAGS.group_by not in raw.columns:
         raise ValueError(f"--group_by={FLAGS.group_by!r} is not a column; columns are {list(raw.columns)}")
-    return [(_group_name(value), rows) for value, rows in raw.groupby(FLAGS.group_by, sort=True)]
+    groups = [(_group_name(value), rows) for value, rows in raw.groupby(FLAGS.group_by, sort=True)]
+    folders: dict[str, str] = {}
+    for name, _ in groups:  # distinct on case-insensitive disks too (macOS, Windows)
+        if name.lower() in folders:
+            raise ValueError(f"--group_by={FLAGS.group_by!r} values {folders[name.lower()]!r} and "
+                             f"{name!r} differ only in case: their folders would be one on a "
+                             "case-insensitive disk; make the values distinct with --where")
+        folders[name.lower()] = name
+    return groups
 
 
 def _group_name(value) -> str:
-    """A group's name is also its output folder: letters, digits and ._- only."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value))
+    """A value as a folder name, distinct for distinct values and always inside its parent: the
+    value itself when it is letters, digits and ._- (not starting with '.'), else those characters
+    and a hash of the value ('a b' -> 'a_b-<hash>', apart from 'a_b'; '..' -> 'value-<hash>')."""
+    text = str(value)
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,79}", text):
+        return text
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".")[:60] or "value"
+    return f"{readable}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
 def check_units(table, vocab_size: int | None = None) -> None:
@@ -154,15 +180,13 @@ def check_units(table, vocab_size: int | None = None) -> None:
 
 
 def _load():
-    """([(group name or None, results table)], curves or None, output directory)."""
+    """([(group name or None, results table)], curves or None)."""
     from neoscale.scaling import results as results_lib
 
-    if bool(FLAGS.workdir) == bool(FLAGS.results):
-        raise ValueError("pass exactly one of --workdir=DIR or --results=FILE.csv")
     if FLAGS.workdir:
         workdir = epath.Path(FLAGS.workdir)
         table = results_lib.load_results(workdir / "results.csv")
-        return _select(table), results_lib.load_curves(workdir) or None, epath.Path(FLAGS.out_dir or workdir)
+        return _select(table), results_lib.load_curves(workdir) or None
     path = epath.Path(FLAGS.results)
     raw = _read_csv(path)
     tables = []
@@ -184,7 +208,60 @@ def _load():
             )
         check_units(table, FLAGS.vocab_size)
         tables.append((name, table))
-    return tables, None, epath.Path(FLAGS.out_dir or path.parent)
+    return tables, None
+
+
+# The settings that make a fit answer one question or another (a study's fit uses its own).
+SETTINGS = ("where", "group_by", "compare", "loss", "huber_delta", "n_bootstrap", "seed", "pin_E",
+            "context_free_loss", "plots")
+REFITS_DIR = "refits"  # in a study's workdir: refits with other settings, one folder per settings
+
+
+def _study_settings(study, measured: dict) -> dict:
+    """The settings of a study's own fit (``runner.study.finish_study``); ``measured``: plan.json's
+    measured values (the ladder law's H when the study config does not set it)."""
+    from neoscale.scaling.optimize import HUBER_DELTA
+
+    context_free_loss = study.fit.get("context_free_loss")
+    if context_free_loss is None:
+        context_free_loss = measured.get("context_free_loss")
+
+    return {"where": None, "group_by": None, "compare": None, "loss": "huber",
+            "huber_delta": HUBER_DELTA, "n_bootstrap": int(study.fit.n_bootstrap),
+            "seed": int(study.fit.seed), "pin_E": study.fit.get("pin_E"),
+            "context_free_loss": context_free_loss, "plots": True}
+
+
+def _settings(defaults: dict | None) -> dict:
+    """This fit's settings: the flags given, and for the others ``defaults`` (a study's own) or,
+    without a study, the flags' defaults."""
+    return {name: FLAGS[name].value if FLAGS[name].present or defaults is None else defaults[name]
+            for name in SETTINGS}
+
+
+def _same_dir(a: epath.Path, b: epath.Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, NotImplementedError, AttributeError):  # object storage: compare the names
+        return str(a).rstrip("/") == str(b).rstrip("/")
+
+
+def _out_dir(settings: dict, study_settings: dict | None) -> epath.Path:
+    """Where this fit goes: --out_dir, else the workdir or the folder of --results; a study's
+    workdir only with the study's own settings, other settings into WORKDIR/refits/<settings>/."""
+    if FLAGS.out_dir:
+        out = epath.Path(FLAGS.out_dir)
+    else:
+        out = epath.Path(FLAGS.workdir) if FLAGS.workdir else epath.Path(FLAGS.results).parent
+    if study_settings is None or settings == study_settings or not _same_dir(
+            out, epath.Path(FLAGS.workdir)):
+        return out
+    differ = {k: v for k, v in settings.items() if v != study_settings[k]}
+    out = out / REFITS_DIR / _group_name("_".join(f"{k}-{v}" for k, v in differ.items()))
+    changed = ", ".join(f"--{k}={v} (the study's: {study_settings[k]})" for k, v in differ.items())
+    print(f"{PROG}: note: settings other than the study's, {changed}: writing to {out}; the "
+          "study's fit.json, plots/ and report.md are left as they are", file=sys.stderr, flush=True)
+    return out
 
 
 def _hints(fit: dict, where: str) -> None:
@@ -202,31 +279,24 @@ def _hints(fit: dict, where: str) -> None:
                   f"endpoints move between seeds; --n_bootstrap={more} steadies them", file=sys.stderr)
 
 
-def _refit_study(workdir: epath.Path) -> dict | None:
-    """A study's own workdir (its plan.json): fit.json, plots/ and report.md rewritten by the
-    study's own code; None for any other workdir."""
+def _refit_study(workdir: epath.Path, study, plan) -> dict:
+    """A study's own workdir with its own settings: fit.json, plots/ and report.md rewritten by
+    the study's own code (``finish_study``: a fit worse than the one there is refused)."""
+    from neoscale.runner import report as report_lib
+    from neoscale.runner import results as results_lib
     from neoscale.runner import study as study_lib
 
-    if not (workdir / study_lib.PLAN_FILE).is_file():
-        return None
-    study, plan = study_lib.load_plan(workdir)
-    if FLAGS["n_bootstrap"].present:
-        study.fit.n_bootstrap = FLAGS.n_bootstrap
-    if FLAGS["seed"].present:
-        study.fit.seed = FLAGS.seed
-    if FLAGS.pin_E is not None:
-        study.fit.pin_E = FLAGS.pin_E
-    measured = study_lib.load_measured(workdir)
-    if FLAGS.context_free_loss is not None:
-        measured["context_free_loss"] = FLAGS.context_free_loss
-        study.fit.context_free_loss = None  # the flag wins over a configured H too
+    fit_path = workdir / study_lib.FIT_FILE
+    had_fit = results_lib.read_fit(fit_path) is not None
     failures: dict[str, str] = {}
-    outputs = study_lib.finish_study(workdir, study, plan, failures, measured)
+    outputs = study_lib.finish_study(workdir, study, plan, failures, study_lib.load_measured(workdir))
     if failures:
-        raise ValueError("; ".join(f"{what} failed: {why}" for what, why in failures.items()))
-    fit = json.loads((workdir / study_lib.FIT_FILE).read_text())
-    return {"fit": str(workdir / study_lib.FIT_FILE),
-            "report": str(workdir / study_lib.report_lib.REPORT_FILE),
+        kept = (f"; {study_lib.FIT_FILE}, {study_lib.PLOTS_DIR}/ and {report_lib.REPORT_FILE} keep "
+                "the previous fit" if had_fit and str(fit_path) not in outputs else "")
+        raise ValueError("; ".join(f"{what} failed: {why}" for what, why in failures.items()) + kept)
+    fit = json.loads(fit_path.read_text())
+    return {"fit": str(fit_path),
+            "report": str(workdir / report_lib.REPORT_FILE),
             "plots": [p for p in outputs if p.endswith((".png", ".svg"))],
             "laws": {k: v["status"] for k, v in fit["laws"].items()}}
 
@@ -243,39 +313,101 @@ def _baseline(names: list[str], wanted: str) -> str:
                          f"values are {names}") from None
 
 
-def _compare(delta: float) -> dict:
+def _compare(settings: dict, out_dir: epath.Path) -> dict:
     """--compare: each group's compute multiplier over the baseline group (scaling.multiplier)."""
     from neoscale import plots
+    from neoscale.files import to_json, write_atomic
     from neoscale.scaling import multiplier
 
     if not FLAGS.group_by:
         raise ValueError("--compare=BASELINE needs --group_by=COLUMN: the column whose values are "
                          "the variants")
-    tables, _, out_dir = _load()
+    tables, _ = _load()
     names = [name for name, _ in tables]
     if len(names) < 2:
         raise ValueError(f"--group_by={FLAGS.group_by!r} has one value ({names[0]}): --compare needs "
                          "two or more")
     baseline = _baseline(names, FLAGS.compare)
-    comparisons = multiplier.compare_groups(dict(tables), baseline, n_bootstrap=FLAGS.n_bootstrap,
-                                            seed=FLAGS.seed, delta=delta)
+    comparisons = multiplier.compare_groups(dict(tables), baseline, n_bootstrap=settings["n_bootstrap"],
+                                            seed=settings["seed"], delta=_delta(settings))
     for name, result in comparisons.items():
         for note in result["notes"]:
             print(f"{PROG}: note: {name} vs {baseline}: {note}", file=sys.stderr)
-    doc = {"group_by": FLAGS.group_by, "baseline": baseline, "n_bootstrap": FLAGS.n_bootstrap,
-           "seed": FLAGS.seed, "what": multiplier.WHAT, "comparisons": comparisons}
+    doc = {"group_by": FLAGS.group_by, "baseline": baseline, "n_bootstrap": settings["n_bootstrap"],
+           "seed": settings["seed"], "what": multiplier.WHAT, "comparisons": comparisons}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "multiplier.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
-    figures = plots.draw_multiplier(doc, out_dir) if FLAGS.plots else []
+    write_atomic(out_dir / "multiplier.json", to_json(doc, indent=1, sort_keys=True))
+    figures = plots.draw_multiplier(doc, out_dir) if settings["plots"] else []
     return {"multiplier": str(out_dir / "multiplier.json"), "plots": [str(p) for p in figures],
             "baseline": baseline,
             "comparisons": {k: multiplier.summary_line(v) for k, v in comparisons.items()}}
+
+
+def _delta(settings: dict) -> float:
+    return settings["huber_delta"] if settings["loss"] == "huber" else float("inf")
+
+
+def _fit(settings: dict, out_root: epath.Path) -> dict:
+    """Fits every group, refuses a fit worse than the one its folder holds from the same settings
+    (``runner.results.fit_regression``), then writes each group's fit.json and plots/."""
+    from neoscale import scaling
+    from neoscale.runner.results import fit_regression, fitted_runs, read_fit
+
+    tables, curves = _load()
+    schedules = scaling.load_schedules(FLAGS.workdir) if FLAGS.workdir else None
+    fits = []
+    for name, table in tables:
+        out_dir = out_root if name is None else out_root / name
+        fit = scaling.fit_study(table, curves=curves, schedules=schedules,
+                                n_bootstrap=settings["n_bootstrap"], seed=settings["seed"],
+                                delta=_delta(settings), pin_E=settings["pin_E"],
+                                context_free_loss=settings["context_free_loss"])
+        fit["runs"], fit["settings"] = fitted_runs(table), settings
+        where = "" if name is None else f" ({FLAGS.group_by} = {name})"
+        for entry in fit["data"]["dropped"]:
+            print(f"{PROG}: dropped {entry['run']}{where}: {entry['reason']}", file=sys.stderr)
+        _hints(fit, where)
+        previous = read_fit(out_dir / "fit.json")
+        if previous is not None and previous.get("settings") == fit["settings"]:
+            worse = fit_regression(previous, fit)
+            if worse:
+                raise ValueError(f"{worse}; {out_dir / 'fit.json'} and its plots/ keep the previous "
+                                 "fit (--out_dir=NEW to write this one elsewhere)")
+        fits.append((name, table, fit, out_dir))
+    summaries = {}
+    for name, table, fit, out_dir in fits:
+        figures = _write_fit(out_dir, table, fit, curves, settings["plots"])
+        summaries[name] = {"fit": str(out_dir / "fit.json"), "plots": figures,
+                           "laws": {k: v["status"] for k, v in fit["laws"].items()}}
+    return summaries[None] if list(summaries) == [None] else {"groups": summaries}
+
+
+def _write_fit(out_dir: epath.Path, table, fit: dict, curves, draw: bool) -> list[str]:
+    """Draws the figures into a scratch folder, then writes fit.json and moves them into
+    OUT/plots/: a failure leaves the folder's fit and figures as they were. Returns the figures."""
+    from neoscale import plots
+    from neoscale.files import to_json, write_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scratch = out_dir / f".plots.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        drawn = plots.draw_study(table, fit, scratch, curves=curves) if draw else []
+        write_atomic(out_dir / "fit.json", to_json(fit, indent=1, sort_keys=True))
+        if drawn:
+            (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+        for path in drawn:
+            path.replace(out_dir / "plots" / path.name)
+        return [str(out_dir / "plots" / path.name) for path in drawn]
+    finally:
+        if scratch.exists():
+            scratch.rmtree()
 
 
 def _task_chain() -> dict:
     """--tasks: the two-step task forecast on every evaluation row of the table."""
     import numpy as np
 
+    from neoscale.files import write_atomic
     from neoscale.scaling import task_chain
 
     if bool(FLAGS.workdir) == bool(FLAGS.results):
@@ -296,7 +428,7 @@ def _task_chain() -> dict:
                                n_bootstrap=FLAGS.n_bootstrap, seed=FLAGS.seed)
     out_dir = epath.Path(FLAGS.out_dir or path.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "task_chain.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+    write_atomic(out_dir / "task_chain.json", json.dumps(doc, indent=1, sort_keys=True))
     return {"task_chain": str(out_dir / "task_chain.json"),
             "tasks": {name: {"in_sample_error_points": round(t["in_sample_mean_abs_error_points"], 2),
                              "forecast_accuracy": [round(f["accuracy"], 4) for f in t.get("forecasts", [])]}
@@ -316,52 +448,36 @@ def main(argv: list[str]) -> None:
         except (ValueError, FileNotFoundError) as error:
             _fail(str(error))
         return
-    custom = (FLAGS.where or FLAGS.group_by or FLAGS.compare is not None or FLAGS["loss"].present
-              or FLAGS["huber_delta"].present)
-    if (FLAGS.workdir and not FLAGS.results and FLAGS.plots and FLAGS.out_dir in (None, FLAGS.workdir)
-            and not custom):
-        try:
-            summary = _refit_study(epath.Path(FLAGS.workdir))
-        except (ValueError, FileNotFoundError) as error:
-            _fail(str(error))
-        if summary is not None:
-            print(json.dumps(summary))
-            return
     if FLAGS.huber_delta <= 0:
         _fail(f"--huber_delta must be positive, got {FLAGS.huber_delta}")
-    delta = FLAGS.huber_delta if FLAGS.loss == "huber" else float("inf")
-    if FLAGS.compare is not None:
-        try:
-            print(json.dumps(_compare(delta)))
-        except (ValueError, FileNotFoundError) as error:
-            _fail(str(error))
-        return
-    summaries = {}
+    if FLAGS.seed < 0:
+        _fail(f"--seed must be >= 0 (numpy's random generators take no negative seed), got {FLAGS.seed}")
+    if FLAGS.n_bootstrap < 0:
+        _fail(f"--n_bootstrap must be >= 0 (0: no intervals), got {FLAGS.n_bootstrap}")
     try:
-        from neoscale import plots, scaling
+        if bool(FLAGS.workdir) == bool(FLAGS.results):
+            raise ValueError("pass exactly one of --workdir=DIR or --results=FILE.csv")
+        study = None
+        if FLAGS.workdir:
+            from neoscale.runner import study as study_lib
 
-        tables, curves, out_root = _load()
-        schedules = scaling.load_schedules(FLAGS.workdir) if FLAGS.workdir else None
-        for name, table in tables:
-            out_dir = out_root if name is None else out_root / name
-            fit = scaling.fit_study(table, curves=curves, schedules=schedules, n_bootstrap=FLAGS.n_bootstrap,
-                                    seed=FLAGS.seed, delta=delta, pin_E=FLAGS.pin_E,
-                                    context_free_loss=FLAGS.context_free_loss)
-            where = "" if name is None else f" ({FLAGS.group_by} = {name})"
-            for entry in fit["data"]["dropped"]:
-                print(f"{PROG}: dropped {entry['run']}{where}: {entry['reason']}", file=sys.stderr)
-            _hints(fit, where)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "fit.json").write_text(json.dumps(fit, indent=1, sort_keys=True))
-            figures = plots.draw_study(table, fit, out_dir / "plots", curves=curves) if FLAGS.plots else []
-            summaries[name] = {
-                "fit": str(out_dir / "fit.json"),
-                "plots": [str(p) for p in figures],
-                "laws": {k: v["status"] for k, v in fit["laws"].items()},
-            }
+            workdir = epath.Path(FLAGS.workdir)
+            if (workdir / study_lib.PLAN_FILE).is_file():
+                study = study_lib.load_plan(workdir)
+        study_settings = _study_settings(study[0], study_lib.load_measured(workdir)) if study else None
+        settings = _settings(study_settings)
+        out_dir = _out_dir(settings, study_settings)
+        # LOCK (issue 34, branch robust): a refit writes into the workdir; hold the workdir lock
+        # from here to the end once neoscale has it (one writer per workdir).
+        if study and settings == study_settings and _same_dir(out_dir, workdir):
+            summary = _refit_study(workdir, *study)
+        elif settings["compare"] is not None:
+            summary = _compare(settings, out_dir)
+        else:
+            summary = _fit(settings, out_dir)
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
-    print(json.dumps(summaries[None] if list(summaries) == [None] else {"groups": summaries}))
+    print(json.dumps(summary))
 
 
 def entrypoint() -> None:

@@ -62,7 +62,7 @@ def test_a_law_raising_a_type_error_is_reported_not_raised(monkeypatch):
     results_table, _ = synthetic_study(budgets=(1e16, 1e17), sizes_per_budget=4, moe_experts=())
     fit = fit_study(results_table, n_bootstrap=0)
     assert fit["laws"]["isoflop_approach2"] == {
-        "status": "skipped",
+        "status": "failed",
         "reason": "the fit failed on these points (TypeError: float() argument must be a string or a "
         "real number, not 'complex')",
     }

@@ -12,6 +12,7 @@ from neoscale.accounting import format_count
 from neoscale.runner.plan import PlannedRun, format_table, repetition_warnings
 
 REPORT_FILE = "report.md"
+OUTPUT_STEPS = ("fit", "plots", "report")  # keys of a study's failures that are not runs
 
 
 def _epochs(value) -> str:
@@ -73,11 +74,17 @@ def _fit_section(fit: dict) -> str:
 
 def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, fit: dict,
            figures: Sequence[str], failures: dict[str, str], workdir: epath.Path) -> str:
-    """The markdown report; figure paths are made relative to ``workdir``."""
+    """The markdown report; figure paths are made relative to ``workdir``. Runs are counted from
+    results.csv (``frame``: a rerun's plan may name fewer), failed ones with their reasons."""
     done = int(frame[frame["final"]]["run"].nunique()) if len(frame) else 0
-    total = sum(1 + len(run.branches) for run in plan)
+    run_failures = failed_runs(frame)
+    for name, reason in failures.items():  # a run that failed before writing any row
+        if name not in OUTPUT_STEPS:
+            run_failures.setdefault(name, reason)
+    names = {name for run in plan for name in (run.name, *(b.name for b in run.branches))}
+    names |= set(run_failures) | (set(frame["run"].astype(str)) if len(frame) else set())
+    total = len(names)
     flops = spent_flops(frame) if len(frame) else 0.0
-    run_failures = [name for name in failures if name not in ("fit", "plots")]
     parts = [
         f"# Scaling study `{study.name}`",
         "",
@@ -97,13 +104,25 @@ def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, 
         relative = str(figure).replace(str(workdir).rstrip("/") + "/", "")
         name = epath.Path(figure).stem.replace("_", " ")
         parts += [f"![{name}]({relative})", ""]
-    if not pngs:
+    if not pngs and "plots" in failures:
+        parts += [f"_No figures: drawing them failed ({failures['plots']})._", ""]
+    elif not pngs:
         parts += ["_No figures (nothing to fit yet)._", ""]
     parts += [_fit_section(fit), "", "## Final losses", "", _final_table(frame),
               "", "## Plan", "", format_table(plan, markdown=True), ""]
-    if failures:
+    steps = {name: reason for name, reason in failures.items() if name in OUTPUT_STEPS}
+    if run_failures or steps:
         parts += ["## Failures", ""]
-        parts += [f"- `{name}`: {reason}" for name, reason in failures.items()]
+        parts += [f"- `{name}`: {reason}" for name, reason in {**run_failures, **steps}.items()]
         parts.append("")
     return "\n".join(parts)
+
+
+def failed_runs(frame) -> dict[str, str]:
+    """run -> reason of every run and branch results.csv records as ``failed:<reason>``."""
+    if not len(frame):
+        return {}
+    failed = frame[frame["status"].astype(str).str.startswith("failed:")]
+    return {str(row["run"]): str(row["status"]).removeprefix("failed:")
+            for _, row in failed.drop_duplicates("run").iterrows()}
 

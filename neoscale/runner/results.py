@@ -82,13 +82,20 @@ def write_results(workdir: str | epath.Path, rows: Iterable[Mapping[str, Any]]) 
     return path
 
 
+TEXT_COLUMNS = ("run", "size", "status", "parent")  # the others but ``final`` are numbers
+
+
 def read_results(workdir: str | epath.Path):
-    """results.csv as a pandas DataFrame (empty cells are NaN; ``final`` is bool)."""
+    """results.csv as a pandas DataFrame (empty cells are NaN, and so is a number column's cell
+    that is no number, e.g. a row cut off mid-write; ``final`` is bool)."""
     import pandas as pd
 
     with (epath.Path(workdir) / RESULTS_FILE).open() as f:
-        frame = pd.read_csv(f, dtype={"status": str, "run": str, "size": str})
+        frame = pd.read_csv(f, dtype={column: str for column in TEXT_COLUMNS})
     frame["final"] = frame["final"].astype(str).str.lower() == "true"
+    for column in frame.columns:
+        if column not in TEXT_COLUMNS and column != "final":
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 
 
@@ -116,12 +123,14 @@ class RunRows:
 
 
 RUN_COLUMNS_FILE = "study_run.json"  # in each run directory: its run_columns, for collect()
+FAILED_KEY = "failed"  # in RUN_COLUMNS_FILE: the reason its run failed (until it is retried)
 
 
 def collect(runs_dir: str | epath.Path, exclude: Iterable[str] = ()) -> list[dict]:
     """Rows of every run directory under ``runs_dir`` that holds a RUN_COLUMNS_FILE, except
     ``exclude``: how several slices (each running part of the sizes into one shared workdir) see
-    each other's runs. Finished runs give their evaluation points, others their metrics so far."""
+    each other's runs, and how a rerun with fewer sizes keeps the others. Finished runs give their
+    evaluation points, failed ones their reason (``failed:<reason>``), others their metrics so far."""
     import json
 
     from neoscale.training.loop import FINISHED_FILE
@@ -136,7 +145,9 @@ def collect(runs_dir: str | epath.Path, exclude: Iterable[str] = ()) -> list[dic
         columns_file = run_dir / RUN_COLUMNS_FILE
         if run_dir.name in excluded or not columns_file.exists():
             continue
-        entry = RunRows(json.loads(columns_file.read_text()))
+        columns = json.loads(columns_file.read_text())
+        failed = columns.pop(FAILED_KEY, None)
+        entry = RunRows(columns, f"failed:{failed}" if failed else "running")
         finished = run_dir / FINISHED_FILE
         if finished.exists():
             entry.status = "done"
@@ -149,3 +160,51 @@ def collect(runs_dir: str | epath.Path, exclude: Iterable[str] = ()) -> list[dic
                 entry.add(point)
         rows += [{k: v for k, v in row.items() if k in COLUMNS} for row in entry.rows()]
     return rows
+
+
+def fitted_runs(frame) -> list[str]:
+    """The runs (and branches) whose final rows a fit of ``frame`` uses, sorted."""
+    from neoscale.scaling.results import final_points
+
+    return sorted(final_points(frame)[0]["run"].astype(str))
+
+
+def fit_regression(previous: dict | None, new: dict) -> str | None:
+    """Why fit ``new`` must not replace ``previous`` (fit.json contents, their ``runs`` from
+    ``fitted_runs``), or None: it lost final points the previous fit used (rows cut from
+    results.csv, a loss that is no number, a run no longer done), or, on the same runs, a law
+    fitted before now fails (it raised: bad settings or data, not too few points)."""
+    if previous is None or "error" in previous:
+        return None
+    new_runs = set(new.get("runs") or [])
+    if previous.get("runs") is not None:
+        lost = sorted(set(previous["runs"]) - new_runs)
+        grew = bool(new_runs - set(previous["runs"]))
+    else:  # a fit.json from before the runs were recorded: compare counts
+        lost = [] if new["data"]["final_points"] >= previous["data"]["final_points"] else ["?"]
+        grew = new["data"]["final_points"] > previous["data"]["final_points"]
+    if lost:
+        named = ", ".join(lost[:4]) + (", ..." if len(lost) > 4 else "")
+        return (f"the new fit lost {len(lost)} of the {previous['data']['final_points']} final "
+                f"points the previous fit used ({named}): results.csv lost rows (cut off?) or "
+                "holds a loss that is no number (runs removed on purpose: delete fit.json, refit)")
+    if grew:
+        return None
+    broken = [key for key, law in previous["laws"].items() if law.get("status") == "fitted"
+              and new["laws"].get(key, {}).get("status") == "failed"]
+    if broken:
+        return (f"{', '.join(broken)} fitted before and now fail on the same runs "
+                f"({new['laws'][broken[0]]['reason']})")
+    return None
+
+
+def read_fit(path: str | epath.Path) -> dict | None:
+    """The fit in a fit.json, or None when there is none (no file, a recorded error, unreadable)."""
+    import json
+
+    path = epath.Path(path)
+    try:
+        fit = json.loads(path.read_text()) if path.exists() else None
+    except ValueError:
+        return None
+    return fit if isinstance(fit, dict) and "laws" in fit else None

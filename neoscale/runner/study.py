@@ -22,6 +22,7 @@ import dataclasses
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -229,8 +230,9 @@ def run_study(
         print(f"[study] {study.name}: {len(plan)} runs into {workdir}", file=sys.stderr)
         print(format_table(plan), file=sys.stderr, flush=True)
         workdir.mkdir(parents=True, exist_ok=True)
+        full_plan = merged_plan(workdir, plan)
         write_atomic(workdir / PLAN_FILE, to_json(
-            {"study": study.to_dict(), "runs": [run.to_dict() for run in plan],
+            {"study": study.to_dict(), "runs": [run.to_dict() for run in full_plan],
              "measured": measured}, indent=1))
     table: dict[str, results_lib.RunRows] = {}
     for run in plan:
@@ -249,6 +251,16 @@ def run_study(
 
     progress = Progress(plan, primary)
     outcome = StudyOutcome(failures={}, trained=[], skipped=[], outputs=[])
+
+    def record_failure(name: str, run_dir: epath.Path, reason: str) -> None:
+        """results.csv's ``failed:<reason>`` for this run, kept in its directory so that a later
+        invocation that does not plan the run keeps the reason (results.collect reads it)."""
+        table[name].status = f"failed:{reason}"
+        outcome.failures[name] = reason
+        if primary:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            columns = {**table[name].columns, results_lib.FAILED_KEY: reason}
+            write_atomic(run_dir / results_lib.RUN_COLUMNS_FILE, json.dumps(columns))
 
     def execute(name: str, config: RunConfig, flops: float, stop: StopSignal) -> bool:
         """Trains one run or branch; returns True if it finished."""
@@ -284,8 +296,7 @@ def run_study(
                     and not is_compile_out_of_memory(error)):
                 raise  # on one host only (data, memory, a bug): going on would desynchronize hosts
             reason = failure_reason(error)
-            entry.status = f"failed:{reason}"
-            outcome.failures[name] = reason
+            record_failure(name, run_dir, reason)
             if primary:
                 print(f"[study] {name} failed: {reason}", file=sys.stderr, flush=True)
             write_results()
@@ -307,16 +318,33 @@ def run_study(
                                stop)
             for branch in run.branches:
                 if not finished:
-                    table[branch.name].status = f"failed:its run {run.name} failed"
-                    outcome.failures[branch.name] = f"its run {run.name} failed"
+                    record_failure(branch.name, workdir / RUNS_DIR / branch.name,
+                                   f"its run {run.name} failed")
                     progress.finish(branch.cooldown_steps * run.step_flops, trained=False)
                     continue
                 execute(branch.name, run_config(run, study, workdir, cache_dir, branch),
                         branch.cooldown_steps * run.step_flops, stop)
     progress.line()
     if primary:
-        outcome.outputs = finish_study(workdir, study, plan, outcome.failures, measured)
+        outcome.outputs = finish_study(workdir, study, full_plan, outcome.failures, measured)
+        steps = [name for name in report_lib.OUTPUT_STEPS if name in outcome.failures]
+        kept = str(workdir / FIT_FILE) not in outcome.outputs
+        if steps and kept and results_lib.read_fit(workdir / FIT_FILE):
+            print(f"[study] {', '.join(steps)} failed: {FIT_FILE}, {PLOTS_DIR}/ and "
+                  f"{report_lib.REPORT_FILE} keep the previous fit", file=sys.stderr, flush=True)
     return outcome
+
+
+def merged_plan(workdir: epath.Path, plan: Sequence[PlannedRun]) -> list[PlannedRun]:
+    """``plan`` and the runs of WORKDIR/plan.json it does not name (a rerun with fewer sizes keeps
+    the others in the plan and the report's table), in the old order, new runs last."""
+    if not (epath.Path(workdir) / PLAN_FILE).exists():
+        return list(plan)
+    _, previous = load_plan(workdir)
+    planned = {run.name: run for run in plan}
+    previous_names = {run.name for run in previous}
+    return ([planned.get(run.name, run) for run in previous]
+            + [run for run in plan if run.name not in previous_names])
 
 
 def load_plan(workdir: epath.Path) -> tuple[ml_collections.ConfigDict, list[PlannedRun]]:
@@ -345,14 +373,17 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
     ``measured``: what the runner measured on the data (``load_measured``); the study config's
     ``fit.context_free_loss``, when set, is used instead of the measured H.
 
-    A fit or plot that fails is recorded in ``failures`` (key "fit" / "plots"); the trained runs
-    and results.csv are kept either way, and a failure never replaces earlier good output: a
-    failed fit leaves fit.json, plots/ and report.md as they were (they are written only when the
-    study has no fit yet, to say why), and failed figures leave plots/ as it was.
+    fit.json, plots/ and report.md are replaced together or not at all, so they never disagree.
+    Each of these is recorded in ``failures`` (key "fit", "plots" or "report") and, when the study
+    has a fit, leaves the three as they were: a fit that fails; a fit that lost runs the previous
+    fit used or in which a law fitted before now fails on the same runs (``results.fit_regression``);
+    figures or a report that fail. A study with no fit yet gets fit.json and report.md saying why.
+    results.csv and the runs are kept either way.
     """
     workdir = epath.Path(workdir)
     frame = results_lib.read_results(workdir)
     outputs = [str(workdir / results_lib.RESULTS_FILE)]
+    previous = results_lib.read_fit(workdir / FIT_FILE)
     curves = None
     try:
         from neoscale import scaling
@@ -366,64 +397,56 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
                                     n_bootstrap=int(study.fit.n_bootstrap),
                                     seed=int(study.fit.seed), pin_E=study.fit.get("pin_E"),
                                     context_free_loss=_context_free_loss(study, measured))
+            fit["runs"] = results_lib.fitted_runs(frame)
     except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
         fit = {"error": failure_reason(error)}
     if "error" in fit:
         failures["fit"] = fit["error"]
-        if _has_good_fit(workdir):
-            print(f"[study] the fit failed ({fit['error']}); {FIT_FILE}, {PLOTS_DIR}/ and "
-                  f"{report_lib.REPORT_FILE} keep the previous fit", file=sys.stderr, flush=True)
+        if previous is not None:
             return outputs
-    write_atomic(workdir / FIT_FILE, to_json(fit, indent=1, sort_keys=True))
-    outputs.append(str(workdir / FIT_FILE))
-    figures: list[str] = []
-    if "error" not in fit:
-        try:
-            figures = _draw_figures(frame, fit, curves, workdir / PLOTS_DIR)
-        except Exception as error:  # noqa: BLE001
-            failures["plots"] = failure_reason(error)
-    outputs += figures
+    else:
+        worse = results_lib.fit_regression(previous, fit)
+        if worse:
+            failures["fit"] = worse
+            return outputs
+    plots_dir = workdir / PLOTS_DIR
+    scratch = plots_dir.parent / f".{plots_dir.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        text = report_lib.render(study, plan, frame, fit, figures, failures, workdir)
-    except Exception as error:  # noqa: BLE001 - the runs, results.csv and fit.json are kept
-        failures["report"] = failure_reason(error)
-        print(f"[study] the report failed ({failures['report']}); results.csv and {FIT_FILE} are "
-              f"written, and {report_lib.REPORT_FILE} is left as it was", file=sys.stderr, flush=True)
+        drawn: list[epath.Path] = []
+        if "error" not in fit:
+            try:
+                from neoscale import plots
+
+                drawn = plots.draw_study(frame, fit, scratch, curves=curves)
+            except Exception as error:  # noqa: BLE001
+                failures["plots"] = failure_reason(error)
+                if previous is not None:
+                    return outputs
+        figures = [str(plots_dir / path.name) for path in drawn]
+        try:
+            text = report_lib.render(study, plan, frame, fit, figures, failures, workdir)
+        except Exception as error:  # noqa: BLE001 - the runs and results.csv are kept
+            failures["report"] = failure_reason(error)
+            if previous is not None:
+                return outputs
+            text = None
+        write_atomic(workdir / FIT_FILE, to_json(fit, indent=1, sort_keys=True))
+        outputs.append(str(workdir / FIT_FILE))
+        if drawn:
+            plots_dir.mkdir(parents=True, exist_ok=True)
+            for path in drawn:
+                path.replace(plots_dir / path.name)
+            outputs += figures
+        if text is not None:
+            write_atomic(workdir / report_lib.REPORT_FILE, text)
+            outputs.append(str(workdir / report_lib.REPORT_FILE))
         return outputs
-    write_atomic(workdir / report_lib.REPORT_FILE, text)
-    outputs.append(str(workdir / report_lib.REPORT_FILE))
-    return outputs
+    finally:
+        if scratch.exists():
+            scratch.rmtree()
 
 
 def _context_free_loss(study: ml_collections.ConfigDict, measured: dict[str, Any] | None) -> float | None:
     """H of the ladder's law: the study config's, else the measured one."""
     configured = study.fit.get("context_free_loss")
     return configured if configured is not None else (measured or {}).get("context_free_loss")
-
-
-def _has_good_fit(workdir: epath.Path) -> bool:
-    """Whether WORKDIR/fit.json holds a fit (not a recorded error)."""
-    path = workdir / FIT_FILE
-    try:
-        return path.exists() and "error" not in json.loads(path.read_text())
-    except ValueError:
-        return False
-
-
-def _draw_figures(frame, fit: dict, curves, plots_dir: epath.Path) -> list[str]:
-    """Draws every figure into a scratch directory, then moves them into ``plots_dir``: figures
-    that fail halfway leave the previous ones in place. Returns the paths in ``plots_dir``."""
-    import uuid
-
-    from neoscale import plots
-
-    scratch = plots_dir.parent / f".{plots_dir.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        drawn = plots.draw_study(frame, fit, scratch, curves=curves)
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        for path in drawn:
-            path.replace(plots_dir / path.name)
-        return [str(plots_dir / path.name) for path in drawn]
-    finally:
-        if scratch.exists():
-            scratch.rmtree()

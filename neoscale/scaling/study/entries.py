@@ -66,12 +66,13 @@ FIT_ERRORS = (ValueError, TypeError, ArithmeticError, np.linalg.LinAlgError)
 
 
 def guarded(fit_law, *args) -> dict:
-    """fit_law(*args), or the law marked skipped with the error as its reason."""
+    """fit_law(*args), or the law marked failed (status "failed", not "skipped": the law raised,
+    which a refit must not mistake for too few points) with the error as its reason."""
     try:
         with np.errstate(all="ignore"):
             return fit_law(*args)
     except FIT_ERRORS as e:
-        return skipped(f"the fit failed on these points ({type(e).__name__}: {e})")
+        return {"status": "failed", "reason": f"the fit failed on these points ({type(e).__name__}: {e})"}
 
 
 
