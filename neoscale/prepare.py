@@ -7,7 +7,9 @@ Splits off the held-out documents first (a random sample across sources, by --se
 the rest in parallel (--workers processes; with --distributed, each host of a pod its own share of
 the documents) and writes array_record shards and a manifest (last) to --out, a local directory or
 gs://. Interrupted, the same command resumes: complete shards are kept, never written twice.
-With --train_tokens, it reads only what the study needs (plus a 2% margin), not the whole source.
+With --train_tokens, it reads only what the study needs (plus a 2% margin), not the whole source;
+a later command with a larger --train_tokens extends it (the held-out set stays), and an --out
+holding another source's or tokenizer's preparation is refused.
 Train on the result with ``--data=prepared:OUT --tokenizer=<the same tokenizer>``.
 
 Exit status: 0 done, 2 bad input (one line on stderr).
@@ -17,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
 from neoscale import multihost
+from neoscale.data.shards import TRAIN_TOKENS_MARGIN, max_train_tokens
 
 PROG = "python -m neoscale.prepare"
-TRAIN_TOKENS_MARGIN = 0.02  # --train_tokens: a little more, so the largest run never wraps an epoch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,11 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"{TRAIN_TOKENS_MARGIN:.0%} margin and reads no more of the source "
                              "(default: all of it)")
     return parser.parse_args(argv)
-
-
-def max_train_tokens(train_tokens: float | None) -> int | None:
-    """The training tokens to prepare for a study that reads ``train_tokens`` (None: all)."""
-    return None if train_tokens is None else math.ceil(train_tokens * (1 + TRAIN_TOKENS_MARGIN))
 
 
 def main(argv: list[str] | None = None) -> int:

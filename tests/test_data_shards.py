@@ -158,3 +158,39 @@ def test_corpus_size_estimates_then_counts(corpus, tmp_path):
     assert 0.5 < estimate.train_tokens / exact.train_tokens < 2.0
     prepared_dir = corpus_size(DataConfig(data=f"prepared:{prepared.directory}", tokenizer="train:400"))
     assert prepared_dir == exact
+
+
+def test_a_larger_max_train_tokens_extends_the_preparation_and_keeps_its_heldout_set(corpus, tmp_path):
+    spec = sources.parse(corpus[1])
+    out = tmp_path / "p"
+    gpt2 = dict(tokenizer="gpt2", documents_per_shard=10, heldout_tokens=256)  # quick
+    small = shards.prepare_shards(spec, options(**gpt2, max_train_tokens=4000), str(out))
+    assert 4000 <= small["train_stream_tokens"] < 4000 + 500 and not small["complete"]
+    heldout, committed = (out / shards.HELDOUT_NPY).read_bytes(), shard_files(out)
+    assert shards.prepare_shards(spec, options(**gpt2, max_train_tokens=2000), str(out)) == small
+    assert shard_files(out) == committed  # fewer tokens asked for: reused as it is
+
+    large = shards.prepare_shards(spec, options(**gpt2, max_train_tokens=10000), str(out))
+    assert 10000 <= large["train_stream_tokens"] < 10000 + 500
+    assert (out / shards.HELDOUT_NPY).read_bytes() == heldout  # the held-out set stays
+    assert {name: shard_files(out)[name] for name in committed} == committed  # nothing rewritten
+    whole = shards.prepare_shards(spec, options(**gpt2, max_train_tokens=None), str(out))
+    assert whole["complete"] and whole["documents"] == len(corpus[0])
+    prepared = prepare(DataConfig(data=f"prepared:{out}", tokenizer="gpt2", seq_len=32,
+                                  heldout_tokens=256, cache_dir=str(tmp_path / "cache")))
+    documents = train_documents(prepared) + split_documents(prepared, prepared.heldout_stream)[:-1]
+    assert sorted(documents) == sorted(corpus[0])  # every document exactly once
+
+
+def test_an_output_directory_holding_another_preparation_is_refused(corpus, tmp_path):
+    spec = sources.parse(corpus[1])
+    out = str(tmp_path / "p")
+    shards.prepare_shards(spec, options(tokenizer="gpt2", heldout_tokens=256, max_train_tokens=4000), out)
+    manifest = (tmp_path / "p" / shards.MANIFEST).read_text()
+    with pytest.raises(ValueError, match=r"holds another preparation \(seed 0, tokenizer 'gpt2'; "
+                                         r"this one: seed 3, tokenizer 'train:400'\)"):
+        shards.prepare_shards(spec, options(seed=3, heldout_tokens=256), out)
+    other = sources.parse(f"text:{tmp_path}/other/*")
+    with pytest.raises(ValueError, match="holds another preparation .source 'text:"):
+        shards.prepare_shards(other, options(tokenizer="gpt2", heldout_tokens=256), out)
+    assert (tmp_path / "p" / shards.MANIFEST).read_text() == manifest
