@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--train_tokens={args.train_tokens} must be at least 1 (or unset: all)")
         if args.out.startswith("prepared:") or not args.out.strip():
             raise ValueError(f"--out={args.out!r} must be a directory path (local or gs://)")
+        pipeline.check_writable_dir(args.out, "--out")
         config = pipeline.DataConfig(
             data=args.data, tokenizer=args.tokenizer, heldout_tokens=args.heldout_tokens,
             seed=args.seed, tfds_data_dir=args.tfds_data_dir, tfds_split=args.tfds_split,
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers, process_index=process_index, process_count=process_count,
             max_train_tokens=max_train_tokens(args.train_tokens))
         manifest = shards.prepare_shards(source, options, args.out)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, or an --out that cannot be written
         print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
         return 2
     summary = {k: manifest[k] for k in ("source", "train_stream_tokens", "train_documents",
