@@ -194,3 +194,20 @@ def test_an_output_directory_holding_another_preparation_is_refused(corpus, tmp_
     with pytest.raises(ValueError, match="holds another preparation .source 'text:"):
         shards.prepare_shards(other, options(tokenizer="gpt2", heldout_tokens=256), out)
     assert (tmp_path / "p" / shards.MANIFEST).read_text() == manifest
+
+
+def test_runs_trained_before_an_extension_keep_their_data_identity(corpus, tmp_path):
+    from neoscale.training.loop import DATA_VOLATILE_FIELDS
+
+    config = DataConfig(data=corpus[1], tokenizer="gpt2", seq_len=16, heldout_tokens=256,
+                        cache_dir=str(tmp_path / "cache"))
+    before = prepare(config, max_train_tokens=4000)
+    after = prepare(config, max_train_tokens=10000)  # a later study reads more: extended in place
+    assert after.directory == before.directory and after.train_tokens > 2 * before.train_tokens
+    assert prepare(config, max_train_tokens=4000).train_tokens == after.train_tokens  # covered
+    np.testing.assert_array_equal(after.heldout_stream, before.heldout_stream)
+
+    def identity(description):
+        return {k: v for k, v in description.items() if k not in DATA_VOLATILE_FIELDS}
+
+    assert identity(after.description) == identity(before.description)

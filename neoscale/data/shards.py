@@ -434,9 +434,10 @@ def _process_share(spec, options: PrepareOptions, tok, out: epath.Path, scratch:
     if shard:  # resume: the state after the last complete shard
         state = json.loads((out / _name("state", options, shard - 1, ".json")).read_text())
         shards, last_id = state["shards"], state.get("last_id")
-        read = state.get("read", shard * options.documents_per_shard)
         for c in _Candidates.load((out / _name("state", options, shard - 1, ".npz")).read_bytes()):
             candidates.push(c)
+        # (states written before "read" was recorded: every document read is in a shard or held)
+        read = state.get("read", sum(s["documents"] for s in shards) + len(candidates.heap))
         log.info("resuming share %d at shard %d", options.process_index, shard)
     stats = sources.ReadStats()
     written = sum(s["tokens"] for s in shards)
