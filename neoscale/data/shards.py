@@ -53,6 +53,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import heapq
 import io
 import itertools
@@ -641,13 +642,25 @@ def _check_same_preparation(spec: sources.SourceSpec, options: PrepareOptions, o
         theirs = {"source": manifest.get("source"), "seed": manifest.get("seed"),
                   "heldout_tokens": manifest.get("heldout_tokens_requested")}
         recorded_tokenizer = manifest.get("tokenizer")
-    if recorded_tokenizer is not None:
+    if recorded_tokenizer is not None and not _same_tokenizer(recorded_tokenizer, options.tokenizer):
         theirs["tokenizer"] = recorded_tokenizer.get("setting", recorded_tokenizer.get("name"))
-    different = [f"{key} {theirs[key]!r}" for key in theirs if theirs[key] != ours[key]]
-    if different:
-        raise ValueError(f"{out} holds another preparation ({', '.join(different)}; this one: "
-                         + ", ".join(f"{key} {ours[key]!r}" for key in theirs if theirs[key] != ours[key])
+    differ = [key for key in theirs if theirs[key] != ours[key]]
+    if differ:
+        raise ValueError(f"{out} holds another preparation ("
+                         + ", ".join(f"{key} {theirs[key]!r}" for key in differ) + "; this one: "
+                         + ", ".join(f"{key} {ours[key]!r}" for key in differ)
                          + "): pass a new output directory, or delete that one to replace it")
+
+
+def _same_tokenizer(recorded: dict, setting: str) -> bool:
+    """Whether a recorded tokenizer identity is ``setting``'s (a model file by its contents)."""
+    spec = tokenizer_lib.parse(setting)
+    if spec.pretrained:
+        return recorded.get("name") == spec.pretrained
+    if spec.path:
+        with open(spec.path, "rb") as f:
+            return recorded.get("model_sha256") == hashlib.sha256(f.read()).hexdigest()
+    return recorded.get("setting") == setting
 
 
 def _read_json(path: epath.Path) -> dict | None:
