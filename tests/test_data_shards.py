@@ -205,6 +205,7 @@ def test_runs_trained_before_an_extension_keep_their_data_identity(corpus, tmp_p
     after = prepare(config, max_train_tokens=10000)  # a later study reads more: extended in place
     assert after.directory == before.directory and after.train_tokens > 2 * before.train_tokens
     assert prepare(config, max_train_tokens=4000).train_tokens == after.train_tokens  # covered
+    assert prepare(config).train_tokens == after.train_tokens  # a run's own call: as it is
     np.testing.assert_array_equal(after.heldout_stream, before.heldout_stream)
 
     def identity(description):

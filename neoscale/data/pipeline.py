@@ -202,8 +202,10 @@ def prepare(config: DataConfig, *, workers: int | None = None,
     """Prepares the data once (later calls, and restarts of an interrupted preparation, reuse it).
 
     workers: tokenizer processes (default: one for small corpora, else every core).
-    max_train_tokens: read only enough of the source for this many training tokens (None: all;
-    ``tokens_to_prepare`` gives a study's); a later call asking for more extends the preparation.
+    max_train_tokens: read only enough of the source for this many training tokens
+    (``tokens_to_prepare`` gives a study's); a later call asking for more extends the preparation.
+    None: all of the source when nothing is prepared yet, else the preparation as it is (a run's
+    own call, after its study prepared what it reads).
     Raises ValueError / FileNotFoundError with one-line messages for bad input; such a failure
     leaves nothing in the cache (and an existing preparation as it was).
     """
@@ -215,7 +217,7 @@ def prepare(config: DataConfig, *, workers: int | None = None,
     directory = cache_directory(config)
     check_writable_dir(config.cache_dir, "data.cache_dir")
     manifest = _read_manifest(directory)
-    if manifest is None or not shards.covers(manifest, max_train_tokens):
+    if manifest is None or (max_train_tokens is not None and not shards.covers(manifest, max_train_tokens)):
         log.info("preparing %s into %s", config.data, directory)
         process_index, process_count = _preparing_processes(directory)
         options = shards.PrepareOptions(
