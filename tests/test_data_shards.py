@@ -212,3 +212,20 @@ def test_runs_trained_before_an_extension_keep_their_data_identity(corpus, tmp_p
         return {k: v for k, v in description.items() if k not in DATA_VOLATILE_FIELDS}
 
     assert identity(after.description) == identity(before.description)
+
+
+def test_a_capped_preparation_trains_its_tokenizer_on_the_documents_it_reads(corpus, tmp_path, monkeypatch):
+    reads, documents = [], sources.documents  # documents read by each pass over the source
+
+    def counted(spec, *args, **kwargs):
+        reads.append(0)
+        for document in documents(spec, *args, **kwargs):
+            reads[-1] += 1
+            yield document
+
+    monkeypatch.setattr(sources, "documents", counted)
+    manifest = shards.prepare_shards(sources.parse(corpus[1]), options(
+        tokenizer="train:300", heldout_tokens=256, max_train_tokens=8000), str(tmp_path / "p"))
+    assert manifest["tokenizer"]["setting"] == "train:300"
+    # the tokenizer's pass (the shards' reads whole chunks of 256 documents: all 240 here)
+    assert len(reads) == 2 and reads[0] < len(corpus[0]) / 2

@@ -86,6 +86,7 @@ HELDOUT_NPY, HELDOUT_JSON, EXTRA_SHARD = "heldout.npy", "heldout.json", "train-e
 LAYOUT = "layout.json"
 WRITER_OPTIONS = "group_size:1,uncompressed"  # random access to single records
 POLL_SECONDS = 5.0
+MAX_BYTES_PER_TOKEN = 4  # text per token, at most, for English (GPT-2: 3.84; sentencepiece: fewer)
 TRAIN_TOKENS_MARGIN = 0.02  # prepared beyond what a study's largest run reads: it never wraps an epoch
 
 
@@ -345,12 +346,17 @@ class _Candidates:
 def _training_sample(spec: sources.SourceSpec, options: PrepareOptions) -> Iterator[str]:
     """The documents with the smallest keys at or above HELDOUT_MAX_FRACTION (never held out),
     in key order (the data seed's order), about 1.5 x ``tokenizer.MAX_TRAINING_BYTES`` of them:
-    a uniform sample of the corpus, whatever its size, kept in a bounded heap."""
+    a uniform sample of the corpus (of its documents a capped preparation reads), whatever its
+    size, kept in a bounded heap."""
     heap: list[tuple[float, int, str]] = []  # (-key, id, text): the largest key on top
-    held_bytes = count = 0
+    held_bytes = count = read = 0
     budget = 1.5 * tokenizer_lib.MAX_TRAINING_BYTES
+    # A capped preparation reads about its first max_train_tokens of documents: so does this.
+    limit = None if options.max_train_tokens is None else options.max_train_tokens * MAX_BYTES_PER_TOKEN
     for i, _, text in sources.documents(spec):
-        count += 1
+        if limit is not None and read >= limit:
+            break
+        count, read = count + 1, read + len(text)
         key = document_key(options.seed, i)
         if key < HELDOUT_MAX_FRACTION or (held_bytes > budget and key > -heap[0][0]):
             continue
