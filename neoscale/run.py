@@ -211,6 +211,8 @@ def _main(argv: list[str]) -> int:
     if not unreadable:
         check_workdir(workdir)
     data = study.study_data_config(config, workdir, cache_dir)
+    if data.source().kind == "prepared" and (why := unreadable_store(data.source().pattern)):
+        raise UsageError(f"{why[0]}; {why[1]}")  # its manifest sizes the plan: it must be read
     if data.source().kind != "prepared":
         data_lib.pipeline.check_writable_dir(
             data.cache_dir, "--config.data.cache_dir" if config.data.cache_dir else "--workdir")
@@ -265,7 +267,7 @@ def _main(argv: list[str]) -> int:
             if unreadable:
                 print(f"note: {unreadable[0]}: planned as a fresh study ({unreadable[1]} to plan "
                       "with what it holds)")
-            if tune.enabled(config):
+            if tune.enabled(config) and not unreadable:  # (it reads the workdir's sweep record)
                 print(tune.describe(config, plan, workdir, data.cache_dir))
             for line in plan_lib.fit_warnings(plan) + plan_lib.headroom_warnings(plan, target.usable_memory):
                 print(f"warning: {line}")

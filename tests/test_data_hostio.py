@@ -93,3 +93,7 @@ def test_a_gs_study_is_planned_from_a_machine_without_gcsfs(tmp_path):
     real = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180, cwd=cwd)
     assert real.returncode == 2 and real.stderr.count("\n") == 1, real.stderr
     assert "cannot read gs://B/neo" in real.stderr and "pip install 'neoscale[gcs]'" in real.stderr
+    prepared = subprocess.run([*command, "--dry_run", "--data=prepared:gs://B/data"], capture_output=True,
+                              text=True, env=env, timeout=180, cwd=cwd)  # its manifest must be read
+    assert prepared.returncode == 2 and prepared.stderr.count("\n") == 1, prepared.stderr
+    assert "cannot read gs://B/data" in prepared.stderr and "neoscale[gcs]" in prepared.stderr
