@@ -213,9 +213,10 @@ def _main(argv: list[str]) -> int:
     data = study.study_data_config(config, workdir, cache_dir)
     if data.source().kind == "prepared" and (why := unreadable_store(data.source().pattern)):
         raise UsageError(f"{why[0]}; {why[1]}")  # its manifest sizes the plan: it must be read
-    if data.source().kind != "prepared":
-        data_lib.pipeline.check_writable_dir(
-            data.cache_dir, "--config.data.cache_dir" if config.data.cache_dir else "--workdir")
+    if not _DRY_RUN.value:  # (a dry run writes nothing: it plans from anywhere)
+        if config.data.cache_dir and data.source().kind != "prepared":
+            data_lib.pipeline.check_writable_dir(config.data.cache_dir, "--config.data.cache_dir")
+        data_lib.pipeline.check_writable_dir(workdir, "--workdir")
     vocab_size = tokenizer.vocab_size_of(data.tokenizer)
     corpus, unchecked = corpus_of(data, config.data.corpus_tokens, read_cache=not unreadable)
 
