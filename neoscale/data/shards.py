@@ -2,12 +2,13 @@
 
 Layout of a prepared directory (local or gs://)::
 
+    layout.json                        the number of shares Q (the first start's process count)
     tokenizer.json                     the tokenizer's identity (and its setting)
     tokenizer.model                    sentencepiece tokenizers only
     train-PPPPP-of-QQQQQ-KKKKKK.array_record   training shards of process P of Q, in order K
     SHARD.offsets.npy                  where each record of SHARD starts (reads in place, no copy)
     state-PPPPP-of-QQQQQ-KKKKKK.npz    what process P knew after shard K (held-out candidates)
-    done-PPPPP-of-QQQQQ.json           process P finished its share
+    done-PPPPP-of-QQQQQ.json           share P finished (to its max_train_tokens, or exhausted)
     train-extra.array_record           held-out candidates that were not needed (back to training)
     heldout.npy                        the held-out documents' tokens, each followed by EOS
     heldout.json                       held-out document ids, labels and tokens
