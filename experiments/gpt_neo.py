@@ -28,10 +28,11 @@ branches cost ~17% more FLOPs (each cools down over 20% of its own length).
 Corpus: FineWeb-Edu's ``sample-100BT`` (Hugging Face ``HuggingFaceFW/fineweb-edu``, ODC-By; ~100B
 GPT-2 tokens), streamed by the preparation step into array_record token shards (on ``gs://`` for a
 pod: a preempted pod never prepares twice). Unique tokens cover the largest size's budget (2.7B:
-53B tokens, 0.53 epochs), so no run repeats data. Preparing only what the study reads:
-``data.max_documents`` caps the documents (~1,000 GPT-2 tokens each in FineWeb-Edu); the default
-reads all of the sample. ``data.corpus_tokens`` is the corpus's size used for planning until it
-is prepared (then the measured count replaces it).
+53B tokens, 0.53 epochs), so no run repeats data. The study's own preparation reads only what its
+largest run reads plus 2% (extended in place when a later study reads more);
+``data.max_documents`` caps the documents (~1,000 GPT-2 tokens each in FineWeb-Edu).
+``data.corpus_tokens`` is the corpus's size used for planning until it is prepared (then the
+measured count replaces it).
 """
 
 from neoscale.runner.config import base_config

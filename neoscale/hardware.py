@@ -43,6 +43,9 @@ class DeviceKind:
     topology_prefix: str = ""  # libtpu's name for the generation ("v4" in "v4:2x2x4")
     chip_config: str = "default"  # libtpu: megacore = one device per chip (v4, v5p)
     topology_dims: int = 2  # 3-D torus (v4, v5p) or 2-D (v5e, v6e)
+    # Local disk of one host, for the dry run's shard-storage check: a TPU VM's boot disk (100 GiB
+    # unless created larger); None where it varies by machine type (GPU VMs' local SSDs).
+    host_disk: int | None = 100 * GiB
 
 
 DEVICE_KINDS: dict[str, DeviceKind] = {
@@ -53,11 +56,11 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
                       chip_config="megacore", topology_dims=3),
     "v6e": DeviceKind("TPU v6 lite", 32 * GiB, 918e12, topology_prefix="v6e"),
     "a100": DeviceKind("NVIDIA A100-SXM4-80GB", 80 * 10**9, 312e12, chips_per_host=8,
-                       usable_fraction=0.75, platform="gpu"),
+                       usable_fraction=0.75, platform="gpu", host_disk=None),
     "h100": DeviceKind("NVIDIA H100 80GB HBM3", 80 * 10**9, 989e12, chips_per_host=8,
-                       usable_fraction=0.75, platform="gpu"),
+                       usable_fraction=0.75, platform="gpu", host_disk=None),
     "h200": DeviceKind("NVIDIA H200", 141 * 10**9, 989e12, chips_per_host=8, usable_fraction=0.75,
-                       platform="gpu"),
+                       platform="gpu", host_disk=None),
 }
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6lite": "v6e"}
 _TPU_NAME = re.compile(r"^(?P<kind>v4|v5e|v5litepod|v5p|v6e)-(?P<n>\d+)$")
@@ -201,7 +204,7 @@ def local_target() -> Target:
     if kind is None:  # CPU (or an accelerator missing from the table): host RAM, no known peak
         memory = psutil.virtual_memory().total // max(1, len(jax.local_devices()))
         kind = DeviceKind(first.device_kind, memory, 0.0, chips_per_host=len(jax.local_devices()),
-                          usable_fraction=0.8, platform="cpu")
+                          usable_fraction=0.8, platform="cpu", host_disk=None)
     else:
         stats = first.memory_stats() or {}
         if stats.get("bytes_limit"):  # the runtime's own limit (e.g. after JAX's preallocation)

@@ -7,7 +7,9 @@ Splits off the held-out documents first (a random sample across sources, by --se
 the rest in parallel (--workers processes; with --distributed, each host of a pod its own share of
 the documents) and writes array_record shards and a manifest (last) to --out, a local directory or
 gs://. Interrupted, the same command resumes: complete shards are kept, never written twice.
-With --train_tokens, it reads only what the study needs (plus a 2% margin), not the whole source.
+With --train_tokens, it reads only what the study needs (plus a 2% margin), not the whole source;
+a later command with a larger --train_tokens extends it (the held-out set stays), and an --out
+holding another source's or tokenizer's preparation is refused.
 Train on the result with ``--data=prepared:OUT --tokenizer=<the same tokenizer>``.
 
 Exit status: 0 done, 2 bad input (one line on stderr).
@@ -17,18 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
 from neoscale import multihost
+from neoscale.data.shards import TRAIN_TOKENS_MARGIN, max_train_tokens
 
 PROG = "python -m neoscale.prepare"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from neoscale.data import DataConfig
-    from neoscale.data.hostio import TRAIN_TOKENS_MARGIN
 
     defaults = DataConfig()
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
@@ -59,13 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def max_train_tokens(train_tokens: float | None) -> int | None:
-    """The training tokens to prepare for a study that reads ``train_tokens`` (None: all)."""
-    from neoscale.data.hostio import TRAIN_TOKENS_MARGIN
-
-    return None if train_tokens is None else math.ceil(train_tokens * (1 + TRAIN_TOKENS_MARGIN))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from neoscale.data import pipeline, shards
@@ -77,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--train_tokens={args.train_tokens} must be at least 1 (or unset: all)")
         if args.out.startswith("prepared:") or not args.out.strip():
             raise ValueError(f"--out={args.out!r} must be a directory path (local or gs://)")
+        pipeline.check_writable_dir(args.out, "--out")
         config = pipeline.DataConfig(
             data=args.data, tokenizer=args.tokenizer, heldout_tokens=args.heldout_tokens,
             seed=args.seed, tfds_data_dir=args.tfds_data_dir, tfds_split=args.tfds_split,
@@ -96,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers, process_index=process_index, process_count=process_count,
             max_train_tokens=max_train_tokens(args.train_tokens))
         manifest = shards.prepare_shards(source, options, args.out)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, or an --out that cannot be written
         print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
         return 2
     summary = {k: manifest[k] for k in ("source", "train_stream_tokens", "train_documents",

@@ -205,10 +205,21 @@ def _main(argv: list[str]) -> int:
     workdir = _WORKDIR.value or os.path.join(DEFAULT_WORKDIR_ROOT, str(config.name))
     if not workdir.strip():
         raise UsageError("empty --workdir; pass --workdir=DIR (local or gs://)")
-    check_workdir(workdir)
-    data = study.study_data_config(config, workdir, default_cache_dir(config, workdir))
+    cache_dir = default_cache_dir(config, workdir)
+    unreadable = unreadable_store(workdir, cache_dir)  # gs:// without the gcs extra or credentials
+    if unreadable and not _DRY_RUN.value:
+        raise UsageError(f"{unreadable[0]}; {unreadable[1]}")
+    if not unreadable:
+        check_workdir(workdir)
+    data = study.study_data_config(config, workdir, cache_dir)
+    if data.source().kind == "prepared" and (why := unreadable_store(data.source().pattern)):
+        raise UsageError(f"{why[0]}; {why[1]}")  # its manifest sizes the plan: it must be read
+    if not _DRY_RUN.value:  # (a dry run writes nothing: it plans from anywhere)
+        if config.data.cache_dir and data.source().kind != "prepared":
+            data_lib.pipeline.check_writable_dir(config.data.cache_dir, "--config.data.cache_dir")
+        data_lib.pipeline.check_writable_dir(workdir, "--workdir")
     vocab_size = tokenizer.vocab_size_of(data.tokenizer)
-    corpus, unchecked = corpus_of(data, config.data.corpus_tokens)
+    corpus, unchecked = corpus_of(data, config.data.corpus_tokens, read_cache=not unreadable)
 
     import jax
 
@@ -261,13 +272,19 @@ def _main(argv: list[str]) -> int:
             print(plan_lib.format_table(plan))
             from neoscale.data import host_io_plan
 
-            print(host_io_plan(data, plan, target.hosts, corpus.train_tokens if corpus else None))
-            if tune.enabled(config):
+            corpus_tokens = corpus.train_tokens if corpus else None
+            print(host_io_plan(data, plan, target.hosts, corpus_tokens))
+            if unreadable:
+                print(f"note: {unreadable[0]}: planned as a fresh study ({unreadable[1]} to plan "
+                      "with what it holds)")
+            if tune.enabled(config) and not unreadable:  # (it reads the workdir's sweep record)
                 print(tune.describe(config, plan, workdir, data.cache_dir))
             for line in plan_lib.fit_warnings(plan) + plan_lib.headroom_warnings(plan, target.usable_memory):
                 print(f"warning: {line}")
             if unchecked:
                 print(f"warning: {unchecked}")
+            if disk := disk_warning(data, plan, target, corpus_tokens):
+                print(f"warning: {disk}")
         return 0
     check_cpu_time(plan, target)
     if unchecked:
@@ -275,7 +292,35 @@ def _main(argv: list[str]) -> int:
     return _execute(config, plan, workdir, data, make_plan, primary)
 
 
-def corpus_of(data, known_tokens: float | None):
+def unreadable_store(*paths: str) -> tuple[str, str] | None:
+    """(why, fix) when a gs:// (or other remote) workdir or cache cannot be read from here, else
+    None: the dry run then plans a fresh study; a real run stops on it."""
+    from etils import epath
+
+    for path in dict.fromkeys(p for p in paths if "://" in p):
+        try:
+            epath.Path(path).exists()
+        except ImportError as error:
+            return (f"cannot read {path} here ({error})",
+                    "install the gcs extra: pip install 'neoscale[gcs]'")
+        except Exception as error:  # noqa: BLE001 - e.g. no credentials for the bucket
+            return (f"cannot read {path} here ({type(error).__name__}: {' '.join(str(error).split())})",
+                    "check the bucket name and your credentials (gcloud auth application-default login)")
+    return None
+
+
+def disk_warning(data, plan, target, corpus_tokens: float | None) -> str | None:
+    """One line when a host's shards would not fit its disk (the target's, or free space here)."""
+    from neoscale.data import hostio
+
+    if target.name == "local" and "://" not in data.cache_dir:
+        disk, where = hostio.local_free_bytes(data.cache_dir), "the free space on this host's disk"
+    else:
+        disk, where = target.kind.host_disk, f"a {target.name} host's disk"
+    return hostio.disk_warning(data, plan, target.hosts, corpus_tokens, disk, where)
+
+
+def corpus_of(data, known_tokens: float | None, *, read_cache: bool = True):
     """(CorpusSize or None, why the source could not be checked or None).
 
     A source that fails its cheap check (a missing glob, an unknown tfds name, a bad prepared
@@ -287,7 +332,7 @@ def corpus_of(data, known_tokens: float | None):
 
     try:
         data_lib.check_source(data)
-        return data_lib.corpus_size(data), None
+        return data_lib.corpus_size(data, read_cache=read_cache), None
     except (ValueError, FileNotFoundError) as error:
         if data.source().kind != "hf":
             raise
@@ -328,13 +373,14 @@ def check_cpu_time(plan, target) -> None:
 
 
 def _execute(config, plan, workdir, data, make_plan, primary) -> int:
-    from neoscale.data import prepare
+    from neoscale.data import hostio, prepare, tokens_to_prepare
     from neoscale.runner import study, tune
     from neoscale.training.loop import prepare_run_dir
     from neoscale.training.stopping import Preempted
 
     prepare_run_dir(workdir)
-    prepared = prepare(data)  # once, up front: every size shares the prepared shards
+    # once, up front (every size shares the shards), and only what the largest run reads
+    prepared = prepare(data, max_train_tokens=tokens_to_prepare(data, hostio.largest_run_tokens(plan)))
     plan = make_plan(prepared.vocab_size, prepared.train_tokens)  # measured, not estimated
     try:
         tuned = tune.transfer(config, plan, workdir, data.cache_dir)  # tune at a base size (if set)

@@ -163,6 +163,24 @@ def test_check_source_for_dry_runs(tmp_path):
     with pytest.raises(FileNotFoundError, match="no files match"):
         check_source(config_for(f"text:{tmp_path}/*.jsonl", tmp_path))
     assert not list(tmp_path.iterdir())  # nothing prepared
+    (tmp_path / "blank.txt").write_text("  \n\n")
+    with pytest.raises(ValueError, match=r"the corpus of text:.* is empty \(1 file\(s\), no non-blank"):
+        check_source(config_for(f"text:{tmp_path}/*.txt", tmp_path))  # not "0 training tokens"
+
+
+def test_an_output_directory_that_is_a_file_or_unwritable(tmp_path, monkeypatch):
+    from neoscale.data.pipeline import check_writable_dir
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"--out=.*/file/sub cannot be a directory: .*/file is a file"):
+        check_writable_dir(str(tmp_path / "file" / "sub"), "--out")
+    check_writable_dir(str(tmp_path / "new" / "dir"), "--out")  # created later: fine
+    check_writable_dir("gs://bucket/dir", "--out")  # object stores: checked when written
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # (root may write anywhere)
+    with pytest.raises(ValueError, match=r"data.cache_dir=.*/new is not writable \(no write permission"):
+        check_writable_dir(str(tmp_path / "new"), "data.cache_dir")
+    with pytest.raises(ValueError, match="is not writable"):
+        prepare(config_for("builtin", tmp_path / "cache"))
 
 
 def test_hf_source_without_the_datasets_package(tmp_path, cache, monkeypatch):

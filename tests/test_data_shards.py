@@ -158,3 +158,74 @@ def test_corpus_size_estimates_then_counts(corpus, tmp_path):
     assert 0.5 < estimate.train_tokens / exact.train_tokens < 2.0
     prepared_dir = corpus_size(DataConfig(data=f"prepared:{prepared.directory}", tokenizer="train:400"))
     assert prepared_dir == exact
+
+
+def test_a_larger_max_train_tokens_extends_the_preparation_and_keeps_its_heldout_set(corpus, tmp_path):
+    spec = sources.parse(corpus[1])
+    out = tmp_path / "p"
+    gpt2 = dict(tokenizer="gpt2", documents_per_shard=10, heldout_tokens=256)  # quick
+    small = shards.prepare_shards(spec, options(**gpt2, max_train_tokens=4000), str(out))
+    assert 4000 <= small["train_stream_tokens"] < 4000 + 500 and not small["complete"]
+    heldout, committed = (out / shards.HELDOUT_NPY).read_bytes(), shard_files(out)
+    assert shards.prepare_shards(spec, options(**gpt2, max_train_tokens=2000), str(out)) == small
+    assert shard_files(out) == committed  # fewer tokens asked for: reused as it is
+
+    large = shards.prepare_shards(spec, options(**gpt2, max_train_tokens=10000), str(out))
+    assert 10000 <= large["train_stream_tokens"] < 10000 + 500
+    assert (out / shards.HELDOUT_NPY).read_bytes() == heldout  # the held-out set stays
+    assert {name: shard_files(out)[name] for name in committed} == committed  # nothing rewritten
+    whole = shards.prepare_shards(spec, options(**gpt2, max_train_tokens=None), str(out))
+    assert whole["complete"] and whole["documents"] == len(corpus[0])
+    prepared = prepare(DataConfig(data=f"prepared:{out}", tokenizer="gpt2", seq_len=32,
+                                  heldout_tokens=256, cache_dir=str(tmp_path / "cache")))
+    documents = train_documents(prepared) + split_documents(prepared, prepared.heldout_stream)[:-1]
+    assert sorted(documents) == sorted(corpus[0])  # every document exactly once
+
+
+def test_an_output_directory_holding_another_preparation_is_refused(corpus, tmp_path):
+    spec = sources.parse(corpus[1])
+    out = str(tmp_path / "p")
+    shards.prepare_shards(spec, options(tokenizer="gpt2", heldout_tokens=256, max_train_tokens=4000), out)
+    manifest = (tmp_path / "p" / shards.MANIFEST).read_text()
+    with pytest.raises(ValueError, match=r"holds another preparation \(seed 0, tokenizer 'gpt2'; "
+                                         r"this one: seed 3, tokenizer 'train:400'\)"):
+        shards.prepare_shards(spec, options(seed=3, heldout_tokens=256), out)
+    other = sources.parse(f"text:{tmp_path}/other/*")
+    with pytest.raises(ValueError, match="holds another preparation .source 'text:"):
+        shards.prepare_shards(other, options(tokenizer="gpt2", heldout_tokens=256), out)
+    assert (tmp_path / "p" / shards.MANIFEST).read_text() == manifest
+
+
+def test_runs_trained_before_an_extension_keep_their_data_identity(corpus, tmp_path):
+    from neoscale.training.loop import DATA_VOLATILE_FIELDS
+
+    config = DataConfig(data=corpus[1], tokenizer="gpt2", seq_len=16, heldout_tokens=256,
+                        cache_dir=str(tmp_path / "cache"))
+    before = prepare(config, max_train_tokens=4000)
+    after = prepare(config, max_train_tokens=10000)  # a later study reads more: extended in place
+    assert after.directory == before.directory and after.train_tokens > 2 * before.train_tokens
+    assert prepare(config, max_train_tokens=4000).train_tokens == after.train_tokens  # covered
+    assert prepare(config).train_tokens == after.train_tokens  # a run's own call: as it is
+    np.testing.assert_array_equal(after.heldout_stream, before.heldout_stream)
+
+    def identity(description):
+        return {k: v for k, v in description.items() if k not in DATA_VOLATILE_FIELDS}
+
+    assert identity(after.description) == identity(before.description)
+
+
+def test_a_capped_preparation_trains_its_tokenizer_on_the_documents_it_reads(corpus, tmp_path, monkeypatch):
+    reads, documents = [], sources.documents  # documents read by each pass over the source
+
+    def counted(spec, *args, **kwargs):
+        reads.append(0)
+        for document in documents(spec, *args, **kwargs):
+            reads[-1] += 1
+            yield document
+
+    monkeypatch.setattr(sources, "documents", counted)
+    manifest = shards.prepare_shards(sources.parse(corpus[1]), options(
+        tokenizer="train:300", heldout_tokens=256, max_train_tokens=8000), str(tmp_path / "p"))
+    assert manifest["tokenizer"]["setting"] == "train:300"
+    # the tokenizer's pass (the shards' reads whole chunks of 256 documents: all 240 here)
+    assert len(reads) == 2 and reads[0] < len(corpus[0]) / 2

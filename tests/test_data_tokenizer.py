@@ -65,3 +65,11 @@ def test_vocab_size_of_each_setting(tmp_path):
 def test_trained_settings_cannot_be_loaded_before_preparation():
     with pytest.raises(ValueError, match="trained during data preparation"):
         tokenizer.load("train:512")
+
+
+def test_a_corpus_of_at_most_100_sentences_trains_a_tokenizer():
+    # sentencepiece refuses input_sentence_size in 1..100: such a corpus once failed inside it
+    sentences = [" ".join(make_documents(1, seed=i)[0].split()[:12]) for i in range(40)]
+    model = tokenizer.train(sentences, 300)
+    trained = tokenizer.SentencePieceTokenizer(model)
+    assert trained.decode(trained.encode(sentences[0])) == sentences[0]

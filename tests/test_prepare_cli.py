@@ -55,3 +55,24 @@ def test_prepare_cli_reads_only_the_tokens_asked_for(tmp_path):
     assert manifest["documents"] < 600 / 4
     bad = run_prepare(f"--data={data}", f"--out={tmp_path / 'bad'}", "--train_tokens=0")
     assert bad.returncode == 2 and "--train_tokens=0.0 must be at least 1" in bad.stderr
+
+
+def test_prepare_cli_extends_its_own_preparation_and_refuses_another(tmp_path):
+    data = write_corpus(tmp_path / "corpus", make_documents(300, seed=6))
+    out = tmp_path / "prepared"
+    flags = [f"--data={data}", "--tokenizer=gpt2", "--heldout_tokens=256", f"--out={out}", "--workers=1"]
+    assert run_prepare(*flags, "--train_tokens=3000").returncode == 0
+    heldout = (out / "heldout.npy").read_bytes()
+    larger = run_prepare(*flags, "--train_tokens=8000")  # the same source: extended
+    assert larger.returncode == 0, larger.stderr
+    assert json.loads(larger.stdout)["train_stream_tokens"] >= 8160
+    assert (out / "heldout.npy").read_bytes() == heldout
+    manifest = (out / "manifest.json").read_text()
+    other = run_prepare(*flags, "--seed=1")
+    assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
+    assert f"error: {out} holds another preparation (seed 0; this one: seed 1)" in other.stderr
+    assert (out / "manifest.json").read_text() == manifest  # left as it was
+    (tmp_path / "file").write_text("x")
+    not_a_dir = run_prepare(f"--data={data}", f"--out={tmp_path / 'file'}")
+    assert not_a_dir.returncode == 2 and not_a_dir.stderr.count("\n") == 1, not_a_dir.stderr
+    assert "--out=" in not_a_dir.stderr and "is a file" in not_a_dir.stderr

@@ -11,7 +11,10 @@ from neoscale.data.pipeline import (
     corpus_size,
     measure_throughput,
     prepare,
+    tokens_to_prepare,
 )
+from neoscale.data.shards import TRAIN_TOKENS_MARGIN
 
-__all__ = ["CorpusSize", "DataConfig", "PreparedData", "check_seq_len", "check_source",
-           "corpus_size", "host_io_plan", "measure_throughput", "prepare"]
+__all__ = ["TRAIN_TOKENS_MARGIN", "CorpusSize", "DataConfig", "PreparedData", "check_seq_len",
+           "check_source", "corpus_size", "host_io_plan", "measure_throughput", "prepare",
+           "tokens_to_prepare"]

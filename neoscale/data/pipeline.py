@@ -197,12 +197,17 @@ def _workers(source: sources.SourceSpec) -> int:
     return 1 if estimated_bytes < SMALL_CORPUS_BYTES else os.cpu_count() or 1
 
 
-def prepare(config: DataConfig, *, workers: int | None = None) -> PreparedData:
+def prepare(config: DataConfig, *, workers: int | None = None,
+            max_train_tokens: int | None = None) -> PreparedData:
     """Prepares the data once (later calls, and restarts of an interrupted preparation, reuse it).
 
-    workers: tokenizer processes (default: one for small corpora, else every core). Raises
-    ValueError / FileNotFoundError with one-line messages for bad input; such a failure leaves
-    nothing in the cache.
+    workers: tokenizer processes (default: one for small corpora, else every core).
+    max_train_tokens: read only enough of the source for this many training tokens
+    (``tokens_to_prepare`` gives a study's); a later call asking for more extends the preparation.
+    None: all of the source when nothing is prepared yet, else the preparation as it is (a run's
+    own call, after its study prepared what it reads).
+    Raises ValueError / FileNotFoundError with one-line messages for bad input; such a failure
+    leaves nothing in the cache (and an existing preparation as it was).
     """
     _check_config(config)
     source = config.source()
@@ -210,19 +215,51 @@ def prepare(config: DataConfig, *, workers: int | None = None) -> PreparedData:
         _prepared_manifest(config, source.pattern)
         return PreparedData(source.pattern, config)
     directory = cache_directory(config)
-    if _read_manifest(directory) is None:
+    check_writable_dir(config.cache_dir, "data.cache_dir")
+    manifest = _read_manifest(directory)
+    if manifest is None or (max_train_tokens is not None and not shards.covers(manifest, max_train_tokens)):
         log.info("preparing %s into %s", config.data, directory)
         process_index, process_count = _preparing_processes(directory)
         options = shards.PrepareOptions(
             tokenizer=config.tokenizer, heldout_tokens=config.heldout_tokens, seed=config.seed,
             workers=workers or _workers(source), process_index=process_index,
-            process_count=process_count)
+            process_count=process_count, max_train_tokens=max_train_tokens)
         try:
             shards.prepare_shards(source, options, directory)
         except (ValueError, FileNotFoundError):
-            shutil.rmtree(directory, ignore_errors=True)  # bad input: fixing it changes the key
+            if manifest is None:
+                shutil.rmtree(directory, ignore_errors=True)  # bad input: fixing it changes the key
             raise
     return PreparedData(directory, config)
+
+
+def tokens_to_prepare(config: DataConfig, largest_run_tokens: float) -> int | None:
+    """Training tokens a study's own preparation reads when its largest run reads
+    ``largest_run_tokens``: that plus ``shards.TRAIN_TOKENS_MARGIN`` (what ``python -m
+    neoscale.prepare --train_tokens`` prepares). None (all of it) for local text (and the
+    built-in corpus) under ``SMALL_CORPUS_BYTES``: prepared whole in seconds, its held-out set
+    samples all of it. (tfds and hf sources are always capped: sizing them may need the network.)"""
+    source = config.source()
+    if source.kind in ("text", "builtin") and sources.estimate(source)[0] < SMALL_CORPUS_BYTES:
+        return None
+    return shards.max_train_tokens(largest_run_tokens)
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+    """One-line ValueError when a local output directory given by ``flag`` is a file or cannot be
+    created or written (gs:// and other stores are checked when written)."""
+    if "://" in path:
+        return
+    path = os.path.abspath(os.path.expanduser(path))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{flag}={path} cannot be a directory: {existing} is a file; pass "
+                         f"{flag}=DIR, a new or existing directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}={path} is not writable (no write permission on {existing}); pass "
+                         f"{flag}=DIR somewhere you can write")
 
 
 def _preparing_processes(directory: str) -> tuple[int, int]:
@@ -247,16 +284,18 @@ def estimated_bytes_per_token(setting: str) -> float:
     return float(np.interp(logs, np.log(sizes), [SENTENCEPIECE_BYTES_PER_TOKEN[v] for v in sizes])[0])
 
 
-def corpus_size(config: DataConfig) -> CorpusSize:
+def corpus_size(config: DataConfig, *, read_cache: bool = True) -> CorpusSize:
     """Training tokens of the corpus, cheaply: exact from the manifest when prepared, else the
     source's bytes (file sizes, tfds metadata) over ``estimated_bytes_per_token``, less the
-    held-out set. Nothing is tokenized."""
+    held-out set. Nothing is tokenized; with ``read_cache=False`` the cache is not looked at
+    (a fresh study, or a gs:// cache that cannot be read from here)."""
     source = config.source()
     if source.kind == "prepared":
         manifest = _prepared_manifest(config, source.pattern)
     else:
-        manifest = _read_manifest(cache_directory(config))
-    if manifest is not None:
+        manifest = _read_manifest(cache_directory(config)) if read_cache else None
+    capped = manifest is not None and source.kind != "prepared" and not shards.covers(manifest, None)
+    if manifest is not None and not capped:  # (a capped cache is extended as studies need)
         return CorpusSize(int(manifest["train_stream_tokens"]), True, int(manifest["documents"]),
                           manifest["source"])
     num_bytes, documents = sources.estimate(source)

@@ -2,12 +2,13 @@
 
 Layout of a prepared directory (local or gs://)::
 
+    layout.json                        the number of shares Q (the first start's process count)
     tokenizer.json                     the tokenizer's identity (and its setting)
     tokenizer.model                    sentencepiece tokenizers only
     train-PPPPP-of-QQQQQ-KKKKKK.array_record   training shards of process P of Q, in order K
     SHARD.offsets.npy                  where each record of SHARD starts (reads in place, no copy)
     state-PPPPP-of-QQQQQ-KKKKKK.npz    what process P knew after shard K (held-out candidates)
-    done-PPPPP-of-QQQQQ.json           process P finished its share
+    done-PPPPP-of-QQQQQ.json           share P finished (to its max_train_tokens, or exhausted)
     train-extra.array_record           held-out candidates that were not needed (back to training)
     heldout.npy                        the held-out documents' tokens, each followed by EOS
     heldout.json                       held-out document ids, labels and tokens
@@ -36,8 +37,16 @@ process ``p`` reading the files ``f % P == p``, so each document is downloaded o
 restart resumes after the last document of its complete shards), with ``workers`` tokenizer
 processes.
 
-**Reading only what is needed**: with ``max_train_tokens``, each process stops reading once its
-shards hold its share (``max_train_tokens / P``); the held-out set comes from the documents read.
+**Shares**: the documents are split into as many shares as the preparation's first start had
+processes (recorded in ``layout.json``); a restart on any number of processes works through the same
+shares (process ``p`` of ``P`` takes shares ``q % P == p``), so the manifest and the training tokens
+are those of an uninterrupted preparation whatever the host count of each start.
+
+**Reading only what is needed**: with ``max_train_tokens``, each share stops reading once its
+shards hold its part (``max_train_tokens / Q`` for ``Q`` shares); the held-out set comes from the
+documents read. A later call asking for more tokens **extends** the preparation: each share reads
+on from where it stopped, every new document going to training (the held-out set stays as it was),
+and the manifest is rewritten; one asking for fewer (or as many) reuses it as it is.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import heapq
 import io
 import itertools
@@ -74,8 +84,11 @@ HELDOUT_MAX_FRACTION = 0.25  # only documents with keys below this can be held o
 CHUNK_DOCUMENTS = 256  # documents per tokenizer task
 MANIFEST, TOKENIZER_JSON, TOKENIZER_MODEL = "manifest.json", "tokenizer.json", "tokenizer.model"
 HELDOUT_NPY, HELDOUT_JSON, EXTRA_SHARD = "heldout.npy", "heldout.json", "train-extra.array_record"
+LAYOUT = "layout.json"
 WRITER_OPTIONS = "group_size:1,uncompressed"  # random access to single records
 POLL_SECONDS = 5.0
+MAX_BYTES_PER_TOKEN = 4  # text per token, at most, for English (GPT-2: 3.84; sentencepiece: fewer)
+TRAIN_TOKENS_MARGIN = 0.02  # prepared beyond what a study's largest run reads: it never wraps an epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +103,21 @@ class PrepareOptions:
     process_count: int = 1
     documents_per_shard: int = DOCUMENTS_PER_SHARD
     max_train_tokens: int | None = None  # stop reading once the shards hold this many (None: all)
+
+
+def max_train_tokens(train_tokens: float | None) -> int | None:
+    """The training tokens to prepare for a study whose largest run reads ``train_tokens`` (None:
+    all of the source): that plus ``TRAIN_TOKENS_MARGIN``."""
+    return None if train_tokens is None else int(np.ceil(train_tokens * (1 + TRAIN_TOKENS_MARGIN)))
+
+
+def covers(manifest: dict, max_train_tokens: int | None) -> bool:
+    """Whether a prepared directory's manifest holds what ``max_train_tokens`` asks for: the whole
+    source was read, or at least that many tokens were asked for when it was prepared."""
+    prepared = manifest.get("max_train_tokens")
+    if prepared is None or manifest.get("complete"):
+        return True
+    return max_train_tokens is not None and prepared >= max_train_tokens
 
 
 def document_key(seed: int, document_id: int) -> float:
@@ -319,12 +347,17 @@ class _Candidates:
 def _training_sample(spec: sources.SourceSpec, options: PrepareOptions) -> Iterator[str]:
     """The documents with the smallest keys at or above HELDOUT_MAX_FRACTION (never held out),
     in key order (the data seed's order), about 1.5 x ``tokenizer.MAX_TRAINING_BYTES`` of them:
-    a uniform sample of the corpus, whatever its size, kept in a bounded heap."""
+    a uniform sample of the corpus (of its documents a capped preparation reads), whatever its
+    size, kept in a bounded heap."""
     heap: list[tuple[float, int, str]] = []  # (-key, id, text): the largest key on top
-    held_bytes = count = 0
+    held_bytes = count = read = 0
     budget = 1.5 * tokenizer_lib.MAX_TRAINING_BYTES
+    # A capped preparation reads about its first max_train_tokens of documents: so does this.
+    limit = None if options.max_train_tokens is None else options.max_train_tokens * MAX_BYTES_PER_TOKEN
     for i, _, text in sources.documents(spec):
-        count += 1
+        if limit is not None and read >= limit:
+            break
+        count, read = count + 1, read + len(text)
         key = document_key(options.seed, i)
         if key < HELDOUT_MAX_FRACTION or (held_bytes > budget and key > -heap[0][0]):
             continue
@@ -375,77 +408,99 @@ def _wait_for(path: epath.Path, what: str) -> None:
 # One process's share.
 
 
+def _share_limit(options: PrepareOptions) -> int | None:
+    """One share's part of ``max_train_tokens`` (None: all of its documents)."""
+    if options.max_train_tokens is None:
+        return None
+    return -(-options.max_train_tokens // options.process_count)
+
+
+def _share_covers(done: dict, limit: int | None) -> bool:
+    """Whether a finished share (its done file) holds what ``limit`` tokens ask for."""
+    if done.get("exhausted", True) or done.get("limit") is None:
+        return True
+    return limit is not None and done["limit"] >= limit
+
+
 def _process_share(spec, options: PrepareOptions, tok, out: epath.Path, scratch: str) -> dict:
-    """Tokenizes this process's documents into shards (skipping complete ones); returns its
-    summary (also written as its done file)."""
-    done = out / _name("done", options, ext=".json")
-    if done.exists():
-        return json.loads(done.read_text())
+    """Tokenizes one share's documents (``options.process_index`` of ``process_count`` shares)
+    into shards, skipping complete ones, or extends a finished share to a larger
+    ``max_train_tokens``; returns its summary (also written as its done file)."""
+    done_path = out / _name("done", options, ext=".json")
+    limit = _share_limit(options)
+    done = json.loads(done_path.read_text()) if done_path.exists() else None
+    if done is not None and _share_covers(done, limit):
+        return done
+    extending = done is not None  # its held-out candidates are final: new documents train
     dtype = token_dtype(tok.vocab_size)
-    target = options.heldout_tokens + 1
-    candidates = _Candidates(target)
+    candidates = _Candidates(options.heldout_tokens + 1)
     shards: list[dict] = []
     shard = 0
     while (out / _name("train", options, shard, ".array_record")).exists():
         shard += 1
-    last_id = None
+    last_id, read = None, 0  # the last document read, and how many were read
     if shard:  # resume: the state after the last complete shard
         state = json.loads((out / _name("state", options, shard - 1, ".json")).read_text())
         shards, last_id = state["shards"], state.get("last_id")
         for c in _Candidates.load((out / _name("state", options, shard - 1, ".npz")).read_bytes()):
             candidates.push(c)
-        log.info("resuming process %d at shard %d", options.process_index, shard)
+        # (states written before "read" was recorded: every document read is in a shard or held)
+        read = state.get("read", sum(s["documents"] for s in shards) + len(candidates.heap))
+        log.info("resuming share %d at shard %d", options.process_index, shard)
     stats = sources.ReadStats()
-    skip = shard * options.documents_per_shard
-    limit = None  # this process's share of max_train_tokens
-    if options.max_train_tokens is not None:
-        limit = -(-options.max_train_tokens // options.process_count)
     written = sum(s["tokens"] for s in shards)
+    exhausted = True  # the share's documents were all read
     if limit is not None and written >= limit:
-        skip, documents = 0, iter(())  # the share was reached before the last restart
+        documents, exhausted = iter(()), False  # the part was reached before the last restart
     else:
-        documents = _documents(spec, options, stats, skip, last_id)
-    writer = None
-    for position, (i, label, num_bytes, ids) in enumerate(tokenize(documents, tok, options.workers), skip):
-        index = position // options.documents_per_shard
-        if writer is not None and index != shard:
-            shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards, last_id))
+        documents = _documents(spec, options, stats, read, last_id)
+    writer, shard_start = None, read
+    for position, (i, label, num_bytes, ids) in enumerate(tokenize(documents, tok, options.workers), read):
+        if writer is not None and position - shard_start >= options.documents_per_shard:
+            shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards,
+                                        last_id, position))
             written += shards[-1]["tokens"]
-            writer = None
+            writer, shard = None, shard + 1
         if writer is None:
-            shard = index
+            shard_start = position
             local = os.path.join(scratch, f".tmp-{_name('train', options, shard, '.array_record')}")
             writer = _ShardWriter(local, dtype)
         key = document_key(options.seed, i)
         to_train = [_Candidate(-key, i, label, num_bytes, ids)]
-        if key < HELDOUT_MAX_FRACTION:
+        if key < HELDOUT_MAX_FRACTION and not extending:
             to_train = candidates.push(to_train[0])
         for c in to_train:
             writer.add_document(c, tok.eos_id)
-        last_id = i
+        last_id, read = i, position + 1
         if limit is not None and written + writer.tokens >= limit:
+            exhausted = False
             break  # the study reads no more than this: the rest of the corpus is never read
     if writer is not None:
-        shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards, last_id))
+        shards.append(_finish_shard(writer, candidates, options, shard, out, scratch, shards,
+                                    last_id, read))
     summary = {"shards": shards, "stats": {"files": stats.files,
                                            "replaced_undecodable": stats.replaced_undecodable,
                                            **stats.extra},
-               "candidates": _name("state", options, len(shards) - 1, ".npz") if shards else None}
-    if not shards:  # no documents in this share: its (empty) candidates still need a file
+               "candidates": _name("state", options, len(shards) - 1, ".npz") if shards else None,
+               "limit": limit, "exhausted": exhausted}
+    if extending:
+        summary["candidates"], summary["stats"] = done["candidates"], done["stats"]
+    elif not shards:  # no documents in this share: its (empty) candidates still need a file
         _write_bytes(out / _name("state", options, 0, ".npz"), candidates.to_bytes(), scratch)
         summary["candidates"] = _name("state", options, 0, ".npz")
-    _write_bytes(done, json.dumps(summary).encode(), scratch)
+    _write_bytes(done_path, json.dumps(summary).encode(), scratch)
     return summary
 
 
 def _finish_shard(writer: _ShardWriter, candidates: _Candidates, options: PrepareOptions, shard: int,
-                  out: epath.Path, scratch: str, previous: list[dict], last_id: int | None) -> dict:
+                  out: epath.Path, scratch: str, previous: list[dict], last_id: int | None,
+                  read: int) -> dict:
     """Closes a shard; commits its state (candidates, shard list, the id of the last document
-    read) and then the shard itself."""
+    read and how many were read) and then the shard itself."""
     name = _name("train", options, shard, ".array_record")
     entry = writer.close(name)
     _write_bytes(out / _name("state", options, shard, ".npz"), candidates.to_bytes(), scratch)
-    state = {"shards": [*previous, entry], "last_id": last_id}
+    state = {"shards": [*previous, entry], "last_id": last_id, "read": read}
     _write_bytes(out / _name("state", options, shard, ".json"), json.dumps(state).encode(), scratch)
     _commit_shard(writer.path, out / name, entry["records"], scratch)
     return entry
@@ -464,10 +519,13 @@ def _commit_shard(local: str, final: epath.Path, records: int, scratch: str) -> 
 
 def _finish(spec, options: PrepareOptions, tok, out: epath.Path, scratch: str, start: float) -> dict:
     summaries = []
+    limit = _share_limit(options)
     for p in range(options.process_count):
         done = out / _name("done", dataclasses.replace(options, process_index=p), ext=".json")
-        _wait_for(done, f"process {p}")
-        summaries.append(json.loads(done.read_text()))
+        _wait_for(done, f"share {p}")
+        while not _share_covers(summary := json.loads(done.read_text()), limit):
+            time.sleep(POLL_SECONDS)  # its process is extending it
+        summaries.append(summary)
     pool = sorted(c for s in summaries for c in _Candidates.load((out / s["candidates"]).read_bytes()))
     pool.reverse()  # ascending key
     heldout, total = [], 0
@@ -521,6 +579,7 @@ def _finish(spec, options: PrepareOptions, tok, out: epath.Path, scratch: str, s
         "seed": options.seed,
         "heldout_tokens_requested": options.heldout_tokens,
         "max_train_tokens": options.max_train_tokens,
+        "complete": all(s.get("exhausted", True) for s in summaries),  # the whole source was read
         "process_count": options.process_count,
         "shards": shards,
         "train_stream_tokens": train_tokens,
@@ -550,24 +609,81 @@ def _fractions(counts: dict[str, int]) -> dict[str, float]:
 
 
 def prepare_shards(spec: sources.SourceSpec, options: PrepareOptions, out: str) -> dict:
-    """Prepares (or resumes preparing) ``spec`` into ``out``; returns the manifest.
+    """Prepares (or resumes preparing, or extends to a larger ``max_train_tokens``) ``spec`` into
+    ``out``; returns the manifest.
 
-    Every process of a distributed preparation calls this with its process_index; process 0
-    finishes (held-out set and manifest) once all are done, the others wait for the manifest.
+    Every process of a distributed preparation calls this with its process_index; each works
+    through its shares of the preparation's layout, process 0 finishes (held-out set and
+    manifest) once all shares are done, the others wait for the manifest.
     """
     start = time.perf_counter()
     out_path = epath.Path(out)
-    manifest = out_path / MANIFEST
-    if manifest.exists():
-        return json.loads(manifest.read_text())
+    manifest = _read_json(out_path / MANIFEST)
+    _check_same_preparation(spec, options, out, manifest, _read_json(out_path / TOKENIZER_JSON))
+    if manifest is not None and covers(manifest, options.max_train_tokens):
+        return manifest
     out_path.mkdir(parents=True, exist_ok=True)
     with _scratch(out) as scratch:
         tok = _tokenizer(spec, options, out_path, scratch)
-        _process_share(spec, options, tok, out_path, scratch)
+        count = _layout(options, out_path, scratch)
+        share = dataclasses.replace(options, process_count=count)
+        for index in range(options.process_index, count, options.process_count):
+            _process_share(spec, dataclasses.replace(share, process_index=index), tok, out_path, scratch)
         if options.process_index == 0:
-            return _finish(spec, options, tok, out_path, scratch, start)
-    _wait_for(manifest, "process 0 to write the manifest")
-    return json.loads(manifest.read_text())
+            return _finish(spec, dataclasses.replace(share, process_index=0), tok, out_path, scratch,
+                           start)
+    while (manifest := _read_json(out_path / MANIFEST)) is None or not covers(
+            manifest, options.max_train_tokens):
+        time.sleep(POLL_SECONDS)  # process 0 writes (or rewrites) the manifest
+    return manifest
+
+
+def _check_same_preparation(spec: sources.SourceSpec, options: PrepareOptions, out: str,
+                            manifest: dict | None, recorded_tokenizer: dict | None) -> None:
+    """One-line ValueError when ``out`` holds (part of) a preparation of another source or with
+    other settings: resuming or extending it would mix two corpora."""
+    ours = {"source": spec.describe(), "tokenizer": options.tokenizer, "seed": options.seed,
+            "heldout_tokens": options.heldout_tokens}
+    theirs = {}
+    if manifest is not None:
+        theirs = {"source": manifest.get("source"), "seed": manifest.get("seed"),
+                  "heldout_tokens": manifest.get("heldout_tokens_requested")}
+        recorded_tokenizer = manifest.get("tokenizer")
+    if recorded_tokenizer is not None and not _same_tokenizer(recorded_tokenizer, options.tokenizer):
+        theirs["tokenizer"] = recorded_tokenizer.get("setting", recorded_tokenizer.get("name"))
+    differ = [key for key in theirs if theirs[key] != ours[key]]
+    if differ:
+        raise ValueError(f"{out} holds another preparation ("
+                         + ", ".join(f"{key} {theirs[key]!r}" for key in differ) + "; this one: "
+                         + ", ".join(f"{key} {ours[key]!r}" for key in differ)
+                         + "): pass a new output directory, or delete that one to replace it")
+
+
+def _same_tokenizer(recorded: dict, setting: str) -> bool:
+    """Whether a recorded tokenizer identity is ``setting``'s (a model file by its contents)."""
+    spec = tokenizer_lib.parse(setting)
+    if spec.pretrained:
+        return recorded.get("name") == spec.pretrained
+    if spec.path:
+        with open(spec.path, "rb") as f:
+            return recorded.get("model_sha256") == hashlib.sha256(f.read()).hexdigest()
+    return recorded.get("setting") == setting
+
+
+def _read_json(path: epath.Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _layout(options: PrepareOptions, out: epath.Path, scratch: str) -> int:
+    """The number of shares the documents are split into: the process count of the
+    preparation's first start (read from ``layout.json``, or from the files of a preparation
+    begun before it was written), recorded by that start."""
+    path = out / LAYOUT
+    if not path.exists():
+        started = {int(p.name.split("-of-")[1][:5]) for p in out.glob("state-*-of-*")}
+        count = started.pop() if len(started) == 1 else options.process_count
+        _write_bytes(path, json.dumps({"process_count": count}).encode(), scratch)
+    return int(json.loads(path.read_text())["process_count"])
 
 
 @contextlib.contextmanager

@@ -418,10 +418,16 @@ def _check_hf(spec: SourceSpec) -> None:
                          "and use --data=prepared:DIR") from None
 
 
+SMALL_TEXT_BYTES = 1 << 20  # text sources this small are read whole by ``check`` (emptiness)
+
+
 def check(spec: SourceSpec) -> None:
     """Cheap existence check (no reading, no preparation): one-line ValueError/FileNotFoundError."""
     if spec.kind == "text":
-        _text_files(spec)
+        files = _text_files(spec)
+        if sum(os.stat(p).st_size for p in files) < SMALL_TEXT_BYTES and next(documents(spec), None) is None:
+            raise ValueError(f"the corpus of {spec.describe()} is empty ({len(files)} file(s), no "
+                             "non-blank documents): point --data at files with text")
     elif spec.kind == "tfds":
         _tfds_builder(spec, require_prepared=False)
     elif spec.kind == "hf":

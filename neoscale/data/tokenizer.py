@@ -238,7 +238,8 @@ def train(documents: Iterable[str], vocab_size: int, model_type: str = "bpe") ->
             vocab_size=vocab_size,
             model_type=model_type,
             num_threads=NUM_THREADS,
-            input_sentence_size=len(sentences),
+            # every sentence (no sampling); sentencepiece refuses sizes 1..100, where 0 means all
+            input_sentence_size=len(sentences) if len(sentences) > 100 else 0,
             shuffle_input_sentence=False,
             max_sentence_length=MAX_SENTENCE_BYTES * 4,
             character_coverage=0.9995,

@@ -63,7 +63,11 @@ LAYOUT_FIELDS = ("mesh", "micro_batches", "eval_batch_size")
 MODEL_LAYOUT_FIELDS = ("remat", "loss_impl", "loss_chunk_tokens", "attention_impl")
 RESOLVED_LAYOUT_FIELDS = ("eval_batch_size",)
 # Data description entries that name paths or timings, not the data.
-DATA_VOLATILE_FIELDS = ("cache", "tokenizer_path", "prepare_seconds")
+DATA_VOLATILE_FIELDS = ("cache", "tokenizer_path", "prepare_seconds",
+                        # what extending a capped preparation changes (neoscale.data.shards: more
+                        # training documents, the same held-out set): runs before it are the same runs
+                        "train_stream_tokens", "train_documents", "documents", "bytes", "train_mixture",
+                        "train_tokens", "shards", "max_train_tokens", "complete")
 
 
 class NonFiniteLossError(RuntimeError):
