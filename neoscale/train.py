@@ -2,7 +2,8 @@
 
 Rerunning the same command resumes from the latest checkpoint; a finished run is skipped. Other
 settings on an existing run directory stop with one line naming the differing fields.
-Exit status: 0 done, 1 bad input (one line on stderr), 75 preempted (SIGTERM) or 130 interrupted
+Exit status: 0 done, 1 bad input (one line on stderr), 2 another process trains in the same
+--workdir (one line naming it), 75 preempted (SIGTERM) or 130 interrupted
 (Ctrl-C) with a checkpoint saved at the current step (rerun to resume; a second Ctrl-C stops at
 once), 3 non-finite loss.
 Multi-host (e.g. a TPU pod): run the same command on every host with ``--distributed``.
@@ -17,6 +18,7 @@ from absl import app, flags, logging
 
 from neoscale import multihost
 from neoscale.sharding.mesh import MESH_HELP
+from neoscale.workdir_lock import WorkdirLocked
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("size", None, "model size name, e.g. cpu-100k, 125M, w256d4h4, 125M-e8k2")
@@ -106,6 +108,8 @@ def main(argv: list[str]) -> None:
             _fail(str(error), error.exit_code)
         except loop.NonFiniteLossError as error:
             _fail(str(error), loop.NON_FINITE_EXIT_CODE)
+        except WorkdirLocked as error:  # another process trains in this run directory
+            _fail(str(error), error.exit_code)
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     if result.skipped:

@@ -37,6 +37,7 @@ from neoscale.training.config import RunConfig
 from neoscale.training.loop import NonFiniteLossError, settings_conflict, train
 from neoscale.training.metrics import read_metrics
 from neoscale.training.stopping import Preempted, StopSignal, stop_signals
+from neoscale.workdir_lock import WorkdirLocked
 
 PLAN_FILE = "plan.json"
 FIT_FILE = "fit.json"
@@ -271,7 +272,7 @@ def run_study(
         except Preempted:
             write_results()
             raise
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, WorkdirLocked):  # locked: another slice trains it
             raise
         except Exception as error:  # noqa: BLE001 - failure isolation: record and go on
             if stop.is_set():  # a second Ctrl-C that JAX turned into another error

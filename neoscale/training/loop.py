@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from neoscale import accounting
+from neoscale import accounting, workdir_lock
 from neoscale.files import jsonable, to_json, write_atomic
 from neoscale.model import ModelConfig, parametrization
 from neoscale.presets import model_config
@@ -325,10 +325,18 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
 
     devices: the devices of the mesh (default: all); ``on_eval`` is called on every process
     with each new EvalPoint. Raises ValueError (bad settings, before any compilation),
-    NonFiniteLossError, Preempted.
+    NonFiniteLossError, Preempted, and WorkdirLocked when another process trains in
+    ``config.workdir`` (process 0 holds the run directory's lock while it trains).
     """
-    primary = jax.process_index() == 0
     run_dir = prepare_run_dir(config.workdir)
+    with workdir_lock.hold(run_dir, enabled=jax.process_index() == 0):
+        return _train_holding_lock(config, run_dir, devices, on_eval)
+
+
+def _train_holding_lock(config: RunConfig, run_dir: epath.Path,
+                        devices: Sequence[jax.Device] | None,
+                        on_eval: Callable[[EvalPoint], None] | None) -> RunResult:
+    primary = jax.process_index() == 0
     mesh = make_mesh(config.mesh, devices)
     data = _make_data(config)
     setup = describe_run(config, mesh, data)
