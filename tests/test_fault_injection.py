@@ -4,6 +4,7 @@ bad inputs each end in one line and a non-zero exit (or a warning), and damage n
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -150,3 +151,147 @@ def test_run_into_a_study_in_use_exits_2_but_a_dry_run_works(tmp_path):
         refused.stderr)
     assert not os.path.exists(tmp_path / "plan.json")
     assert dry.returncode == 0, dry.stderr
+
+
+# --- corrupt or cut-off files ------------------------------------------------------------------
+
+def _config(run_dir, steps=6, **kwargs):
+    from neoscale.training.config import RunConfig
+
+    return RunConfig(size="w32d2h2", workdir=str(run_dir), data="synthetic", vocab_size=64,
+                     batch_size=8, seq_len=16, learning_rate=0.01, heldout_tokens=256, steps=steps,
+                     log_every=1, eval_every=2, checkpoint_every=2, keep_checkpoints=10,
+                     async_checkpoints=False, tensorboard=False,
+                     model_overrides={"max_positions": 16}, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 6-step run (checkpoints 2, 4, 6) and its result; tests work on copies."""
+    from neoscale.training import loop
+
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    result = loop.train(_config(run_dir))
+
+    def copy(tmp_path):
+        target = tmp_path / "run"
+        shutil.copytree(run_dir, target)
+        return target
+
+    return result, copy
+
+
+@pytest.mark.parametrize("name", ["finished.json", "config.json"])
+def test_a_cut_off_run_file_names_itself_and_whether_deleting_it_is_safe(finished_run, tmp_path,
+                                                                         name):
+    from neoscale.files import CorruptFileError
+    from neoscale.training import loop
+
+    result, copy = finished_run
+    run_dir = copy(tmp_path)
+    text = (run_dir / name).read_text()
+    (run_dir / name).write_text(text[:len(text) // 2])  # what a kill mid-write would leave
+    with pytest.raises(CorruptFileError) as corrupt:
+        loop.train(_config(run_dir))
+    message = str(corrupt.value)
+    assert str(run_dir / name) in message and "deleting it is safe" in message
+    assert "\n" not in message
+    (run_dir / name).unlink()  # as the message says: the run resumes, or is rewritten
+    again = loop.train(_config(run_dir))
+    assert again.step == 6 and again.eval_loss == pytest.approx(result.eval_loss, rel=1e-5)
+    if name == "finished.json":  # resumed from the last checkpoint and finished again
+        assert not again.skipped and json.loads((run_dir / name).read_text())["step"] == 6
+    else:  # the finished result, returned without the settings it no longer has
+        assert again.skipped
+
+
+def test_a_corrupt_plan_or_run_row_file_names_itself(tmp_path):
+    from neoscale.files import CorruptFileError
+    from neoscale.runner import results, study
+
+    (tmp_path / "plan.json").write_text('{"study": {"na')
+    with pytest.raises(CorruptFileError, match=r"plan.json \(the study's plan\) .*deleting it is "
+                       "safe: rerunning"):
+        study.load_plan(tmp_path)
+    run_dir = tmp_path / "runs" / "w32d2h2"
+    run_dir.mkdir(parents=True)
+    (run_dir / results.RUN_COLUMNS_FILE).write_text("{")
+    with pytest.raises(CorruptFileError, match=r"study_run.json \(the run's row in results.csv\)"):
+        results.collect(tmp_path / "runs")
+
+
+def test_a_cut_off_last_metrics_line_is_dropped_with_a_warning(tmp_path, capsys):
+    from neoscale.files import CorruptFileError
+    from neoscale.training.metrics import read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}]
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}]
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1 and "dropped a cut-off last line" in warnings[0]  # once per file
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lo\n{"step": 2, "loss": 2.0}\n')
+    with pytest.raises(CorruptFileError, match="metrics.jsonl line 1 is not JSON"):
+        read_metrics(tmp_path)
+
+
+def test_a_run_killed_mid_metrics_line_resumes_with_a_clean_file(finished_run, tmp_path):
+    from neoscale.training import loop
+    from neoscale.training.metrics import read_metrics
+
+    result, copy = finished_run
+    run_dir = copy(tmp_path)
+    (run_dir / "finished.json").unlink()
+    text = (run_dir / "metrics.jsonl").read_text()
+    (run_dir / "metrics.jsonl").write_text(text[:-20])  # killed writing step 6's record,
+    shutil.rmtree(run_dir / "checkpoints" / "6")  # before its checkpoint
+    again = loop.train(_config(run_dir))
+    assert again.eval_loss == pytest.approx(result.eval_loss, rel=1e-5)
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3, 4, 5, 6]
+    assert (run_dir / "metrics.jsonl").read_text().endswith("}\n")
+
+
+# --- damaged checkpoints -----------------------------------------------------------------------
+
+def _damage(checkpoint_dir):
+    """Truncates every array file of a checkpoint's state (what a failing disk leaves)."""
+    damaged = 0
+    for root, _, files in os.walk(checkpoint_dir / "state"):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.getsize(path) > 64 and not name.endswith((".json", "_METADATA")):
+                with open(path, "r+b") as f:
+                    f.truncate(16)
+                damaged += 1
+    assert damaged
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(finished_run, tmp_path,
+                                                                        capsys):
+    from neoscale.training import loop
+
+    result, copy = finished_run
+    run_dir = copy(tmp_path)
+    (run_dir / "finished.json").unlink()
+    _damage(run_dir / "checkpoints" / "6")
+    _damage(run_dir / "checkpoints" / "4")
+    again = loop.train(_config(run_dir))
+    err = capsys.readouterr().err
+    assert "checkpoint 6 in" in err and "checkpoint 4 in" in err and "resumed from step 2" in err
+    assert again.step == 6 and again.eval_loss == pytest.approx(result.eval_loss, rel=1e-5)
+    names = sorted(os.listdir(run_dir / "checkpoints"))
+    assert {"2", "4", "6", "damaged-4", "damaged-6"} <= set(names)
+
+
+def test_when_no_checkpoint_restores_nothing_is_moved_and_one_line_says_so(finished_run, tmp_path):
+    from neoscale.training import loop
+
+    _, copy = finished_run
+    run_dir = copy(tmp_path)
+    (run_dir / "finished.json").unlink()
+    for step in ("2", "4", "6"):
+        _damage(run_dir / "checkpoints" / step)
+    with pytest.raises(ValueError, match=r"no checkpoint in .*checkpoints restores \(the newest, "
+                       r"6: .*delete .* to train the run from the start") as error:
+        loop.train(_config(run_dir))
+    assert "\n" not in str(error.value)
+    assert sorted(os.listdir(run_dir / "checkpoints")) == ["2", "4", "6"]

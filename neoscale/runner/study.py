@@ -29,7 +29,7 @@ import jax
 import ml_collections
 from etils import epath
 
-from neoscale.files import to_json, write_atomic
+from neoscale.files import read_json, to_json, write_atomic
 from neoscale.runner import report as report_lib
 from neoscale.runner import results as results_lib
 from neoscale.runner.plan import Branch, PlannedRun, format_table, total_flops
@@ -319,7 +319,9 @@ def run_study(
 
 def load_plan(workdir: epath.Path) -> tuple[ml_collections.ConfigDict, list[PlannedRun]]:
     """(the study config, the plan) that ``run_study`` wrote to WORKDIR/plan.json."""
-    data = json.loads((epath.Path(workdir) / PLAN_FILE).read_text())
+    data = read_json(epath.Path(workdir) / PLAN_FILE, what="the study's plan",
+                     if_deleted="deleting it is safe: rerunning the study's neoscale.run command "
+                     "writes it again (neoscale.fit --workdir needs it)")
     return (ml_collections.ConfigDict(data["study"]),
             [PlannedRun.from_dict(run) for run in data["runs"]])
 

@@ -14,12 +14,15 @@ count, which then reads the same global batches in the same order, split into ot
 onto the same process count only.)
 
 orbax writes a checkpoint into a temporary directory and renames it when complete, so a run
-killed at any moment, even mid-save, finds only complete checkpoints on restart.
+killed at any moment, even mid-save, finds only complete checkpoints on restart. A complete
+checkpoint damaged later (a disk error, a file deleted or truncated by hand) is skipped by
+``restore_newest_intact``: it is moved aside to ``damaged-STEP`` and the one before it restored.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -113,6 +116,45 @@ class Checkpointer:
             self.manager.restore(step, args=ocp.args.Composite(
                 data=grain.checkpoint.CheckpointRestore(data_iterator)))
         return restored["state"], run
+
+    def restore_newest_intact(self, target: TrainState, data_iterator: Any | None = None,
+                              ) -> tuple[int, TrainState, dict] | None:
+        """(step, state, run JSON) of the newest checkpoint that restores, or None when there is
+        none. When a newer one fails (damaged files), each newer one is moved aside to
+        ``damaged-STEP`` (a resumed run saves those steps again) with a warning; when none
+        restores, nothing is moved and a one-line ValueError names the directory."""
+        steps = sorted(self.all_steps(), reverse=True)
+        damaged: list[tuple[int, str]] = []
+        for step in steps:
+            try:
+                state, run = self.restore(step, target, data_iterator)
+            except Exception as error:  # noqa: BLE001 - any storage or format error: try older
+                damaged.append((step, " ".join(str(error).split())[:300] or type(error).__name__))
+                continue
+            for bad_step, reason in damaged:
+                self._set_aside(bad_step)
+                print(f"warning: checkpoint {bad_step} in {self.directory} is damaged ({reason}); "
+                      f"moved it to damaged-{bad_step} and resumed from step {step}",
+                      file=sys.stderr, flush=True)
+            return step, state, run
+        if damaged:
+            step, reason = damaged[0]
+            raise ValueError(f"no checkpoint in {self.directory} restores (the newest, {step}: "
+                             f"{reason}); delete {self.directory} to train the run from the start")
+        return None
+
+    def _set_aside(self, step: int) -> None:
+        """Moves checkpoint ``step`` to ``damaged-STEP`` (process 0; every process then rereads
+        the directory)."""
+        if jax.process_index() == 0:
+            source = self.directory / str(step)
+            target = self.directory / f"damaged-{step}"
+            if target.exists():
+                target.rmtree()
+            source.rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"checkpoint set aside {step}")
+        self.manager.reload()
 
     def restore_run(self, step: int) -> dict:
         """Only the run JSON of checkpoint ``step``."""
