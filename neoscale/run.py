@@ -198,10 +198,12 @@ def _main(argv: list[str]) -> int:
     from neoscale import data as data_lib
     from neoscale import hardware, presets
     from neoscale.data import tokenizer
+    from neoscale.runner import config as runner_config
     from neoscale.runner import plan as plan_lib
     from neoscale.runner import study, tune
 
     sizes = presets.parse_sizes(str(config.sizes))
+    runner_config.check_fit_settings(config.fit)
     budget = resolve_budget(config)
     cooldowns = plan_lib.parse_cooldowns(config.cooldowns)
     workdir = _WORKDIR.value or os.path.join(DEFAULT_WORKDIR_ROOT, str(config.name))
