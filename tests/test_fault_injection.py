@@ -295,3 +295,81 @@ def test_when_no_checkpoint_restores_nothing_is_moved_and_one_line_says_so(finis
         loop.train(_config(run_dir))
     assert "\n" not in str(error.value)
     assert sorted(os.listdir(run_dir / "checkpoints")) == ["2", "4", "6"]
+
+
+# --- bad input: one line, non-zero exit ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["h100x0", "v4-0", "v5e-0"])
+def test_an_accelerator_of_zero_devices_is_refused(name):
+    from neoscale import hardware
+
+    with pytest.raises(ValueError, match=f"bad accelerator '{name}': a (slice|host) has at least"):
+        hardware.parse_target(name)
+
+
+def test_a_budget_below_one_step_and_a_repeated_size_are_refused():
+    from neoscale.runner import plan as plan_lib
+
+    kwargs = dict(vocab_size=512, seq_len=64, train={"batch_size": 8})
+    with pytest.raises(ValueError, match=r"--flops=1e\+03 buys .* of one training step .*raise the "
+                       "budget to at least"):
+        plan_lib.make_plan(["w32d2h2"], plan_lib.parse_budget(flops="1e3"), **kwargs)
+    with pytest.raises(ValueError, match="size w32d2h2 is listed more than once"):
+        plan_lib.make_plan(["w32d2h2", "w48d2h2", "w32d2h2"], plan_lib.parse_budget(), **kwargs)
+    assert len(plan_lib.make_plan(["w32d2h2"], plan_lib.parse_budget(flops="1e12"), **kwargs)) == 1
+
+
+@pytest.mark.parametrize("field,value", [("n_bootstrap", -1), ("seed", -1)])
+def test_bad_fit_settings_are_refused(field, value):
+    from neoscale.runner import config
+
+    fit = config.base_config().fit
+    config.check_fit_settings(fit)  # the defaults pass
+    fit[field] = value
+    with pytest.raises(ValueError, match=rf"--config.fit.{field}={value}: .*an integer >= 0"):
+        config.check_fit_settings(fit)
+
+
+@pytest.mark.parametrize("flags,error", [
+    (["--widths=0,16"], "--widths=0,16: give two or more distinct widths, each a positive"),
+    (["--widths=64"], "--widths=64: give two or more"),
+    (["--seeds=0"], "--seeds=0: the number of model seeds"),
+    (["--depths=2,-4"], "--depths=2,-4: give two or more distinct positive depths"),
+])
+def test_coord_check_refuses_bad_sweeps_before_running(tmp_path, flags, error):
+    from neoscale import coord_check
+
+    values = {"widths": (64, 128), "depths": (2, 4), "seeds": 1, "steps": 5}
+    for flag in flags:
+        name, value = flag.removeprefix("--").split("=")
+        values[name] = tuple(int(v) for v in value.split(",")) if name in ("widths", "depths") else (
+            int(value))
+    with pytest.raises(ValueError, match=re.escape(error)):
+        coord_check.check_inputs(out_dir=str(tmp_path), **values)
+
+
+def test_coord_check_out_dir_a_file_is_one_line_before_the_sweep(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    started = time.monotonic()
+    result = _cli("neoscale.coord_check", f"--out_dir={a_file}", "--widths=32,64", "--steps=1")
+    assert result.returncode == 2
+    assert _one_line(result.stderr) == (f"neoscale.coord_check: error: --out_dir={a_file} is a file; "
+                                        "pass a directory (new or existing)")
+    assert time.monotonic() - started < 120  # refused up front, not after the sweep
+    assert a_file.read_text() == "x"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag,error", [
+    ("--accelerator=h100x0", "bad accelerator 'h100x0'"),
+    ("--accelerator=v4-0", "bad accelerator 'v4-0'"),
+    ("--flops=1e3", "--flops=1e+03 buys"),
+    ("--sizes=cpu-100k,cpu-100k", "size cpu-100k is listed more than once"),
+    ("--config.fit.n_bootstrap=-1", "--config.fit.n_bootstrap=-1"),
+])
+def test_run_bad_input_is_one_line_and_exit_2(tmp_path, flag, error):
+    result = _cli("neoscale.run", "--dry_run", f"--workdir={tmp_path / 'study'}", flag)
+    assert result.returncode == 2
+    assert error in _one_line(result.stderr)
+    assert not (tmp_path / "study").exists()
