@@ -12,6 +12,7 @@ Multi-host (e.g. a TPU pod): run the same command on every host with ``--distrib
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
@@ -64,6 +65,26 @@ def _fail(message: str, status: int = 1) -> None:
     sys.exit(status)
 
 
+def _check_cache_dir(config) -> None:
+    """The prepared-data cache can be created (the default lives under HOME, which a batch job
+    may mount read-only): one line naming the flag, before anything is prepared."""
+    from neoscale.training.config import SYNTHETIC
+
+    if config.data == SYNTHETIC:
+        return
+    expanded = os.path.expanduser(config.data_cache_dir)
+    try:
+        os.makedirs(expanded, exist_ok=True)
+        probe = os.path.join(expanded, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"cannot write the prepared-data cache --data_cache_dir="
+                         f"{config.data_cache_dir} ({expanded}: {error.strerror or error}); pass "
+                         "a writable --data_cache_dir=DIR") from None
+
+
 def _run_config():
     from neoscale.training.config import RunConfig
 
@@ -98,6 +119,8 @@ def main(argv: list[str]) -> None:
 
         config = _run_config()
         model_config(config.size)  # unknown size: fail before jax starts
+        if "://" not in config.data_cache_dir:
+            _check_cache_dir(config)
         if FLAGS.distributed:
             multihost.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
         from neoscale.training import loop, stopping

@@ -373,3 +373,22 @@ def test_run_bad_input_is_one_line_and_exit_2(tmp_path, flag, error):
     assert result.returncode == 2
     assert error in _one_line(result.stderr)
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.slow
+def test_train_with_an_unwritable_home_is_one_line_and_a_cache_flag_fixes_it(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    env = cpu_env(device_count=None)
+    env["HOME"] = str(a_file / "home")  # nothing can be created under it (read-only in effect)
+    common = [sys.executable, "-m", "neoscale.train", "--size=w32d2h2", "--steps=2",
+              "--seq_len=16", "--batch_size=8", "--tokenizer=train:512", "--heldout_tokens=256",
+              '--model_overrides={"max_positions": 16}', f"--workdir={tmp_path / 'run'}"]
+    refused = subprocess.run(common, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1
+    assert _one_line(refused.stderr).startswith(
+        "error: cannot write the prepared-data cache --data_cache_dir=~/.cache/neoscale (")
+    trained = subprocess.run([*common, f"--data_cache_dir={tmp_path / 'cache'}"], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert json.loads(trained.stdout.splitlines()[-1])["step"] == 2
