@@ -124,6 +124,7 @@ def main(argv: list[str]) -> None:
         if FLAGS.distributed:
             multihost.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
         from neoscale.training import loop, stopping
+        from neoscale.training.checkpoint import DiskFullError
 
         try:
             result = loop.train(config)
@@ -133,6 +134,8 @@ def main(argv: list[str]) -> None:
             _fail(str(error), loop.NON_FINITE_EXIT_CODE)
         except WorkdirLocked as error:  # another process trains in this run directory
             _fail(str(error), error.exit_code)
+        except DiskFullError as error:  # the complete checkpoints are kept: rerun to resume
+            _fail(str(error))
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     if result.skipped:

@@ -392,3 +392,55 @@ def test_train_with_an_unwritable_home_is_one_line_and_a_cache_flag_fixes_it(tmp
                              env=env, capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert json.loads(trained.stdout.splitlines()[-1])["step"] == 2
+
+
+# --- a disk filling while a checkpoint is written ---------------------------------------------
+
+# What orbax raises (from tensorstore) when the disk fills mid-checkpoint, as seen on a 2 MB tmpfs.
+ENOSPC_FROM_ORBAX = (
+    'RESOURCE_EXHAUSTED: Error writing "params.wpe/0.0" in OCDBT database at local file '
+    '"/x/checkpoints/4.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/": Failed '
+    'writing: "/x/d/a044": Failed to write 217809 bytes to file 18: No space left on device '
+    "[os_error_code='28']")
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_checkpoints(
+        finished_run, tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    from neoscale.runner import study
+    from neoscale.training import checkpoint, loop
+
+    result, _ = finished_run
+    real_save = ocp.CheckpointManager.save
+
+    def save_until_full(self, step, *args, **kwargs):
+        if step >= 4:
+            raise ValueError(ENOSPC_FROM_ORBAX)
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save_until_full)
+    run_dir = tmp_path / "run"
+    with pytest.raises(checkpoint.DiskFullError) as full:
+        loop.train(_config(run_dir))
+    message = str(full.value)
+    assert "\n" not in message and "disk full while writing a checkpoint to" in message
+    assert "the complete checkpoints are kept (2): free space" in message
+    assert study.failure_reason(full.value).startswith("disk full: ")  # not "out of memory"
+    assert study.failure_reason(ValueError(ENOSPC_FROM_ORBAX)).startswith("disk full: ")
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)  # space freed: rerun resumes
+    again = loop.train(_config(run_dir))
+    assert again.eval_loss == pytest.approx(result.eval_loss, rel=1e-5)
+
+
+def test_orbax_disk_full_tracebacks_are_filtered_but_not_other_errors():
+    import logging
+
+    from neoscale.training.checkpoint import _QUIET_DISK_FULL
+
+    def record(message, path="/venv/orbax/checkpoint/_src/futures/future.py"):
+        return logging.LogRecord("absl", logging.ERROR, path, 1, message, None, None)
+
+    assert not _QUIET_DISK_FULL.filter(record(ENOSPC_FROM_ORBAX))
+    assert _QUIET_DISK_FULL.filter(record("another orbax failure"))
+    assert _QUIET_DISK_FULL.filter(record(ENOSPC_FROM_ORBAX, path="/repo/neoscale/train.py"))

@@ -33,6 +33,7 @@ from neoscale.files import read_json, to_json, write_atomic
 from neoscale.runner import report as report_lib
 from neoscale.runner import results as results_lib
 from neoscale.runner.plan import Branch, PlannedRun, format_table, total_flops
+from neoscale.training.checkpoint import DiskFullError, is_disk_full
 from neoscale.training.config import RunConfig
 from neoscale.training.loop import NonFiniteLossError, settings_conflict, train
 from neoscale.training.metrics import read_metrics
@@ -67,6 +68,8 @@ def is_compile_out_of_memory(error: BaseException) -> bool:
 def failure_reason(error: BaseException) -> str:
     """A short one-line reason for results.csv (``failed:<reason>``)."""
     text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, DiskFullError) or is_disk_full(error):  # before RESOURCE_EXHAUSTED below
+        return "disk full: " + text[:300]
     if isinstance(error, NonFiniteLossError):
         return text if text.startswith("non-finite") else "non-finite loss: " + text
     if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():

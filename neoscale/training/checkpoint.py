@@ -21,6 +21,9 @@ checkpoint damaged later (a disk error, a file deleted or truncated by hand) is 
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
 import sys
 import time
@@ -38,6 +41,40 @@ from neoscale.training.metrics import is_object_store
 from neoscale.training.state import TrainState
 
 DATA_POSITION = "data_position"  # the run JSON's entry for the data iterator's state
+
+
+class DiskFullError(RuntimeError):
+    """The disk filled while a checkpoint was written; the complete checkpoints are kept."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC, raised directly or reported by tensorstore (as RESOURCE_EXHAUSTED ... os_error_code
+    28) from orbax's writer threads."""
+    for link in (error, error.__cause__, error.__context__):
+        if link is None:
+            continue
+        if getattr(link, "errno", None) == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(link) or "os_error_code='28'" in str(link):
+            return True
+    return False
+
+
+class _QuietDiskFull(logging.Filter):
+    """Drops orbax's error logs of a full disk (one traceback per writer thread, ~30 per
+    checkpoint): the Checkpointer raises one DiskFullError that says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        text = record.getMessage()
+        disk_full = (error is not None and is_disk_full(error)) or (
+            "No space left on device" in text or "os_error_code='28'" in text)
+        return not disk_full
+
+
+_QUIET_DISK_FULL = _QuietDiskFull()
 
 
 def absolute(directory: str | epath.Path) -> epath.Path:
@@ -68,6 +105,22 @@ class Checkpointer:
         self._clock = clock
         self._last_save = clock()
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        logging.getLogger("absl").addFilter(_QUIET_DISK_FULL)  # once: filters are a set
+
+    @contextlib.contextmanager
+    def _disk_full_as_one_line(self):
+        """Turns a full disk, however orbax reports it, into one DiskFullError naming what is
+        kept (orbax writes into a temporary directory: the complete checkpoints are intact)."""
+        try:
+            yield
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            kept = sorted(self.manager.all_steps())
+            raise DiskFullError(
+                f"disk full while writing a checkpoint to {self.directory} (No space left on "
+                f"device); the complete checkpoints are kept ({', '.join(map(str, kept)) or 'none'}"
+                "): free space (or lower --keep_checkpoints) and rerun to resume") from None
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -96,8 +149,9 @@ class Checkpointer:
             return False
         self._last_save = self._clock()
         run = {**run, DATA_POSITION: data_iterator.get_state()}
-        return self.manager.save(step, force=True, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(run)))
+        with self._disk_full_as_one_line():  # also an earlier asynchronous save's
+            return self.manager.save(step, force=True, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(run)))
 
     def restore(self, step: int, target: TrainState,
                 data_iterator: Any | None = None) -> tuple[TrainState, dict]:
@@ -170,8 +224,11 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until an asynchronous save has finished."""
-        self.manager.wait_until_finished()
+        with self._disk_full_as_one_line():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
