@@ -196,6 +196,9 @@ def test_a_cut_off_run_file_names_itself_and_whether_deleting_it_is_safe(finishe
     message = str(corrupt.value)
     assert str(run_dir / name) in message and "deleting it is safe" in message
     assert "\n" not in message
+    from neoscale.runner import study  # a study records the run as failed for that reason
+
+    assert study.failure_reason(corrupt.value) == f"corrupt file: {message}"
     (run_dir / name).unlink()  # as the message says: the run resumes, or is rewritten
     again = loop.train(_config(run_dir))
     assert again.step == 6 and again.eval_loss == pytest.approx(result.eval_loss, rel=1e-5)

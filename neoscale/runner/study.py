@@ -29,7 +29,7 @@ import jax
 import ml_collections
 from etils import epath
 
-from neoscale.files import read_json, to_json, write_atomic
+from neoscale.files import CorruptFileError, read_json, to_json, write_atomic
 from neoscale.runner import report as report_lib
 from neoscale.runner import results as results_lib
 from neoscale.runner.plan import Branch, PlannedRun, format_table, total_flops
@@ -70,6 +70,8 @@ def failure_reason(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, DiskFullError) or is_disk_full(error):  # before RESOURCE_EXHAUSTED below
         return "disk full: " + text[:300]
+    if isinstance(error, CorruptFileError):  # names the file and whether deleting it is safe
+        return "corrupt file: " + text
     if isinstance(error, NonFiniteLossError):
         return text if text.startswith("non-finite") else "non-finite loss: " + text
     if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
