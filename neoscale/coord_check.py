@@ -19,7 +19,9 @@ tests call with smaller settings.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -233,15 +235,51 @@ def define_flags() -> None:
     flags.DEFINE_bool("depth_sweep", None, "also sweep depth (default: for completep only)")
 
 
+def _fail(message: str) -> None:
+    print(f"neoscale.coord_check: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def check_inputs(widths: tuple[int, ...], depths: tuple[int, ...], seeds: int, steps: int,
+                 out_dir: str) -> None:
+    """Every flag the sweep would trip over, before the sweep (one-line ValueError)."""
+    heads = CheckConfig.num_heads
+    if len(set(widths)) < 2 or any(w < 1 or w % heads for w in widths):
+        raise ValueError(f"--widths={','.join(map(str, widths))}: give two or more distinct "
+                         f"widths, each a positive multiple of the {heads} heads, e.g. 64,128,256")
+    if len(set(depths)) < 2 or any(d < 1 for d in depths):
+        raise ValueError(f"--depths={','.join(map(str, depths))}: give two or more distinct "
+                         "positive depths, e.g. 2,4,8")
+    if seeds < 1:
+        raise ValueError(f"--seeds={seeds}: the number of model seeds averaged, at least 1")
+    if steps < 0:
+        raise ValueError(f"--steps={steps}: the AdamW steps before measuring, 0 or more")
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out_dir={out_dir} is a file; pass a directory (new or existing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"cannot write to --out_dir={out_dir} ({error.strerror or error}); "
+                         "choose a writable directory") from None
+
+
 def main(argv) -> None:
     del argv
     if not FLAGS.out_dir:
-        raise app.UsageError("--out_dir is required: the directory for the table and the figure")
+        _fail("--out_dir is required: the directory for the table and the figure")
     try:
         widths = tuple(int(w) for w in FLAGS.widths)
         depths = tuple(int(d) for d in FLAGS.depths)
     except ValueError as error:
-        raise app.UsageError(f"--widths and --depths take comma-separated integers ({error})") from None
+        _fail(f"--widths and --depths take comma-separated integers ({error})")
+    try:
+        check_inputs(widths, depths, FLAGS.seeds, FLAGS.steps, FLAGS.out_dir)
+    except ValueError as error:
+        _fail(str(error))
     check = CheckConfig(parametrization=FLAGS.parametrization, widths=widths, depths=depths,
                         base_width=min(widths), base_depth=min(depths), steps=FLAGS.steps,
                         learning_rate=FLAGS.learning_rate, seeds=tuple(range(FLAGS.seeds)))

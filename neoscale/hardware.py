@@ -118,6 +118,9 @@ def parse_target(name: str) -> Target:
         key = _ALIASES.get(match["kind"], match["kind"])
         kind = DEVICE_KINDS[key]
         cores = int(match["n"])
+        if cores < 1:
+            raise ValueError(f"bad accelerator {name!r}: a slice has at least one chip; valid: "
+                             f"{VALID_TARGETS}")
         if cores % kind.cores_per_chip_in_name:
             raise ValueError(f"bad accelerator {name!r}: {key} names count TensorCores, an even "
                              f"number; valid: {VALID_TARGETS}")
@@ -126,6 +129,9 @@ def parse_target(name: str) -> Target:
     if match := _GPU_NAME.match(text):
         kind = DEVICE_KINDS[match["kind"]]
         count = int(match["n"] or 1)
+        if count < 1:
+            raise ValueError(f"bad accelerator {name!r}: a host has at least one GPU; valid: "
+                             f"{VALID_TARGETS}")
         return Target(text, kind, count, max(1, math.ceil(count / kind.chips_per_host)))
     raise ValueError(f"unknown accelerator {name!r}; valid: {VALID_TARGETS}")
 

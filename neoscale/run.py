@@ -13,7 +13,8 @@ rate, bfloat16); otherwise experiments/cpu_demo.py (the CPU demo and its small l
 
 Budgets (one): --tokens_per_param=K (default 20), --tokens=D, --flops=C[,C2,..], --steps=S.
 Any study field can be overridden: --config.train.batch_size=64 --config.data.seq_len=512.
-Bad input ends with one line on stderr and exit status 2; failed runs with status 1; a preempted
+Bad input ends with one line on stderr and exit status 2, and so does a workdir that another
+process is writing (one line naming it); failed runs with status 1; a preempted
 study (SIGTERM) with status 75, an interrupted one (Ctrl-C) with 130: rerun the same command to
 resume. The first Ctrl-C while training stops after the current step with a checkpoint; a second
 stops at once.
@@ -180,9 +181,11 @@ def default_cache_dir(config, workdir: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from neoscale.workdir_lock import WorkdirLocked
+
     try:
         return _main(argv)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, WorkdirLocked) as error:
         _fail(str(error))
     return 2
 
@@ -196,10 +199,12 @@ def _main(argv: list[str]) -> int:
     from neoscale import data as data_lib
     from neoscale import hardware, presets
     from neoscale.data import tokenizer
+    from neoscale.runner import config as runner_config
     from neoscale.runner import plan as plan_lib
     from neoscale.runner import study, tune
 
     sizes = presets.parse_sizes(str(config.sizes))
+    runner_config.check_fit_settings(config.fit)
     budget = resolve_budget(config)
     cooldowns = plan_lib.parse_cooldowns(config.cooldowns)
     workdir = _WORKDIR.value or os.path.join(DEFAULT_WORKDIR_ROOT, str(config.name))
@@ -373,12 +378,21 @@ def check_cpu_time(plan, target) -> None:
 
 
 def _execute(config, plan, workdir, data, make_plan, primary) -> int:
-    from neoscale.data import hostio, prepare, tokens_to_prepare
-    from neoscale.runner import study, tune
+    from neoscale import workdir_lock
     from neoscale.training.loop import prepare_run_dir
-    from neoscale.training.stopping import Preempted
 
     prepare_run_dir(workdir)
+    # One writer per study: a local workdir is locked whole; on an object store slices may share
+    # a workdir (each its own sizes), so there each run directory is locked while it trains.
+    with workdir_lock.hold(workdir, enabled=primary and not workdir_lock.is_object_store(workdir)):
+        return _execute_holding_lock(config, plan, workdir, data, make_plan, primary)
+
+
+def _execute_holding_lock(config, plan, workdir, data, make_plan, primary) -> int:
+    from neoscale.data import hostio, prepare, tokens_to_prepare
+    from neoscale.runner import study, tune
+    from neoscale.training.stopping import Preempted
+
     # once, up front (every size shares the shards), and only what the largest run reads
     prepared = prepare(data, max_train_tokens=tokens_to_prepare(data, hostio.largest_run_tokens(plan)))
     plan = make_plan(prepared.vocab_size, prepared.train_tokens)  # measured, not estimated

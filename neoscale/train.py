@@ -2,7 +2,8 @@
 
 Rerunning the same command resumes from the latest checkpoint; a finished run is skipped. Other
 settings on an existing run directory stop with one line naming the differing fields.
-Exit status: 0 done, 1 bad input (one line on stderr), 75 preempted (SIGTERM) or 130 interrupted
+Exit status: 0 done, 1 bad input (one line on stderr), 2 another process trains in the same
+--workdir (one line naming it), 75 preempted (SIGTERM) or 130 interrupted
 (Ctrl-C) with a checkpoint saved at the current step (rerun to resume; a second Ctrl-C stops at
 once), 3 non-finite loss.
 Multi-host (e.g. a TPU pod): run the same command on every host with ``--distributed``.
@@ -11,12 +12,14 @@ Multi-host (e.g. a TPU pod): run the same command on every host with ``--distrib
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
 
 from neoscale import multihost
 from neoscale.sharding.mesh import MESH_HELP
+from neoscale.workdir_lock import WorkdirLocked
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("size", None, "model size name, e.g. cpu-100k, 125M, w256d4h4, 125M-e8k2")
@@ -65,6 +68,26 @@ def _fail(message: str, status: int = 1) -> None:
     sys.exit(status)
 
 
+def _check_cache_dir(config) -> None:
+    """The prepared-data cache can be created (the default lives under HOME, which a batch job
+    may mount read-only): one line naming the flag, before anything is prepared."""
+    from neoscale.training.config import SYNTHETIC
+
+    if config.data == SYNTHETIC:
+        return
+    expanded = os.path.expanduser(config.data_cache_dir)
+    try:
+        os.makedirs(expanded, exist_ok=True)
+        probe = os.path.join(expanded, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"cannot write the prepared-data cache --data_cache_dir="
+                         f"{config.data_cache_dir} ({expanded}: {error.strerror or error}); pass "
+                         "a writable --data_cache_dir=DIR") from None
+
+
 def _run_config():
     from neoscale.training.config import RunConfig
 
@@ -108,9 +131,12 @@ def main(argv: list[str]) -> None:
 
         config = _run_config()
         model_config(config.size)  # unknown size: fail before jax starts
+        if "://" not in config.data_cache_dir:
+            _check_cache_dir(config)
         if FLAGS.distributed:
             multihost.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
         from neoscale.training import loop, stopping
+        from neoscale.training.checkpoint import DiskFullError
 
         try:
             result = loop.train(config)
@@ -118,6 +144,10 @@ def main(argv: list[str]) -> None:
             _fail(str(error), error.exit_code)
         except loop.NonFiniteLossError as error:
             _fail(str(error), loop.NON_FINITE_EXIT_CODE)
+        except WorkdirLocked as error:  # another process trains in this run directory
+            _fail(str(error), error.exit_code)
+        except DiskFullError as error:  # the complete checkpoints are kept: rerun to resume
+            _fail(str(error))
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     if result.skipped:

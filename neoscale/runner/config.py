@@ -104,3 +104,12 @@ def base_config() -> ml_collections.ConfigDict:
     })
     c.mesh = ""
     return c
+
+
+def check_fit_settings(fit: ml_collections.ConfigDict) -> None:
+    """A study's ``fit`` section, checked before anything runs (one-line ValueError)."""
+    for name, minimum, meaning in (("n_bootstrap", 0, "bootstrap resamples (0: no intervals)"),
+                                   ("seed", 0, "the bootstrap's random seed")):
+        value = fit.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"--config.fit.{name}={value}: {meaning}, an integer >= {minimum}")

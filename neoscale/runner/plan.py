@@ -305,6 +305,12 @@ def plan_size(
         else:  # flops
             tokens = budget_value / flops_per_token
             budget_flops = budget_value
+            if tokens < batch_tokens:  # one step would overshoot the budget: not an IsoFLOP run
+                raise ValueError(
+                    f"--flops={budget_value:.3g} buys {tokens / batch_tokens:.2g} of one training "
+                    f"step of {size} (batch {batch_size} x seq_len {seq_len}: "
+                    f"{flops_per_token * batch_tokens:.3g} FLOPs per step); raise the budget to "
+                    f"at least {flops_per_token * batch_tokens:.3g}, or use smaller sizes")
         steps = max(1, round(tokens / batch_tokens))
     learning_rate = hparams_rule.resolve_learning_rate(
         model, batch_tokens, setting("learning_rate"), setting("learning_rate_law"))
@@ -422,6 +428,10 @@ def make_plan(
     """
     if not sizes:
         raise ValueError("empty size list; " + presets.VALID_FORMS)
+    repeated_sizes = sorted({size for size in sizes if list(sizes).count(size) > 1})
+    if repeated_sizes:
+        raise ValueError(f"size {', '.join(repeated_sizes)} is listed more than once in "
+                         f"{','.join(sizes)}; list each size once")
     mesh_sizes = parse_mesh(mesh, num_devices)
     size_overrides = dict(size_overrides or {})
     unknown = sorted(set(size_overrides) - set(sizes))

@@ -131,9 +131,8 @@ def collect(runs_dir: str | epath.Path, exclude: Iterable[str] = ()) -> list[dic
     ``exclude``: how several slices (each running part of the sizes into one shared workdir) see
     each other's runs, and how a rerun with fewer sizes keeps the others. Finished runs give their
     evaluation points, failed ones their reason (``failed:<reason>``), others their metrics so far."""
-    import json
-
-    from neoscale.training.loop import FINISHED_FILE
+    from neoscale.files import read_json
+    from neoscale.training.loop import FINISHED_FILE, FINISHED_IF_DELETED
     from neoscale.training.metrics import read_metrics
 
     rows: list[dict] = []
@@ -145,13 +144,17 @@ def collect(runs_dir: str | epath.Path, exclude: Iterable[str] = ()) -> list[dic
         columns_file = run_dir / RUN_COLUMNS_FILE
         if run_dir.name in excluded or not columns_file.exists():
             continue
-        columns = json.loads(columns_file.read_text())
+        columns = read_json(
+            columns_file, what="the run's row in results.csv",
+            if_deleted="deleting it is safe: its study writes it again when it reaches the run "
+            "(until then the run is left out of results.csv)")
         failed = columns.pop(FAILED_KEY, None)
         entry = RunRows(columns, f"failed:{failed}" if failed else "running")
         finished = run_dir / FINISHED_FILE
         if finished.exists():
             entry.status = "done"
-            points = json.loads(finished.read_text())["eval_points"]
+            points = read_json(finished, what="a finished run's result",
+                               if_deleted=FINISHED_IF_DELETED)["eval_points"]
         else:
             points = [r for r in read_metrics(run_dir) if r.get("eval_loss") is not None]
         fork = entry.columns.get("fork_step")

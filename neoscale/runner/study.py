@@ -30,14 +30,16 @@ import jax
 import ml_collections
 from etils import epath
 
-from neoscale.files import to_json, write_atomic
+from neoscale.files import CorruptFileError, read_json, to_json, write_atomic
 from neoscale.runner import report as report_lib
 from neoscale.runner import results as results_lib
 from neoscale.runner.plan import Branch, PlannedRun, format_table, total_flops
+from neoscale.training.checkpoint import DiskFullError, is_disk_full
 from neoscale.training.config import RunConfig
 from neoscale.training.loop import NonFiniteLossError, settings_conflict, train
 from neoscale.training.metrics import read_metrics
 from neoscale.training.stopping import Preempted, StopSignal, stop_signals
+from neoscale.workdir_lock import WorkdirLocked
 
 PLAN_FILE = "plan.json"
 FIT_FILE = "fit.json"
@@ -67,6 +69,10 @@ def is_compile_out_of_memory(error: BaseException) -> bool:
 def failure_reason(error: BaseException) -> str:
     """A short one-line reason for results.csv (``failed:<reason>``)."""
     text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, DiskFullError) or is_disk_full(error):  # before RESOURCE_EXHAUSTED below
+        return "disk full: " + text[:300]
+    if isinstance(error, CorruptFileError):  # names the file and whether deleting it is safe
+        return "corrupt file: " + text
     if isinstance(error, NonFiniteLossError):
         return text if text.startswith("non-finite") else "non-finite loss: " + text
     if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
@@ -286,7 +292,7 @@ def run_study(
         except Preempted:
             write_results()
             raise
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, WorkdirLocked):  # locked: another slice trains it
             raise
         except Exception as error:  # noqa: BLE001 - failure isolation: record and go on
             if stop.is_set():  # a second Ctrl-C that JAX turned into another error
@@ -349,7 +355,9 @@ def merged_plan(workdir: epath.Path, plan: Sequence[PlannedRun]) -> list[Planned
 
 def load_plan(workdir: epath.Path) -> tuple[ml_collections.ConfigDict, list[PlannedRun]]:
     """(the study config, the plan) that ``run_study`` wrote to WORKDIR/plan.json."""
-    data = json.loads((epath.Path(workdir) / PLAN_FILE).read_text())
+    data = read_json(epath.Path(workdir) / PLAN_FILE, what="the study's plan",
+                     if_deleted="deleting it is safe: rerunning the study's neoscale.run command "
+                     "writes it again (neoscale.fit --workdir needs it)")
     return (ml_collections.ConfigDict(data["study"]),
             [PlannedRun.from_dict(run) for run in data["runs"]])
 

@@ -32,8 +32,8 @@ import jax
 import numpy as np
 from etils import epath
 
-from neoscale import accounting
-from neoscale.files import jsonable, to_json, write_atomic
+from neoscale import accounting, workdir_lock
+from neoscale.files import jsonable, read_json, to_json, write_atomic
 from neoscale.model import ModelConfig, parametrization
 from neoscale.presets import model_config
 from neoscale.sharding import batch_divisor, describe, make_mesh
@@ -51,6 +51,11 @@ CONFIG_FILE = "config.json"
 FINISHED_FILE = "finished.json"
 CHECKPOINT_DIR = "checkpoints"
 NON_FINITE_EXIT_CODE = 3
+# What deleting a corrupt run file does (the one-line error says it).
+FINISHED_IF_DELETED = ("deleting it is safe: the run then resumes from its last checkpoint and "
+                       "writes it again")
+CONFIG_IF_DELETED = ("deleting it is safe: a resumed run writes it again (its settings unchecked "
+                     "this once); a finished run keeps its result in finished.json")
 # What may differ when a run directory is reused (resumed, or its result returned); everything
 # else in config.json must match. Cadence and paths: when and where things are written.
 CADENCE_FIELDS = ("workdir", "log_every", "eval_every", "checkpoint_every", "checkpoint_minutes",
@@ -117,7 +122,8 @@ def is_finished(run_dir: str | epath.Path) -> bool:
 
 def load_result(run_dir: str | epath.Path) -> RunResult:
     """The RunResult of a finished run (``skipped=True``)."""
-    d = json.loads((epath.Path(run_dir) / FINISHED_FILE).read_text())
+    d = read_json(epath.Path(run_dir) / FINISHED_FILE, what="a finished run's result",
+                  if_deleted=FINISHED_IF_DELETED)
     return dataclasses.replace(RunResult.from_dict(d), skipped=True)
 
 
@@ -147,7 +153,8 @@ def _make_data(config: RunConfig):
 
 def _read_config_json(run_dir: epath.Path) -> dict | None:
     path = run_dir / CONFIG_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, what="the run's settings", if_deleted=CONFIG_IF_DELETED) if (
+        path.exists()) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,10 +330,18 @@ def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
 
     devices: the devices of the mesh (default: all); ``on_eval`` is called on every process
     with each new EvalPoint. Raises ValueError (bad settings, before any compilation),
-    NonFiniteLossError, Preempted.
+    NonFiniteLossError, Preempted, and WorkdirLocked when another process trains in
+    ``config.workdir`` (process 0 holds the run directory's lock while it trains).
     """
-    primary = jax.process_index() == 0
     run_dir = prepare_run_dir(config.workdir)
+    with workdir_lock.hold(run_dir, enabled=jax.process_index() == 0):
+        return _train_holding_lock(config, run_dir, devices, on_eval)
+
+
+def _train_holding_lock(config: RunConfig, run_dir: epath.Path,
+                        devices: Sequence[jax.Device] | None,
+                        on_eval: Callable[[EvalPoint], None] | None) -> RunResult:
+    primary = jax.process_index() == 0
     mesh = make_mesh(config.mesh, devices)
     data = _make_data(config)
     setup = describe_run(config, mesh, data)
@@ -381,10 +396,11 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
     iterator = data.train_iterator(resolved.batch_size, process_index=jax.process_index(),
                                    process_count=jax.process_count())
     target = abstract_state(model_params, optimizer, mesh)
-    latest = checkpointer.latest_step()
     progress: dict[str, Any] = {"wall_seconds": 0.0, "eval_points": []}
-    if latest is not None:
-        state, progress = checkpointer.restore(latest, target, iterator)
+    restored = checkpointer.restore_newest_intact(target, iterator)
+    latest = restored[0] if restored else None
+    if restored is not None:
+        _, state, progress = restored
     elif config.init_from is not None:
         parent = Checkpointer(parent_dir / CHECKPOINT_DIR, save_every=1, keep=1, read_only=True)
         fork_step = int(config.init_from[1])

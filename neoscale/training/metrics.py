@@ -25,19 +25,41 @@ from typing import Any
 
 from etils import epath
 
-from neoscale.files import jsonable, write_atomic
+from neoscale.files import CorruptFileError, jsonable, write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _FLUSH, _STOP = object(), object()  # the background writer's orders
 
 
+_WARNED_CUT_OFF: set[str] = set()  # metrics files whose cut-off last line was reported
+
+
 def read_metrics(run_dir: str | epath.Path) -> list[dict]:
-    """All records of a run's metrics.jsonl (empty if none yet)."""
+    """All records of a run's metrics.jsonl (empty if none yet).
+
+    A cut-off last line (what a kill or power loss in the middle of a write leaves) is dropped
+    with a warning (once per file; a resumed run rewrites the file without it); any other line
+    that is not JSON raises CorruptFileError naming the file and line.
+    """
     path = epath.Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except ValueError as error:
+            if number < len(lines):
+                raise CorruptFileError(
+                    f"{path} line {number} is not JSON ({error}): the file was edited or damaged; "
+                    "delete that line (the run's other records are kept)") from None
+            if str(path) not in _WARNED_CUT_OFF:
+                _WARNED_CUT_OFF.add(str(path))
+                print(f"warning: {path}: dropped a cut-off last line (a write interrupted by a kill "
+                      "or power loss)", file=sys.stderr, flush=True)
+    return records
 
 
 def is_object_store(path: str | epath.Path) -> bool:
