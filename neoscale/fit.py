@@ -54,6 +54,8 @@ import uuid
 from absl import app, flags
 from etils import epath
 
+from neoscale import workdir_lock
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "study directory holding results.csv (and runs/)")
 flags.DEFINE_string("results", None, "any CSV of finished runs, one row per run")
@@ -467,15 +469,16 @@ def main(argv: list[str]) -> None:
         study_settings = _study_settings(study[0], study_lib.load_measured(workdir)) if study else None
         settings = _settings(study_settings)
         out_dir = _out_dir(settings, study_settings)
-        # LOCK (issue 34, branch robust): a refit writes into the workdir; hold the workdir lock
-        # from here to the end once neoscale has it (one writer per workdir).
-        if study and settings == study_settings and _same_dir(out_dir, workdir):
-            summary = _refit_study(workdir, *study)
-        elif settings["compare"] is not None:
-            summary = _compare(settings, out_dir)
-        else:
-            summary = _fit(settings, out_dir)
-    except (ValueError, FileNotFoundError) as error:
+        # A refit writes into a study's workdir: one writer at a time (neoscale.workdir_lock).
+        into_study = study is not None and not workdir_lock.is_object_store(workdir)
+        with workdir_lock.hold(workdir if into_study else ".", enabled=into_study):
+            if study and settings == study_settings and _same_dir(out_dir, workdir):
+                summary = _refit_study(workdir, *study)
+            elif settings["compare"] is not None:
+                summary = _compare(settings, out_dir)
+            else:
+                summary = _fit(settings, out_dir)
+    except (ValueError, FileNotFoundError, workdir_lock.WorkdirLocked) as error:
         _fail(str(error))
     print(json.dumps(summary))
 
