@@ -244,3 +244,18 @@ def test_failed_runs_and_the_plan_survive_a_rerun_with_fewer_sizes(tmp_path):
     report = (workdir / "report.md").read_text()
     assert "0 of 3 runs finished (3 failed)" in report
     assert f"- `{third}`: out of memory: {third} did not fit" in report
+
+
+def test_a_refit_meets_the_studys_lock_in_one_line(copy):
+    """One writer per workdir: a refit while another process holds the study's lock stops with one
+    line naming the holder and exit 2, and leaves the record as it was."""
+    from neoscale import workdir_lock
+
+    with workdir_lock.hold(copy, command="neoscale.run"):
+        before = _record(copy)
+        out = _fit(f"--workdir={copy}")
+        after = _record(copy)
+    assert out.returncode == 2, out.stderr[-2000:]
+    (line,) = _error_lines(out.stderr)
+    assert "neoscale.run" in line and str(os.getpid()) in line, line
+    assert after == before
