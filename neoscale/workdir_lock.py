@@ -19,7 +19,10 @@ time. Two mechanisms, the ones users of orbax, grain and GCS already rely on:
   object's heartbeat every ``lease_seconds / 5`` on a background thread; a lock whose heartbeat is
   older than its lease (its machine was preempted or powered off), or whose process is gone on
   this host, is taken over: deleted and created again conditionally, so that of two processes
-  taking over at once only one wins.
+  taking over at once only one wins the create (left open: a taker that deletes the winner's
+  fresh object in the milliseconds between its own staleness check and its delete; a
+  generation-matched delete would close it, which fsspec does not expose). A holder whose object
+  was taken over stops renewing it.
 
 Only process 0 of a multi-process job takes a lock (the others write no study files).
 """

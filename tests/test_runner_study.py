@@ -146,8 +146,11 @@ def test_refit_rewrites_the_report_as_the_study_does(finished_study, tmp_path):
     out = subprocess.run([*refit, "--n_bootstrap=7"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads((copy / study.FIT_FILE).read_text())["n_bootstrap"] == 7
-    assert "over 7 resamples" in (copy / "report.md").read_text()
+    # Other settings than the study's: their own folder; the study's record stays the study's.
+    assert json.loads((copy / "refits" / "n_bootstrap-7" / study.FIT_FILE).read_text())[
+        "n_bootstrap"] == 7
+    assert (copy / study.FIT_FILE).read_text() == (workdir / study.FIT_FILE).read_text()
+    assert (copy / "report.md").read_text() == (workdir / "report.md").read_text()
 
 
 @pytest.mark.slow
