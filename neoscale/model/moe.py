@@ -5,8 +5,8 @@ rounding:
 
 * ``ragged``: rows sorted by expert, ``jax.lax.ragged_dot`` grouped matmuls. TPU compilers have a
   grouped-matmul kernel for it; the CPU backend lowers it to one dense matmul over all E experts
-  with the other experts' rows masked out (E x the FLOPs: 2.7 s against 0.32 s for a dense MLP's
-  gradient at E=8, 16 s at E=32; benchmarks/RESULTS.md).
+  with the other experts' rows masked out (E x the FLOPs: the layer's gradient takes 7.4x the
+  dense MLP's at E=8, 35x at E=32, under load; benchmarks/RESULTS.md).
 * ``blocked``: rows sorted by expert, each expert's group padded to whole blocks of
   ``moe_block_rows`` rows, then a scan over the blocks, each a [B, d] x [d, f] matmul with its own
   expert's weights. It computes T·k rows plus at most E·(B-1) padding rows, whatever E.
