@@ -55,8 +55,11 @@ class Verdict:
     eval_bytes: int | None  # the same for the evaluation step
     limit: int  # bytes per device the program may use
     seconds: float  # compile time of both steps (0 when cached)
-    error: str = ""  # the compiler's refusal, one line
+    error: str = ""  # the compiler's refusal (or failure), one line
     cached: bool = False
+    # The compiler failed for another reason than memory (e.g. a GPU compile that needs CUDA
+    # libraries this host lacks): no verdict on the memory, and never cached.
+    failed: bool = False
 
     @property
     def bytes(self) -> int | None:
@@ -64,6 +67,8 @@ class Verdict:
         return max(known) if known else None
 
     def describe(self) -> str:
+        if self.failed:
+            return f"compile failed: {self.error}"
         if self.error:
             return f"refused: {self.error}"
         return f"{self.bytes / 2**30:.1f} GiB" + ("" if self.fits else " (over)")
@@ -225,10 +230,11 @@ def compile_run(model: ModelConfig, seq_len: int, batch_size: int, micro_batches
         train_bytes = memory_bytes(lowered_train.compile())
         eval_bytes = memory_bytes(lowered_eval.compile())
     except Exception as error:  # noqa: BLE001 - XlaRuntimeError (jaxlib), ValueError ...
-        if not is_out_of_memory(error):
-            raise
+        if isinstance(error, ValueError) and not is_out_of_memory(error):
+            raise  # a bad configuration or mesh: the caller's one-line error
         return Verdict(False, train_bytes, eval_bytes, target.kind.memory,
-                       time.monotonic() - start, error=_one_line(error))
+                       time.monotonic() - start, error=_one_line(error),
+                       failed=not is_out_of_memory(error))
     # libtpu refuses what exceeds the chip (its own limit, a little under its HBM); the GPU
     # compiler accepts anything, so its bytes are compared with what JAX preallocates.
     tpu = target.kind.platform == "tpu"
@@ -244,7 +250,8 @@ def check(model: ModelConfig, seq_len: int, batch_size: int, micro_batches: int,
     if use_cache and key in (entries := _read_cache()):
         return Verdict(**(entries[key] | {"cached": True}))
     verdict = compile_run(model, seq_len, batch_size, micro_batches, mesh, target)
-    _write_cache(key, verdict)
+    if not verdict.failed:
+        _write_cache(key, verdict)
     return verdict
 
 

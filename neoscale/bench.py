@@ -4,6 +4,7 @@ reference GPT-Neo (``transformers``, PyTorch).
     python -m neoscale.bench --size=w512d8h8 --batch_size=8 --seq_len=512 --compare=reference
     python -m neoscale.bench --size=w256d4h4 --seq_len=256 --depths=4,16,64
     python -m neoscale.bench --size=1.3B --seq_len=2048 --batch_size=8 --dtype=bfloat16
+    python -m neoscale.bench --sizes=w256d4h4,w256d4h4e8k1,w256d4h4e32k1 --seq_len=256 --data=synthetic
 
 Prints a table and one JSON line per benchmarked depth. Conventions:
 
@@ -54,6 +55,8 @@ FLOPS_CONVENTION = f"neoscale.accounting, convention 'neoscale': {accounting.CON
 DATA_BATCHES = 50
 
 _SIZE = flags.DEFINE_string("size", "w512d8h8", "model size (neoscale.presets): " + presets.VALID_FORMS)
+_SIZES = flags.DEFINE_list("sizes", None, "several model sizes, e.g. w256d4h4,w256d4h4e8k1: timed "
+                           "side by side, interleaved (replaces --size)")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "global batch size (sequences per step)")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 512, "tokens per sequence")
 _MESH = flags.DEFINE_string("mesh", "", "device mesh over the axes " + ", ".join(MESH_AXES)
@@ -79,6 +82,10 @@ _LOSS_IMPL = flags.DEFINE_list("loss_impl", ["fused"], "LM-head loss: fused, pla
                                "(fused,plain: timed side by side, interleaved)")
 _ATTENTION_IMPL = flags.DEFINE_list("attention_impl", ["auto"], "attention: auto, dense, blocked, "
                                     "splash, cudnn, or several (timed side by side, interleaved)")
+_MOE_DISPATCH = flags.DEFINE_list("moe_dispatch", ["auto"], "dropless expert dispatch of routed "
+                                  "sizes: auto, ragged, blocked, or several (timed side by side)")
+_MOE_BLOCK_ROWS = flags.DEFINE_integer("moe_block_rows", None, "rows per block of the blocked "
+                                       "dispatch (default: the model's)")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "with several variants: timed rounds, each running "
                                "every variant for steps/rounds steps")
 
@@ -184,6 +191,7 @@ def figures(config: ModelConfig, timing, *, size: str, mesh, batch_size: int, se
         "remat": config.remat, "mesh": describe(mesh), "first_step_seconds": timing.first_step_seconds,
         "step_seconds_min": min(timing.step_seconds), "step_seconds_max": max(timing.step_seconds),
         "steps": steps, "loss_impl": config.loss_impl, "attention_impl": config.attention_impl,
+        "moe_dispatch": config.moe_dispatch if config.is_moe else None,
         "host_page_faults_per_step": timing.page_faults_per_step,
     }
     return result
@@ -219,7 +227,8 @@ def format_table(results: list[dict]) -> str:
         ("compile", "compile_seconds", "{:.2f} s"),
         ("step (median)", "step_seconds", "{:.4f} s"), ("tokens/s", "tokens_per_sec", "{:,.0f}"),
         ("model TFLOP/s", "model_tflops", "{:.4g}"), ("peak TFLOP/s", "peak_tflops", "{:.4g}"),
-        ("MFU", "mfu", "{:.1%}"), ("peak memory", "peak_memory_bytes", "{}"),
+        ("MFU", "mfu", "{:.1%}"), ("time/FLOP vs first", "flop_time_vs_first", "{:.2f}x"),
+        ("peak memory", "peak_memory_bytes", "{}"),
         ("loss+grad (XLA)", "gradient_memory_bytes", "{}"),
         ("params+grads+adam", "state_bytes", "{}"), ("data tokens/s", "data_tokens_per_sec", "{:,.0f}"),
         ("host page faults", "host_page_faults_per_step", "{:,.0f}/step"),
@@ -257,7 +266,8 @@ def run() -> list[dict]:
     overrides = {"dtype": _DTYPE.value, "remat": _REMAT.value}
     if _VOCAB_SIZE.value is not None:
         overrides["vocab_size"] = _VOCAB_SIZE.value
-    config = presets.model_config(_SIZE.value, **overrides)
+    sizes = _SIZES.value or [_SIZE.value]
+    config = presets.model_config(sizes[0], **overrides)
     check_seq_len(_SEQ_LEN.value, config.max_positions)
     for name, flag in (("batch_size", _BATCH_SIZE), ("steps", _STEPS),
                        ("reference_steps", _REFERENCE_STEPS), ("probe_size", _PROBE_SIZE)):
@@ -275,22 +285,37 @@ def run() -> list[dict]:
     data_tokens = data_tokens_per_second(_DATA.value, config.vocab_size, _SEQ_LEN.value,
                                          _BATCH_SIZE.value, _CACHE_DIR.value)
     peak = peak_flops(list(mesh.devices.flat), _DTYPE.value, _PROBE_SIZE.value)
-    variants = [(loss, attention) for loss in _LOSS_IMPL.value for attention in _ATTENTION_IMPL.value]
-    config = config.replace(loss_impl=variants[0][0], attention_impl=variants[0][1])
+    if _MOE_BLOCK_ROWS.value is not None:
+        overrides["moe_block_rows"] = _MOE_BLOCK_ROWS.value
+    variants = [(size, loss, attention, dispatch) for size in sizes for loss in _LOSS_IMPL.value
+                for attention in _ATTENTION_IMPL.value
+                for dispatch in (_MOE_DISPATCH.value if presets.model_config(size).is_moe else ["auto"])]
+    config = config.replace(loss_impl=variants[0][1], attention_impl=variants[0][2],
+                            moe_dispatch=variants[0][3])
     if _ROUNDS.value < 1:
         raise ValueError(f"--rounds={_ROUNDS.value} must be positive")
     if len(variants) > 1:
         if _DEPTHS.value or _PROFILE.value:
-            raise ValueError("several --loss_impl/--attention_impl variants time one depth without "
-                             "--profile: drop --depths and --profile, or give one variant")
-        configs = [config.replace(loss_impl=loss, attention_impl=attention) for loss, attention in variants]
+            raise ValueError("several --sizes/--loss_impl/--attention_impl/--moe_dispatch variants time "
+                             "one depth without --profile: drop --depths and --profile, or give one variant")
+        configs = [presets.model_config(size, **overrides).replace(
+            loss_impl=loss, attention_impl=attention, moe_dispatch=dispatch)
+            for size, loss, attention, dispatch in variants]
+        for other in configs:
+            check_seq_len(_SEQ_LEN.value, other.max_positions)
+        labels = [" ".join(([size] if len(sizes) > 1 else []) + [f"loss={loss} attn={attention}"]
+                           + ([f"moe={dispatch}"] if other.is_moe else []))
+                  for (size, loss, attention, dispatch), other in zip(variants, configs, strict=True)]
         results = benchmark_variants(
-            configs, [f"loss={loss} attn={attention}" for loss, attention in variants],
-            size=_SIZE.value, mesh=mesh, batch_size=_BATCH_SIZE.value, seq_len=_SEQ_LEN.value,
+            configs, labels, size=",".join(sizes), mesh=mesh, batch_size=_BATCH_SIZE.value,
+            seq_len=_SEQ_LEN.value,
             steps=_STEPS.value, warmup_steps=_WARMUP_STEPS.value, rounds=_ROUNDS.value, peak=peak,
             data_tokens_per_sec=data_tokens, compare=_COMPARE.value,
             reference_steps=_REFERENCE_STEPS.value)
-        for result in results:
+        for result, (size, *_) in zip(results, variants, strict=True):
+            result["size"] = size
+            # Time per training FLOP relative to the first variant (e.g. routed against dense).
+            result["flop_time_vs_first"] = results[0]["model_tflops"] / result["model_tflops"]
             logging.info("%s: %s", result["variant"], json.dumps(result))
         return results
     results = []

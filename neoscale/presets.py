@@ -62,6 +62,12 @@ def _named_shape(name: str) -> tuple[int, int, int, dict] | None:
     return None
 
 
+def _experts(match: re.Match) -> dict:
+    """The e{experts}k{top_k} suffix's fields; e1k1 is a routed layer with one expert, not dense."""
+    experts = {"num_experts": int(match["e"]), "top_k": int(match["k"])}
+    return experts | ({"routed": True} if experts["num_experts"] == 1 else {})
+
+
 def model_config(name: str, **overrides) -> ModelConfig:
     """Returns the ModelConfig for a size name; ``overrides`` replace fields (e.g. vocab_size).
 
@@ -74,12 +80,12 @@ def model_config(name: str, **overrides) -> ModelConfig:
     shape = _named_shape(name)
     if shape is None and (match := _EXPERTS_SUFFIX.match(name)):
         base = match["base"]
-        experts = {"num_experts": int(match["e"]), "top_k": int(match["k"])}
+        experts = _experts(match)
         shape = _named_shape(base)
     if shape is None and (match := _CUSTOM.match(name)):
         shape = (int(match["d"]), int(match["layers"]), int(match["heads"]), {})
         if match["e"] is not None:
-            experts = {"num_experts": int(match["e"]), "top_k": int(match["k"])}
+            experts = _experts(match)
     if shape is None:
         raise ValueError(f"unknown model size {name!r}; {VALID_FORMS}")
     d_model, layers, heads, defaults = shape

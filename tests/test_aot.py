@@ -65,6 +65,29 @@ def test_the_steps_lower_from_outside_and_verdicts_are_cached(cache):
     assert not other.cached and other.train_bytes < first.train_bytes
 
 
+def test_a_compiler_failure_is_a_verdict_not_a_traceback(cache, monkeypatch):
+    """A compiler that fails for another reason than memory (the CUDA plugin without CUDA's
+    libraries: 'Error loading CUDA libraries') gives a failed verdict, is not cached, and the
+    planner names it in one line instead of trying other micro-batch counts."""
+    from neoscale.runner import plan
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("INTERNAL: CUDA Runtime error: Error loading CUDA libraries")
+
+    monkeypatch.setattr(aot, "lower", broken)
+    model = presets.model_config("w64d2h4", vocab_size=512, max_positions=64, window_size=16)
+    mesh = {"data": 1, "fsdp": 8, "expert": 1, "tensor": 1}
+    local = hardware.local_target()
+    verdict = aot.check(model, 64, 16, 1, mesh, local)
+    assert verdict.failed and not verdict.fits and "CUDA libraries" in verdict.error
+    assert verdict.describe().startswith("compile failed: INTERNAL")
+    assert not cache.exists()  # a host's failure is no verdict on the program
+    lines = []
+    with pytest.raises(ValueError, match="compiler failed on this host .*no memory verdict"):
+        plan.fit_compiled(model, 64, 16, mesh, local, log=lines.append)
+    assert len(lines) == 1  # one compile tried, not every micro-batch count
+
+
 def test_a_compile_time_out_of_memory_is_recorded_on_a_pod(tmp_path, monkeypatch):
     """Every host compiles the same program, so a refusal is the same everywhere: the study
     records it and goes on; any other error on a pod still stops it."""

@@ -81,3 +81,21 @@ def test_minor_page_faults_count_every_fresh_page_touched():
             memory[page * mmap.PAGESIZE] = 1
         faults = minor_page_faults() - before
     assert pages <= faults < pages * 1.2
+
+
+def test_bench_sizes_are_timed_side_by_side():
+    """--sizes times dense and routed sizes interleaved; each line carries its own size, its
+    dispatch and its time per FLOP relative to the first."""
+    done = run_bench("--sizes=w64d2h2,w64d2h2e4k1", "--vocab_size=512", "--batch_size=8",
+                     "--seq_len=32", "--steps=2", "--warmup_steps=0", "--rounds=2",
+                     "--probe_size=256", "--data=synthetic", "--moe_dispatch=blocked,ragged")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json_lines(done.stdout)
+    assert [(r["size"], r["moe_dispatch"]) for r in results] == [
+        ("w64d2h2", None), ("w64d2h2e4k1", "blocked"), ("w64d2h2e4k1", "ragged")]
+    assert results[0]["flop_time_vs_first"] == 1.0
+    for result in results[1:]:
+        assert result["flop_time_vs_first"] == pytest.approx(
+            results[0]["model_tflops"] / result["model_tflops"])
+        assert result["params"] > results[0]["params"]  # four experts' weights
+    assert "time/FLOP vs first" in done.stdout

@@ -12,11 +12,12 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
 LOSS_IMPLS = ("fused", "plain")
 ATTENTION_IMPLS = ("auto", "dense", "blocked", "splash", "cudnn")
+MOE_DISPATCHES = ("auto", "ragged", "blocked")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Shape and numerics of a GPT-Neo model (dense when ``num_experts == 1``).
+    """Shape and numerics of a GPT-Neo model (dense when ``num_experts == 1`` and not ``routed``).
 
     Defaults are GPT-Neo 125M. ``attention_pattern="alternating"`` is GPT-Neo's: even layers
     global (causal), odd layers local with a window of ``window_size`` keys (query i sees keys
@@ -57,12 +58,20 @@ class ModelConfig:
     output_multiplier: float = 1.0
     hidden_init_std: float | None = None
     # Sparsity: routed mixture-of-experts MLPs.
-    num_experts: int = 1  # 1 = dense
+    num_experts: int = 1  # 1 = dense (unless routed)
+    # True: the MLPs are routed MoE layers even with one expert (size grammar e1k1): the sanity arm
+    # of a sparsity study, which must compute the dense model's function (tests/test_model.py).
+    routed: bool = False
     top_k: int = 1
     moe_every: int = 1  # every n-th layer is MoE (layers n-1, 2n-1, ...)
     expert_mlp_dim: int | None = None  # None: mlp_dim (granularity 1)
     renormalize_top_k: bool = True  # Mixtral style; False = Switch style
     capacity_factor: float | None = None  # None = dropless dispatch
+    # Dropless implementation (neoscale.model.moe): "ragged" (jax.lax.ragged_dot), "blocked" (a
+    # scan over blocks of moe_block_rows rows of one expert each) or "auto" (ragged on TPU, blocked
+    # elsewhere: the CPU lowers ragged_dot to a dense matmul over all experts).
+    moe_dispatch: str = "auto"
+    moe_block_rows: int = 64
     load_balancing_coef: float = 1e-2
     router_z_loss_coef: float = 1e-3
     # Compilation and kernels.
@@ -110,7 +119,7 @@ class ModelConfig:
 
     @property
     def is_moe(self) -> bool:
-        return self.num_experts > 1
+        return self.num_experts > 1 or self.routed
 
     def attention_kind(self, layer: int) -> str:
         """'global' or 'local' for layer index ``layer``."""
@@ -203,5 +212,9 @@ def validate(c: ModelConfig) -> None:
             fail(f"moe_every={c.moe_every} must be between 1 and num_layers={c.num_layers}")
         if c.expert_mlp_dim is not None and c.expert_mlp_dim < 1:
             fail(f"expert_mlp_dim must be positive, got {c.expert_mlp_dim}")
+        if c.moe_dispatch not in MOE_DISPATCHES:
+            fail(f"moe_dispatch={c.moe_dispatch!r}; valid: {', '.join(MOE_DISPATCHES)}")
+        if c.moe_block_rows < 1:
+            fail(f"moe_block_rows must be positive, got {c.moe_block_rows}")
         if c.capacity_factor is not None and c.capacity_factor <= 0:
             fail(f"capacity_factor must be > 0 (or None for dropless), got {c.capacity_factor}")

@@ -374,6 +374,9 @@ def fit_compiled(model: ModelConfig, seq_len: int, batch_size: int, mesh: dict[s
             f"{target.name}: {verdict.describe()} (estimate {est.peak / 2**30:.1f} GiB; {how})")
         if verdict.fits:
             return memory_lib.MemoryChoice(policy, count, max(1, per_device // count), est), verdict
+        if verdict.failed:  # not a memory verdict: other candidates would fail the same way
+            raise ValueError(f"the {target.name} compiler failed on this host ({verdict.error}); "
+                             "no memory verdict: run the dry run where the compiler works")
         found = verdict.bytes or _bytes_in(verdict.error)
         if found and (best is None or found < best[0]):
             best = (found, f"remat={policy} x {count} micro-batches needs {found / 2**30:.1f} GiB")

@@ -65,7 +65,8 @@ CADENCE_FIELDS = ("workdir", "log_every", "eval_every", "checkpoint_every", "che
 # (checkpoints restore onto any mesh; gradient accumulation, evaluation micro-batches,
 # rematerialisation, the loss and attention kernels change rounding only).
 LAYOUT_FIELDS = ("mesh", "micro_batches", "eval_batch_size")
-MODEL_LAYOUT_FIELDS = ("remat", "loss_impl", "loss_chunk_tokens", "attention_impl")
+MODEL_LAYOUT_FIELDS = ("remat", "loss_impl", "loss_chunk_tokens", "attention_impl", "moe_dispatch",
+                       "moe_block_rows")
 RESOLVED_LAYOUT_FIELDS = ("eval_batch_size",)
 # Data description entries that name paths or timings, not the data.
 DATA_VOLATILE_FIELDS = ("cache", "tokenizer_path", "prepare_seconds",
