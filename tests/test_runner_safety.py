@@ -42,10 +42,13 @@ def _run(command, timeout=600):
 
 
 def snapshot(workdir) -> dict[str, str]:
-    """md5 of every file under the study directory (the prepared data cache included)."""
+    """md5 of every file under the study directory (the prepared data cache included), but the
+    lock files: they name the last process that wrote (neoscale/workdir_lock.py), not the study."""
     digests = {}
     for root, _, files in os.walk(workdir):
         for name in files:
+            if name == ".neoscale.lock":
+                continue
             path = os.path.join(root, name)
             with open(path, "rb") as f:
                 digests[os.path.relpath(path, workdir)] = hashlib.md5(f.read()).hexdigest()
