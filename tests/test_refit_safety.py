@@ -140,7 +140,7 @@ def test_a_law_that_raises_is_failed_and_keeps_the_previous_fit(copy, monkeypatc
     def raises(*args):
         raise ValueError("seed must be non-negative")
 
-    monkeypatch.setattr(scaling_study, "_loss_vs_compute", raises)
+    monkeypatch.setattr(scaling_study.loss_vs_compute, "entry", raises)
     before = _record(copy)
     failures = _finish(copy)
     assert failures["fit"].startswith("loss_vs_compute fitted before and now fail on the same runs")
@@ -151,7 +151,7 @@ def test_a_law_that_raises_is_failed_and_keeps_the_previous_fit(copy, monkeypatc
 def _finish(workdir):
     config, plan = study.load_plan(workdir)
     failures: dict[str, str] = {}
-    study.finish_study(workdir, config, plan, failures)
+    study.finish_study(workdir, config, plan, failures, study.load_measured(workdir))
     return failures
 
 
@@ -173,7 +173,7 @@ def test_disk_full_while_plotting_keeps_the_record_or_says_so(copy, monkeypatch)
     _finish(copy)
     report = (copy / "report.md").read_text()
     assert "nothing to fit yet" not in report
-    assert "No figures: drawing them failed (OSError: [Errno 28] No space left" in report
+    assert "No figures: drawing them failed (disk full: [Errno 28] No space left" in report
     assert json.loads((copy / study.FIT_FILE).read_text())["laws"]
 
 
