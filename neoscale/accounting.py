@@ -171,9 +171,12 @@ def saved_residual_bytes(config: ModelConfig, seq_len: int, remat: str | None = 
     memory planner (``neoscale.runner.memory``) does; else its size.
     """
     from neoscale.model.attention import resolve
+    from neoscale.model.moe import resolve_dispatch
 
     remat = config.remat if remat is None else remat
     impl = resolve(config.attention_impl, config.dtype, platform)
+    # The dropless MoE dispatch 'auto' stands for on that platform (ragged on TPU, blocked elsewhere).
+    config = config.replace(moe_dispatch=resolve_dispatch(config.moe_dispatch, platform))
     try:
         one, two = _saved_bytes(config.replace(attention_impl=impl), seq_len, remat,
                                 platform if laid_out else None)
