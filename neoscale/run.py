@@ -216,7 +216,7 @@ def _main(argv: list[str]) -> int:
         raise UsageError(f"{unreadable[0]}; {unreadable[1]}")
     if not unreadable:
         check_workdir(workdir)
-    data = study.study_data_config(config, workdir, cache_dir)
+    data = study.study_data_config(config, cache_dir)
     if data.source().kind == "prepared" and (why := unreadable_store(data.source().pattern)):
         raise UsageError(f"{why[0]}; {why[1]}")  # its manifest sizes the plan: it must be read
     if not _DRY_RUN.value:  # (a dry run writes nothing: it plans from anywhere)

@@ -73,9 +73,9 @@ def _check_cache_dir(config) -> None:
     may mount read-only): one line naming the flag, before anything is prepared."""
     from neoscale.training.config import SYNTHETIC
 
-    if config.data == SYNTHETIC:
+    if config.data.data == SYNTHETIC:
         return
-    expanded = os.path.expanduser(config.data_cache_dir)
+    expanded = os.path.expanduser(config.data.cache_dir)
     try:
         os.makedirs(expanded, exist_ok=True)
         probe = os.path.join(expanded, f".write-test-{os.getpid()}")
@@ -84,7 +84,7 @@ def _check_cache_dir(config) -> None:
         os.remove(probe)
     except OSError as error:
         raise ValueError(f"cannot write the prepared-data cache --data_cache_dir="
-                         f"{config.data_cache_dir} ({expanded}: {error.strerror or error}); pass "
+                         f"{config.data.cache_dir} ({expanded}: {error.strerror or error}); pass "
                          "a writable --data_cache_dir=DIR") from None
 
 
@@ -106,7 +106,7 @@ def _run_config():
         if len(law) != 2:
             raise ValueError(f"--learning_rate_law={FLAGS.learning_rate_law!r}: give COEF,EXPONENT, "
                              "e.g. 5.91,-0.606")
-    return RunConfig(
+    return RunConfig.from_flat(dict(
         size=FLAGS.size, workdir=FLAGS.workdir or "", model_overrides=overrides,
         steps=FLAGS.steps, batch_size=FLAGS.batch_size, seq_len=FLAGS.seq_len,
         micro_batches=FLAGS.micro_batches, mesh=FLAGS.mesh, seed=FLAGS.seed,
@@ -119,7 +119,7 @@ def _run_config():
         data=FLAGS.data, tokenizer=FLAGS.tokenizer, heldout_tokens=FLAGS.heldout_tokens,
         data_cache_dir=FLAGS.data_cache_dir, tfds_data_dir=FLAGS.tfds_data_dir,
         tfds_split=FLAGS.tfds_split, text_field=FLAGS.text_field,
-        max_documents=FLAGS.max_documents, vocab_size=FLAGS.vocab_size)
+        max_documents=FLAGS.max_documents, vocab_size=FLAGS.vocab_size))
 
 
 def main(argv: list[str]) -> None:
@@ -127,11 +127,8 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags")
     try:
-        from neoscale.presets import model_config
-
-        config = _run_config()
-        model_config(config.size)  # unknown size: fail before jax starts
-        if "://" not in config.data_cache_dir:
+        config = _run_config()  # an unknown size fails here, before jax starts
+        if "://" not in config.data.cache_dir:
             _check_cache_dir(config)
         if FLAGS.distributed:
             multihost.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)

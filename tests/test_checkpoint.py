@@ -9,6 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from run_configs import flat_run
 from subprocess_env import cpu_env
 
 from neoscale.presets import model_config
@@ -16,7 +17,6 @@ from neoscale.sharding import make_mesh
 from neoscale.training import loop as loop_lib
 from neoscale.training import stopping
 from neoscale.training.checkpoint import Checkpointer
-from neoscale.training.config import RunConfig
 from neoscale.training.metrics import read_metrics
 from neoscale.training.optimizer import make_optimizer, make_schedule, weight_decay_mask
 from neoscale.training.state import ModelParams, abstract_state, create_train_state
@@ -75,7 +75,7 @@ def _wait_for_step(run_dir, step: int, proc) -> None:
 def uninterrupted(tmp_path_factory) -> dict[int, float]:
     """The same run as the CLI's, in this process on one device."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    config = RunConfig(size="w32d2h2", workdir=str(run_dir), data="synthetic", vocab_size=64,
+    config = flat_run(size="w32d2h2", workdir=str(run_dir), data="synthetic", vocab_size=64,
                        batch_size=8, seq_len=16, learning_rate=0.01, heldout_tokens=256,
                        log_every=1, eval_every=1000, checkpoint_every=1000, steps=STEPS,
                        model_overrides={"max_positions": 16}, tensorboard=False)
@@ -118,7 +118,7 @@ def test_checkpoint_cadence_by_wall_clock(tmp_path, monkeypatch):
     def one_step_passes(point):
         now[0] += 25.0
 
-    config = RunConfig(workdir=str(tmp_path / "run"), size="w32d2h2", data="synthetic", vocab_size=64,
+    config = flat_run(workdir=str(tmp_path / "run"), size="w32d2h2", data="synthetic", vocab_size=64,
                        batch_size=8, seq_len=16, learning_rate=0.01, heldout_tokens=256, steps=9,
                        log_every=1, eval_every=1, checkpoint_every=1000, checkpoint_minutes=1.0,
                        keep_checkpoints=10, tensorboard=False, model_overrides={"max_positions": 16})

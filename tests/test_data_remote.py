@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from etils import epath
 from fake_gcs import install
+from run_configs import flat_run
 from test_data import config_for, make_documents, write_corpus
 
 from neoscale.data import prepare, records, shards
 from neoscale.training import loop as loop_lib
-from neoscale.training.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_a_run_trains_from_gcs_shards_without_copying_them(local, tmp_path, monk
     _upload(local.directory, "gs://bucket/data")
     before = _files_under(tmp_path)
     run_dir = tmp_path / "run"  # orbax reaches gs:// through Google's client, which the fake is not
-    config = RunConfig(workdir=str(run_dir), size="w32d2h2", data="prepared:gs://bucket/data",
+    config = flat_run(workdir=str(run_dir), size="w32d2h2", data="prepared:gs://bucket/data",
                        tokenizer="gpt2", seq_len=16, batch_size=8, steps=4, log_every=2, eval_every=2,
                        checkpoint_every=2, learning_rate=1e-2, heldout_tokens=256, tensorboard=False,
                        data_cache_dir=str(tmp_path / "cache"), model_overrides={"max_positions": 16})

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from fake_gcs import install
+from run_configs import flat_run
 from subprocess_env import cpu_env
 
 from neoscale import workdir_lock
@@ -156,9 +157,8 @@ def test_run_into_a_study_in_use_exits_2_but_a_dry_run_works(tmp_path):
 # --- corrupt or cut-off files ------------------------------------------------------------------
 
 def _config(run_dir, steps=6, **kwargs):
-    from neoscale.training.config import RunConfig
 
-    return RunConfig(size="w32d2h2", workdir=str(run_dir), data="synthetic", vocab_size=64,
+    return flat_run(size="w32d2h2", workdir=str(run_dir), data="synthetic", vocab_size=64,
                      batch_size=8, seq_len=16, learning_rate=0.01, heldout_tokens=256, steps=steps,
                      log_every=1, eval_every=2, checkpoint_every=2, keep_checkpoints=10,
                      async_checkpoints=False, tensorboard=False,

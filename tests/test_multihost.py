@@ -6,10 +6,10 @@ import sys
 
 import jax
 import pytest
+from run_configs import flat_run
 from subprocess_env import cpu_env
 
 from neoscale.training import loop as loop_lib
-from neoscale.training.config import RunConfig
 from neoscale.training.metrics import read_metrics
 
 SETTINGS = dict(size="w32d2h2", data="synthetic", vocab_size=64, batch_size=8, seq_len=16,
@@ -25,12 +25,12 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_four_devices(tmp_path):
-    reference = loop_lib.train(RunConfig(workdir=str(tmp_path / "one"), tensorboard=False,
+    reference = loop_lib.train(flat_run(workdir=str(tmp_path / "one"), tensorboard=False,
                                          **SETTINGS), devices=jax.devices()[:4])
-    config = RunConfig(workdir=str(tmp_path / "two"), **SETTINGS)
+    config = flat_run(workdir=str(tmp_path / "two"), **SETTINGS)
     env = cpu_env(device_count=2)
     port = _free_port()
-    flags = [f"--{k}={v}" for k, v in config.to_dict().items()
+    flags = [f"--{k}={v}" for k, v in config.to_flat("w32d2h2").items()
              if k in ("size", "data", "vocab_size", "batch_size", "seq_len", "learning_rate",
                       "heldout_tokens", "log_every", "eval_every", "checkpoint_every", "steps",
                       "workdir")]

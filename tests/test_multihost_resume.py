@@ -7,11 +7,11 @@ import sys
 
 import jax
 import pytest
+from run_configs import flat_run
 from subprocess_env import cpu_env
 from test_multihost import SETTINGS, _free_port
 
 from neoscale.training import loop as loop_lib
-from neoscale.training.config import RunConfig
 from neoscale.training.metrics import read_metrics
 
 
@@ -19,9 +19,9 @@ from neoscale.training.metrics import read_metrics
 def test_a_two_process_checkpoint_resumes_on_one_process(tmp_path):
     settings = {**SETTINGS, "checkpoint_every": 2}
     run_dir = tmp_path / "run"
-    config = RunConfig(workdir=str(run_dir), tensorboard=False, **settings)
+    config = flat_run(workdir=str(run_dir), tensorboard=False, **settings)
     port = _free_port()
-    flags = [f"--{k}={v}" for k, v in config.to_dict().items() if k in settings or k == "workdir"
+    flags = [f"--{k}={v}" for k, v in config.to_flat("w32d2h2").items() if k in settings or k == "workdir"
              if k != "model_overrides"]
     flags.append('--model_overrides={"max_positions": 16}')
     procs = [subprocess.Popen(

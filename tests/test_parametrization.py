@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from run_configs import flat_run
 
 from neoscale.model import GPTNeo, ModelConfig, parametrization
 from neoscale.training.optimizer import make_optimizer, weight_decay_mask
@@ -164,7 +165,6 @@ def test_bad_parametrization_is_one_line():
 @pytest.mark.slow
 def test_a_mup_run_trains_and_uses_the_multipliers(tmp_path):
     from neoscale.training import loop
-    from neoscale.training.config import RunConfig
 
     common = dict(size="w64d2h2", data="synthetic", vocab_size=64, batch_size=8, seq_len=16,
                   learning_rate=1e-2, heldout_tokens=256, tensorboard=False, steps=4, log_every=2,
@@ -172,7 +172,7 @@ def test_a_mup_run_trains_and_uses_the_multipliers(tmp_path):
     losses = {}
     for name in ("sp", "mup"):
         overrides = {"max_positions": 16, "parametrization": name, "base_d_model": 32}
-        result = loop.train(RunConfig(workdir=str(tmp_path / name), model_overrides=overrides, **common))
+        result = loop.train(flat_run(workdir=str(tmp_path / name), model_overrides=overrides, **common))
         losses[name] = result.eval_loss
     assert all(np.isfinite(v) for v in losses.values())
     assert losses["sp"] != losses["mup"]  # the parametrization reached the model and the optimizer

@@ -17,13 +17,13 @@ import orbax.checkpoint as ocp
 import pytest
 from etils import epath
 from jax.sharding import PartitionSpec as P
+from run_configs import flat_run
 from subprocess_env import cpu_env
 
 from neoscale.presets import model_config
 from neoscale.sharding import make_mesh, sharding_context
 from neoscale.training import loop as loop_lib
 from neoscale.training.checkpoint import Checkpointer
-from neoscale.training.config import RunConfig
 from neoscale.training.hparams import gpt3_hparams, hparams_for, learning_rate_for, warmup_steps
 from neoscale.training.metrics import read_metrics
 from neoscale.training.optimizer import make_optimizer, make_schedule, weight_decay_mask
@@ -49,7 +49,7 @@ def test_learning_rate_scales_with_the_square_root_of_a_smaller_batch():
     assert learning_rate_for(hp, 2**19) == pytest.approx(6e-4)
     assert learning_rate_for(hp, 2**17) == pytest.approx(3e-4)  # a quarter of the batch: half
     assert learning_rate_for(hp, 2**21) == pytest.approx(6e-4)  # never above the table's
-    config = RunConfig(workdir="unused", **{**TINY, "learning_rate": None})  # 8 x 16 tokens
+    config = flat_run(workdir="unused", **{**TINY, "learning_rate": None})  # 8 x 16 tokens
     gpt_neo_125m = model_config("125M")  # the table's anchor: 6e-4 at 2^19 tokens
     resolved = loop_lib.resolve(config, gpt_neo_125m, batch_multiple=8)
     assert resolved.learning_rate == pytest.approx(6e-4 * math.sqrt(128 / 2**19))
@@ -65,7 +65,7 @@ def test_one_resolver_serves_the_planner_and_a_single_run():
     model = model_config("w64d4h2", vocab_size=512)
     planned = make_plan(["w64d4h2"], Budget("steps", (20.0,)), vocab_size=512, seq_len=16,
                         train=ml_collections.ConfigDict({"batch_size": 8, "learning_rate_law": law}))[0]
-    config = RunConfig(workdir="unused", size="w64d4h2", steps=20, batch_size=8, seq_len=16,
+    config = flat_run(workdir="unused", size="w64d4h2", steps=20, batch_size=8, seq_len=16,
                        learning_rate_law=law)
     resolved = loop_lib.resolve(config, model, batch_multiple=8)
     assert resolved.learning_rate == pytest.approx(planned.learning_rate)
@@ -156,7 +156,7 @@ def _final_params(run_dir) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """(config, result, eval points) of a finished 6-step run."""
-    config = RunConfig(workdir=str(tmp_path_factory.mktemp("finished") / "run"), **RUN)
+    config = flat_run(workdir=str(tmp_path_factory.mktemp("finished") / "run"), **RUN)
     points = []
     result = loop_lib.train(config, on_eval=points.append)
     return config, result, points
@@ -167,7 +167,7 @@ def interrupted(tmp_path_factory):
     """The same run crashed at step 6 (before its final checkpoint): checkpoint 3, rows to 4."""
     run_dir = tmp_path_factory.mktemp("interrupted") / "run"
     with pytest.raises(Crash):
-        loop_lib.train(RunConfig(workdir=str(run_dir), **RUN), on_eval=_crash_at(6))
+        loop_lib.train(flat_run(workdir=str(run_dir), **RUN), on_eval=_crash_at(6))
     return run_dir
 
 
@@ -235,10 +235,10 @@ CHANGES = [
     ("steps", {"steps": 7}), ("learning_rate", {"learning_rate": 2e-2}),
     ("schedule", {"schedule": "wsd"}), ("warmup_steps", {"warmup_steps": 2}),
     ("cooldown_fraction", {"cooldown_fraction": 0.5}), ("cooldown_steps", {"cooldown_steps": 2}),
-    ("weight_decay", {"weight_decay": 0.0}), ("heldout_tokens", {"heldout_tokens": 512}),
-    ("max_documents", {"max_documents": 10}), ("tfds_split", {"tfds_split": "validation"}),
+    ("weight_decay", {"weight_decay": 0.0}), ("data.heldout_tokens", {"heldout_tokens": 512}),
+    ("data.max_documents", {"max_documents": 10}), ("data.tfds_split", {"tfds_split": "validation"}),
     ("resolved.batch_size", {"batch_size": 16}), ("seed", {"seed": 1}),
-    ("data_seed", {"data_seed": 1}), ("model.max_positions", {"model_overrides": {
+    ("data.seed", {"data_seed": 1}), ("model.max_positions", {"model_overrides": {
         "max_positions": 32}}),
 ]
 
@@ -249,7 +249,7 @@ def test_changed_settings_are_refused_on_reuse(finished, interrupted, which, fie
     run_dir = epath.Path(finished[0].workdir) if which == "finished" else interrupted
     before = sorted(p.name for p in run_dir.iterdir())
     with pytest.raises(ValueError) as info:
-        loop_lib.train(RunConfig(workdir=str(run_dir), **{**RUN, **change}))
+        loop_lib.train(flat_run(workdir=str(run_dir), **{**RUN, **change}))
     message = str(info.value)
     assert "\n" not in message and "use a new --workdir, or the same settings" in message
     assert re.search(rf"[(, ]{re.escape(field)} \S+ -> \S+", message), message
@@ -264,7 +264,7 @@ def test_refusal_names_old_and_new_values(finished):
 
 
 def test_restart_without_a_checkpoint_starts_over_and_drops_stale_metrics(tmp_path):
-    config = RunConfig(workdir=str(tmp_path / "run"), **{
+    config = flat_run(workdir=str(tmp_path / "run"), **{
         **RUN, "steps": 3, "log_every": 1, "eval_every": 2, "checkpoint_every": 100})
     with pytest.raises(Crash):
         loop_lib.train(config, on_eval=_crash_at(2))
@@ -306,7 +306,7 @@ def test_nan_learning_rate_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
         return lambda step: schedule(step) * jnp.where(step == 4, jnp.nan, 1.0)  # step 5
 
     monkeypatch.setattr(loop_lib, "make_schedule", poisoned)
-    config = RunConfig(workdir=str(tmp_path / "run"), steps=8, log_every=4, eval_every=100,
+    config = flat_run(workdir=str(tmp_path / "run"), steps=8, log_every=4, eval_every=100,
                        checkpoint_every=2, **TINY)
     with pytest.raises(loop_lib.NonFiniteLossError, match="non-finite .* at step 5") as info:
         loop_lib.train(config)

@@ -30,6 +30,7 @@ import jax
 import ml_collections
 from etils import epath
 
+from neoscale.data.pipeline import DataConfig
 from neoscale.files import CorruptFileError, read_json, to_json, write_atomic
 from neoscale.runner import report as report_lib
 from neoscale.runner import results as results_lib
@@ -82,19 +83,13 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}"
 
 
-def data_fields(study: ml_collections.ConfigDict, cache_dir: str) -> dict[str, Any]:
-    """The RunConfig fields that say what data a study's runs read (``RunConfig.data_config()``
-    turns them into the one ``DataConfig``: the study-level preparation and every run agree)."""
+def study_data_config(study: ml_collections.ConfigDict, cache_dir: str) -> DataConfig:
+    """The one DataConfig of a study: prepared once, up front, and read by every run."""
     d = study.data
-    return {"data": d.data, "tokenizer": d.tokenizer, "seq_len": int(d.seq_len),
-            "heldout_tokens": d.heldout_tokens, "data_seed": d.seed, "data_cache_dir": cache_dir,
-            "tfds_data_dir": d.tfds_data_dir, "tfds_split": d.tfds_split,
-            "text_field": d.text_field, "max_documents": d.max_documents}
-
-
-def study_data_config(study: ml_collections.ConfigDict, workdir: str, cache_dir: str):
-    """The DataConfig every run of the study reads (prepared once, up front)."""
-    return RunConfig(workdir=str(workdir), **data_fields(study, cache_dir)).data_config()
+    return DataConfig(data=d.data, tokenizer=d.tokenizer, seq_len=int(d.seq_len),
+                      heldout_tokens=d.heldout_tokens, seed=d.seed, cache_dir=cache_dir,
+                      tfds_data_dir=d.tfds_data_dir, tfds_split=d.tfds_split,
+                      text_field=d.text_field, max_documents=d.max_documents)
 
 
 class SettingsConflict(ValueError):
@@ -130,13 +125,11 @@ def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath
     shared.pop("learning_rate_law", None)  # the plan resolved it into the run's learning_rate
     fields: dict[str, Any] = {
         **shared,
-        **data_fields(study, cache_dir),
-        "size": run.size,
+        "model": run.model,  # the model the plan printed
+        "data": dataclasses.replace(study_data_config(study, cache_dir), seq_len=run.seq_len),
         "workdir": str(workdir / RUNS_DIR / run.name),
-        "model_overrides": {k: v for k, v in run.model.to_dict().items() if k not in ("vocab_size",)},
         "steps": run.steps,
         "batch_size": run.batch_size,
-        "seq_len": run.seq_len,
         "micro_batches": run.micro_batches,
         "mesh": study.mesh,
         "learning_rate": run.learning_rate,

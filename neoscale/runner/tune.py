@@ -36,7 +36,7 @@ SWEEP_FILE = "sweep.json"
 # Settings that do not change what a run computes (or that the sweep itself sets).
 UNKEYED = ("workdir", "learning_rate", "learning_rate_law", "log_every", "eval_every", "checkpoint_every",
            "keep_checkpoints", "keep_checkpoint_every", "async_checkpoints", "tensorboard", "mesh",
-           "micro_batches", "eval_batch_size", "data_cache_dir")
+           "micro_batches", "eval_batch_size", "data_cache_dir")  # flat names (RunConfig.to_flat)
 
 
 def enabled(study: ml_collections.ConfigDict) -> bool:
@@ -105,11 +105,13 @@ def base_run(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun]) -> Pl
 
 
 def sweep_dir(study: ml_collections.ConfigDict, workdir: str, config: RunConfig) -> epath.Path:
-    """Where this base run's sweep lives: ``tune.dir``/``{size}_{hash of its settings}``."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in UNKEYED}
+    """Where this base run's sweep lives: ``tune.dir``/``{size}_{hash of its settings}`` (hashed
+    in their flat form, so sweeps recorded before RunConfig nested its model and data are found)."""
+    size = str(study.tune.size)
+    settings = {k: v for k, v in config.to_flat(size).items() if k not in UNKEYED}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
     root = epath.Path(str(study.tune.get("dir") or "") or epath.Path(workdir) / "tune")
-    return root / f"{config.size}_{key}"
+    return root / f"{size}_{key}"
 
 
 def sweep_configs(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], workdir: str,
@@ -124,7 +126,7 @@ def sweep_configs(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], 
         base = {k: point[k] for k in ("output_multiplier", "hidden_init_std") if point[k] is not None}
         configs.append((point, template.replace(
             workdir=str(directory / _label(point)), learning_rate=point["learning_rate"],
-            model_overrides={**template.model_overrides, **base})))
+            model=template.model.replace(**base))))
     return directory, configs
 
 
@@ -162,7 +164,7 @@ def run_sweep(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], work
             losses[key] = float(train(config).eval_loss)
         except NonFiniteLossError:  # too high a rate: a result of the sweep, not a failure
             losses[key] = math.inf
-        print(f"[tune] {config.size} {_label(point)}: eval loss {losses[key]:.4f}", flush=True)
+        print(f"[tune] {study.tune.size} {_label(point)}: eval loss {losses[key]:.4f}", flush=True)
     finite = {key: loss for key, loss in losses.items() if math.isfinite(loss)}
     if not finite:
         raise ValueError(f"every rate of the sweep in {directory} diverged: lower tune.log2_rates")
@@ -170,7 +172,7 @@ def run_sweep(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], work
     if best["learning_rate"] in (min(rates(study)), max(rates(study))):
         print(f"[tune] warning: the best rate {best['learning_rate']:.3g} is at the edge of the "
               "sweep; widen tune.log2_rates", flush=True)
-    record = {"size": configs[0][1].size, "best_learning_rate": best["learning_rate"],
+    record = {"size": str(study.tune.size), "best_learning_rate": best["learning_rate"],
               "best": _label(best), "best_point": best, "losses": losses,
               "steps": configs[0][1].steps}
     (directory / SWEEP_FILE).write_text(json.dumps(record, indent=2))

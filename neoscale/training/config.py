@@ -4,37 +4,40 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from neoscale.data.pipeline import DataConfig
+from neoscale.model import ModelConfig
 from neoscale.training.optimizer import COOLDOWN_SHAPES, SCHEDULES
 
-if TYPE_CHECKING:
-    from neoscale.data import DataConfig
-
-SYNTHETIC = "synthetic"
+SYNTHETIC = "synthetic"  # DataConfig.data of random tokens (neoscale.training.synthetic)
 SYNTHETIC_VOCAB_SIZE = 256
+# neoscale.train's flat flags (and config.json written before RunConfig nested its data) -> the
+# DataConfig field each one sets.
+FLAT_DATA_FIELDS = {"data": "data", "tokenizer": "tokenizer", "seq_len": "seq_len",
+                    "heldout_tokens": "heldout_tokens", "data_seed": "seed",
+                    "data_cache_dir": "cache_dir", "tfds_data_dir": "tfds_data_dir",
+                    "tfds_split": "tfds_split", "text_field": "text_field",
+                    "max_documents": "max_documents"}
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """One run. ``None`` hyper-parameters take the GPT-3-table defaults (``hparams``).
+    """One run: the model it trains, the data it reads, and how. ``None`` hyper-parameters take
+    the one per-size rule (``neoscale.training.hparams``).
 
-    size: a name accepted by ``neoscale.presets.model_config`` (e.g. "cpu-100k", "125M").
-    model_overrides: ModelConfig fields to replace (e.g. {"dtype": "bfloat16"}).
+    model: the ModelConfig trained (a study passes the one its plan printed; its vocab_size
+      covers the data's). data: the ``neoscale.data.DataConfig`` read (``data.data ==
+      "synthetic"``: random tokens over the model's vocabulary); ``data.seed`` is the data seed
+      (held-out documents, window order, the tokenizer's training order) and ``seed`` the model
+      seed (initialisation): replicates that vary one keep the other fixed.
     batch_size: sequences per optimizer step (global); None: the table's tokens / seq_len.
     micro_batches: gradient accumulation: the batch is processed in this many slices.
     mesh: "--mesh" syntax, e.g. "data:2,fsdp:-1"; "" = every device on fsdp.
-    seed: the model seed (parameter initialisation); data_seed: the data seed (held-out
-      documents, training-window order, the tokenizer's training order): replicates that vary
-      one keep the other fixed.
     eval_batch_size: sequences (global) per evaluation micro-batch; None: the training
       micro-batch (batch_size // micro_batches), which the planner has already fitted in memory.
     schedule: "cosine" | "wsd" | "constant"; cooldown_steps (if set) or cooldown_fraction of the
       steps is the WSD cooldown, ``cooldown_shape`` "linear" or "1-sqrt".
-    data: "synthetic" or a ``neoscale.data`` source ("builtin", "text:GLOB", "tfds:NAME");
-      tokenizer, heldout_tokens, tfds_data_dir, tfds_split, text_field and max_documents are
-      passed on to ``neoscale.data.DataConfig``.
-    vocab_size: synthetic data only (real data: the tokenizer's).
     init_from: (run_dir, step): start from that run's checkpoint (state and data position),
       e.g. a WSD cooldown branch with ``steps = step + cooldown_steps``; the learning rate and
       warmup default to the parent run's resolved values. A relative run_dir is a sibling of
@@ -43,16 +46,14 @@ class RunConfig:
       (orbax keep_period), e.g. the fork points of cooldown branches.
     """
 
-    size: str = "cpu-100k"
+    model: ModelConfig
+    data: DataConfig = DataConfig()
     workdir: str = ""
-    model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     steps: int = 1000
     batch_size: int | None = None
-    seq_len: int = 256
     micro_batches: int = 1
     mesh: str = ""
     seed: int = 0
-    data_seed: int = 0
     learning_rate: float | None = None
     learning_rate_law: tuple[float, float] | None = None  # (coef, exponent): lr = coef * N_active^exponent
     schedule: str = "cosine"
@@ -73,15 +74,6 @@ class RunConfig:
     keep_checkpoint_every: int | None = None
     async_checkpoints: bool = True
     tensorboard: bool = True
-    data: str = "builtin"
-    tokenizer: str = "train:8192"
-    heldout_tokens: int = 65536
-    data_cache_dir: str = "~/.cache/neoscale"
-    tfds_data_dir: str | None = None
-    tfds_split: str = "train"
-    text_field: str = "text"
-    max_documents: int | None = None
-    vocab_size: int | None = None
     init_from: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
@@ -90,6 +82,14 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def seq_len(self) -> int:
+        return self.data.seq_len
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data.data == SYNTHETIC
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["init_from"] = list(self.init_from) if self.init_from else None
@@ -97,34 +97,85 @@ class RunConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+    def from_dict(cls, d: dict[str, Any], model: dict[str, Any] | None = None) -> RunConfig:
+        """From ``to_dict``'s output, or from the flat "run" of a config.json written before
+        RunConfig nested its data and model (``from_flat``; ``model``: that file's "model")."""
+        if not isinstance(d.get("model"), dict):
+            return cls.from_flat(d, model)
         fields = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in fields}
+        d["model"] = _model_from_dict(d["model"])
+        data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+        d["data"] = DataConfig(**{k: v for k, v in d["data"].items() if k in data_fields})
         if d.get("init_from"):
             d["init_from"] = (str(d["init_from"][0]), int(d["init_from"][1]))
         if d.get("learning_rate_law"):
             d["learning_rate_law"] = tuple(float(x) for x in d["learning_rate_law"])
         return cls(**d)
 
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any], model: dict[str, Any] | None = None) -> RunConfig:
+        """From flat settings: ``neoscale.train``'s flags, or a config.json's "run" written before
+        the nesting (``size``, ``model_overrides``, the data fields of ``FLAT_DATA_FIELDS``,
+        ``vocab_size`` for synthetic data). ``model``: the model as saved; else built from
+        ``size`` and ``model_overrides`` with the data's vocabulary."""
+        from neoscale.presets import model_config
+
+        flat = dict(flat)
+        data = DataConfig(**{FLAT_DATA_FIELDS[k]: flat.pop(k) for k in list(flat)
+                             if k in FLAT_DATA_FIELDS})
+        size, overrides = flat.pop("size", None), dict(flat.pop("model_overrides", None) or {})
+        vocab_size = flat.pop("vocab_size", None)
+        if model is not None:
+            model_cfg = _model_from_dict(model)
+        else:
+            if not size:
+                raise ValueError("a model size is required, e.g. --size=cpu-100k")
+            overrides.setdefault("vocab_size", _data_vocab_size(data, vocab_size))
+            model_cfg = model_config(size, **overrides)
+        return cls.from_dict({**flat, "model": dataclasses.asdict(model_cfg),
+                              "data": dataclasses.asdict(data)})
+
+    def to_flat(self, size: str) -> dict[str, Any]:
+        """The flat settings ``from_flat`` reads back (``neoscale.train``'s flags): ``size`` names
+        the preset the model was built from; every model field but the vocabulary is an override."""
+        d = self.to_dict()
+        model, data = d.pop("model"), d.pop("data")
+        flat_names = {field: flag for flag, field in FLAT_DATA_FIELDS.items()}
+        d.update({flat_names[k]: v for k, v in data.items()})
+        vocab_size = model.pop("vocab_size")
+        return {**d, "size": size, "model_overrides": model,
+                "vocab_size": vocab_size if self.synthetic else None}
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-    def data_config(self) -> DataConfig:
-        """The ``neoscale.data.DataConfig`` this run reads (real data; the one place it is built)."""
-        from neoscale.data import DataConfig
 
-        return DataConfig(data=self.data, tokenizer=self.tokenizer, seq_len=self.seq_len,
-                          heldout_tokens=self.heldout_tokens, seed=self.data_seed,
-                          cache_dir=self.data_cache_dir, tfds_data_dir=self.tfds_data_dir,
-                          tfds_split=self.tfds_split, text_field=self.text_field,
-                          max_documents=self.max_documents)
+def _model_from_dict(d: dict[str, Any]) -> ModelConfig:
+    """A saved ModelConfig; fields added since it was saved take their defaults."""
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in d.items() if k in fields})
+
+
+def _data_vocab_size(data: DataConfig, vocab_size: int | None) -> int:
+    """The vocabulary ``data`` gives (synthetic: ``vocab_size`` or the default)."""
+    if data.data == SYNTHETIC:
+        return vocab_size or SYNTHETIC_VOCAB_SIZE
+    if vocab_size is not None:
+        raise ValueError("vocab_size applies to --data=synthetic only; real data takes the "
+                         "tokenizer's vocabulary (set --tokenizer=train:VOCAB)")
+    from neoscale.data.tokenizer import vocab_size_of
+
+    return vocab_size_of(data.tokenizer)
 
 
 def validate(c: RunConfig) -> None:
     """One-line ValueError for a bad setting (before anything is built or compiled)."""
     if not c.workdir:
         raise ValueError("workdir is required: pass --workdir=DIR (a local path or gs://...)")
-    for name in ("steps", "seq_len", "micro_batches", "log_every", "eval_every",
+    if c.data.seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {c.data.seq_len}")
+    for name in ("steps", "micro_batches", "log_every", "eval_every",
                  "checkpoint_every", "keep_checkpoints"):
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
@@ -155,6 +206,6 @@ def validate(c: RunConfig) -> None:
     if c.init_from is not None and not 0 < int(c.init_from[1]) < c.steps:
         raise ValueError(f"init_from step {c.init_from[1]} must be between 1 and steps-1 "
                          f"({c.steps - 1})")
-    if c.vocab_size is not None and c.data != SYNTHETIC:
-        raise ValueError("vocab_size applies to --data=synthetic only; real data takes the "
-                         "tokenizer's vocabulary (set --tokenizer=train:VOCAB)")
+    if c.data.seq_len > c.model.max_positions:
+        raise ValueError(f"seq_len={c.data.seq_len} exceeds the model's max_positions="
+                         f"{c.model.max_positions}; lower --seq_len")

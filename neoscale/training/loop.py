@@ -35,11 +35,10 @@ from etils import epath
 from neoscale import accounting, workdir_lock
 from neoscale.files import jsonable, read_json, to_json, write_atomic
 from neoscale.model import ModelConfig, parametrization
-from neoscale.presets import model_config
 from neoscale.sharding import batch_divisor, describe, make_mesh
 from neoscale.training import hparams as hparams_lib
 from neoscale.training.checkpoint import Checkpointer
-from neoscale.training.config import SYNTHETIC, SYNTHETIC_VOCAB_SIZE, RunConfig
+from neoscale.training.config import RunConfig
 from neoscale.training.metrics import MetricsWriter
 from neoscale.training.optimizer import make_optimizer, make_schedule, weight_decay_mask
 from neoscale.training.state import ModelParams, abstract_state, create_train_state, state_shardings
@@ -60,7 +59,7 @@ CONFIG_IF_DELETED = ("deleting it is safe: a resumed run writes it again (its se
 # else in config.json must match. Cadence and paths: when and where things are written.
 CADENCE_FIELDS = ("workdir", "log_every", "eval_every", "checkpoint_every", "checkpoint_minutes",
                   "keep_checkpoints", "keep_checkpoint_every", "async_checkpoints", "tensorboard",
-                  "data_cache_dir")
+                  "data.cache_dir")
 # Layout: how the same computation is placed on devices and which kernels compute it
 # (checkpoints restore onto any mesh; gradient accumulation, evaluation micro-batches,
 # rematerialisation, the loss and attention kernels change rounding only).
@@ -144,12 +143,12 @@ def prepare_run_dir(workdir: str) -> epath.Path:
 
 
 def _make_data(config: RunConfig):
-    if config.data == SYNTHETIC:
-        return SyntheticData(config.vocab_size or SYNTHETIC_VOCAB_SIZE, config.seq_len,
-                             seed=config.data_seed, heldout_tokens=config.heldout_tokens)
+    if config.synthetic:
+        return SyntheticData(config.model.vocab_size, config.seq_len, seed=config.data.seed,
+                             heldout_tokens=config.data.heldout_tokens)
     from neoscale.data import prepare
 
-    return prepare(config.data_config())
+    return prepare(config.data)
 
 
 def _read_config_json(run_dir: epath.Path) -> dict | None:
@@ -226,12 +225,7 @@ def parent_run_dir(config: RunConfig) -> epath.Path | None:
 def describe_run(config: RunConfig, mesh: jax.sharding.Mesh, data: Any) -> RunSetup:
     """Resolves a run's settings on ``mesh`` and ``data`` (ValueError on bad settings); reads the
     parent's config.json for ``init_from``. Writes nothing."""
-    overrides = dict(config.model_overrides)
-    overrides.setdefault("vocab_size", data.vocab_size)
-    model_cfg = model_config(config.size, **overrides)
-    if config.seq_len > model_cfg.max_positions:
-        raise ValueError(f"seq_len={config.seq_len} exceeds the model's max_positions="
-                         f"{model_cfg.max_positions}; lower --seq_len")
+    model_cfg = config.model
     if model_cfg.vocab_size < data.vocab_size:
         raise ValueError(f"model vocab_size={model_cfg.vocab_size} is smaller than the data's "
                          f"{data.vocab_size}")
@@ -277,24 +271,23 @@ def settings_conflict(config: RunConfig, devices: Sequence[jax.Device] | None = 
 
 def run_identity(description: dict) -> dict[str, Any]:
     """What makes two runs the same run: config.json's run settings, resolved hyper-parameters,
-    model and data description, flattened ("resolved.learning_rate", "model.d_model", ...),
-    without cadence, paths and device layout. Settings added since a run was saved take their
-    defaults."""
+    model, data settings and corpus description, flattened ("resolved.learning_rate",
+    "model.d_model", "data.seed", "corpus.tokens", ...), without cadence, paths and device layout.
+    Settings added since a run was saved take their defaults; a config.json written before
+    RunConfig nested its model and data reads as the same run."""
     described = jsonable(description)
-    run = RunConfig.from_dict(described["run"]).to_dict()
+    run = RunConfig.from_dict(described["run"], model=described["model"]).to_dict()
+    model, data_settings = run.pop("model"), run.pop("data")
+    run.update({f"data.{k}": v for k, v in data_settings.items()})
     if run.get("init_from"):  # a sibling run by name, however the study directory was reached
         path, step = run["init_from"]
         base = posixpath.dirname(str(run["workdir"]).rstrip("/")) + "/"
         run["init_from"] = [path[len(base):] if path.startswith(base) else path, step]
-    # model_overrides are compared as the model they make ("model.*", defaults filled in).
-    ignored = (*CADENCE_FIELDS, *LAYOUT_FIELDS, "model_overrides")
-    identity: dict[str, Any] = {k: v for k, v in run.items() if k not in ignored}
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    model = dataclasses.asdict(ModelConfig(**{k: v for k, v in described["model"].items()
-                                              if k in model_fields}))
+    identity: dict[str, Any] = {k: v for k, v in run.items()
+                                if k not in (*CADENCE_FIELDS, *LAYOUT_FIELDS)}
     sections = {"resolved": (described["resolved"], RESOLVED_LAYOUT_FIELDS),
                 "model": (jsonable(model), MODEL_LAYOUT_FIELDS),
-                "data": (described["data"], DATA_VOLATILE_FIELDS)}
+                "corpus": (described["data"], DATA_VOLATILE_FIELDS)}
     for section, (values, skip) in sections.items():
         identity.update({f"{section}.{k}": v for k, v in values.items() if k not in skip})
     return identity
