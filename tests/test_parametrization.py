@@ -255,7 +255,7 @@ def test_tune_sweeps_mup_base_multipliers_with_the_rate(tmp_path):
     for run in ("w32d2h2_S30", "w64d2h2_S30"):
         config = json.loads((tmp_path / "study" / "runs" / run / "config.json").read_text())
         assert config["resolved"]["learning_rate"] == best["learning_rate"], run
-        assert config["run"]["model_overrides"]["output_multiplier"] == best["output_multiplier"], run
+        assert config["run"]["model"]["output_multiplier"] == best["output_multiplier"], run
 
 
 def test_a_bad_tune_grid_is_one_line(tmp_path):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from neoscale import plots
+from neoscale.report import curve_law as report_curve_law
 from neoscale.report import fits_section
 from neoscale.scaling import curve_law, fit_study
 from neoscale.scaling.curve_law import CurveLaw, Schedule
@@ -97,6 +98,25 @@ def test_known_constants_are_recovered_and_branches_predicted():
         assert p["constant"] == pytest.approx(truth.curve(Schedule("constant", PEAK[size], 400, 40))[-1],
                                               rel=1e-8)
     json.dumps(law)  # fit.json-ready
+    # The exact law beats the schedule-blind baselines, and says so.
+    verdict = law["summary"]["verdict"]
+    assert verdict["beats_baselines"] and verdict["law_error"] < 1e-8 < verdict["baseline_error"]
+    # Refitted at other momentum decays (the truth's is 0.999), the branches are predicted worse.
+    sensitivity = law["summary"]["decay_sensitivity"]
+    assert list(sensitivity) == ["0.99", "0.995", "0.999"]
+    assert sensitivity["0.999"] < 1e-8 < sensitivity["0.99"]
+
+
+def test_the_law_does_not_earn_its_place_in_a_tie_with_a_baseline():
+    summary = {"mean_relative_error": 0.0077, "baselines": {
+        "at_fork": {"mean_relative_error": 0.0199}, "main_run_same_step": {"mean_relative_error": 0.0077}}}
+    verdict = curve_law._verdict(summary)
+    assert verdict["best_baseline"] == "main_run_same_step" and not verdict["beats_baselines"]
+    summary["mean_relative_error"] = 0.0060  # 22% better: it does
+    assert curve_law._verdict(summary)["beats_baselines"]
+    lines = report_curve_law._verdict_lines({**summary, "verdict": {**curve_law._verdict(
+        {**summary, "mean_relative_error": 0.0077}), "law_error": 0.0077}})
+    assert "does not earn its place" in lines[0] and "0.77% against 0.77%" in lines[0]
 
 
 def test_a_cosine_run_is_fitted_too():

@@ -5,6 +5,30 @@ from __future__ import annotations
 from neoscale.scaling import curve_law
 
 
+def _verdict_lines(summary: dict) -> list[str]:
+    """Whether the law earns its place, and how its error moves with λ."""
+    verdict, out = summary.get("verdict"), []
+    if verdict:
+        baseline = curve_law.BASELINES[verdict["best_baseline"]]
+        if verdict["beats_baselines"]:
+            out.append(f"It beats the best schedule-blind prediction ({baseline}: "
+                       f"{100 * verdict['baseline_error']:.2f}%) by more than "
+                       f"{100 * (1 - curve_law.EARNS_PLACE_RATIO):.0f}% on this study.")
+        else:
+            out.append(f"**It does not earn its place on this study**: {baseline} predicts the "
+                       f"branches as well or better ({100 * verdict['baseline_error']:.2f}% against "
+                       f"{100 * verdict['law_error']:.2f}%; the law must be "
+                       f"{100 * (1 - curve_law.EARNS_PLACE_RATIO):.0f}% better). Its constants are not identified by "
+                       "these curves; evaluate cooldowns more densely or fit more steps before "
+                       "reading its schedule predictions.")
+    sensitivity = summary.get("decay_sensitivity")
+    if sensitivity:
+        out.append("Mean branch error at other momentum decays λ: " + ", ".join(
+            f"λ = {d}: {'n/a' if e is None else f'{100 * e:.2f}%'}" for d, e in sensitivity.items())
+            + ".")
+    return [*out, ""] if out else []
+
+
 def lines(law: dict) -> list[str]:
     """Markdown lines for a report: the constants per size, each branch's prediction, the schedules."""
     lines = ["### Loss curves across learning-rate schedules", ""]
@@ -28,6 +52,7 @@ def lines(law: dict) -> list[str]:
         lines += ["", f"Cooldown branches predicted from their own schedules (never fitted): mean "
                   f"relative error {100 * summary['mean_relative_error']:.2f}% (max "
                   f"{100 * summary['max_relative_error']:.2f}%), against {against}.", "",
+                  *_verdict_lines(summary),
                   "| branch | fork step | steps | predicted | actual | error | main run at fork: "
                   "error | main run, same step: error |", "|---|---|---|---|---|---|---|---|"]
         for b in branches:

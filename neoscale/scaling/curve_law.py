@@ -49,6 +49,10 @@ FORM = "L(s) = L0 + A·S1^(−alpha) − C·S2"
 WHAT = ("Tissue et al. 2024's LR-annealing law: S1 = sum of the learning rates, S2 = annealing area "
         "(momentum λ = {decay:g}), warmup counted at the peak rate; fitted per size on its main runs' "
         "evaluations after warmup")
+SENSITIVITY_DECAYS = (0.99, 0.995, 0.999)
+# The law earns its place only if its mean branch error is at most this fraction of the best
+# baseline's (set before any study was scored: a tie within 10% is no evidence for the law).
+EARNS_PLACE_RATIO = 0.9  # λ values the branch predictions are refitted at
 # What a branch's final loss is compared with: predictions that ignore its schedule.
 BASELINES = {"at_fork": "the main run's loss at the fork step",
              "main_run_same_step": "the main run's loss at the branch's last step"}
@@ -248,7 +252,8 @@ def _fit_size(table: pd.DataFrame, runs: list[str], schedules: Mapping[str, Sche
 
 
 def fit_curve_law(runs: pd.DataFrame, schedules: Mapping[str, Schedule],
-                  delta: float = optimize.HUBER_DELTA, decay: float = DECAY) -> dict:
+                  delta: float = optimize.HUBER_DELTA, decay: float = DECAY,
+                  sensitivity: bool = True) -> dict:
     """The law fitted per size on its main runs, and its predictions (JSON-serialisable).
 
     Args:
@@ -256,6 +261,10 @@ def fit_curve_law(runs: pd.DataFrame, schedules: Mapping[str, Schedule],
         each run's and branch's last, ``parent``/``fork_step`` for cooldown branches).
       schedules: run -> its Schedule (``load_schedules(workdir)``), for main runs and branches.
       delta: Huber's δ on log-loss residuals (inf: squared error).
+      sensitivity: also refit at every λ of ``SENSITIVITY_DECAYS`` (the branches' mean error at each).
+
+    The summary's ``verdict`` says whether the law earns its place: its mean branch error against
+    the best schedule-blind baseline (a prediction that ignores the branch's schedule).
 
     Returns {"status": "fitted", "form", "what", "constants": {size: {L0, A, alpha, C, decay,
     points, rms_log_residual, runs: {run: schedule}}}, "branch_predictions": [...],
@@ -326,6 +335,11 @@ def fit_curve_law(runs: pd.DataFrame, schedules: Mapping[str, Schedule],
                "baselines": {name: {"what": what, "mean_relative_error": _mean(
                    [b["baselines"][name]["relative_error"] for b in branches])}
                    for name, what in BASELINES.items()}}
+    summary["verdict"] = _verdict(summary)
+    if sensitivity and branches:
+        summary["decay_sensitivity"] = {
+            f"{d:g}": fit_curve_law(runs, schedules, delta, d, sensitivity=False)["summary"][
+                "mean_relative_error"] for d in SENSITIVITY_DECAYS}
     return {
         "status": "fitted",
         "form": FORM,
@@ -336,6 +350,19 @@ def fit_curve_law(runs: pd.DataFrame, schedules: Mapping[str, Schedule],
         "schedules": predictions,
         "summary": summary,
     }
+
+
+def _verdict(summary: dict) -> dict | None:
+    """Whether the law beats the best baseline on the branches' mean relative error, by the
+    margin ``EARNS_PLACE_RATIO`` asks."""
+    law_error = summary["mean_relative_error"]
+    baselines = {name: b["mean_relative_error"] for name, b in summary["baselines"].items()
+                 if b["mean_relative_error"] is not None}
+    if law_error is None or not baselines:
+        return None
+    best = min(baselines, key=baselines.get)
+    return {"beats_baselines": bool(law_error <= EARNS_PLACE_RATIO * baselines[best]), "best_baseline": best,
+            "law_error": law_error, "baseline_error": baselines[best]}
 
 
 def law_of(constants: dict) -> CurveLaw:
