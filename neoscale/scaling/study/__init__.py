@@ -9,7 +9,8 @@ branch's last evaluation; never stable-phase losses). Laws:
   frontier of the dense runs (or of the only expert count present);
 - ladder_law: the ladder's law L(C) = 1 / (1/H + C^α/A) on the main runs of one tokens-per-
   parameter allocation, H the held-out set's context-free loss (ladder_law.py): what the next size
-  of the ladder will reach;
+  of the ladder will reach; beside it the floored M4 form and E + A·C^−α on the same runs, and
+  ``law_to_read`` (law_to_read.py): the form the report tells its reader to use, by backtest;
 - chinchilla_approach3: L(N, D) on the same runs' final points;
 - isoflop_approach2: main runs grouped by budget_flops (cooldown branches belong to no budget);
 - envelope_approach1: the per-step curves (a branch's only after its fork);
@@ -44,6 +45,7 @@ from neoscale.scaling.study import (
     approach3,
     experts,
     ladder,
+    law_to_read,
     loss_vs_compute,
 )
 from neoscale.scaling.study.backtest import rollout
@@ -123,9 +125,10 @@ def fit_study(
             if laws[key]["status"] == "fitted":
                 laws[key]["backtest"] = rollout(family, min_sizes,
                                                 predictor(delta, n_bootstrap, seed, pin_E))
-        if laws["ladder_law"]["status"] == "fitted":
+        if laws["ladder_law"]["status"] == "fitted":  # every form, on the runs the rule keeps
+            runs, _ = ladder.exclusions(ladder.ladder_runs(family), context_free_loss)
             laws["ladder_law"]["backtest"] = rollout(
-                family, ladder_law.MIN_SIZES,
+                runs, ladder_law.MIN_SIZES,
                 ladder.backtest(context_free_loss, delta, n_bootstrap, seed))
     laws["isoflop_approach2"] = guarded(approach2.entry, family, n_bootstrap, seed)
     laws["envelope_approach1"] = guarded(approach1.entry, family, curves, n_bootstrap, seed)
@@ -140,6 +143,7 @@ def fit_study(
         if "E" in (law.get("constants") or {}):
             law["irreducible_loss"] = irreducible_loss(law)
     check_the_form_to_read(laws["loss_vs_compute"])
+    to_read = law_to_read.law_to_read(laws, context_free_loss)
     data = {
         "final_points": len(points),
         "cooldown_branches": int(results.is_branch(points).sum()) if len(points) else 0,
@@ -164,6 +168,7 @@ def fit_study(
             "pinned_E": pin_E,
             "context_free_loss": context_free_loss,
             "data": data,
+            "law_to_read": to_read,
             "laws": laws,
         }
     )
