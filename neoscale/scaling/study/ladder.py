@@ -138,14 +138,13 @@ def _leave_one_out(runs: pd.DataFrame, context_free_loss: float, delta: float) -
 
 
 def _seed_noise(runs: pd.DataFrame) -> dict | None:
-    """Replicate runs of one size (a ``seed`` column, or several main runs of one size): the
-    median over such sizes of their losses' relative standard deviation; None without any."""
-    sizes, ids = size_ids(runs)
-    spreads = []
-    for i in range(sizes.size):
-        loss = runs["eval_loss"].to_numpy(np.float64)[ids == i]
-        if loss.size >= 2:
-            spreads.append(float(np.std(loss, ddof=1) / np.mean(loss)))
+    """Replicates (runs of one size on the same tokens: seeds): the median over replicated sizes
+    of their losses' relative standard deviation; None without any."""
+    key = np.round(np.log(runs[["params_active", "tokens"]].to_numpy(np.float64)), 3)
+    _, ids = np.unique(key, axis=0, return_inverse=True)
+    loss = runs["eval_loss"].to_numpy(np.float64)
+    spreads = [float(np.std(loss[ids.ravel() == i], ddof=1) / np.mean(loss[ids.ravel() == i]))
+               for i in np.unique(ids) if (ids.ravel() == i).sum() >= 2]
     if not spreads:
         return None
     return {"relative_std": float(np.median(spreads)), "sizes_replicated": len(spreads)}

@@ -2,7 +2,9 @@
 fixed here before any check ran, and whether a study is in the ladder's law's regime.
 
 The rule (``choose``), over the ladder entry's forms (``ladder.FORMS``):
-1. Eligible: the power law with E always; the ladder's forms (pure, floor) only in the regime.
+1. Eligible: the power law with E always; the M4 form (floor) when the largest size is off the
+   plateau (regime condition (a): at large compute it is E + A·C^−α whatever H); the pure ladder
+   law only in the regime ((a) and (b)): it has no floor, and its forecasts fall without bound.
 2. Evidence: each form's mean |relative error| over every prediction of the rollout backtest on
    the study's own sizes (fit on the smallest k, predict each larger size); a form that could not
    predict every held size of the backtest is not eligible.
@@ -16,8 +18,9 @@ The rule (``choose``), over the ladder entry's forms (``ladder.FORMS``):
 The regime (``regime``): the ladder's law describes a ladder that has left the context-free plateau
 H and bends towards a power law. A study is in it when (a) its largest size's loss is at most
 ``REGIME_LOSS_RATIO``·H, and (b) the free-H fit agrees with the measured H: H inside the free-H
-fit's 95% interval, or, without an interval, within ``H_AGREEMENT`` of its estimate. Otherwise
-the report prints no ladder forecast ("regime not reached").
+fit's 95% interval (its ends widened by ``INTERVAL_SLACK``), or, without an interval, within
+``H_AGREEMENT`` of its estimate. Otherwise the report prints no forecast of the pure ladder law
+("regime not reached"), and no M4 forecast either when (a) fails.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from neoscale.scaling.study.ladder import FORMS
 DEFAULT_NOISE = 0.005  # no replicate seeds: within the 0.3-2% one seed or a 2x rate moved a small model
 REGIME_LOSS_RATIO = 0.8  # the largest size at least 20% below H: the law's local slope >= α/5
 H_AGREEMENT = 0.1  # free-H estimate within 10% of the measured H when it has no interval
-LADDER_FORMS = ("pure", "floor")
+INTERVAL_SLACK = 1e-3  # an interval of noise-free points is one value: compare to 0.1%
 
 
 def regime(law: dict, context_free_loss: float) -> dict:
@@ -43,7 +46,8 @@ def regime(law: dict, context_free_loss: float) -> dict:
         h_free = free["constants"]["H"]
         interval = (free.get("intervals") or {}).get("H")
         if interval:
-            agrees = interval[0] <= context_free_loss <= interval[1]
+            agrees = (interval[0] * (1 - INTERVAL_SLACK) <= context_free_loss
+                      <= interval[1] * (1 + INTERVAL_SLACK))
             h_text = (f"free-H fit H = {h_free:.4g} [{interval[0]:.4g}, {interval[1]:.4g}] "
                       f"{'holds' if agrees else 'does not hold'} the measured H = {context_free_loss:.4g}")
         else:
@@ -53,7 +57,8 @@ def regime(law: dict, context_free_loss: float) -> dict:
                       f"H = {context_free_loss:.4g}")
     size_text = (f"the largest size ({law['largest']['run']}) at L/H = {ratio:.3f} "
                  f"{'<=' if low_enough else '>'} {REGIME_LOSS_RATIO}")
-    return {"reached": bool(low_enough and agrees), "largest_loss_over_H": ratio,
+    return {"reached": bool(low_enough and agrees), "off_plateau": bool(low_enough),
+            "largest_loss_over_H": ratio,
             "free_H_agrees": bool(agrees), "why": f"{size_text}; {h_text}"}
 
 
@@ -71,18 +76,21 @@ def backtest_errors(backtest: dict | None) -> dict[str, dict]:
                    "n": len(v)} for form, v in errors.items()}
 
 
-def choose(law: dict, in_regime: bool) -> dict:
+def choose(law: dict, regime_check: dict) -> dict:
     """The form to read of a fitted ladder entry (the rule of the module docstring)."""
     noise = (law.get("seed_noise") or {}).get("relative_std")
     tolerance = noise if noise is not None else DEFAULT_NOISE
     noise_text = (f"the measured seed spread {100 * tolerance:.2f}%" if noise is not None else
                   f"{100 * tolerance:.1f}% (no replicate seeds measured: an assumed noise)")
     fitted = [f for f in FORMS if law["forms"][f]["status"] == "fitted"]
-    eligible = [f for f in fitted if in_regime or f not in LADDER_FORMS]
+    eligible = [f for f in fitted if f == "power_law" or (f == "floor" and regime_check["off_plateau"])
+                or regime_check["reached"]]
     errors = backtest_errors(law.get("backtest"))
     most = max((e["n"] for e in errors.values()), default=0)
     complete = [f for f in eligible if f in errors and errors[f]["n"] == most and most > 0]
-    regime_text = "" if in_regime else "regime not reached, so the ladder's forms are not eligible; "
+    regime_text = ("" if regime_check["reached"] else "the pure ladder law's regime is not reached, "
+                   "so it is not eligible; " if regime_check["off_plateau"] else
+                   "the largest size is not off the plateau, so neither ladder form is eligible; ")
     if not complete:
         general = [f for f in ("floor", "power_law") if f in eligible]
         if not general:
@@ -112,7 +120,7 @@ def law_to_read(laws: dict, context_free_loss: float | None) -> dict:
     ladder = laws.get("ladder_law") or {}
     if ladder.get("status") == "fitted":
         ladder["regime"] = regime(ladder, context_free_loss)
-        chosen = choose(ladder, ladder["regime"]["reached"])
+        chosen = choose(ladder, ladder["regime"])
         if chosen["form"] is not None:
             ladder["form_to_read"] = chosen["form"]
             return chosen
