@@ -122,7 +122,10 @@ def law_to_read(laws: dict, context_free_loss: float | None) -> dict:
         ladder["regime"] = regime(ladder, context_free_loss)
         chosen = choose(ladder, ladder["regime"])
         if chosen["form"] is not None:
-            ladder["form_to_read"] = chosen["form"]
+            ladder["form_to_read"], ladder["law_to_read"] = chosen["form"], chosen
+            ext = ladder.get("extrapolation") or {}
+            if "predicted" in (ext.get("forms") or {}).get(chosen["form"], {}):
+                ext.update(ext["forms"][chosen["form"]], form=chosen["form"])
             return chosen
     lvc = laws.get("loss_vs_compute") or {}
     if lvc.get("status") == "fitted" and "irreducible_loss" in lvc:
