@@ -71,7 +71,7 @@ def test_fit_study_predicts_the_next_sizes_of_its_ladder():
     assert law["extrapolation"]["relative_error"] < 1e-4
     backtest = law["backtest"]
     assert [r["k"] for r in backtest["rounds"]] == [4, 5, 6]  # from MIN_SIZES sizes up
-    errors = [p["relative_error"]["law"] for r in backtest["rounds"] for p in r["predictions"]]
+    errors = [p["relative_error"]["pure"] for r in backtest["rounds"] for p in r["predictions"]]
     assert len(errors) == 3 + 2 + 1 and max(errors) < 1e-4
     section = fits_section(fit)
     assert "### The ladder's law" in section
@@ -84,14 +84,14 @@ def test_the_pure_power_law_misses_where_the_ladder_law_does_not():
     fit = fit_study(_ladder(), n_bootstrap=0, context_free_loss=H)
     pure = fit["laws"]["loss_vs_compute"]["backtest"]["drift"]["pure_power_law"]
     assert pure["over"] == pure["of"] and pure["per_doubling"] > 0.005
-    ladder = fit["laws"]["ladder_law"]["backtest"]["drift"]["law"]
+    ladder = fit["laws"]["ladder_law"]["backtest"]["drift"]["pure"]
     assert abs(ladder["per_doubling"]) < 1e-4
 
 
 def test_ladder_law_is_skipped_with_a_reason():
     assert "no context-free loss H" in fit_study(_ladder(), n_bootstrap=0)["laws"]["ladder_law"]["reason"]
     three = fit_study(_ladder(3), n_bootstrap=0, context_free_loss=H)["laws"]["ladder_law"]
-    assert three["status"] == "skipped" and "needs main runs of >= 4 sizes, got 3" in three["reason"]
+    assert three["status"] == "skipped" and "needs main runs of >= 4 sizes below 0.9·H, got 3" in three["reason"]
     # An IsoFLOP study trains each size on its own tokens per parameter: not one ladder.
     isoflop, _ = synthetic_study(moe_experts=(), noise=0.0)
     mixed = fit_study(isoflop, n_bootstrap=0, context_free_loss=H)["laws"]["ladder_law"]
