@@ -99,8 +99,8 @@ def ladder_lines(law: dict) -> list[str]:
         lines.append(f"\nWith H fitted too (`{free['form']}`): {constants_line(free)} ({_accepted(free)}).")
     regime = law.get("regime")
     if regime:
-        lines.append(f"\nRegime of the pure ladder law: {'reached' if regime['reached'] else '**not reached**'}"
-                     f" ({regime['why']}).")
+        reached = "reached" if regime["reached"] else "**not reached**"
+        lines.append(f"\nRegime of the pure ladder law: {reached} ({regime['why']}).")
     loo = law.get("leave_one_out") or {}
     spans = [f"{key} {fmt_interval(v['forecast_10x_range'])}" for key, v in loo.items()
              if v.get("forecast_10x_range")]

@@ -95,7 +95,8 @@ class FlooredLaw:
         if self.free_h:
             h, f = np.exp(params[:, 2:3]), np.zeros_like(params[:, 2:3])
         else:
-            h, f = np.full_like(params[:, 2:3], np.exp(self.log_h)), 0.5 * (1.0 + np.tanh(0.5 * params[:, 2:3]))
+            h = np.full_like(params[:, 2:3], np.exp(self.log_h))
+            f = 0.5 * (1.0 + np.tanh(0.5 * params[:, 2:3]))
         return h, f, s, h * (f + (1.0 - f) * s)
 
     def log_predict(self, params: np.ndarray, log_x: np.ndarray) -> np.ndarray:

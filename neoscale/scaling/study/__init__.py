@@ -31,7 +31,7 @@ going with its parent; a law without an interval says why (bootstrap.Bootstrap).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,7 @@ def fit_study(
     backtest: bool = True,
     pin_E: float | None = None,
     context_free_loss: float | None = None,
+    forecast_targets: Sequence[Mapping] = (),
 ) -> dict:
     """Every law the results support (see the module docstring); skipped laws give a reason.
 
@@ -88,6 +89,9 @@ def fit_study(
     context_free_loss: H of the ladder's law, the held-out loss of the training split's token
     frequencies (``PreparedData.context_free_loss``; a study's plan.json records it); without it
     the ladder's law is skipped.
+
+    forecast_targets: sizes planned but not trained, {run, size, N, D, C} each: every form of the
+    ladder entry forecasts their loss at their C (``runner.forecasts`` keeps them in the ledger).
     """
     if curves is not None and not isinstance(curves, Mapping):
         raise ValueError(
@@ -110,7 +114,8 @@ def fit_study(
                                      "records it in plan.json; neoscale.fit --context_free_loss=H)")
     else:
         ladder_law.check_context_free_loss(context_free_loss)  # bad input, not a law's failure
-        laws["ladder_law"] = guarded(ladder.entry, family, context_free_loss, n_bootstrap, seed, delta)
+        laws["ladder_law"] = guarded(ladder.entry, family, context_free_loss, n_bootstrap, seed, delta,
+                                     [dict(t) for t in forecast_targets])
     n_tokens = np.unique(np.round(np.log10(family["tokens"]), 3)).size if len(family) else 0
     if len(family) >= 6 and sizes.size >= 3 and n_tokens >= 3:
         laws["chinchilla_approach3"] = guarded(approach3.entry, family, n_bootstrap, seed, delta, pin_E)

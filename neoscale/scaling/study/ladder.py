@@ -8,6 +8,8 @@ form the report tells its reader to use is decided in ``law_to_read.py``, by a r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,7 @@ from neoscale.scaling.study.entries import (
     FIT_ERRORS,
     finite_prediction,
     forecast,
+    inputs_of,
     power_law_log,
     prediction_interval,
     skipped,
@@ -87,9 +90,10 @@ def fit_form(runs: pd.DataFrame, context_free_loss: float, form: str, n_bootstra
 
 
 def _form_entry(runs: pd.DataFrame, context_free_loss: float, form: str, n_bootstrap: int, seed: int,
-                delta: float) -> dict:
-    """One form's constants, intervals (with the bootstrap's counts), forecasts at 10x and 100x,
-    and the runs Huber down-weighted."""
+                delta: float, targets: Sequence[dict] = ()) -> dict:
+    """One form's constants, intervals (with the bootstrap's counts), forecasts at 10x and 100x
+    and at each named target's C (``targets``: {run, size, N, D, C} of sizes planned, not
+    trained), and the runs Huber down-weighted."""
     try:
         fit, boot, residuals = fit_form(runs, context_free_loss, form, n_bootstrap, seed, delta)
     except FIT_ERRORS as e:
@@ -98,9 +102,12 @@ def _form_entry(runs: pd.DataFrame, context_free_loss: float, form: str, n_boots
     predictions = [{"compute": largest * factor, "factor": factor, **forecast(
         fit, boot, residuals, FORMS[form][1], largest * factor, seed,
         form_log(form, context_free_loss, [largest * factor]))} for factor in EXTRAPOLATION_FACTORS]
+    named = [{**t, "forecast": forecast(fit, boot, residuals, FORMS[form][1], t["C"], seed,
+                                        form_log(form, context_free_loss, [t["C"]]))}
+             for t in targets]
     names = runs["run"].to_numpy()[np.isfinite(runs["eval_loss"].to_numpy(np.float64))]
     return {"status": "fitted", "form": FORMS[form][0], "constants": fit.constants(),
-            **uncertainty(boot), "predictions": predictions,
+            **uncertainty(boot), "predictions": predictions, "targets": named,
             "down_weighted": [{"run": str(n), "residual": float(r)}
                               for n, r in zip(names, residuals, strict=True) if abs(r) > OUTLIER]}
 
@@ -151,7 +158,7 @@ def _seed_noise(runs: pd.DataFrame) -> dict | None:
 
 
 def entry(points: pd.DataFrame, context_free_loss: float, n_bootstrap: int, seed: int,
-          delta: float) -> dict:
+          delta: float, targets: Sequence[dict] = ()) -> dict:
     try:
         main = ladder_runs(points)
     except ValueError as e:  # runs of several allocations: not a ladder, not a failed fit
@@ -160,12 +167,12 @@ def entry(points: pd.DataFrame, context_free_loss: float, n_bootstrap: int, seed
     what = (f"the loss of each size trained on {ratio:.3g} tokens per parameter (the main runs), "
             f"H = {context_free_loss:.4g} nats: the held-out loss of the training split's token "
             "frequencies (measured, not fitted)")
-    return {**forms_entry(main, context_free_loss, n_bootstrap, seed, delta), "what": what,
+    return {**forms_entry(main, context_free_loss, n_bootstrap, seed, delta, targets), "what": what,
             "tokens_per_param": ratio}
 
 
 def forms_entry(main: pd.DataFrame, context_free_loss: float, n_bootstrap: int, seed: int,
-                delta: float) -> dict:
+                delta: float, targets: Sequence[dict] = ()) -> dict:
     """Every form on one ladder's runs (columns run, params_active, flops, eval_loss), after the
     exclusion rule; the top-level constants and predictions are the pure form's (the ladder's law)."""
     runs, excluded = exclusions(main, context_free_loss)
@@ -174,7 +181,7 @@ def forms_entry(main: pd.DataFrame, context_free_loss: float, n_bootstrap: int, 
         return {**skipped(f"needs main runs of >= {ladder_law.MIN_SIZES} sizes below "
                           f"{PLATEAU_RATIO}·H, got {sizes.size} (fitted on 3, the CPU demo's law "
                           "missed its next sizes by 14-60%)"), "excluded": excluded}
-    forms = {form: _form_entry(runs, context_free_loss, form, n_bootstrap, seed, delta)
+    forms = {form: _form_entry(runs, context_free_loss, form, n_bootstrap, seed, delta, targets)
              for form in FORMS}
     pure = forms["pure"]
     if pure["status"] != "fitted":
@@ -195,8 +202,7 @@ def forms_entry(main: pd.DataFrame, context_free_loss: float, n_bootstrap: int, 
                                                                        / context_free_loss)},
         "leave_one_out": _leave_one_out(runs, context_free_loss, delta),
         "seed_noise": _seed_noise(runs),
-        "inputs": {"runs": sorted(runs["run"].astype(str)),
-                   "sizes": [float(s) for s in sizes]},
+        "inputs": {**inputs_of(runs), "sizes": [float(s) for s in sizes]},
     }
     out["extrapolation"] = _extrapolation(runs, context_free_loss, delta)
     return out
