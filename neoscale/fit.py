@@ -17,6 +17,10 @@
   --loss=mse                         squared error on log losses instead of Huber (--huber_delta).
   --pin_E=1.69                       fix the irreducible loss of L(C) and Approach 3 (the
                                      evaluation set's, when the study cannot identify it).
+  --forecast_sizes=w256d4h8          (a study's workdir, its own settings) plans these sizes at the
+                                     study's tokens per parameter and forecasts them into the study's
+                                     ledger, WORKDIR/forecasts.jsonl (neoscale.runner.forecasts); a
+                                     refit with other settings neither writes nor scores the ledger.
   --context_free_loss=6.21            H of the ladder's law (the held-out loss of the training split's
                                      token frequencies; a study's plan.json records its own).
   --tasks=all (or arc_easy,piqa)      the loss-to-accuracy chain (neoscale.scaling.task_chain) on the
@@ -88,6 +92,9 @@ flags.DEFINE_string(
     "compute), across A's compute and 10x/100x beyond, with 95% paired-bootstrap intervals, into "
     "OUT/multiplier.json and OUT/multiplier.png (instead of per-group fits)")
 
+flags.DEFINE_list("forecast_sizes", [], "a study's workdir, with its own settings: plan these sizes "
+                  "at the study's tokens per parameter (N, D, C), forecast their loss and append the "
+                  "forecasts to WORKDIR/forecasts.jsonl (scored once a later run trains them)")
 flags.DEFINE_list("tasks", None, "fit the loss-to-accuracy chain for these tasks ('all': every "
                  "task_<name>_bpb/_acc pair of the table) into OUT/task_chain.json")
 flags.DEFINE_list("task_targets", [], "--tasks: N:D pairs to forecast, e.g. 7e9:4e12")
@@ -303,6 +310,34 @@ def _refit_study(workdir: epath.Path, study, plan) -> dict:
             "laws": {k: v["status"] for k, v in fit["laws"].items()}}
 
 
+def _record_forecast_targets(workdir: epath.Path, study, plan, sizes: list[str]) -> None:
+    """--forecast_sizes: plans the sizes at the study's tokens per parameter (its main runs' one
+    ratio) and adds them to plan.json's ``forecast_targets`` (the study's fit forecasts them)."""
+    import numpy as np
+
+    from neoscale import presets
+    from neoscale.files import to_json, write_atomic
+    from neoscale.runner import forecasts
+    from neoscale.runner import plan as plan_lib
+    from neoscale.runner import study as study_lib
+
+    ratio = np.array([run.tokens / run.params_active for run in plan], np.float64)
+    if ratio.max() > 1.1 * ratio.min():
+        raise ValueError(f"--forecast_sizes plans at the study's tokens per parameter, but its runs "
+                         f"train on {ratio.min():.3g} to {ratio.max():.3g}: name the sizes with "
+                         "neoscale.run --forecast_sizes, which plans them at the study's budget")
+    runs = plan_lib.make_plan(
+        presets.parse_sizes(",".join(sizes)),
+        plan_lib.parse_budget(tokens_per_param=float(f"{np.median(ratio):.3g}")),
+        vocab_size=plan[0].model.vocab_size, seq_len=int(study.data.seq_len), train=study.train,
+        model_overrides=dict(study.model))
+    path = workdir / study_lib.PLAN_FILE
+    data = json.loads(path.read_text())
+    data["forecast_targets"] = forecasts.merge_targets(data.get("forecast_targets") or [],
+                                                       forecasts.targets_of(runs))
+    write_atomic(path, to_json(data, indent=1))
+
+
 def _baseline(names: list[str], wanted: str) -> str:
     """The group --compare names: by its (folder) name, or as a number (--compare=1 for 1.0)."""
     for name in names:
@@ -472,7 +507,13 @@ def main(argv: list[str]) -> None:
         # A refit writes into a study's workdir: one writer at a time (neoscale.workdir_lock).
         into_study = study is not None and not workdir_lock.is_object_store(workdir)
         with workdir_lock.hold(workdir if into_study else ".", enabled=into_study):
-            if study and settings == study_settings and _same_dir(out_dir, workdir):
+            own = study and settings == study_settings and _same_dir(out_dir, workdir)
+            if FLAGS.forecast_sizes and not own:
+                raise ValueError("--forecast_sizes writes the study's forecast ledger: pass a study's "
+                                 "--workdir (with plan.json) and the study's own fit settings")
+            if own:
+                if FLAGS.forecast_sizes:
+                    _record_forecast_targets(workdir, *study, FLAGS.forecast_sizes)
                 summary = _refit_study(workdir, *study)
             elif settings["compare"] is not None:
                 summary = _compare(settings, out_dir)
