@@ -118,3 +118,58 @@ def test_score_matches_compute_within_tolerance_and_tokens_per_parameter():
     assert forecasts.score([{**record, "target": {**record["target"], "C": row["flops"] * 1.2}}], runs) == []
     assert forecasts.score([{**record, "tokens_per_param": 2 * ratio}], runs) == []
     assert forecasts.score([{**record, "inputs": {"runs": list(runs["run"]), "hash": "y"}}], runs) == []
+
+
+def _ladder_study(workdir, sizes=("w32d2h2", "w48d2h2")):
+    """plan.json of a tiny one-ratio ladder, as run_study writes it (config, plan)."""
+    from experiments import cpu_demo
+    from neoscale.files import to_json
+    from neoscale.runner import plan as plan_lib
+
+    config = cpu_demo.get_config()
+    config.data.seq_len = 32
+    plan = plan_lib.make_plan(list(sizes), plan_lib.parse_budget(tokens_per_param=6), vocab_size=512,
+                              seq_len=32, train=config.train, model_overrides=dict(config.model))
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "plan.json").write_text(to_json({"study": config.to_dict(),
+                                                "runs": [r.to_dict() for r in plan],
+                                                "measured": {"context_free_loss": H}}, indent=1))
+    return config, plan
+
+
+def test_fit_forecast_sizes_plans_them_at_the_studys_tokens_per_parameter(tmp_path):
+    from neoscale import fit as fit_cli
+    from neoscale.runner import plan as plan_lib
+
+    config, plan = _ladder_study(tmp_path)
+    fit_cli._record_forecast_targets(tmp_path, config, plan, ["w64d2h2"])
+    (target,) = forecasts.load_targets(tmp_path)
+    (expected,) = plan_lib.make_plan(["w64d2h2"], plan_lib.parse_budget(tokens_per_param=6),
+                                     vocab_size=512, seq_len=32, train=config.train,
+                                     model_overrides=dict(config.model))
+    assert target == {"run": expected.name, "size": "w64d2h2", "N": expected.params_active,
+                      "D": expected.tokens, "C": expected.flops}
+    assert target["D"] / target["N"] == pytest.approx(6, rel=0.05)
+    assert target["N"] > max(run.params_active for run in plan)
+
+
+def _cli(module, *args):
+    import subprocess
+    import sys
+
+    from subprocess_env import cpu_env
+
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=300, env=cpu_env())
+
+
+def test_forecast_sizes_bad_uses_are_one_line_errors(tmp_path):
+    _ladder_study(tmp_path)
+    refit = _cli("neoscale.fit", f"--workdir={tmp_path}", "--seed=3", "--forecast_sizes=w64d2h2")
+    assert refit.returncode == 2 and refit.stderr.strip().splitlines()[-1].startswith(
+        "neoscale.fit: error: --forecast_sizes writes the study's forecast ledger")
+    assert not (tmp_path / forecasts.LEDGER_FILE).exists()
+    both = _cli("neoscale.run", "--sizes=w32d2h2,w48d2h2", "--forecast_sizes=w48d2h2", "--dry_run",
+                f"--workdir={tmp_path / 'run'}")
+    assert both.returncode == 2 and "--forecast_sizes w48d2h2 are also in --sizes" in both.stderr
+    assert "Traceback" not in both.stderr + refit.stderr
