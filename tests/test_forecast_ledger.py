@@ -65,6 +65,9 @@ def test_a_size_forecast_before_training_is_scored_once_trained(tmp_path, no_plo
         assert r["commit"] != "" and r["time_utc"].endswith("+00:00")
         assert r["interval"][0] < r["loss"] < r["interval"][1]
     assert sum(r["read"] for r in named) == 1  # the form the report told its reader to use
+    read = next(r for r in named if r["read"])
+    assert (f"- {read['form']}: forecast for size {target['size']} (N = {target['N']:.3g}"
+            in (tmp_path / "report.md").read_text())
     text = (tmp_path / forecasts.LEDGER_FILE).read_text()
 
     _finish(tmp_path)  # an unchanged refit makes the same forecasts: nothing appended

@@ -131,6 +131,12 @@ def ladder_lines(law: dict) -> list[str]:
                      f"{fmt(p['loss'], p['interval'])} (mean law); 95% prediction interval "
                      f"{fmt_interval(p['prediction_interval'])} ({_accepted(chosen)}); beyond the "
                      "backtest's distance the form is extrapolated unchecked")
+    for t in chosen.get("targets", []):
+        f = t["forecast"]
+        lines.append(f"\n- {read}: forecast for size {t['size']} (N = {t['N']:.3g}, D = {t['D']:.3g}, "
+                     f"C = {t['C']:.3g}), not trained yet: {fmt(f['loss'])}; 95% prediction interval "
+                     f"{fmt_interval(f['prediction_interval'])} (kept in the study's forecasts.jsonl, "
+                     "scored when the size is trained)")
     if read != "pure" and regime and not regime["reached"]:
         lines.append("\nThe pure ladder law: regime not reached; no forecast of it is printed.")
     return lines
