@@ -310,34 +310,6 @@ def _refit_study(workdir: epath.Path, study, plan) -> dict:
             "laws": {k: v["status"] for k, v in fit["laws"].items()}}
 
 
-def _record_forecast_targets(workdir: epath.Path, study, plan, sizes: list[str]) -> None:
-    """--forecast_sizes: plans the sizes at the study's tokens per parameter (its main runs' one
-    ratio) and adds them to plan.json's ``forecast_targets`` (the study's fit forecasts them)."""
-    import numpy as np
-
-    from neoscale import presets
-    from neoscale.files import to_json, write_atomic
-    from neoscale.runner import forecasts
-    from neoscale.runner import plan as plan_lib
-    from neoscale.runner import study as study_lib
-
-    ratio = np.array([run.tokens / run.params_active for run in plan], np.float64)
-    if ratio.max() > 1.1 * ratio.min():
-        raise ValueError(f"--forecast_sizes plans at the study's tokens per parameter, but its runs "
-                         f"train on {ratio.min():.3g} to {ratio.max():.3g}: name the sizes with "
-                         "neoscale.run --forecast_sizes, which plans them at the study's budget")
-    runs = plan_lib.make_plan(
-        presets.parse_sizes(",".join(sizes)),
-        plan_lib.parse_budget(tokens_per_param=float(f"{np.median(ratio):.3g}")),
-        vocab_size=plan[0].model.vocab_size, seq_len=int(study.data.seq_len), train=study.train,
-        model_overrides=dict(study.model))
-    path = workdir / study_lib.PLAN_FILE
-    data = json.loads(path.read_text())
-    data["forecast_targets"] = forecasts.merge_targets(data.get("forecast_targets") or [],
-                                                       forecasts.targets_of(runs))
-    write_atomic(path, to_json(data, indent=1))
-
-
 def _baseline(names: list[str], wanted: str) -> str:
     """The group --compare names: by its (folder) name, or as a number (--compare=1 for 1.0)."""
     for name in names:
@@ -513,7 +485,9 @@ def main(argv: list[str]) -> None:
                                  "--workdir (with plan.json) and the study's own fit settings")
             if own:
                 if FLAGS.forecast_sizes:
-                    _record_forecast_targets(workdir, *study, FLAGS.forecast_sizes)
+                    from neoscale.runner import forecasts
+
+                    forecasts.record_targets(workdir, *study, FLAGS.forecast_sizes)
                 summary = _refit_study(workdir, *study)
             elif settings["compare"] is not None:
                 summary = _compare(settings, out_dir)

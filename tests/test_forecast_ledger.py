@@ -141,11 +141,10 @@ def _ladder_study(workdir, sizes=("w32d2h2", "w48d2h2")):
 
 
 def test_fit_forecast_sizes_plans_them_at_the_studys_tokens_per_parameter(tmp_path):
-    from neoscale import fit as fit_cli
     from neoscale.runner import plan as plan_lib
 
     config, plan = _ladder_study(tmp_path)
-    fit_cli._record_forecast_targets(tmp_path, config, plan, ["w64d2h2"])
+    forecasts.record_targets(tmp_path, config, plan, ["w64d2h2"])
     (target,) = forecasts.load_targets(tmp_path)
     (expected,) = plan_lib.make_plan(["w64d2h2"], plan_lib.parse_budget(tokens_per_param=6),
                                      vocab_size=512, seq_len=32, train=config.train,

@@ -193,3 +193,27 @@ def merge_targets(old: Sequence[dict], new: Sequence[dict]) -> list[dict]:
     merged = {t["run"]: t for t in old}
     merged.update({t["run"]: t for t in new})
     return list(merged.values())
+
+
+def record_targets(workdir: str | epath.Path, study, plan, sizes: Sequence[str]) -> None:
+    """``neoscale.fit --forecast_sizes``: plans ``sizes`` at the study's tokens per parameter (its
+    planned runs' one ratio; study: the study config, plan: its PlannedRuns, both from plan.json)
+    and adds them to plan.json's ``forecast_targets``, which the study's fit forecasts."""
+    from neoscale import presets
+    from neoscale.files import to_json
+    from neoscale.runner import plan as plan_lib
+
+    ratio = np.array([run.tokens / run.params_active for run in plan], np.float64)
+    if ratio.max() > 1.1 * ratio.min():
+        raise ValueError(f"--forecast_sizes plans at the study's tokens per parameter, but its runs "
+                         f"train on {ratio.min():.3g} to {ratio.max():.3g}: name the sizes with "
+                         "neoscale.run --forecast_sizes, which plans them at the study's budget")
+    runs = plan_lib.make_plan(
+        presets.parse_sizes(",".join(sizes)),
+        plan_lib.parse_budget(tokens_per_param=float(f"{np.median(ratio):.3g}")),
+        vocab_size=plan[0].model.vocab_size, seq_len=int(study.data.seq_len), train=study.train,
+        model_overrides=dict(study.model))
+    path = epath.Path(workdir) / "plan.json"
+    data = json.loads(path.read_text())
+    data["forecast_targets"] = merge_targets(data.get("forecast_targets") or [], targets_of(runs))
+    write_atomic(path, to_json(data, indent=1))
