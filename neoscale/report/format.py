@@ -30,7 +30,11 @@ def form_note(ext: dict) -> str:
     if ext["form"] not in ("with_E", "pure_power_law"):  # the ladder's forms
         others = ", ".join(f"{k}: {100 * v['relative_error']:.2f}%" for k, v in forms.items()
                            if k != ext["form"] and "relative_error" in v)
-        return f" for the form to read, {ext['form']} ({others})"
+        others = f" ({others})" if others else ""
+        if ext.get("read_form_unchecked"):
+            return (f" for the {ext['form']} form{others}; the form to read was not checked "
+                    f"({ext['read_form_unchecked']})")
+        return f" for the form to read, {ext['form']}{others}"
     if ext["form"] == "with_E":
         return f" for the law with E (pure power law: {100 * forms['pure_power_law']['relative_error']:.2f}%)"
     return (f" for the pure power law, the form to read since E is not identified (with E: "

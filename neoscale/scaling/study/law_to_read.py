@@ -99,8 +99,7 @@ def choose(law: dict, regime_check: dict) -> dict:
         return {"key": "ladder_law", "form": general[0], "backtest_errors": errors,
                 "tolerance": tolerance, "verified": False,
                 "why": (f"{regime_text}no rollout backtest on these sizes (it needs more than "
-                        "the fewest sizes a form is fitted on): the most general eligible form, "
-                        "its forecasts unverified")}
+                        "the fewest sizes a form is fitted on): the most general eligible form")}
     best = min(errors[f]["mean_abs"] for f in complete)
     tied = [f for f in complete if errors[f]["mean_abs"] <= best + tolerance]
     form = min(tied, key=lambda f: (FORMS[f][1], errors[f]["mean_abs"]))
@@ -124,8 +123,11 @@ def law_to_read(laws: dict, context_free_loss: float | None) -> dict:
         if chosen["form"] is not None:
             ladder["form_to_read"], ladder["law_to_read"] = chosen["form"], chosen
             ext = ladder.get("extrapolation") or {}
-            if "predicted" in (ext.get("forms") or {}).get(chosen["form"], {}):
-                ext.update(ext["forms"][chosen["form"]], form=chosen["form"])
+            check = (ext.get("forms") or {}).get(chosen["form"], {})
+            if "predicted" in check:
+                ext.update(check, form=chosen["form"])
+            elif ext.get("forms"):
+                ext["read_form_unchecked"] = f"{chosen['form']}: {check.get('reason', 'not fitted')}"
             return chosen
     lvc = laws.get("loss_vs_compute") or {}
     if lvc.get("status") == "fitted" and "irreducible_loss" in lvc:
