@@ -35,5 +35,5 @@ def get_config():
     c.train.tensorboard = True
     c.train.learning_rate_law = (5.91, -0.606)  # lr = 5.91 * N^-0.606: the sweep's optima, above
     c.cooldowns = "0.25,0.5,1.0"
-    c.fit.n_bootstrap = 100
+    c.fit.n_bootstrap = 2000  # intervals stable to the second digit (neoscale/runner/config.py)
     return c

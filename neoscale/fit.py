@@ -17,6 +17,10 @@
   --loss=mse                         squared error on log losses instead of Huber (--huber_delta).
   --pin_E=1.69                       fix the irreducible loss of L(C) and Approach 3 (the
                                      evaluation set's, when the study cannot identify it).
+  --forecast_sizes=w256d4h8          (a study's workdir, its own settings) plans these sizes at the
+                                     study's tokens per parameter and forecasts them into the study's
+                                     ledger, WORKDIR/forecasts.jsonl (neoscale.runner.forecasts); a
+                                     refit with other settings neither writes nor scores the ledger.
   --context_free_loss=6.21            H of the ladder's law (the held-out loss of the training split's
                                      token frequencies; a study's plan.json records its own).
   --tasks=all (or arc_easy,piqa)      the loss-to-accuracy chain (neoscale.scaling.task_chain) on the
@@ -88,6 +92,9 @@ flags.DEFINE_string(
     "compute), across A's compute and 10x/100x beyond, with 95% paired-bootstrap intervals, into "
     "OUT/multiplier.json and OUT/multiplier.png (instead of per-group fits)")
 
+flags.DEFINE_list("forecast_sizes", [], "a study's workdir, with its own settings: plan these sizes "
+                  "at the study's tokens per parameter (N, D, C), forecast their loss and append the "
+                  "forecasts to WORKDIR/forecasts.jsonl (scored once a later run trains them)")
 flags.DEFINE_list("tasks", None, "fit the loss-to-accuracy chain for these tasks ('all': every "
                  "task_<name>_bpb/_acc pair of the table) into OUT/task_chain.json")
 flags.DEFINE_list("task_targets", [], "--tasks: N:D pairs to forecast, e.g. 7e9:4e12")
@@ -472,7 +479,15 @@ def main(argv: list[str]) -> None:
         # A refit writes into a study's workdir: one writer at a time (neoscale.workdir_lock).
         into_study = study is not None and not workdir_lock.is_object_store(workdir)
         with workdir_lock.hold(workdir if into_study else ".", enabled=into_study):
-            if study and settings == study_settings and _same_dir(out_dir, workdir):
+            own = study and settings == study_settings and _same_dir(out_dir, workdir)
+            if FLAGS.forecast_sizes and not own:
+                raise ValueError("--forecast_sizes writes the study's forecast ledger: pass a study's "
+                                 "--workdir (with plan.json) and the study's own fit settings")
+            if own:
+                if FLAGS.forecast_sizes:
+                    from neoscale.runner import forecasts
+
+                    forecasts.record_targets(workdir, *study, FLAGS.forecast_sizes)
                 summary = _refit_study(workdir, *study)
             elif settings["compare"] is not None:
                 summary = _compare(settings, out_dir)

@@ -163,20 +163,27 @@ def _forecast_bars(ax, forecasts, color) -> None:
 
 
 def _ladder_law(ax, law: dict | None, dense) -> None:
-    """The ladder's law through the main runs, extrapolated to its last forecast, with each
-    forecast's 95% prediction interval and the context-free loss H it starts from."""
+    """The ladder entry's form to read through the main runs, extrapolated to its last forecast,
+    with each forecast's 95% prediction interval and the context-free loss H of the ladder's forms."""
     if not law:
         return
-    c = law["constants"]
-    grid = np.geomspace(dense["flops"].min(), max(p["compute"] for p in law["predictions"]), 80)
-    curve = ladder_law.predict(np.array([[c["A"], c["alpha"]]]), c["H"], grid)[0]
+    read = law.get("form_to_read") or "pure"
+    form = law["forms"][read] if "forms" in law else law
+    c = form["constants"]
+    grid = np.geomspace(dense["flops"].min(), max(p["compute"] for p in form["predictions"]), 80)
+    if read == "power_law":
+        curve = c["E"] + c["A"] * grid ** -c["alpha"]
+    else:
+        row = [c["E"], c["A"], c["alpha"]] if read == "floor" else [c["A"], c["alpha"]]
+        curve = ladder_law.predict(np.array([row]), c["H"], grid, read)[0]
     inside = grid <= dense["flops"].max() * 1.0001
     ax.plot(grid[inside], curve[inside], color="tab:blue", lw=1.5,
-            label=f"ladder law 1/(1/H + C^α/A): α={c['alpha']:.3g}")
+            label=f"ladder runs, form to read ({read}) {form['form']}: α={c['alpha']:.3g}")
     ax.plot(grid[~inside], curve[~inside], color="tab:blue", ls="--", lw=1.2,
-            label="ladder law extrapolated, 95% prediction intervals")
-    _forecast_bars(ax, [(p["compute"], p) for p in law["predictions"]], "tab:blue")
-    ax.axhline(c["H"], color="tab:blue", lw=0.7, ls=":", label=f"H = {c['H']:.3g}: context-free loss")
+            label=f"{read} extrapolated, 95% prediction intervals")
+    _forecast_bars(ax, [(p["compute"], p) for p in form["predictions"]], "tab:blue")
+    h = law["constants"]["H"]
+    ax.axhline(h, color="tab:blue", lw=0.7, ls=":", label=f"H = {h:.3g}: context-free loss")
 
 
 def isoflop_curves(points, fit, colors):

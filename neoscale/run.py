@@ -12,6 +12,8 @@ Without --config, the study is chosen from the sizes: any GPT-Neo preset among -
 rate, bfloat16); otherwise experiments/cpu_demo.py (the CPU demo and its small ladder).
 
 Budgets (one): --tokens_per_param=K (default 20), --tokens=D, --flops=C[,C2,..], --steps=S.
+--forecast_sizes=A,B plans sizes without training them: the fit forecasts their loss and the study's
+ledger (WORKDIR/forecasts.jsonl) keeps the forecasts; train them later (--sizes=...,A) to score them.
 Any study field can be overridden: --config.train.batch_size=64 --config.data.seq_len=512.
 Bad input ends with one line on stderr and exit status 2, and so does a workdir that another
 process is writing (one line naming it); failed runs with status 1; a preempted
@@ -69,6 +71,10 @@ _ALLOW_SLOW = flags.DEFINE_bool("allow_slow", False, "Train on a CPU-only host e
                                 "would take more than a day at this machine's measured speed.")
 _ALLOW_REPETITION = flags.DEFINE_bool("allow_repetition", None, "Allow runs that read the corpus more "
                                       "than data.max_epochs (default 4) times.")
+_FORECAST_SIZES = flags.DEFINE_list(
+    "forecast_sizes", [], "Sizes to forecast, not train: planned at the study's budget (N, D, C), "
+    "their loss forecast by the fit and appended to WORKDIR/forecasts.jsonl; a later invocation "
+    "that trains them scores the forecasts in the report.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first "
                                  "(every process of a TPU pod runs the same command).")
 
@@ -246,25 +252,38 @@ def _main(argv: list[str]) -> int:
         raise UsageError("--compile needs a target: name one with --accelerator=v4-32, v5e-64, "
                          "h100x8, ... (or run where the accelerators are)")
 
-    def make_plan(vocab: int, corpus_tokens: int | None, tuned: dict | None = None):
-        """The plan; ``tuned``: the learning-rate sweep's choice (``tune.transfer``), applied to
-        every size as ``train.learning_rate`` and μP's base multipliers as model overrides."""
+    forecast_sizes = presets.parse_sizes(",".join(_FORECAST_SIZES.value)) if _FORECAST_SIZES.value else []
+    trained_too = sorted(set(forecast_sizes) & set(sizes))
+    if trained_too:
+        raise UsageError(f"--forecast_sizes {','.join(trained_too)} are also in --sizes: forecast a "
+                         "size in one invocation (without it in --sizes) and train it in a later one, "
+                         "so the forecast is made before its run exists")
+
+    def make_plan(vocab: int, corpus_tokens: int | None, tuned: dict | None = None,
+                  plan_sizes: list[str] | None = None):
+        """The plan (of ``plan_sizes``, default the study's: sizes to forecast, not train, whose
+        memory is not fitted to the devices); ``tuned``: the learning-rate sweep's choice
+        (``tune.transfer``), applied to every size as ``train.learning_rate`` and μP's base
+        multipliers as model overrides."""
         tuned = dict(tuned or {})
         train = config.train
         if "learning_rate" in tuned:
             train = ml_collections.ConfigDict({**config.train.to_dict(),
                                                "learning_rate": tuned.pop("learning_rate")})
         return plan_lib.make_plan(
-            sizes, budget, vocab_size=vocab, seq_len=int(config.data.seq_len), train=train,
+            plan_sizes or sizes, budget, vocab_size=vocab, seq_len=int(config.data.seq_len), train=train,
             model_overrides={**dict(config.model), **tuned},
             size_overrides=config.size_overrides.to_dict(),
             cooldowns=cooldowns, num_devices=target.devices, mesh=str(config.mesh),
-            process_count=target.hosts, target=target if fit_memory else None,
+            process_count=target.hosts, target=target if fit_memory and not plan_sizes else None,
             corpus_tokens=corpus_tokens,
             max_epochs=float(config.data.max_epochs),
-            allow_repetition=bool(config.data.allow_repetition), compile_check=_COMPILE.value)
+            allow_repetition=bool(config.data.allow_repetition),
+            compile_check=_COMPILE.value and not plan_sizes)
 
     plan = make_plan(vocab_size, corpus.train_tokens if corpus else None)
+    if forecast_sizes:  # planned as they would train, checked here: a bad name fails before training
+        make_plan(vocab_size, None, plan_sizes=forecast_sizes)
     if _DRY_RUN.value:
         if primary:
             size = (f"{corpus.train_tokens:,} training tokens, "
@@ -294,7 +313,7 @@ def _main(argv: list[str]) -> int:
     check_cpu_time(plan, target)
     if unchecked:
         data_lib.check_source(data)  # raises the one-line reason the dry run only warned about
-    return _execute(config, plan, workdir, data, make_plan, primary)
+    return _execute(config, plan, workdir, data, make_plan, primary, forecast_sizes)
 
 
 def unreadable_store(*paths: str) -> tuple[str, str] | None:
@@ -377,7 +396,7 @@ def check_cpu_time(plan, target) -> None:
             "on a TPU/GPU; --allow_slow trains here anyway")
 
 
-def _execute(config, plan, workdir, data, make_plan, primary) -> int:
+def _execute(config, plan, workdir, data, make_plan, primary, forecast_sizes=()) -> int:
     from neoscale import workdir_lock
     from neoscale.training.loop import prepare_run_dir
 
@@ -385,12 +404,12 @@ def _execute(config, plan, workdir, data, make_plan, primary) -> int:
     # One writer per study: a local workdir is locked whole; on an object store slices may share
     # a workdir (each its own sizes), so there each run directory is locked while it trains.
     with workdir_lock.hold(workdir, enabled=primary and not workdir_lock.is_object_store(workdir)):
-        return _execute_holding_lock(config, plan, workdir, data, make_plan, primary)
+        return _execute_holding_lock(config, plan, workdir, data, make_plan, primary, forecast_sizes)
 
 
-def _execute_holding_lock(config, plan, workdir, data, make_plan, primary) -> int:
+def _execute_holding_lock(config, plan, workdir, data, make_plan, primary, forecast_sizes=()) -> int:
     from neoscale.data import hostio, prepare, tokens_to_prepare
-    from neoscale.runner import study, tune
+    from neoscale.runner import forecasts, study, tune
     from neoscale.training.stopping import Preempted
 
     # once, up front (every size shares the shards), and only what the largest run reads
@@ -400,7 +419,11 @@ def _execute_holding_lock(config, plan, workdir, data, make_plan, primary) -> in
         tuned = tune.transfer(config, plan, workdir, data.cache_dir)  # tune at a base size (if set)
         if tuned:
             plan = make_plan(prepared.vocab_size, prepared.train_tokens, tuned)
-        outcome = study.run_study(plan, config, workdir, cache_dir=data.cache_dir, data=prepared)
+        # the sizes to forecast: N, D, C as they would train (their epochs are not checked)
+        targets = forecasts.targets_of(make_plan(prepared.vocab_size, None, tuned, list(forecast_sizes))
+                                       ) if forecast_sizes else []
+        outcome = study.run_study(plan, config, workdir, cache_dir=data.cache_dir, data=prepared,
+                                  forecast_targets=targets)
     except Preempted as error:  # a checkpoint was saved and results.csv written
         print(f"{PROG}: {error}", file=sys.stderr)
         return error.exit_code  # 75 after SIGTERM, 130 after Ctrl-C

@@ -92,6 +92,8 @@ def test_other_settings_refit_into_their_own_folder(copy, flags, folder):
     assert out.returncode == 0, out.stderr[-3000:]
     assert _record(copy) == before  # fit.json, plots/, report.md, results.csv, runs: untouched
     written = pathlib.Path(json.loads(out.stdout)["fit"])
+    # the study's forecast ledger is its own fit's: a refit neither appends to it nor starts one
+    assert (copy / "forecasts.jsonl").is_file() and not (written.parent / "forecasts.jsonl").exists()
     assert written.parent.parent == copy / fit_cli.REFITS_DIR
     if folder:
         assert written.parent.name == folder

@@ -14,8 +14,8 @@ import ml_collections
 import pytest
 from subprocess_env import cpu_env
 
+from neoscale.runner import forecasts, results, study
 from neoscale.runner import plan as plan_lib
-from neoscale.runner import results, study
 from neoscale.runner.config import base_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +60,7 @@ def finished_study(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("study") / "study"
     command, env = _cli(workdir)
     command[command.index("--steps=60")] = "--steps=30"
+    command.insert(command.index("--steps=30"), "--forecast_sizes=w96d2h2")  # planned, not trained
     out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     return workdir, command, env, out
 
@@ -100,6 +101,18 @@ def test_end_to_end_outputs_are_present_and_consistent(finished_study):
     assert ladder["status"] == "skipped" and ladder["reason"].endswith("not one allocation: the "
                                                                       "ladder's law predicts the next "
                                                                       "size of a ladder trained on one ratio")
+    # --forecast_sizes: planned at the study's budget, recorded, never trained; the fit's
+    # forecasts are in the ledger with the code's commit and the fit's inputs
+    (target,) = plan_json["forecast_targets"]
+    (expected,) = plan_lib.make_plan(["w96d2h2"], plan_lib.parse_budget(steps=30), vocab_size=512,
+                                     seq_len=64, train=_tiny_train(),
+                                     model_overrides=dict(_default_study().model))
+    assert (target["run"], target["N"], target["D"]) == (expected.name, expected.params_active,
+                                                         expected.tokens)
+    assert not (workdir / "runs" / expected.name).exists()
+    ledger = forecasts.read(workdir)
+    assert ledger and all(r["inputs"]["runs"] and r["commit"] for r in ledger)
+    assert fit["forecasts_scored"] == []
     pngs = sorted((workdir / study.PLOTS_DIR).glob("*.png"))
     assert pngs and sorted((workdir / study.PLOTS_DIR).glob("*.svg"))
     report = (workdir / "report.md").read_text()
@@ -119,12 +132,14 @@ def test_second_invocation_trains_nothing_and_reproduces_the_fit(finished_study)
     assert first.returncode == 0, first.stderr[-3000:]
     fit_before = (workdir / study.FIT_FILE).read_text()
     results_before = (workdir / results.RESULTS_FILE).read_text()
+    ledger_before = forecasts.read(workdir)
     out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "trained 0, skipped 3 finished" in out.stderr
     assert not any(line.startswith("step ") for line in out.stderr.splitlines())
     assert (workdir / study.FIT_FILE).read_text() == fit_before
     assert (workdir / results.RESULTS_FILE).read_text() == results_before
+    assert forecasts.read(workdir) == ledger_before  # the same forecasts: not appended twice
 
 
 @pytest.mark.slow

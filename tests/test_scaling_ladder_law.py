@@ -7,6 +7,8 @@ import pytest
 
 from neoscale.report import fits_section
 from neoscale.scaling import fit_study, ladder_law
+from neoscale.scaling.results import final_points
+from neoscale.scaling.study import ladder
 from neoscale.scaling.synthetic import synthetic_study
 
 H, A, ALPHA = 6.2, 2.5e4, 0.25  # about what the CPU demo's ladder fits
@@ -71,7 +73,7 @@ def test_fit_study_predicts_the_next_sizes_of_its_ladder():
     assert law["extrapolation"]["relative_error"] < 1e-4
     backtest = law["backtest"]
     assert [r["k"] for r in backtest["rounds"]] == [4, 5, 6]  # from MIN_SIZES sizes up
-    errors = [p["relative_error"]["law"] for r in backtest["rounds"] for p in r["predictions"]]
+    errors = [p["relative_error"]["pure"] for r in backtest["rounds"] for p in r["predictions"]]
     assert len(errors) == 3 + 2 + 1 and max(errors) < 1e-4
     section = fits_section(fit)
     assert "### The ladder's law" in section
@@ -84,26 +86,31 @@ def test_the_pure_power_law_misses_where_the_ladder_law_does_not():
     fit = fit_study(_ladder(), n_bootstrap=0, context_free_loss=H)
     pure = fit["laws"]["loss_vs_compute"]["backtest"]["drift"]["pure_power_law"]
     assert pure["over"] == pure["of"] and pure["per_doubling"] > 0.005
-    ladder = fit["laws"]["ladder_law"]["backtest"]["drift"]["law"]
+    ladder = fit["laws"]["ladder_law"]["backtest"]["drift"]["pure"]
     assert abs(ladder["per_doubling"]) < 1e-4
 
 
 def test_ladder_law_is_skipped_with_a_reason():
-    assert "no context-free loss H" in fit_study(_ladder(), n_bootstrap=0)["laws"]["ladder_law"]["reason"]
-    three = fit_study(_ladder(3), n_bootstrap=0, context_free_loss=H)["laws"]["ladder_law"]
-    assert three["status"] == "skipped" and "needs main runs of >= 4 sizes, got 3" in three["reason"]
+    without_h = fit_study(_ladder(), n_bootstrap=0, backtest=False)["laws"]["ladder_law"]
+    assert "no context-free loss H" in without_h["reason"]
+    three = fit_study(_ladder(3), n_bootstrap=0, context_free_loss=H, backtest=False)["laws"]["ladder_law"]
+    assert three["status"] == "skipped"
+    assert "needs main runs of >= 4 sizes below 0.9·H, got 3" in three["reason"]
     # An IsoFLOP study trains each size on its own tokens per parameter: not one ladder.
     isoflop, _ = synthetic_study(moe_experts=(), noise=0.0)
-    mixed = fit_study(isoflop, n_bootstrap=0, context_free_loss=H)["laws"]["ladder_law"]
+    mixed = ladder.entry(final_points(isoflop)[0], H, 0, 0, 1e-3)  # (fit_study: guarded(ladder.entry))
     assert mixed["status"] == "skipped" and "not one allocation" in mixed["reason"]
     with pytest.raises(ValueError, match="must be a positive number"):
         fit_study(_ladder(), n_bootstrap=0, context_free_loss=float("nan"))
 
 
 def test_four_sizes_fit_and_say_why_their_bootstrap_has_no_interval():
-    """Resamples must hold 4 distinct sizes (MIN_SIZES); of 4 sizes few do, and the note says so
-    (not a wrong count of the law's 2 constants)."""
-    law = fit_study(_ladder(4), n_bootstrap=30, context_free_loss=H)["laws"]["ladder_law"]
+    """Resamples must hold 4 distinct sizes (MIN_SIZES); of 4 runs, every resample that does is
+    the data itself (each run once): it measures no uncertainty, however many are drawn, and the
+    note says so (not a wrong count of the law's 2 constants)."""
+    law = fit_study(_ladder(4), n_bootstrap=400, context_free_loss=H,
+                    backtest=False)["laws"]["ladder_law"]
     assert law["status"] == "fitted" and law["intervals"] is None
-    assert "resamples were over-determined and converged" in law["interval_note"]
+    assert "every accepted one holds each run once and measures no uncertainty" in law["interval_note"]
     assert "constants" not in law["interval_note"]
+    assert law["forms"]["floor"]["intervals"] is None

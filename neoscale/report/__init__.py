@@ -7,6 +7,9 @@ its figure in ``neoscale/plots.py``. The page itself (plan, final losses, figure
 written by one module, ``neoscale/runner/report.py``, which takes this section from
 ``fits_section``.
 
+Lines on the whole fit (the law to read, the forecasts scored from the study's ledger) are in
+``forecasts.py``, placed before and after the laws' sections.
+
 Adding a section (a sparsity law, downstream-task fits, ...): write a module here with
 ``lines(law: dict) -> list[str]`` (or a ``laws.law_section(title, own_lines)`` for the common
 layout) and register it in ``SECTIONS``, the one place that names the sections.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from neoscale.report import curve_law, laws
+from neoscale.report import curve_law, forecasts, laws
 from neoscale.scaling.study.entries import skipped
 
 
@@ -70,10 +73,11 @@ def _preamble(fit: dict) -> list[str]:
 
 def fits_section(fit: dict) -> str:
     """Markdown summary of a fit_study result (constants with 95% intervals, extrapolation)."""
-    lines = _preamble(fit)
+    lines = _preamble(fit) + [""] + forecasts.law_to_read_lines(fit)
     for section in SECTIONS:
         if section.key in fit["laws"] or section.always:
             lines += section.lines(fit["laws"].get(section.key, skipped("not computed")))
+    lines += forecasts.scored_lines(fit)
     return "\n".join(line for line in lines if line is not None)
 
 

@@ -27,6 +27,14 @@ def form_note(ext: dict) -> str:
     forms = ext.get("forms")
     if not forms:
         return ""
+    if ext["form"] not in ("with_E", "pure_power_law"):  # the ladder's forms
+        others = ", ".join(f"{k}: {100 * v['relative_error']:.2f}%" for k, v in forms.items()
+                           if k != ext["form"] and "relative_error" in v)
+        others = f" ({others})" if others else ""
+        if ext.get("read_form_unchecked"):
+            return (f" for the {ext['form']} form{others}; the form to read was not checked "
+                    f"({ext['read_form_unchecked']})")
+        return f" for the form to read, {ext['form']}{others}"
     if ext["form"] == "with_E":
         return f" for the law with E (pure power law: {100 * forms['pure_power_law']['relative_error']:.2f}%)"
     return (f" for the pure power law, the form to read since E is not identified (with E: "
@@ -59,7 +67,8 @@ def backtest_lines(law: dict) -> list[str]:
     if backtest.get("status") != "fitted":
         return [f"\nRollout backtest not run: {backtest['reason']}."] if backtest else []
     form = backtest_form(law)
-    named = "" if form == "law" else f" ({'law with E' if form == 'with_E' else 'pure power law'})"
+    names = {"law": "", "with_E": " (law with E)", "pure_power_law": " (pure power law)"}
+    named = names.get(form, f" (form to read: {form})")
     lines = [f"\nRollout backtest{named}: fitted on the smallest k sizes, relative error on each larger "
              "size:"]
     for r in backtest["rounds"]:

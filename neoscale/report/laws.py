@@ -14,6 +14,7 @@ from neoscale.report.format import (
     fmt_interval,
     form_note,
 )
+from neoscale.scaling.study.ladder import PLATEAU_RATIO
 from neoscale.scaling.study.loss_vs_compute import form_to_read
 
 LawLines = Callable[[dict], list[str | None]]
@@ -76,15 +77,78 @@ def loss_vs_compute_lines(law: dict) -> list[str]:
 
 
 def ladder_lines(law: dict) -> list[str]:
-    """What the ladder's law was fitted to, and its forecasts."""
+    """What the ladder's forms were fitted to, which runs were excluded, each form's constants
+    with their bootstrap counts, the free-H and leave-one-out fits, the regime, the form to read
+    (by the rule of scaling/study/law_to_read.py) and its forecasts: only what the backtest
+    verified is claimed."""
     lines = [f"\nFitted to {law['what']}."]
-    for p in law["predictions"]:
-        lines.append(f"\n- predicted loss at {p['factor']:.0f}× the largest compute "
+    excluded = law.get("excluded") or []
+    lines.append(f"\nExclusion rule (fixed before the fit): runs above {PLATEAU_RATIO}·H are left out. "
+                 + ("Excluded: " + "; ".join(f"`{e['run']}` ({e['reason']})" for e in excluded)
+                    if excluded else "No run excluded."))
+    lines.append(f"\nThe forms, each fitted to the same {law['points']} runs:")
+    for key, form in law["forms"].items():
+        if form["status"] != "fitted":
+            lines.append(f"- {key}: not fitted ({form['reason']})")
+            continue
+        named = ", ".join(f"`{d['run']}` ({100 * d['residual']:+.1f}%)" for d in form["down_weighted"])
+        lines.append(f"- {key} `{form['form']}`: {constants_line(form)} ({_accepted(form)})"
+                     + (f"; down-weighted by Huber: {named}" if named else ""))
+    free = law.get("free_H") or {}
+    if free.get("status") == "fitted":
+        lines.append(f"\nWith H fitted too (`{free['form']}`): {constants_line(free)} ({_accepted(free)}).")
+    regime = law.get("regime")
+    if regime:
+        reached = "reached" if regime["reached"] else "**not reached**"
+        lines.append(f"\nRegime of the pure ladder law: {reached} ({regime['why']}).")
+    loo = law.get("leave_one_out") or {}
+    spans = [f"{key} {fmt_interval(v['forecast_10x_range'])}" for key, v in loo.items()
+             if v.get("forecast_10x_range")]
+    if spans:
+        lines.append("\nLeave one size out, refit, forecast 10× the largest compute (range over the "
+                     "sizes left out): " + "; ".join(spans) + ".")
+    noise = law.get("seed_noise")
+    lines.append(f"\nSeed noise: {100 * noise['relative_std']:.2f}% (median relative spread of "
+                 f"{noise['sizes_replicated']} replicated sizes)." if noise else
+                 "\nSeed noise: not measured (no replicate runs); differences below ~0.5% are not "
+                 "resolved.")
+    read = law.get("form_to_read")
+    if read is None:
+        return lines
+    chosen = law["forms"][read]
+    to_read = law.get("law_to_read") or {}
+    errors = (to_read.get("backtest_errors") or {}).get(read)
+    verified = (f"its rollout backtest on this study's sizes: mean |error| {100 * errors['mean_abs']:.2f}%, "
+                f"mean signed {100 * errors['mean_signed']:+.2f}% over {errors['n']} predictions"
+                if errors and to_read.get("verified") else
+                "**unverified: no rollout backtest on these sizes**")
+    lines.append(f"\n**Form to read: {read}** (`{chosen['form']}`): {to_read.get('why', '')}; "
+                 f"{verified}.")
+    for p in chosen["predictions"]:
+        lines.append(f"\n- {read}: predicted loss at {p['factor']:.0f}× the largest compute "
                      f"({p['compute']:.3g} FLOPs), for the size trained there on "
                      f"{law['tokens_per_param']:.3g} tokens per parameter: "
                      f"{fmt(p['loss'], p['interval'])} (mean law); 95% prediction interval "
-                     f"{fmt_interval(p['prediction_interval'])}")
+                     f"{fmt_interval(p['prediction_interval'])} ({_accepted(chosen)}); beyond the "
+                     "backtest's distance the form is extrapolated unchecked")
+    for t in chosen.get("targets", []):
+        f = t["forecast"]
+        lines.append(f"\n- {read}: forecast for size {t['size']} (N = {t['N']:.3g}, D = {t['D']:.3g}, "
+                     f"C = {t['C']:.3g}), not trained yet: {fmt(f['loss'])}; 95% prediction interval "
+                     f"{fmt_interval(f['prediction_interval'])} (kept in the study's forecasts.jsonl, "
+                     "scored when the size is trained)")
+    if read != "pure" and regime and not regime["reached"]:
+        lines.append("\nThe pure ladder law: regime not reached; no forecast of it is printed.")
     return lines
+
+
+def _accepted(law: dict) -> str:
+    """'180 of 200 resamples accepted' (or why there is no interval)."""
+    counts = law.get("bootstrap") or {}
+    if not counts.get("requested"):
+        return "no bootstrap"
+    text = f"{counts['accepted']} of {counts['requested']} resamples accepted"
+    return text if law.get("intervals") else f"{text}, no interval"
 
 
 def approach3_lines(law: dict) -> list[str]:

@@ -32,6 +32,7 @@ from etils import epath
 
 from neoscale.data.pipeline import DataConfig
 from neoscale.files import CorruptFileError, read_json, to_json, write_atomic
+from neoscale.runner import forecasts as forecasts_lib
 from neoscale.runner import report as report_lib
 from neoscale.runner import results as results_lib
 from neoscale.runner.plan import Branch, PlannedRun, format_table, total_flops
@@ -211,13 +212,16 @@ def run_study(
     cache_dir: str,
     data: Any = None,
     train_fn: Callable[..., Any] = train,
+    forecast_targets: Sequence[dict] = (),
 ) -> StudyOutcome:
     """Trains every planned run and branch (skipping finished ones), then fits, draws, reports.
 
     ``data``: the study's prepared data (else each run's is opened to check its settings). Raises
     SettingsConflict before writing anything when the workdir holds runs with other settings
-    (``check_reuse``), and Preempted (after writing results) when a run was preempted, or
-    Interrupted on Ctrl-C (``stopping``): rerun to resume.
+    (``check_reuse``). ``forecast_targets``: sizes to forecast, not train ({run, size, N, D, C}:
+    ``forecasts.targets_of``), added to plan.json's ``forecast_targets``. Raises Preempted (after
+    writing results) when a run was preempted, or Interrupted on Ctrl-C (``stopping``): rerun to
+    resume.
     """
     workdir = epath.Path(workdir)
     primary = jax.process_index() == 0
@@ -230,9 +234,10 @@ def run_study(
         print(format_table(plan), file=sys.stderr, flush=True)
         workdir.mkdir(parents=True, exist_ok=True)
         full_plan = merged_plan(workdir, plan)
+        targets = forecasts_lib.merge_targets(forecasts_lib.load_targets(workdir), forecast_targets)
         write_atomic(workdir / PLAN_FILE, to_json(
             {"study": study.to_dict(), "runs": [run.to_dict() for run in full_plan],
-             "measured": measured}, indent=1))
+             "measured": measured, "forecast_targets": targets}, indent=1))
     table: dict[str, results_lib.RunRows] = {}
     for run in plan:
         table[run.name] = results_lib.RunRows(results_lib.run_columns(run), "pending")
@@ -374,6 +379,10 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
     ``measured``: what the runner measured on the data (``load_measured``); the study config's
     ``fit.context_free_loss``, when set, is used instead of the measured H.
 
+    The forecast ledger (``forecasts``): the saved forecasts that runs trained since cover are
+    scored into fit.json's ``forecasts_scored``; once fit.json is written, this fit's forecasts
+    (plan.json's ``forecast_targets`` not yet trained among them) are appended to it.
+
     fit.json, plots/ and report.md are replaced together or not at all, so they never disagree.
     Each of these is recorded in ``failures`` (key "fit", "plots" or "report") and, when the study
     has a fit, leaves the three as they were: a fit that fails; a fit that lost runs the previous
@@ -397,8 +406,10 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
                                     schedules=scaling.load_schedules(workdir),
                                     n_bootstrap=int(study.fit.n_bootstrap),
                                     seed=int(study.fit.seed), pin_E=study.fit.get("pin_E"),
-                                    context_free_loss=_context_free_loss(study, measured))
+                                    context_free_loss=_context_free_loss(study, measured),
+                                    forecast_targets=_untrained_targets(workdir, frame))
             fit["runs"] = results_lib.fitted_runs(frame)
+            fit["forecasts_scored"] = forecasts_lib.score(forecasts_lib.read(workdir), frame)
     except Exception as error:  # noqa: BLE001 - keep the runs' results whatever the fit does
         fit = {"error": failure_reason(error)}
     if "error" in fit:
@@ -433,6 +444,9 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
             text = None
         write_atomic(workdir / FIT_FILE, to_json(fit, indent=1, sort_keys=True))
         outputs.append(str(workdir / FIT_FILE))
+        if "error" not in fit:
+            forecasts_lib.append(workdir, forecasts_lib.records(fit, forecasts_lib.git_commit()))
+            outputs.append(str(workdir / forecasts_lib.LEDGER_FILE))
         if drawn:
             plots_dir.mkdir(parents=True, exist_ok=True)
             for path in drawn:
@@ -445,6 +459,12 @@ def finish_study(workdir: epath.Path, study: ml_collections.ConfigDict,
     finally:
         if scratch.exists():
             scratch.rmtree()
+
+
+def _untrained_targets(workdir: epath.Path, frame) -> list[dict]:
+    """plan.json's forecast targets that no finished run has trained yet."""
+    done = set(frame.loc[frame["final"], "run"].astype(str))
+    return [t for t in forecasts_lib.load_targets(workdir) if t["run"] not in done]
 
 
 def _context_free_loss(study: ml_collections.ConfigDict, measured: dict[str, Any] | None) -> float | None:

@@ -9,7 +9,8 @@ branch's last evaluation; never stable-phase losses). Laws:
   frontier of the dense runs (or of the only expert count present);
 - ladder_law: the ladder's law L(C) = 1 / (1/H + C^α/A) on the main runs of one tokens-per-
   parameter allocation, H the held-out set's context-free loss (ladder_law.py): what the next size
-  of the ladder will reach;
+  of the ladder will reach; beside it the floored M4 form and E + A·C^−α on the same runs, and
+  ``law_to_read`` (law_to_read.py): the form the report tells its reader to use, by backtest;
 - chinchilla_approach3: L(N, D) on the same runs' final points;
 - isoflop_approach2: main runs grouped by budget_flops (cooldown branches belong to no budget);
 - envelope_approach1: the per-step curves (a branch's only after its fork);
@@ -30,7 +31,7 @@ going with its parent; a law without an interval says why (bootstrap.Bootstrap).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,7 @@ from neoscale.scaling.study import (
     approach3,
     experts,
     ladder,
+    law_to_read,
     loss_vs_compute,
 )
 from neoscale.scaling.study.backtest import rollout
@@ -68,6 +70,7 @@ def fit_study(
     backtest: bool = True,
     pin_E: float | None = None,
     context_free_loss: float | None = None,
+    forecast_targets: Sequence[Mapping] = (),
 ) -> dict:
     """Every law the results support (see the module docstring); skipped laws give a reason.
 
@@ -86,6 +89,9 @@ def fit_study(
     context_free_loss: H of the ladder's law, the held-out loss of the training split's token
     frequencies (``PreparedData.context_free_loss``; a study's plan.json records it); without it
     the ladder's law is skipped.
+
+    forecast_targets: sizes planned but not trained, {run, size, N, D, C} each: every form of the
+    ladder entry forecasts their loss at their C (``runner.forecasts`` keeps them in the ledger).
     """
     if curves is not None and not isinstance(curves, Mapping):
         raise ValueError(
@@ -108,7 +114,8 @@ def fit_study(
                                      "records it in plan.json; neoscale.fit --context_free_loss=H)")
     else:
         ladder_law.check_context_free_loss(context_free_loss)  # bad input, not a law's failure
-        laws["ladder_law"] = guarded(ladder.entry, family, context_free_loss, n_bootstrap, seed, delta)
+        laws["ladder_law"] = guarded(ladder.entry, family, context_free_loss, n_bootstrap, seed, delta,
+                                     [dict(t) for t in forecast_targets])
     n_tokens = np.unique(np.round(np.log10(family["tokens"]), 3)).size if len(family) else 0
     if len(family) >= 6 and sizes.size >= 3 and n_tokens >= 3:
         laws["chinchilla_approach3"] = guarded(approach3.entry, family, n_bootstrap, seed, delta, pin_E)
@@ -123,9 +130,10 @@ def fit_study(
             if laws[key]["status"] == "fitted":
                 laws[key]["backtest"] = rollout(family, min_sizes,
                                                 predictor(delta, n_bootstrap, seed, pin_E))
-        if laws["ladder_law"]["status"] == "fitted":
+        if laws["ladder_law"]["status"] == "fitted":  # every form, on the runs the rule keeps
+            runs, _ = ladder.exclusions(ladder.ladder_runs(family), context_free_loss)
             laws["ladder_law"]["backtest"] = rollout(
-                family, ladder_law.MIN_SIZES,
+                runs, ladder_law.MIN_SIZES,
                 ladder.backtest(context_free_loss, delta, n_bootstrap, seed))
     laws["isoflop_approach2"] = guarded(approach2.entry, family, n_bootstrap, seed)
     laws["envelope_approach1"] = guarded(approach1.entry, family, curves, n_bootstrap, seed)
@@ -140,6 +148,7 @@ def fit_study(
         if "E" in (law.get("constants") or {}):
             law["irreducible_loss"] = irreducible_loss(law)
     check_the_form_to_read(laws["loss_vs_compute"])
+    to_read = law_to_read.law_to_read(laws, context_free_loss)
     data = {
         "final_points": len(points),
         "cooldown_branches": int(results.is_branch(points).sum()) if len(points) else 0,
@@ -164,6 +173,7 @@ def fit_study(
             "pinned_E": pin_E,
             "context_free_loss": context_free_loss,
             "data": data,
+            "law_to_read": to_read,
             "laws": laws,
         }
     )

@@ -96,5 +96,10 @@ def _drift(rounds: list[dict]) -> dict:
 
 
 def backtest_form(law: dict) -> str:
-    """The prediction form a law's backtest is read in: L(C)'s form to read, else the law."""
-    return (law.get("extrapolation") or {}).get("form", "with_E") if "pure_power_law" in law else "law"
+    """The prediction form a law's backtest is read in: L(C)'s or the ladder's form to read, else
+    the law."""
+    if "pure_power_law" in law:
+        return (law.get("extrapolation") or {}).get("form", "with_E")
+    if isinstance(law.get("forms"), dict) and "pure" in law["forms"]:  # the ladder's forms
+        return law.get("form_to_read") or "pure"
+    return "law"

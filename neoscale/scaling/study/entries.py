@@ -3,7 +3,10 @@ guarded fits, bootstrap intervals, prediction intervals and forecasts."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
+import pandas as pd
 
 from neoscale.scaling import bootstrap
 
@@ -96,3 +99,12 @@ def finite_prediction(predicted, what: str):
     if not np.all(np.isfinite(predicted)):
         raise ValueError(f"{what} has no finite prediction (its refit on these few points diverged)")
     return predicted
+
+
+def inputs_of(runs: pd.DataFrame) -> dict:
+    """What a fit was fitted to: its runs, sorted, and a sha256 (16 hex) of their points (each
+    run's name, FLOPs and loss): a refit on unchanged points has the same hash."""
+    rows = sorted(f"{r}|{c:.9e}|{loss:.9e}" for r, c, loss in
+                  zip(runs["run"].astype(str), runs["flops"], runs["eval_loss"], strict=True))
+    return {"runs": sorted(runs["run"].astype(str)),
+            "hash": hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]}

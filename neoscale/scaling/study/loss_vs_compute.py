@@ -15,6 +15,7 @@ from neoscale.scaling.study.entries import (
     finite_prediction,
     forecast,
     free_constants,
+    inputs_of,
     power_law_log,
     prediction_interval,
     skipped,
@@ -73,6 +74,7 @@ def entry(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: 
         },
         "frontier": band,
         "predictions": predictions,
+        "inputs": inputs_of(points[use]),
     }
     train, held = largest_held_out(points)
     try:
