@@ -19,8 +19,8 @@ def _verdict_lines(summary: dict) -> list[str]:
                        f"branches as well or better ({100 * verdict['baseline_error']:.2f}% against "
                        f"{100 * verdict['law_error']:.2f}%; the law must be "
                        f"{100 * (1 - curve_law.EARNS_PLACE_RATIO):.0f}% better). Its constants "
-                       "are not identified by these curves; evaluate cooldowns more densely or fit more steps before "
-                       "reading its schedule predictions.")
+                       "are not identified by these curves; evaluate cooldowns more densely or "
+                       "fit more steps before reading its schedule predictions.")
     sensitivity = summary.get("decay_sensitivity")
     if sensitivity:
         out.append("Mean branch error at other momentum decays λ: " + ", ".join(
