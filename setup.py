@@ -63,7 +63,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",  # jax, flax, orbax, grain, array-record, numpy: Requires-Python >=3.11
     packages=find_packages(include=["neoscale", "neoscale.*"]),
-    package_data={"neoscale.data": ["assets/gpt2.tiktoken", "assets/gpt2.tiktoken.LICENSE"],
+    package_data={"neoscale.data": ["assets/gpt2.tiktoken", "assets/gpt2.tiktoken.LICENSE",
+                                   "tasks/*.jsonl.gz", "tasks/README.md"],
                   "neoscale": ["gpu_targets/h100_sxm.txtpb", "gpu_targets/LICENSE"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
