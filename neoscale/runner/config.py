@@ -21,6 +21,9 @@ A study is one ml_collections ConfigDict:
   k in ``log2_rates``, and train every size at the best (``neoscale.runner.tune``).
 * ``cooldowns``: fractions at which WSD cooldown branches are forked ("" = none).
 * ``fit``: what ``neoscale.scaling.fit_study`` fits (bootstrap resamples, seed).
+* ``eval``: downstream tasks scored at every evaluation of every run (``tasks``: "" none, "all"
+  or e.g. "arc_easy,piqa"; ``max_examples`` per task, None: all shipped), into results.csv's
+  ``task_*`` columns and the report (``neoscale.evaluation``).
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ def base_config() -> ml_collections.ConfigDict:
         # H of the ladder's law: the held-out loss of the training split's token frequencies. None:
         # the runner measures it on the prepared data (PreparedData.context_free_loss).
         "context_free_loss": config_dict.placeholder(float),
+    })
+    c.eval = ml_collections.ConfigDict({
+        "tasks": "",  # "" none, "all", or comma-separated names (neoscale.evaluation.tasks.TASKS)
+        "max_examples": config_dict.placeholder(int),  # per task; None: all shipped (<= 1,000)
     })
     c.mesh = ""
     return c

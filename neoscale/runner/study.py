@@ -92,6 +92,14 @@ def data_fields(study: ml_collections.ConfigDict, cache_dir: str) -> dict[str, A
             "text_field": d.text_field, "max_documents": d.max_documents}
 
 
+def eval_fields(study: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The RunConfig fields of the downstream tasks every run scores (a study config from before
+    the ``eval`` section scores none)."""
+    evaluation = study.get("eval") or {}
+    return {"eval_tasks": evaluation.get("tasks") or "",
+            "eval_task_examples": evaluation.get("max_examples")}
+
+
 def study_data_config(study: ml_collections.ConfigDict, workdir: str, cache_dir: str):
     """The DataConfig every run of the study reads (prepared once, up front)."""
     return RunConfig(workdir=str(workdir), **data_fields(study, cache_dir)).data_config()
@@ -144,6 +152,7 @@ def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath
         "schedule": run.schedule,
         "eval_every": run.eval_every,
         "checkpoint_every": run.checkpoint_every,
+        **eval_fields(study),
     }
     if run.branches:
         from math import gcd

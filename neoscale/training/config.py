@@ -39,6 +39,9 @@ class RunConfig:
       e.g. a WSD cooldown branch with ``steps = step + cooldown_steps``; the learning rate and
       warmup default to the parent run's resolved values. A relative run_dir is a sibling of
       ``workdir`` (a study's runs name each other so, and survive a copy or move of the study).
+    eval_tasks: downstream tasks scored at every evaluation ("" none, "all", or e.g.
+      "arc_easy,piqa": ``neoscale.evaluation.tasks``), on the first ``eval_task_examples``
+      examples of each (None: all shipped, up to 1,000); real data only (the run's tokenizer).
     keep_checkpoint_every: also keep every checkpoint whose step is a multiple of this
       (orbax keep_period), e.g. the fork points of cooldown branches.
     """
@@ -83,6 +86,8 @@ class RunConfig:
     max_documents: int | None = None
     vocab_size: int | None = None
     init_from: tuple[str, int] | None = None
+    eval_tasks: str = ""
+    eval_task_examples: int | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -155,6 +160,15 @@ def validate(c: RunConfig) -> None:
     if c.init_from is not None and not 0 < int(c.init_from[1]) < c.steps:
         raise ValueError(f"init_from step {c.init_from[1]} must be between 1 and steps-1 "
                          f"({c.steps - 1})")
+    if c.eval_tasks:
+        from neoscale.evaluation.tasks import parse_tasks
+
+        parse_tasks(c.eval_tasks)
+        if c.data == SYNTHETIC:
+            raise ValueError("eval_tasks needs real data (a tokenizer for the tasks' text); "
+                             "use --data=builtin or set eval_tasks to ''")
+    if c.eval_task_examples is not None and c.eval_task_examples < 1:
+        raise ValueError(f"eval_task_examples must be >= 1 (None: all), got {c.eval_task_examples}")
     if c.vocab_size is not None and c.data != SYNTHETIC:
         raise ValueError("vocab_size applies to --data=synthetic only; real data takes the "
                          "tokenizer's vocabulary (set --tokenizer=train:VOCAB)")

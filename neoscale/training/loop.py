@@ -57,10 +57,11 @@ FINISHED_IF_DELETED = ("deleting it is safe: the run then resumes from its last 
 CONFIG_IF_DELETED = ("deleting it is safe: a resumed run writes it again (its settings unchecked "
                      "this once); a finished run keeps its result in finished.json")
 # What may differ when a run directory is reused (resumed, or its result returned); everything
-# else in config.json must match. Cadence and paths: when and where things are written.
+# else in config.json must match. Cadence and paths: when and where things are written; and the
+# downstream tasks scored (what is measured, not what is trained).
 CADENCE_FIELDS = ("workdir", "log_every", "eval_every", "checkpoint_every", "checkpoint_minutes",
                   "keep_checkpoints", "keep_checkpoint_every", "async_checkpoints", "tensorboard",
-                  "data_cache_dir")
+                  "data_cache_dir", "eval_tasks", "eval_task_examples")
 # Layout: how the same computation is placed on devices and which kernels compute it
 # (checkpoints restore onto any mesh; gradient accumulation, evaluation micro-batches,
 # rematerialisation, the loss and attention kernels change rounding only).
@@ -82,7 +83,8 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class EvalPoint:
-    """One evaluation: losses in nats per token, flops = training FLOPs so far."""
+    """One evaluation: losses in nats per token, flops = training FLOPs so far; ``tasks`` the
+    downstream metrics (``task_<name>_bpb/_acc/_chance``, ``neoscale.evaluation.scoring``)."""
 
     step: int
     tokens: int
@@ -91,6 +93,7 @@ class EvalPoint:
     eval_loss: float
     wall_seconds: float
     eval_bits_per_byte: float | None = None
+    tasks: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -429,6 +432,14 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
     def evaluate(params) -> float:
         return _scalar(evaluate_heldout(params, heldout))
 
+    score_tasks = None
+    if config.eval_tasks:
+        from neoscale.evaluation.scoring import TaskScorer
+        from neoscale.evaluation.tasks import parse_tasks
+
+        score_tasks = TaskScorer(parse_tasks(config.eval_tasks), data.tokenizer, config.seq_len,
+                                 model_params, mesh, shardings.params, config.eval_task_examples)
+
     start_time = time.monotonic()
     wall = lambda: wall_offset + time.monotonic() - start_time
     last_saved = step if latest is not None else None
@@ -489,10 +500,12 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
                                   / (time.monotonic() - throughput_mark[0]))
             if do_eval:
                 last_eval_loss = evaluate(state.params)
+                task_metrics = score_tasks(state.params) if score_tasks is not None else {}
                 point = EvalPoint(step=step, tokens=tokens, flops=tokens * flops_per_token,
                                   train_loss=last_train_loss, eval_loss=last_eval_loss,
                                   wall_seconds=wall(),
-                                  eval_bits_per_byte=data.bits_per_byte(last_eval_loss))
+                                  eval_bits_per_byte=data.bits_per_byte(last_eval_loss),
+                                  tasks=task_metrics)
                 eval_points.append(point)
                 if on_eval is not None:
                     on_eval(point)
@@ -506,7 +519,8 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
                     line["mfu"] = tokens_per_sec * flops_per_token / peak_flops
                 if do_eval:
                     line.update(eval_loss=last_eval_loss,
-                                eval_bits_per_byte=data.bits_per_byte(last_eval_loss))
+                                eval_bits_per_byte=data.bits_per_byte(last_eval_loss),
+                                **eval_points[-1].tasks)
                 writer.write(step, line)
                 writer.progress(step, line)
             if do_save:
