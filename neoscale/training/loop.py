@@ -328,6 +328,19 @@ def _scalar(x: Any) -> float:
     return float(np.asarray(x))
 
 
+def run_optimizer(config: RunConfig, resolved: Resolved, model_params: ModelParams):
+    """(learning-rate schedule, optimizer) of a run: what its train state and checkpoints hold."""
+    schedule = make_schedule(config.schedule, resolved.learning_rate, config.steps,
+                             resolved.warmup_steps, resolved.cooldown_steps, config.cooldown_shape)
+    optimizer = make_optimizer(
+        schedule,
+        weight_decay_mask(model_params.logical_specs, config.decay_embeddings,
+                          config.decay_norms_and_biases),
+        weight_decay=config.weight_decay, clip_norm=config.clip_norm,
+        multipliers=parametrization.adam_multipliers(model_params.config, model_params.logical_specs))
+    return schedule, optimizer
+
+
 def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
           on_eval: Callable[[EvalPoint], None] | None = None) -> RunResult:
     """Trains (or resumes, or skips if finished) one run; returns its RunResult.
@@ -370,16 +383,8 @@ def _train_holding_lock(config: RunConfig, run_dir: epath.Path,
             return load_result(run_dir)
         if primary:
             write_atomic(run_dir / CONFIG_FILE, to_json(description, indent=2))
-        schedule = make_schedule(config.schedule, resolved.learning_rate, config.steps,
-                                 resolved.warmup_steps, resolved.cooldown_steps,
-                                 config.cooldown_shape)
         model_params = ModelParams(model_cfg, config.seed)
-        optimizer = make_optimizer(
-            schedule,
-            weight_decay_mask(model_params.logical_specs, config.decay_embeddings,
-                              config.decay_norms_and_biases),
-            weight_decay=config.weight_decay, clip_norm=config.clip_norm,
-            multipliers=parametrization.adam_multipliers(model_cfg, model_params.logical_specs))
+        schedule, optimizer = run_optimizer(config, resolved, model_params)
         shardings = state_shardings(model_params, optimizer, mesh)  # checks divisibility
         writer = MetricsWriter(run_dir, enabled=primary, tensorboard=config.tensorboard,
                                total_steps=config.steps)
