@@ -31,8 +31,8 @@ from neoscale.sharding import batch_divisor, batch_sharding
 from neoscale.training.state import ModelParams, Params
 from neoscale.training.step import MeshFunction
 
-TOKENS_PER_CALL = 8192  # rows x length per call (the float32 logits are this x the vocabulary)
-MIN_BUCKET = 16
+TOKENS_PER_CALL = 2048  # rows x length per call: a partly filled last call wastes little
+MIN_BUCKET = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,7 @@ def encode_request(tokenizer, context: str, continuation: str, seq_len: int,
 
 
 def bucket_lengths(seq_len: int) -> list[int]:
-    """The row lengths requests are padded to: powers of two from 16, and ``seq_len``."""
+    """The row lengths requests are padded to: powers of two from 32, and ``seq_len``."""
     lengths, length = [], MIN_BUCKET
     while length < seq_len:
         lengths.append(length)
@@ -134,12 +134,24 @@ def row_logliks(model, inputs: jax.Array, targets: jax.Array, mask: jax.Array) -
     return jnp.sum(per_token * mask, axis=-1)
 
 
+# One jitted function per (model, mesh), so that a study's cooldown branches (new runs of the same
+# model in the same process) reuse their run's compiled programs instead of compiling again.
+_LOGLIK_FUNCTIONS: dict[tuple, MeshFunction] = {}
+
+
 def make_loglik(model_params: ModelParams, mesh: Mesh, param_shardings: dict) -> MeshFunction:
     """Jitted (params, call) -> per-row log-likelihoods float32 [rows], replicated.
 
     call: "inputs", "targets" int32 and "mask" float32 [rows, length], rows over the mesh's
     batch axes; params with the run's shardings.
     """
+    key = (model_params.config, mesh, tuple(sorted((k, str(v)) for k, v in param_shardings.items())))
+    if key not in _LOGLIK_FUNCTIONS:
+        _LOGLIK_FUNCTIONS[key] = _make_loglik(model_params, mesh, param_shardings)
+    return _LOGLIK_FUNCTIONS[key]
+
+
+def _make_loglik(model_params: ModelParams, mesh: Mesh, param_shardings: dict) -> MeshFunction:
 
     def loglik(params: Params, call: dict[str, jax.Array]) -> jax.Array:
         model = model_params.merge(params)
