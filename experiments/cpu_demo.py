@@ -11,9 +11,9 @@ comes from a law fitted to CPU sweeps of an earlier ladder, lr = 5.91 * N^-0.606
 size gets the law's extrapolation, never tuned.
 
 At every evaluation each run also scores five downstream tasks offline (ARC-Easy, PIQA,
-WinoGrande, CommonsenseQA, OpenBookQA; 16 examples each, the same at every evaluation): bits per
+WinoGrande, CommonsenseQA, OpenBookQA; 10 examples each, the same at every evaluation): bits per
 byte of the correct answer and accuracy beside chance, in results.csv and the report. Models this
-small sit at chance on accuracy; the bits per byte fall with compute. The 16 examples keep the
+small sit at chance on accuracy; the bits per byte fall with compute. The 10 examples keep the
 scoring under 10% of the demo's time (benchmarks/RESULTS.md "Downstream tasks in the loop").
 
 What it measures, how long it takes and how far its laws can be trusted beyond the ladder, with
@@ -43,5 +43,5 @@ def get_config():
     c.cooldowns = "0.25,0.5,1.0"
     c.fit.n_bootstrap = 100
     c.eval.tasks = "arc_easy,piqa,winogrande,csqa,openbookqa"
-    c.eval.max_examples = 16  # x 5 tasks at every evaluation: under 10% of the demo's time
+    c.eval.max_examples = 10  # x 5 tasks at every evaluation: under 10% of the demo's time
     return c

@@ -85,5 +85,6 @@ def test_bad_input_is_one_line(args, message):
 
 
 def test_scoring_rows_hold_whole_requests():
-    assert scoring.bucket_lengths(64) == [16, 32, 64] and scoring.bucket_lengths(16) == [16]
+    assert scoring.bucket_lengths(256) == [64, 128, 256] and scoring.bucket_lengths(16) == [16]
+    assert scoring.bucket_lengths(64, min_bucket=16) == [16, 32, 64]
     assert scoring.rows_per_call(64, 8, tokens_per_call=1000) == 8

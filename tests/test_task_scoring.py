@@ -57,7 +57,8 @@ def test_batched_sharded_logliks_equal_a_direct_forward(model_and_reference, mes
     mesh = make_mesh(mesh_spec, jax.devices()[:devices])
     shardings = model_params.shardings(mesh)
     sharded = jax.device_put(params, shardings)
-    batches = scoring.make_batches(requests, SEQ_LEN, scoring.batch_divisor(mesh), tokens_per_call=128)
+    batches = scoring.make_batches(requests, SEQ_LEN, scoring.batch_divisor(mesh), tokens_per_call=128,
+                                   min_bucket=16)
     assert len({call["inputs"].shape for call in batches.calls}) == 2  # the 16 and 32 buckets
     calls = [scoring.to_device(call, mesh) for call in batches.calls]
     logliks = scoring.score_batches(scoring.make_loglik(model_params, mesh, shardings), sharded,

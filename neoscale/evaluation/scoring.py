@@ -32,7 +32,7 @@ from neoscale.training.state import ModelParams, Params
 from neoscale.training.step import MeshFunction
 
 TOKENS_PER_CALL = 2048  # rows x length per call: a partly filled last call wastes little
-MIN_BUCKET = 32
+MIN_BUCKET = 64  # two row lengths at the demo's seq_len 128: two compilations per model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +65,9 @@ def encode_request(tokenizer, context: str, continuation: str, seq_len: int,
                         np.asarray(continuation_ids, np.int32)), continuation
 
 
-def bucket_lengths(seq_len: int) -> list[int]:
-    """The row lengths requests are padded to: powers of two from 32, and ``seq_len``."""
-    lengths, length = [], MIN_BUCKET
+def bucket_lengths(seq_len: int, min_bucket: int = MIN_BUCKET) -> list[int]:
+    """The row lengths requests are padded to: powers of two from ``min_bucket``, and ``seq_len``."""
+    lengths, length = [], min_bucket
     while length < seq_len:
         lengths.append(length)
         length *= 2
@@ -91,9 +91,9 @@ class Batches:
 
 
 def make_batches(requests: Sequence[TokenRequest], seq_len: int, divisor: int = 1,
-                 tokens_per_call: int = TOKENS_PER_CALL) -> Batches:
+                 tokens_per_call: int = TOKENS_PER_CALL, min_bucket: int = MIN_BUCKET) -> Batches:
     """Pads each request into the shortest bucket that holds it; ``rows_per_call`` rows a call."""
-    lengths = bucket_lengths(seq_len)
+    lengths = bucket_lengths(seq_len, min_bucket)
     by_bucket: dict[int, list[int]] = {length: [] for length in lengths}
     for i, request in enumerate(requests):
         inputs = len(request.context) + len(request.continuation) - 1
