@@ -73,6 +73,7 @@ setup(
             "neoscale-run=neoscale.run:entrypoint",
             "neoscale-train=neoscale.train:entrypoint",
             "neoscale-fit=neoscale.fit:entrypoint",
+            "neoscale-eval=neoscale.eval:entrypoint",
             "neoscale-bench=neoscale.bench:entrypoint",
             "neoscale-prepare=neoscale.prepare:entrypoint",
         ]
