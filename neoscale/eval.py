@@ -69,9 +69,11 @@ def score_study(workdir: str | epath.Path, tasks: list[str], max_examples: int |
                 mesh_spec: str = "") -> dict[str, dict[str, float]]:
     """Scores every finished run of a study at its final checkpoint; writes finished.json,
     results.csv and the report (process 0). Returns {run: metrics}."""
+    from neoscale.data import prepare
     from neoscale.runner import results as results_lib
     from neoscale.runner import study as study_lib
     from neoscale.training import loop
+    from neoscale.training.config import SYNTHETIC
 
     workdir = epath.Path(workdir)
     runs_dir = workdir / study_lib.RUNS_DIR
@@ -84,7 +86,11 @@ def score_study(workdir: str | epath.Path, tasks: list[str], max_examples: int |
         if not loop.is_finished(run_dir):
             continue
         config, model_params, params, step = restore_run(run_dir, mesh)
-        data = loop._make_data(config)
+        if config.data == SYNTHETIC:
+            print(f"[eval] {run_dir.name}: synthetic data has no tokenizer for the tasks; skipped",
+                  file=sys.stderr)
+            continue
+        data = prepare(config.data_config())  # the run's prepared data: its tokenizer
         scorer = TaskScorer(tasks, data.tokenizer, config.seq_len, model_params, mesh,
                             model_params.shardings(mesh), max_examples)
         metrics = scorer(params)
