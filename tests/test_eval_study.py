@@ -80,3 +80,17 @@ def test_report_section_shows_bpb_and_accuracy_beside_chance():
 def test_bad_task_settings_are_one_line_errors(fields, message):
     with pytest.raises(ValueError, match=message):
         RunConfig(workdir="/tmp/x", **fields)
+
+
+def test_the_demo_scores_five_tasks_in_the_loop():
+    import importlib.util
+    import pathlib
+
+    from neoscale.evaluation.tasks import parse_tasks
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "cpu_demo.py"
+    spec = importlib.util.spec_from_file_location("cpu_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    assert len(parse_tasks(c.eval.tasks)) >= 5 and 1 <= c.eval.max_examples <= 1000
