@@ -94,3 +94,15 @@ def test_the_demo_scores_five_tasks_in_the_loop():
     spec.loader.exec_module(module)
     c = module.get_config()
     assert len(parse_tasks(c.eval.tasks)) >= 5 and 1 <= c.eval.max_examples <= 1000
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.eval.tasks=piqa,nope", "unknown task(s) nope in --config.eval.tasks="),
+    ("--config.eval.max_examples=0", "--config.eval.max_examples=0: examples per task"),
+])
+def test_bad_study_task_settings_exit_2_in_one_line_before_anything_runs(tmp_path, override, message):
+    done = subprocess.run([sys.executable, "-m", "neoscale.run", "--sizes=w32d2h2", "--dry_run",
+                           f"--workdir={tmp_path / 'study'}", override],
+                          env=cpu_env(device_count=None), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "study").exists()

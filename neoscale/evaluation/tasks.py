@@ -51,15 +51,15 @@ class Example:
     gold: int
 
 
-def parse_tasks(setting: str) -> list[str]:
+def parse_tasks(setting: str, flag: str = "--tasks") -> list[str]:
     """'' -> [], 'all' -> every shipped task, 'arc_easy,piqa' -> those (ValueError naming an
-    unknown one)."""
+    unknown one and the ``flag`` that set it)."""
     names = [name.strip() for name in setting.split(",") if name.strip()]
     if names == ["all"]:
         return list(TASKS)
     unknown = [name for name in names if name not in TASKS]
     if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)} in --tasks={setting!r}; valid: all "
+        raise ValueError(f"unknown task(s) {', '.join(unknown)} in {flag}={setting!r}; valid: all "
                          f"or a comma-separated list of {', '.join(TASKS)}")
     return names
 

@@ -113,6 +113,22 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def check_eval_settings(study: ml_collections.ConfigDict) -> None:
+    """A study's ``eval`` section, checked before anything runs (one-line ValueError)."""
+    from neoscale.evaluation.tasks import parse_tasks
+
+    evaluation = study.get("eval") or {}
+    parse_tasks(str(evaluation.get("tasks") or ""), flag="--config.eval.tasks")
+    examples = evaluation.get("max_examples")
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int)
+                                 or examples < 1):
+        raise ValueError(f"--config.eval.max_examples={examples}: examples per task, an integer "
+                         ">= 1 (unset: all shipped)")
+    if evaluation.get("tasks") and study.data.data == "synthetic":
+        raise ValueError("--config.eval.tasks needs real data (a tokenizer for the tasks' text); "
+                         "use --data=builtin or --config.eval.tasks=")
+
+
 def check_fit_settings(fit: ml_collections.ConfigDict) -> None:
     """A study's ``fit`` section, checked before anything runs (one-line ValueError)."""
     for name, minimum, meaning in (("n_bootstrap", 0, "bootstrap resamples (0: no intervals)"),

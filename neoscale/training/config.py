@@ -163,7 +163,7 @@ def validate(c: RunConfig) -> None:
     if c.eval_tasks:
         from neoscale.evaluation.tasks import parse_tasks
 
-        parse_tasks(c.eval_tasks)
+        parse_tasks(c.eval_tasks, flag="eval_tasks")
         if c.data == SYNTHETIC:
             raise ValueError("eval_tasks needs real data (a tokenizer for the tasks' text); "
                              "use --data=builtin or set eval_tasks to ''")
