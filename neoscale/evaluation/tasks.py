@@ -34,7 +34,7 @@ TASKS: dict[str, TaskInfo] = {t.name: t for t in (
     TaskInfo("arc_challenge", "ai2_arc ARC-Challenge", "CC-BY-SA-4.0"),
     TaskInfo("hellaswag", "hellaswag", "MIT"),
     TaskInfo("piqa", "piqa", "AFL-3.0"),
-    TaskInfo("winogrande", "winogrande winogrande_xl", "CC-BY-4.0"),
+    TaskInfo("winogrande", "winogrande winogrande_xl", "CC-BY"),
     TaskInfo("openbookqa", "openbookqa main", "Apache-2.0"),
     TaskInfo("csqa", "commonsense_qa", "MIT"),
     TaskInfo("socialiqa", "social_i_qa", "CC-BY-4.0"),
