@@ -63,7 +63,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",  # jax, flax, orbax, grain, array-record, numpy: Requires-Python >=3.11
     packages=find_packages(include=["neoscale", "neoscale.*"]),
-    package_data={"neoscale.data": ["assets/gpt2.tiktoken", "assets/gpt2.tiktoken.LICENSE"],
+    package_data={"neoscale.data": ["assets/gpt2.tiktoken", "assets/gpt2.tiktoken.LICENSE",
+                                   "tasks/*.jsonl.gz", "tasks/README.md"],
                   "neoscale": ["gpu_targets/h100_sxm.txtpb", "gpu_targets/LICENSE"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
@@ -72,6 +73,7 @@ setup(
             "neoscale-run=neoscale.run:entrypoint",
             "neoscale-train=neoscale.train:entrypoint",
             "neoscale-fit=neoscale.fit:entrypoint",
+            "neoscale-eval=neoscale.eval:entrypoint",
             "neoscale-bench=neoscale.bench:entrypoint",
             "neoscale-prepare=neoscale.prepare:entrypoint",
         ]

@@ -10,6 +10,12 @@ L(C), the ladder's law, Chinchilla's Approach 3 and the Approach-1 envelope. The
 comes from a law fitted to CPU sweeps of an earlier ladder, lr = 5.91 * N^-0.606; the largest
 size gets the law's extrapolation, never tuned.
 
+At every evaluation each run also scores five downstream tasks offline (ARC-Easy, PIQA,
+WinoGrande, CommonsenseQA, OpenBookQA; 10 examples each, the same at every evaluation): bits per
+byte of the correct answer and accuracy beside chance, in results.csv and the report. Models this
+small sit at chance on accuracy; the bits per byte fall with compute. The 10 examples keep the
+scoring under 10% of the demo's time (benchmarks/RESULTS.md "Downstream tasks in the loop").
+
 What it measures, how long it takes and how far its laws can be trusted beyond the ladder, with
 the command for each figure: benchmarks/RESULTS.md ("How far beyond its ladder", "The ladder's
 law", "The CPU demo's learning rate"); how the ladder was chosen: benchmarks/HISTORY.md.
@@ -36,4 +42,6 @@ def get_config():
     c.train.learning_rate_law = (5.91, -0.606)  # lr = 5.91 * N^-0.606: the sweep's optima, above
     c.cooldowns = "0.25,0.5,1.0"
     c.fit.n_bootstrap = 2000  # intervals stable to the second digit (neoscale/runner/config.py)
+    c.eval.tasks = "arc_easy,piqa,winogrande,csqa,openbookqa"
+    c.eval.max_examples = 10  # x 5 tasks at every evaluation: under 10% of the demo's time
     return c

@@ -211,6 +211,7 @@ def _main(argv: list[str]) -> int:
 
     sizes = presets.parse_sizes(str(config.sizes))
     runner_config.check_fit_settings(config.fit)
+    runner_config.check_eval_settings(config)
     budget = resolve_budget(config)
     cooldowns = plan_lib.parse_cooldowns(config.cooldowns)
     workdir = _WORKDIR.value or os.path.join(DEFAULT_WORKDIR_ROOT, str(config.name))

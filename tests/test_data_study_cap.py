@@ -21,7 +21,7 @@ def study(tmp_path, steps: int) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "neoscale.run", "--sizes=w32d2h2", f"--steps={steps}", "--cooldowns=",
          f"--data=hf:{tmp_path / 'hf'}", "--config.data.tokenizer=gpt2", "--config.data.seq_len=32",
-         "--config.data.heldout_tokens=512", "--config.train.batch_size=8",
+         "--config.data.heldout_tokens=512", "--config.train.batch_size=8", "--config.eval.tasks=",
          f"--workdir={tmp_path / 'study'}"],
         capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
 

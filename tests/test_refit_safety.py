@@ -25,7 +25,7 @@ TINY = ["--config.data.tokenizer=train:512", "--config.data.seq_len=64",
         "--config.data.heldout_tokens=4096", "--config.train.batch_size=8",
         "--config.train.evals_per_run=2", "--config.train.checkpoints_per_run=2",
         "--config.train.tensorboard=False", "--config.fit.n_bootstrap=10", "--steps=16",
-        "--cooldowns="]
+        "--cooldowns=", "--config.eval.tasks="]  # the demo's tasks: tests/test_eval_study.py
 
 
 def _study_command(workdir, sizes):

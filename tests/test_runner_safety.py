@@ -26,7 +26,7 @@ TINY = ["--config.data.tokenizer=train:512", "--config.data.seq_len=64",
         "--config.data.heldout_tokens=4096", "--config.train.batch_size=8",
         "--config.train.evals_per_run=3", "--config.train.checkpoints_per_run=3",
         "--config.train.tensorboard=False", "--config.fit.n_bootstrap=20", "--steps=24",
-        "--cooldowns=0.5,1.0"]
+        "--cooldowns=0.5,1.0", "--config.eval.tasks="]  # the demo's tasks: tests/test_eval_study.py
 # What a researcher reads and shares: must be byte-identical after a refused or failed invocation.
 RECORD = ("results.csv", "fit.json", "report.md", "plan.json")
 

@@ -25,7 +25,8 @@ TINY = ["--config.data.tokenizer=train:512", "--config.data.seq_len=64",
         "--config.data.heldout_tokens=4096", "--config.train.batch_size=8",
         "--config.train.evals_per_run=3", "--config.train.checkpoints_per_run=3",
         "--config.train.tensorboard=False", "--config.fit.n_bootstrap=20",
-        "--cooldowns="]  # the demo forks cooldown branches; these tests check plain runs
+        "--cooldowns=",  # the demo forks cooldown branches; these tests check plain runs
+        "--config.eval.tasks="]  # and scores tasks (tests/test_eval_study.py)
 
 
 def _cli(workdir, *extra):

@@ -21,6 +21,9 @@ A study is one ml_collections ConfigDict:
   k in ``log2_rates``, and train every size at the best (``neoscale.runner.tune``).
 * ``cooldowns``: fractions at which WSD cooldown branches are forked ("" = none).
 * ``fit``: what ``neoscale.scaling.fit_study`` fits (bootstrap resamples, seed).
+* ``eval``: downstream tasks scored at every evaluation of every run (``tasks``: "" none, "all"
+  or e.g. "arc_easy,piqa"; ``max_examples`` per task, None: all shipped), into results.csv's
+  ``task_*`` columns and the report (``neoscale.evaluation``).
 """
 
 from __future__ import annotations
@@ -104,8 +107,28 @@ def base_config() -> ml_collections.ConfigDict:
         # the runner measures it on the prepared data (PreparedData.context_free_loss).
         "context_free_loss": config_dict.placeholder(float),
     })
+    c.eval = ml_collections.ConfigDict({
+        "tasks": "",  # "" none, "all", or comma-separated names (neoscale.evaluation.tasks.TASKS)
+        "max_examples": config_dict.placeholder(int),  # per task; None: all shipped (<= 1,000)
+    })
     c.mesh = ""
     return c
+
+
+def check_eval_settings(study: ml_collections.ConfigDict) -> None:
+    """A study's ``eval`` section, checked before anything runs (one-line ValueError)."""
+    from neoscale.evaluation.tasks import parse_tasks
+
+    evaluation = study.get("eval") or {}
+    parse_tasks(str(evaluation.get("tasks") or ""), flag="--config.eval.tasks")
+    examples = evaluation.get("max_examples")
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int)
+                                 or examples < 1):
+        raise ValueError(f"--config.eval.max_examples={examples}: examples per task, an integer "
+                         ">= 1 (unset: all shipped)")
+    if evaluation.get("tasks") and study.data.data == "synthetic":
+        raise ValueError("--config.eval.tasks needs real data (a tokenizer for the tasks' text); "
+                         "use --data=builtin or --config.eval.tasks=")
 
 
 def check_fit_settings(fit: ml_collections.ConfigDict) -> None:

@@ -108,8 +108,12 @@ def render(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], frame, 
         parts += [f"_No figures: drawing them failed ({failures['plots']})._", ""]
     elif not pngs:
         parts += ["_No figures (nothing to fit yet)._", ""]
-    parts += [_fit_section(fit), "", "## Final losses", "", _final_table(frame),
-              "", "## Plan", "", format_table(plan, markdown=True), ""]
+    parts += [_fit_section(fit), "", "## Final losses", "", _final_table(frame), ""]
+    if len(frame):
+        from neoscale.report import tasks
+
+        parts += tasks.lines(frame)
+    parts += ["## Plan", "", format_table(plan, markdown=True), ""]
     steps = {name: reason for name, reason in failures.items() if name in OUTPUT_STEPS}
     if run_failures or steps:
         parts += ["## Failures", ""]

@@ -8,7 +8,9 @@ which a WSD cooldown branch ends (empty for a main run); ``final`` is true on th
 row of each finished run or branch; ``parent`` the main run a branch was forked from (the run
 itself for a main run) and ``fork_step`` the step it was forked at (empty for a main run), so that
 fits resample a branch with its parent and never use its curve before the fork; ``epochs`` the
-passes over the corpus's training tokens the run (or branch) made, empty when unknown. Losses are
+passes over the corpus's training tokens the run (or branch) made, empty when unknown. After them,
+the downstream-task columns of the runs that scored tasks, ``task_<name>_bpb``, ``_acc`` and
+``_chance`` (``neoscale.evaluation.scoring``), sorted by name. Losses are
 in nats per token on the fixed held-out set; FLOPs follow ``neoscale.accounting`` (its default
 ``neoscale`` convention).
 """
@@ -28,6 +30,7 @@ from neoscale.runner.plan import PlannedRun
 from neoscale.scaling.results import RESULTS_COLUMNS as COLUMNS
 
 RESULTS_FILE = "results.csv"
+TASK_PREFIX = "task_"  # downstream-task columns: task_<name>_{bpb,acc,chance}
 
 
 def run_columns(run: PlannedRun, name: str | None = None, cooldown: float | None = None) -> dict:
@@ -50,10 +53,12 @@ def run_columns(run: PlannedRun, name: str | None = None, cooldown: float | None
 
 
 def point_columns(point: Mapping[str, Any]) -> dict:
-    """The columns of one evaluation point (an EvalPoint as a dict, or a metrics.jsonl record)."""
+    """The columns of one evaluation point (an EvalPoint as a dict, or a metrics.jsonl record):
+    the task metrics come from an EvalPoint's ``tasks`` or a record's own ``task_*`` fields."""
+    tasks = point.get("tasks") or {k: v for k, v in point.items() if k.startswith(TASK_PREFIX)}
     return {"step": point["step"], "tokens": point["tokens"], "flops": point["flops"],
             "train_loss": point.get("train_loss", point.get("loss")),
-            "eval_loss": point["eval_loss"], "wall_seconds": point.get("wall_seconds")}
+            "eval_loss": point["eval_loss"], "wall_seconds": point.get("wall_seconds"), **tasks}
 
 
 def _cell(value: Any) -> str:
@@ -67,12 +72,15 @@ def _cell(value: Any) -> str:
 
 
 def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
-    """CSV text with the header COLUMNS (missing values empty)."""
+    """CSV text with the header COLUMNS, then the rows' task columns sorted (missing values empty)."""
+    rows = list(rows)
+    tasks = sorted({k for row in rows for k in row if k.startswith(TASK_PREFIX)})
+    columns = (*COLUMNS, *tasks)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(column)) for column in COLUMNS])
+        writer.writerow([_cell(row.get(column)) for column in columns])
     return buffer.getvalue()
 
 
@@ -161,7 +169,8 @@ def collect(runs_dir: str | epath.Path, exclude: Iterable[str] = ()) -> list[dic
         for point in points:
             if fork is None or point["step"] > fork:
                 entry.add(point)
-        rows += [{k: v for k, v in row.items() if k in COLUMNS} for row in entry.rows()]
+        rows += [{k: v for k, v in row.items() if k in COLUMNS or k.startswith(TASK_PREFIX)}
+                 for row in entry.rows()]
     return rows
 
 

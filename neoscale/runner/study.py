@@ -93,6 +93,14 @@ def study_data_config(study: ml_collections.ConfigDict, cache_dir: str) -> DataC
                       text_field=d.text_field, max_documents=d.max_documents)
 
 
+def eval_fields(study: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The RunConfig fields of the downstream tasks every run scores (a study config from before
+    the ``eval`` section scores none)."""
+    evaluation = study.get("eval") or {}
+    return {"eval_tasks": evaluation.get("tasks") or "",
+            "eval_task_examples": evaluation.get("max_examples")}
+
+
 class SettingsConflict(ValueError):
     """Planned runs whose directories hold runs with other settings (bad input: nothing written)."""
 
@@ -138,6 +146,7 @@ def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath
         "schedule": run.schedule,
         "eval_every": run.eval_every,
         "checkpoint_every": run.checkpoint_every,
+        **eval_fields(study),
     }
     if run.branches:
         from math import gcd

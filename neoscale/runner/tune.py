@@ -36,7 +36,8 @@ SWEEP_FILE = "sweep.json"
 # Settings that do not change what a run computes (or that the sweep itself sets).
 UNKEYED = ("workdir", "learning_rate", "learning_rate_law", "log_every", "eval_every", "checkpoint_every",
            "keep_checkpoints", "keep_checkpoint_every", "async_checkpoints", "tensorboard", "mesh",
-           "micro_batches", "eval_batch_size", "data_cache_dir")  # flat names (RunConfig.to_flat)
+           "micro_batches", "eval_batch_size", "data_cache_dir", "eval_tasks",  # flat names
+           "eval_task_examples")  # (RunConfig.to_flat)
 
 
 def enabled(study: ml_collections.ConfigDict) -> bool:
@@ -119,7 +120,8 @@ def sweep_configs(study: ml_collections.ConfigDict, plan: Sequence[PlannedRun], 
     """(the sweep's directory, (point, RunConfig) for every point of the grid)."""
     from neoscale.runner.study import run_config
 
-    template = run_config(base_run(study, plan), study, epath.Path(workdir), cache_dir)
+    template = run_config(base_run(study, plan), study, epath.Path(workdir), cache_dir).replace(
+        eval_tasks="")  # a sweep compares held-out losses: no downstream tasks
     directory = sweep_dir(study, workdir, template)
     configs = []
     for point in grid(study):

@@ -42,6 +42,9 @@ class RunConfig:
       e.g. a WSD cooldown branch with ``steps = step + cooldown_steps``; the learning rate and
       warmup default to the parent run's resolved values. A relative run_dir is a sibling of
       ``workdir`` (a study's runs name each other so, and survive a copy or move of the study).
+    eval_tasks: downstream tasks scored at every evaluation ("" none, "all", or e.g.
+      "arc_easy,piqa": ``neoscale.evaluation.tasks``), on the first ``eval_task_examples``
+      examples of each (None: all shipped, up to 1,000); real data only (the run's tokenizer).
     keep_checkpoint_every: also keep every checkpoint whose step is a multiple of this
       (orbax keep_period), e.g. the fork points of cooldown branches.
     """
@@ -75,6 +78,8 @@ class RunConfig:
     async_checkpoints: bool = True
     tensorboard: bool = True
     init_from: tuple[str, int] | None = None
+    eval_tasks: str = ""
+    eval_task_examples: int | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -209,3 +214,12 @@ def validate(c: RunConfig) -> None:
     if c.data.seq_len > c.model.max_positions:
         raise ValueError(f"seq_len={c.data.seq_len} exceeds the model's max_positions="
                          f"{c.model.max_positions}; lower --seq_len")
+    if c.eval_tasks:
+        from neoscale.evaluation.tasks import parse_tasks
+
+        parse_tasks(c.eval_tasks, flag="eval_tasks")
+        if c.synthetic:
+            raise ValueError("eval_tasks needs real data (a tokenizer for the tasks' text); "
+                             "use --data=builtin or set eval_tasks to ''")
+    if c.eval_task_examples is not None and c.eval_task_examples < 1:
+        raise ValueError(f"eval_task_examples must be >= 1 (None: all), got {c.eval_task_examples}")

@@ -56,10 +56,11 @@ FINISHED_IF_DELETED = ("deleting it is safe: the run then resumes from its last 
 CONFIG_IF_DELETED = ("deleting it is safe: a resumed run writes it again (its settings unchecked "
                      "this once); a finished run keeps its result in finished.json")
 # What may differ when a run directory is reused (resumed, or its result returned); everything
-# else in config.json must match. Cadence and paths: when and where things are written.
+# else in config.json must match. Cadence and paths: when and where things are written; and the
+# downstream tasks scored (what is measured, not what is trained).
 CADENCE_FIELDS = ("workdir", "log_every", "eval_every", "checkpoint_every", "checkpoint_minutes",
                   "keep_checkpoints", "keep_checkpoint_every", "async_checkpoints", "tensorboard",
-                  "data.cache_dir")
+                  "data.cache_dir", "eval_tasks", "eval_task_examples")
 # Layout: how the same computation is placed on devices and which kernels compute it
 # (checkpoints restore onto any mesh; gradient accumulation, evaluation micro-batches,
 # rematerialisation, the loss and attention kernels change rounding only).
@@ -81,7 +82,8 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class EvalPoint:
-    """One evaluation: losses in nats per token, flops = training FLOPs so far."""
+    """One evaluation: losses in nats per token, flops = training FLOPs so far; ``tasks`` the
+    downstream metrics (``task_<name>_bpb/_acc/_chance``, ``neoscale.evaluation.scoring``)."""
 
     step: int
     tokens: int
@@ -90,6 +92,7 @@ class EvalPoint:
     eval_loss: float
     wall_seconds: float
     eval_bits_per_byte: float | None = None
+    tasks: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +321,19 @@ def _scalar(x: Any) -> float:
     return float(np.asarray(x))
 
 
+def run_optimizer(config: RunConfig, resolved: Resolved, model_params: ModelParams):
+    """(learning-rate schedule, optimizer) of a run: what its train state and checkpoints hold."""
+    schedule = make_schedule(config.schedule, resolved.learning_rate, config.steps,
+                             resolved.warmup_steps, resolved.cooldown_steps, config.cooldown_shape)
+    optimizer = make_optimizer(
+        schedule,
+        weight_decay_mask(model_params.logical_specs, config.decay_embeddings,
+                          config.decay_norms_and_biases),
+        weight_decay=config.weight_decay, clip_norm=config.clip_norm,
+        multipliers=parametrization.adam_multipliers(model_params.config, model_params.logical_specs))
+    return schedule, optimizer
+
+
 def train(config: RunConfig, *, devices: Sequence[jax.Device] | None = None,
           on_eval: Callable[[EvalPoint], None] | None = None) -> RunResult:
     """Trains (or resumes, or skips if finished) one run; returns its RunResult.
@@ -360,16 +376,8 @@ def _train_holding_lock(config: RunConfig, run_dir: epath.Path,
             return load_result(run_dir)
         if primary:
             write_atomic(run_dir / CONFIG_FILE, to_json(description, indent=2))
-        schedule = make_schedule(config.schedule, resolved.learning_rate, config.steps,
-                                 resolved.warmup_steps, resolved.cooldown_steps,
-                                 config.cooldown_shape)
         model_params = ModelParams(model_cfg, config.seed)
-        optimizer = make_optimizer(
-            schedule,
-            weight_decay_mask(model_params.logical_specs, config.decay_embeddings,
-                              config.decay_norms_and_biases),
-            weight_decay=config.weight_decay, clip_norm=config.clip_norm,
-            multipliers=parametrization.adam_multipliers(model_cfg, model_params.logical_specs))
+        schedule, optimizer = run_optimizer(config, resolved, model_params)
         shardings = state_shardings(model_params, optimizer, mesh)  # checks divisibility
         writer = MetricsWriter(run_dir, enabled=primary, tensorboard=config.tensorboard,
                                total_steps=config.steps)
@@ -421,6 +429,14 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
 
     def evaluate(params) -> float:
         return _scalar(evaluate_heldout(params, heldout))
+
+    score_tasks = None
+    if config.eval_tasks:
+        from neoscale.evaluation.scoring import TaskScorer
+        from neoscale.evaluation.tasks import parse_tasks
+
+        score_tasks = TaskScorer(parse_tasks(config.eval_tasks), data.tokenizer, config.seq_len,
+                                 model_params, mesh, shardings.params, config.eval_task_examples)
 
     start_time = time.monotonic()
     wall = lambda: wall_offset + time.monotonic() - start_time
@@ -482,10 +498,12 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
                                   / (time.monotonic() - throughput_mark[0]))
             if do_eval:
                 last_eval_loss = evaluate(state.params)
+                task_metrics = score_tasks(state.params) if score_tasks is not None else {}
                 point = EvalPoint(step=step, tokens=tokens, flops=tokens * flops_per_token,
                                   train_loss=last_train_loss, eval_loss=last_eval_loss,
                                   wall_seconds=wall(),
-                                  eval_bits_per_byte=data.bits_per_byte(last_eval_loss))
+                                  eval_bits_per_byte=data.bits_per_byte(last_eval_loss),
+                                  tasks=task_metrics)
                 eval_points.append(point)
                 if on_eval is not None:
                     on_eval(point)
@@ -499,7 +517,8 @@ def _train_loop(config, mesh, data, model_params, optimizer, schedule, shardings
                     line["mfu"] = tokens_per_sec * flops_per_token / peak_flops
                 if do_eval:
                     line.update(eval_loss=last_eval_loss,
-                                eval_bits_per_byte=data.bits_per_byte(last_eval_loss))
+                                eval_bits_per_byte=data.bits_per_byte(last_eval_loss),
+                                **eval_points[-1].tasks)
                 writer.write(step, line)
                 writer.progress(step, line)
             if do_save:

@@ -60,6 +60,11 @@ class ModelParams:
         """Fresh parameters {path: array}; call under jax.jit (with out_shardings)."""
         with nnx.use_eager_sharding(False):
             model = GPTNeo(self.config, rngs=nnx.Rngs(self.seed))
+        return self.params_of(model)
+
+    def params_of(self, model: GPTNeo) -> Params:
+        """The {path: array} parameters of a GPTNeo module of this configuration (e.g. one
+        ``neoscale.convert.load_hf_gpt_neo`` loaded)."""
         state = nnx.state(model, nnx.Param)
         return {_path_name(path): var.get_value() for path, var in nnx.to_flat_state(state)}
 
