@@ -51,6 +51,9 @@ _TOKENS = flags.DEFINE_float("tokens", None, "Budget: the same number of trainin
 _FLOPS = flags.DEFINE_string("flops", None, "Budget: training FLOPs per size (an IsoFLOP slice); "
                              "several comma-separated budgets make a Chinchilla Approach-2 grid.")
 _STEPS = flags.DEFINE_integer("steps", None, "Budget: the same number of optimizer steps per size.")
+_SEEDS = flags.DEFINE_integer("seeds", None, "Model seeds per size (replicates: run "
+                              "<size>-seed<i>_<budget>, model seed train.seed + i; default: the "
+                              "config's seeds, 1); config.replicates='size:K,...' for some sizes.")
 _COOLDOWNS = flags.DEFINE_string("cooldowns", None, "Fork WSD cooldown branches ending at these "
                                  "fractions of each run, e.g. 0.25,0.5,1.0.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and total FLOPs, then exit.")
@@ -146,6 +149,8 @@ def load_config():
         config.sizes = _SIZES.value
     if _COOLDOWNS.value is not None:
         config.cooldowns = _COOLDOWNS.value
+    if _SEEDS.value is not None:
+        config.seeds = _SEEDS.value
     if _DATA.value is not None:
         config.data.data = _DATA.value
     if _MESH.value is not None:
@@ -207,6 +212,7 @@ def _main(argv: list[str]) -> int:
     runner_config.check_fit_settings(config.fit)
     budget = resolve_budget(config)
     cooldowns = plan_lib.parse_cooldowns(config.cooldowns)
+    replicates = plan_lib.parse_replicates(config.get("replicates"), sizes, config.get("seeds", 1))
     workdir = _WORKDIR.value or os.path.join(DEFAULT_WORKDIR_ROOT, str(config.name))
     if not workdir.strip():
         raise UsageError("empty --workdir; pass --workdir=DIR (local or gs://)")
@@ -262,7 +268,8 @@ def _main(argv: list[str]) -> int:
             process_count=target.hosts, target=target if fit_memory else None,
             corpus_tokens=corpus_tokens,
             max_epochs=float(config.data.max_epochs),
-            allow_repetition=bool(config.data.allow_repetition), compile_check=_COMPILE.value)
+            allow_repetition=bool(config.data.allow_repetition), compile_check=_COMPILE.value,
+            replicates=replicates)
 
     plan = make_plan(vocab_size, corpus.train_tokens if corpus else None)
     if _DRY_RUN.value:

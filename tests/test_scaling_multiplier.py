@@ -41,11 +41,13 @@ def test_half_the_compute_is_a_multiplier_of_two_at_every_loss():
     # largest one a loss at the edge of B's data: B's law extrapolates there.
     assert len(inside) == multiplier.GRID_POINTS - 2
     # Across A's data but for its largest computes: there L nears E, and the multiplier hangs on
-    # both E's (measured: 1.78 [1.31, 2.44] at 3.2e20 FLOPs, 1.98 [1.85, 2.08] at 3.2e15).
-    for row in inside[:8]:
+    # both E's (measured: 1.78 [1.25, 3.79] at 3.2e20 FLOPs, 1.98 [1.54, 2.03] at 3.2e15). The
+    # frontier is recomputed per resample: a resample without a compute's on-law run fits its run
+    # 5% above instead, which widens the lower side (measured 1.32x wide at 3.2e15, 1.15x at 1e17).
+    for row in inside[:7]:  # up to 3.2e18 FLOPs (1e19: 1.40x wide)
         assert row["multiplier"] == pytest.approx(2.0, rel=0.05)
         low, high = row["interval"]
-        assert low <= 2.0 <= high and high / low < 1.25, row
+        assert low <= 2.0 <= high and high / low < 1.35, row
     lowest, *others = result["by_loss"]  # the lowest loss the two sets share first
     for row in others:
         assert row["multiplier"] == pytest.approx(2.0, rel=0.03)

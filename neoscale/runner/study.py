@@ -145,6 +145,8 @@ def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath
         "eval_every": run.eval_every,
         "checkpoint_every": run.checkpoint_every,
     }
+    if run.seed is not None:  # a replicate's own model seed (plans from before seeds: train.seed)
+        fields["seed"] = run.seed
     if run.branches:
         from math import gcd
 
