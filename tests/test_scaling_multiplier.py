@@ -151,15 +151,16 @@ def test_a_study_with_experts_reports_their_multiplier_over_dense(tmp_path):
     results, _ = synthetic_study(budgets=(1e15, 1e16, 1e17, 1e18), sizes_per_budget=4,
                                  moe_experts=(8,))
     fit = fit_study(results, n_bootstrap=40, backtest=False)
-    law = fit["laws"]["compute_multiplier"]
+    law = fit["laws"]["expert_multipliers"]
     assert law["status"] == "fitted" and law["baseline"] == "dense"
     result = law["comparisons"]["8 experts"]
     assert all(row["multiplier"] > 1.5 for row in result["headline"]), result["headline"]
     section = fits_section(fit)
-    assert "### Compute multiplier of experts over dense" in section
-    assert "- 8 experts: middle of dense's compute range (log scale): " in section
+    assert "### Sparsity: compute multipliers over dense" in section
+    assert "- 8 experts: " in section and "at the largest compute both reach" not in section
+    assert "(the largest compute both reach)" in section
     paths = plots.draw_study(results, fit, tmp_path)
-    assert "compute_multiplier.png" in {p.name for p in paths}
+    assert "expert_multipliers.png" in {p.name for p in paths}
     dense_only = fit_study(results[results["num_experts"] == 1], n_bootstrap=0, backtest=False)
-    assert "compute_multiplier" not in dense_only["laws"]
-    assert "Compute multiplier" not in fits_section(dense_only)
+    assert "expert_multipliers" not in dense_only["laws"]
+    assert "Sparsity" not in fits_section(dense_only)

@@ -26,7 +26,7 @@ def test_every_supported_law_is_fitted_and_json_serialisable(study):
     assert {k: v["status"] for k, v in fit["laws"].items()} == {
         "loss_vs_compute": "fitted", "ladder_law": "skipped", "chinchilla_approach3": "fitted",
         "isoflop_approach2": "fitted", "envelope_approach1": "fitted", "moe": "fitted",
-        "compute_multiplier": "fitted"}
+        "seed_noise": "skipped", "expert_multipliers": "fitted"}
     assert fit["data"]["family"] == "dense"
     assert fit["data"]["expert_counts"] == [1, 4, 8]
 

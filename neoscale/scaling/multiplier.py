@@ -328,6 +328,11 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
     exponents = {"alpha_A": a.fit.alpha, "alpha_B": b.fit.alpha, "difference": diff,
                  "interval": None if diff_band is None else list(diff_band), "constant": constant,
                  "verdict": verdict}
+    shared = min(c_max, b.compute.max())  # the largest compute both variants trained at
+    shared_samples = by_compute(sa, sb, [shared])[:, 0] if has_interval else None
+    at_shared = _entry(by_compute(pa, pb, [shared])[0, 0],
+                       None if shared_samples is None else _interval(shared_samples), compute=shared,
+                       where="the largest compute both variants reach")
     last = len(grid) - 1
     trend = [_trend(m_point, m_samples, 0, GRID_POINTS - 1, grid, "across A's data"),
              _trend(m_point, m_samples, GRID_POINTS - 1, last, grid,
@@ -340,6 +345,10 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
         "paired_resamples": paired if has_interval else 0,
         "pairing": pairing,
         "headline": headline,
+        "at_shared_compute": at_shared,
+        # paired refits' multipliers there, for what combines comparisons (token arms' crossover):
+        # fit.json drops them (sparsity.finish)
+        "shared_samples": shared_samples,
         "by_compute": compute_rows,
         "by_loss": loss_rows,
         "exponents": exponents,
