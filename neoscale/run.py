@@ -291,6 +291,14 @@ def _main(argv: list[str]) -> int:
                       "with what it holds)")
             if tune.enabled(config) and not unreadable:  # (it reads the workdir's sweep record)
                 print(tune.describe(config, plan, workdir, data.cache_dir))
+            if target.name == "local" and not target.kind.peak_flops:
+                from neoscale.runner.study import format_duration
+
+                seconds, rate = cpu_time_estimate(plan)
+                print(f"estimated training time on this host: {format_duration(seconds)} at "
+                      f"{CPU_MODEL_EFFICIENCY:.0%} of its matmul probe "
+                      f"({rate / CPU_MODEL_EFFICIENCY / 1e9:.0f} GFLOP/s now): a lower bound for tiny or routed models, whose steps cost "
+                      "overhead and dispatch (benchmarks/RESULTS.md), and without compilation")
             for line in plan_lib.fit_warnings(plan) + plan_lib.headroom_warnings(plan, target.usable_memory):
                 print(f"warning: {line}")
             if unchecked:
@@ -366,16 +374,25 @@ def check_target_is_here(target) -> None:
                          "drop --accelerator (the devices here are used) or add --dry_run")
 
 
+def cpu_time_estimate(plan) -> tuple[float, float]:
+    """(seconds, FLOP/s): the plan's training time on this CPU at CPU_MODEL_EFFICIENCY of the
+    matmul probe: a lower bound for tiny models and routed layers, whose steps cost their
+    overheads and dispatch rather than their FLOPs (benchmarks/RESULTS.md)."""
+    from neoscale.benchmarking.probe import matmul_flops_per_second
+    from neoscale.runner.plan import total_flops
+
+    rate = matmul_flops_per_second(1024, "float32") * CPU_MODEL_EFFICIENCY
+    return total_flops(plan) / rate, rate
+
+
 def check_cpu_time(plan, target) -> None:
     """On a host without accelerators, refuse a plan longer than a day (unless --allow_slow)."""
     if target.kind.peak_flops or _ALLOW_SLOW.value:
         return
-    from neoscale.benchmarking.probe import matmul_flops_per_second
     from neoscale.runner.plan import total_flops
     from neoscale.runner.study import format_duration
 
-    rate = matmul_flops_per_second(1024, "float32") * CPU_MODEL_EFFICIENCY
-    seconds = total_flops(plan) / rate
+    seconds, rate = cpu_time_estimate(plan)
     if seconds > CPU_DAY_SECONDS:
         raise UsageError(
             f"this plan needs {total_flops(plan):.3g} FLOPs, about {format_duration(seconds)} on this "
