@@ -298,7 +298,8 @@ def _main(argv: list[str]) -> int:
                 print(f"estimated training time on this host: {format_duration(seconds)} at "
                       f"{CPU_MODEL_EFFICIENCY:.0%} of its matmul probe "
                       f"({rate / CPU_MODEL_EFFICIENCY / 1e9:.0f} GFLOP/s now): a lower bound for "
-                      "tiny or routed models, whose steps cost overhead and dispatch (benchmarks/RESULTS.md), and without compilation")
+                      "tiny or routed models, whose steps cost overhead and dispatch "
+                      "(benchmarks/RESULTS.md), and without compilation")
             for line in plan_lib.fit_warnings(plan) + plan_lib.headroom_warnings(plan, target.usable_memory):
                 print(f"warning: {line}")
             if unchecked:
