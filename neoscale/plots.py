@@ -277,7 +277,7 @@ def moe_frontiers(points, fit):
             )
     saving = law.get("chinchilla_form", {}).get("compute_saving", {})
     if saving:
-        note = ", ".join(f"E={e}: {s:.2g}×" for e, s in saving.items() if e != "1")
+        note = ", ".join(f"E={e}: {s:.2g}×" for e, s in saving.items() if e != "1" and s is not None)
         text = f"compute (6·N_active·D) saving at equal loss: {note}"
         ax.text(0.02, 0.03, text, transform=ax.transAxes, fontsize=7)
     ax.set_xscale("log")

@@ -32,8 +32,9 @@ def _comparison_lines(name: str, result: dict) -> list[str]:
         return [f"- {name}: not compared ({result['reason']})"]
     row = result["at_shared_compute"]
     lines = [f"- {name}: {_interval_text(row)} at {row['compute']:.3g} FLOPs (the largest compute "
-             f"both reach); across the baseline's data it {result['trend'][0]['verdict']} "
-             f"(x{fmt(result['trend'][0]['ratio'], result['trend'][0]['interval'])}); exponents: "
+             f"both reach); its trend across the baseline's data: x"
+             f"{fmt(result['trend'][0]['ratio'], result['trend'][0]['interval'])} "
+             f"({result['trend'][0]['verdict']}); exponents: "
              f"{result['exponents']['verdict'].split(':')[0]}; resamples paired "
              f"{result.get('pairing', 'independently').split(':')[0]}."]
     if result.get("published"):
@@ -63,13 +64,16 @@ def _crossover_lines(crossover: dict) -> list[str]:
 def _routed_one_lines(r: dict | None) -> list[str]:
     if not r:
         return []
-    noise = r["seed_relative_spread"]
-    verdict = ("no seed noise measured to compare with" if noise is None else
-               f"{'inside' if r['inside_seed_noise'] else 'OUTSIDE'} the measured seed spread "
-               f"({100 * noise:.2f}% of the loss)")
+    if r["noise_band"] is None:
+        verdict = "no seed noise measured to compare with"
+    else:
+        verdict = (f"{'inside' if r['inside_seed_noise'] else 'OUTSIDE'} the seed noise (mean "
+                   f"{100 * r['mean_relative_difference']:+.3f}% against a 95% band of "
+                   f"±{100 * r['noise_band']:.3f}% for {len(r['pairs'])} pairs differing only by "
+                   f"seed; their rms difference would be {100 * r['seed_pair_rms']:.3f}%)")
     return [f"\nE = 1 routed against dense, run for run ({len(r['pairs'])} pairs of the same shape, "
-            f"arm and seed): final losses differ by at most {100 * r['max_abs_relative_difference']:.3f}%"
-            f" (mean {100 * r['mean_relative_difference']:+.3f}%), {verdict}."]
+            f"arm and seed): final losses differ by {100 * r['rms_relative_difference']:.3f}% rms, "
+            f"at most {100 * r['max_abs_relative_difference']:.3f}%: {verdict}."]
 
 
 def lines(law: dict) -> list[str | None]:

@@ -106,7 +106,11 @@ def _compare_variants(points: pd.DataFrame, n_bootstrap: int, seed: int, delta: 
     names = _order(labels)
     kw = {"n_bootstrap": n_bootstrap, "delta": delta, "seed": seed}
     with np.errstate(all="ignore"):
-        baseline = multiplier.fit_variant(points[labels == names[0]], names[0], **kw)
+        try:
+            baseline = multiplier.fit_variant(points[labels == names[0]], names[0], **kw)
+        except FIT_ERRORS as error:  # every comparison says why; E = 1 vs dense still reported
+            return {"baseline": names[0],
+                    "comparisons": {name: skipped(f"the baseline: {error}") for name in names[1:]}}
         comparisons = {}
         for name in names[1:]:  # one at a time: a variant too small to fit is skipped, not the others
             try:

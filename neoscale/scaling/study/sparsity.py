@@ -117,12 +117,18 @@ def _routed_one(points: pd.DataFrame, noise: dict) -> dict | None:
              for i, k in enumerate(keys) if labels[i] == ROUTED_ONE and k in dense]
     if not pairs:
         return None
-    largest = max(abs(p["relative_difference"]) for p in pairs)
-    noise_level = noise.get("max_relative_spread") if noise.get("status") == "fitted" else None
-    return {"pairs": pairs, "max_abs_relative_difference": largest,
-            "mean_relative_difference": float(np.mean([p["relative_difference"] for p in pairs])),
-            "seed_relative_spread": noise_level,
-            "inside_seed_noise": None if noise_level is None else bool(largest <= noise_level)}
+    diffs = np.array([p["relative_difference"] for p in pairs])
+    pooled = noise.get("pooled_relative_std") if noise.get("status") == "fitted" else None
+    # Two runs that differ only by seed differ by sqrt(2)·σ: the mean of n such differences lies
+    # within 1.96·sqrt(2)·σ/sqrt(n) of 0 in 95% of studies; E = 1 routed is "inside the seed noise"
+    # when its mean difference from dense is.
+    band = None if pooled is None else float(1.96 * np.sqrt(2) * pooled / np.sqrt(diffs.size))
+    return {"pairs": pairs, "max_abs_relative_difference": float(np.abs(diffs).max()),
+            "mean_relative_difference": float(diffs.mean()),
+            "rms_relative_difference": float(np.sqrt(np.mean(diffs ** 2))),
+            "seed_pair_rms": None if pooled is None else float(np.sqrt(2) * pooled),
+            "noise_band": band,
+            "inside_seed_noise": None if band is None else bool(abs(diffs.mean()) <= band)}
 
 
 def finish(entry: dict, points: pd.DataFrame, noise: dict) -> dict:
