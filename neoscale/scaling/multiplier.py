@@ -35,7 +35,7 @@ import pandas as pd
 
 from neoscale.files import jsonable
 from neoscale.scaling import bootstrap, optimize, power_law, results
-from neoscale.scaling.points import frontier_points, law_family, replicate_ids
+from neoscale.scaling.points import budget_tags, frontier_points, law_family, replicate_ids
 
 GRID_POINTS = 13  # compute values across A's data, and again from its largest compute to 100x
 EXTRAPOLATION_FACTORS = (10.0, 100.0)
@@ -82,18 +82,21 @@ class VariantFit:
 
 def pair_key(points: pd.DataFrame) -> np.ndarray:
     """(n,) each point's resampling unit: its shape without the experts (d_model x layers x
-    heads), its tokens per active parameter and its model seed, so that a dense run and the
-    routed run of the same shape, budget and seed are one unit; a cooldown branch goes with its
-    parent run (its parent's unit). Tables without shapes fall back to the parent run."""
+    heads), its budget (the run name's tag, else tokens per active parameter) and its model seed,
+    so that a dense run and the routed run of the same shape, budget and seed are one unit; a
+    cooldown branch goes with its parent run (its parent's unit). Tables without shapes fall
+    back to the parent run."""
     if not {"d_model", "num_layers", "num_heads"} <= set(points.columns):
         return points["parent"].astype(str).to_numpy()
-    main = points.drop_duplicates("run").set_index("run")
-    ratio = (points["tokens"] / points["params_active"]).to_numpy()
-    parent_ratio = points["parent"].map(main["tokens"] / main["params_active"]).to_numpy()
-    ratio = np.where(np.isfinite(parent_ratio), parent_ratio, ratio)
+    tags = budget_tags(points)
+    if tags is None:  # not named by the runner: the main run's tokens per parameter
+        main = points.drop_duplicates("run").set_index("run")
+        ratio = points["parent"].map(main["tokens"] / main["params_active"]).to_numpy(np.float64)
+        ratio = np.where(np.isfinite(ratio), ratio, (points["tokens"] / points["params_active"]))
+        tags = np.array([f"tpp{r:.2g}" for r in ratio], dtype=object)
     seed = points["seed"].fillna(0).to_numpy() if "seed" in points else np.zeros(len(points))
-    return np.array([f"w{int(d)}d{int(n)}h{int(h)}|tpp{r:.3g}|seed{int(s)}" for d, n, h, r, s in
-                     zip(points["d_model"], points["num_layers"], points["num_heads"], ratio, seed,
+    return np.array([f"w{int(d)}d{int(n)}h{int(h)}|{t}|seed{int(s)}" for d, n, h, t, s in
+                     zip(points["d_model"], points["num_layers"], points["num_heads"], tags, seed,
                          strict=True)], dtype=object)
 
 

@@ -3,6 +3,8 @@ family a single-family law is fitted on, and the model sizes."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -52,6 +54,21 @@ def replicate_ids(points: pd.DataFrame) -> np.ndarray | None:
                          "n": np.round(np.log(points["params_active"].to_numpy(np.float64)), 6),
                          "d": np.round(np.log(points["tokens"].to_numpy(np.float64)), 6)})
     return keys.groupby(["variant", "n", "d"], sort=False).ngroup().to_numpy()
+
+
+def budget_tags(points: pd.DataFrame) -> np.ndarray | None:
+    """(n,) the budget tag of each point's main run ('tpp30' of 'w32d4h2-seed1_tpp30': runs named
+    by the study runner, neoscale.runner.plan.run_name), or None when some run is not so named."""
+    if "size" not in points or "parent" not in points:
+        return None
+    pattern = points["size"].astype(str).map(lambda size: f"{re.escape(size)}(?:-seed\\d+)?_")
+    tags = []
+    for parent, prefix in zip(points["parent"].astype(str), pattern, strict=True):
+        match = re.match(prefix + "(.+)$", parent)
+        if match is None:
+            return None
+        tags.append(match[1])
+    return np.array(tags, dtype=object)
 
 
 ROUTED_ONE = "1 routed expert"  # size grammar e1k1: a routed layer with one expert, not dense

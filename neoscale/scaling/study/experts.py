@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from neoscale.scaling import moe, multiplier, power_law
-from neoscale.scaling.points import ROUTED_ONE, frontier_points, variant_labels
+from neoscale.scaling.points import ROUTED_ONE, budget_tags, frontier_points, variant_labels
 from neoscale.scaling.study.entries import FIT_ERRORS, skipped, uncertainty
 
 
@@ -68,8 +68,12 @@ MIN_ARM_SIZES = 3  # an arm needs the baseline at >= 3 sizes for its L(C)
 
 
 def arm_ratio(points: pd.DataFrame) -> np.ndarray:
-    """(n,) tokens per active parameter of each point's main run (a cooldown branch: its parent's),
-    to 2 significant digits: the token arm it belongs to."""
+    """(n,) the token arm of each point: its run's planned tokens per parameter (the 'tpp' tag of
+    a runner's run name), else its main run's tokens per active parameter (a cooldown branch: its
+    parent's) to 2 significant digits."""
+    tags = budget_tags(points)
+    if tags is not None and all(t.startswith("tpp") for t in tags):  # the planned ratio itself
+        return np.array([float(t[3:]) for t in tags])
     main = points.drop_duplicates("run").set_index("run")
     ratio = points["parent"].map(main["tokens"] / main["params_active"]).to_numpy(np.float64)
     own = (points["tokens"] / points["params_active"]).to_numpy(np.float64)
