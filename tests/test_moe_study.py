@@ -43,8 +43,10 @@ def test_the_sparsity_study_runs_end_to_end(tmp_path):
         assert law["comparisons"][name]["status"] == "skipped"
         assert "distinct size" in law["comparisons"][name]["reason"]
     routed = law["routed_one_vs_dense"]
-    # e1k1 at a seed is dense at that seed: the same losses up to float rounding
-    assert len(routed["pairs"]) == 3 and routed["max_abs_relative_difference"] < 1e-4
+    # e1k1 at a seed is dense at that seed, but its router's d_model parameters per layer count as
+    # active: the planner gives it a ~0.1% lower rate (the lr law on N_active) and as many tokens
+    # per parameter. Measured: 0.005% (w16) and 0.044% (w24) apart, against a 0.19% seed spread.
+    assert len(routed["pairs"]) == 3 and routed["max_abs_relative_difference"] < 2e-3
     assert routed["inside_seed_noise"] is True
     report = (workdir / "report.md").read_text()
     for phrase in ("### Seed noise", "### Sparsity: compute multipliers over dense",
