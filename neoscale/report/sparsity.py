@@ -24,7 +24,7 @@ def _published_text(published: list[dict]) -> str:
         where = {True: "inside", False: "outside", None: "no interval"}[p["inside_interval"]]
         parts.append(f"{p['law']} {p['multiplier']:.3g}x ({where}"
                      + (f"; {p['note']}" if p.get("note") else "") + ")")
-    return "published at this compute and allocation: " + ", ".join(parts)
+    return ("published at this compute (as 6·N_active·D) and allocation: " + ", ".join(parts))
 
 
 def _comparison_lines(name: str, result: dict) -> list[str]:

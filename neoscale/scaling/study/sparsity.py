@@ -1,7 +1,8 @@
 """The sparsity study's summaries: fit.json's seed_noise (replicate seeds' spread), and what
 ``finish`` adds to expert_multipliers: each comparison's published-law predictions at its compute
-and allocation, the tokens per parameter at which routed experts stop losing to dense (from the
-token arms), and E = 1 routed against dense beside the seed noise."""
+(on the laws' 6·N_active·D axis) and allocation, the tokens per parameter at which routed experts
+stop losing to dense (from the token arms), and E = 1 routed against dense beside the seed
+noise."""
 
 from __future__ import annotations
 
@@ -54,13 +55,14 @@ def _experts_of(name: str) -> int | None:
     return None if name in ("dense", ROUTED_ONE) else int(name.split()[0])
 
 
-def _published(comparison: dict, experts: int, tokens_per_param: float) -> list[dict]:
-    """Each law's prediction at the comparison's shared compute and the arm's allocation, and
-    whether the measured interval holds it."""
+def _published(comparison: dict, experts: int, tokens_per_param: float, to_6nd: float) -> list[dict]:
+    """Each law's prediction at the comparison's shared compute (converted to the laws' 6·N·D by
+    ``to_6nd``, the arm's median 6·N·D / flops) and the arm's allocation, and whether the measured
+    interval holds it."""
     row = comparison["at_shared_compute"]
     interval = row.get("interval")
     out = []
-    for p in moe_laws.predictions(experts, row["compute"], tokens_per_param):
+    for p in moe_laws.predictions(experts, row["compute"] * to_6nd, tokens_per_param):
         inside = None if not interval or None in interval else bool(interval[0] <= p["multiplier"]
                                                                     <= interval[1])
         out.append({**p, "inside_interval": inside})
@@ -139,14 +141,17 @@ def finish(entry: dict, points: pd.DataFrame, noise: dict) -> dict:
         return entry
     arms = entry.get("arms") or {"": {"tokens_per_param": None, **entry}}
     by_experts: dict[str, list[tuple[float, dict]]] = {}
+    ratios = arm_ratio(points)
     for arm in arms.values():
         ratio = arm.get("tokens_per_param")
+        in_arm = points[ratios == ratio] if ratio is not None else points
+        to_6nd = float(np.median(6 * in_arm["params_active"] * in_arm["tokens"] / in_arm["flops"]))
         for name, comparison in (arm.get("comparisons") or {}).items():
             experts = _experts_of(name)
             if comparison.get("status") == "skipped":
                 continue
             if experts is not None and ratio is not None:
-                comparison["published"] = _published(comparison, experts, ratio)
+                comparison["published"] = _published(comparison, experts, ratio, to_6nd)
                 by_experts.setdefault(name, []).append((ratio, comparison))
     entry["crossover"] = {name: _crossover(sorted(rows, key=lambda r: r[0]))
                           for name, rows in by_experts.items() if len(rows) >= 2}
