@@ -284,7 +284,7 @@ def moe_frontiers(points, fit):
             )
     saving = law.get("chinchilla_form", {}).get("compute_saving", {})
     if saving:
-        note = ", ".join(f"E={e}: {s:.2g}×" for e, s in saving.items() if e != "1")
+        note = ", ".join(f"E={e}: {s:.2g}×" for e, s in saving.items() if e != "1" and s is not None)
         text = f"compute (6·N_active·D) saving at equal loss: {note}"
         ax.text(0.02, 0.03, text, transform=ax.transAxes, fontsize=7)
     ax.set_xscale("log")
@@ -590,12 +590,17 @@ def draw_study(results, fit: dict, out_dir, *, curves=None) -> list[epath.Path]:
         paths += _save(moe_frontiers(points, fit), out_dir, "moe_frontiers")
     if (figure := rollout_backtest(fit)) is not None:
         paths += _save(figure, out_dir, "backtest")
-    if _fitted(fit, "compute_multiplier"):
-        law = fit["laws"]["compute_multiplier"]
-        compared = {k: v for k, v in law["comparisons"].items() if v.get("status") != "skipped"}
-        if compared:
-            figure = compute_multiplier({**law, "comparisons": compared})
-            paths += _save(figure, out_dir, "compute_multiplier")
+    if _fitted(fit, "expert_multipliers"):
+        law = fit["laws"]["expert_multipliers"]
+        arms = law.get("arms") or {"": law}  # one figure per token arm
+        for arm, entry in arms.items():
+            compared = {k: v for k, v in (entry.get("comparisons") or {}).items()
+                        if v.get("status") != "skipped"}
+            if compared:
+                figure = compute_multiplier({**entry, "comparisons": compared})
+                if arm:
+                    figure.axes[0].set_title(f"{arm}: " + figure.axes[0].get_title(), fontsize=9)
+                paths += _save(figure, out_dir, "expert_multipliers" + (f"_{arm}" if arm else ""))
     if _fitted(fit, "curve_law"):
         paths += _save(lr_annealing_curves(fit["laws"]["curve_law"], all_rows), out_dir, "curve_law")
     return paths

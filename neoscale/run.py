@@ -53,6 +53,9 @@ _TOKENS = flags.DEFINE_float("tokens", None, "Budget: the same number of trainin
 _FLOPS = flags.DEFINE_string("flops", None, "Budget: training FLOPs per size (an IsoFLOP slice); "
                              "several comma-separated budgets make a Chinchilla Approach-2 grid.")
 _STEPS = flags.DEFINE_integer("steps", None, "Budget: the same number of optimizer steps per size.")
+_SEEDS = flags.DEFINE_integer("seeds", None, "Model seeds per size (replicates: run "
+                              "<size>-seed<i>_<budget>, model seed train.seed + i; default: the "
+                              "config's seeds, 1); config.replicates='size:K,...' for some sizes.")
 _COOLDOWNS = flags.DEFINE_string("cooldowns", None, "Fork WSD cooldown branches ending at these "
                                  "fractions of each run, e.g. 0.25,0.5,1.0.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and total FLOPs, then exit.")
@@ -152,6 +155,8 @@ def load_config():
         config.sizes = _SIZES.value
     if _COOLDOWNS.value is not None:
         config.cooldowns = _COOLDOWNS.value
+    if _SEEDS.value is not None:
+        config.seeds = _SEEDS.value
     if _DATA.value is not None:
         config.data.data = _DATA.value
     if _MESH.value is not None:
@@ -214,6 +219,7 @@ def _main(argv: list[str]) -> int:
     runner_config.check_eval_settings(config)
     budget = resolve_budget(config)
     cooldowns = plan_lib.parse_cooldowns(config.cooldowns)
+    replicates = plan_lib.parse_replicates(config.get("replicates"), sizes, config.get("seeds", 1))
     workdir = _WORKDIR.value or os.path.join(DEFAULT_WORKDIR_ROOT, str(config.name))
     if not workdir.strip():
         raise UsageError("empty --workdir; pass --workdir=DIR (local or gs://)")
@@ -280,7 +286,7 @@ def _main(argv: list[str]) -> int:
             corpus_tokens=corpus_tokens,
             max_epochs=float(config.data.max_epochs),
             allow_repetition=bool(config.data.allow_repetition),
-            compile_check=_COMPILE.value and not plan_sizes)
+            compile_check=_COMPILE.value and not plan_sizes, replicates=replicates)
 
     plan = make_plan(vocab_size, corpus.train_tokens if corpus else None)
     if forecast_sizes:  # planned as they would train, checked here: a bad name fails before training
@@ -304,6 +310,15 @@ def _main(argv: list[str]) -> int:
                       "with what it holds)")
             if tune.enabled(config) and not unreadable:  # (it reads the workdir's sweep record)
                 print(tune.describe(config, plan, workdir, data.cache_dir))
+            if target.name == "local" and not target.kind.peak_flops:
+                from neoscale.runner.study import format_duration
+
+                seconds, rate = cpu_time_estimate(plan)
+                print(f"estimated training time on this host: {format_duration(seconds)} at "
+                      f"{CPU_MODEL_EFFICIENCY:.0%} of its matmul probe "
+                      f"({rate / CPU_MODEL_EFFICIENCY / 1e9:.0f} GFLOP/s now): a lower bound for "
+                      "tiny or routed models, whose steps cost overhead and dispatch "
+                      "(benchmarks/RESULTS.md), and without compilation")
             for line in plan_lib.fit_warnings(plan) + plan_lib.headroom_warnings(plan, target.usable_memory):
                 print(f"warning: {line}")
             if unchecked:
@@ -379,16 +394,25 @@ def check_target_is_here(target) -> None:
                          "drop --accelerator (the devices here are used) or add --dry_run")
 
 
+def cpu_time_estimate(plan) -> tuple[float, float]:
+    """(seconds, FLOP/s): the plan's training time on this CPU at CPU_MODEL_EFFICIENCY of the
+    matmul probe: a lower bound for tiny models and routed layers, whose steps cost their
+    overheads and dispatch rather than their FLOPs (benchmarks/RESULTS.md)."""
+    from neoscale.benchmarking.probe import matmul_flops_per_second
+    from neoscale.runner.plan import total_flops
+
+    rate = matmul_flops_per_second(1024, "float32") * CPU_MODEL_EFFICIENCY
+    return total_flops(plan) / rate, rate
+
+
 def check_cpu_time(plan, target) -> None:
     """On a host without accelerators, refuse a plan longer than a day (unless --allow_slow)."""
     if target.kind.peak_flops or _ALLOW_SLOW.value:
         return
-    from neoscale.benchmarking.probe import matmul_flops_per_second
     from neoscale.runner.plan import total_flops
     from neoscale.runner.study import format_duration
 
-    rate = matmul_flops_per_second(1024, "float32") * CPU_MODEL_EFFICIENCY
-    seconds = total_flops(plan) / rate
+    seconds, rate = cpu_time_estimate(plan)
     if seconds > CPU_DAY_SECONDS:
         raise UsageError(
             f"this plan needs {total_flops(plan):.3g} FLOPs, about {format_duration(seconds)} on this "

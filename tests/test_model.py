@@ -330,19 +330,17 @@ def _losses(name: str, steps: int, params_from: dict | None = None):
 
 
 def test_one_routed_expert_trains_like_dense():
-    """A few AdamW steps of e1k1 and dense from the same weights give the same losses.
-
-    They cannot be bit-equal: the router's z-loss gradient (coefficient 1e-3) adds to the global
-    gradient norm, so once clipping (1.0) is active the routed model's updates are scaled by a
-    slightly smaller factor. Measured: the first loss equal, the fourth 2.0e-5 apart relatively
-    (4.10306 dense, 4.10314 routed); the bound is 1e-4."""
-    steps = 4
+    """e1k1 at the dense model's seed is the dense model: the same initial weights (the experts
+    draw the MLP's keys, the router a folded one), the same function (router probability 1,
+    nothing dropped), no aux gradient (load balancing constant at 1, the z-loss 0 for one
+    expert). Thirty AdamW steps (clipping active) then differ only by float rounding of the
+    routed path (sort, blocked matmuls): measured 1.4e-6 relative (loss 4.59 -> 0.20); the bound is 1e-5, far
+    below any seed's effect (seed spreads are 1e-3 and more)."""
+    steps = 30
     dense, dense_norms, initial = _losses("w32d2h2", steps)
-    routed, routed_norms, _ = _losses("w32d2h2e1k1", steps, params_from=initial)
-    assert np.isfinite(dense).all() and dense[-1] < dense[0]  # it trains
-    np.testing.assert_allclose(routed[0], dense[0], rtol=1e-6)  # same weights, same function
-    np.testing.assert_allclose(routed, dense, rtol=1e-4)
-    # The z-loss gradient is the only extra term: the norms differ, but barely (measured 1.5e-3
-    # after 4 steps: Adam moves the router by ~lr a step whatever its tiny gradient, so the z-loss
-    # and its gradient grow).
-    np.testing.assert_allclose(routed_norms, dense_norms, rtol=3e-3)
+    routed, routed_norms, routed_initial = _losses("w32d2h2e1k1", steps)
+    assert np.isfinite(dense).all() and dense[-1] < 0.8 * dense[0]  # it trains
+    mlp = "groups/blocks/0/mlp/"
+    np.testing.assert_array_equal(routed_initial[mlp + "w_in"][:, 0], initial[mlp + "fc"])
+    np.testing.assert_allclose(routed, dense, rtol=1e-5)
+    np.testing.assert_allclose(routed_norms, dense_norms, rtol=1e-4)

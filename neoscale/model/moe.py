@@ -41,14 +41,17 @@ class MoeMlp(nnx.Module):
         pdtype = dtype_of(config.param_dtype)
         init = normal_init(config)
         zeros = nnx.initializers.zeros
-        # The router stays float32 whatever the parameter dtype: routing decisions are brittle.
-        self.router = nnx.Param(param_init(normal_init(config, "router"), ("embed", None))(
-            rngs.params(), (d, e), jnp.float32))
+        # The experts draw the keys the dense Mlp's fc and proj draw, and the router a key folded
+        # from the second (no extra draw): at one seed, e1k1's expert is the dense model's MLP.
+        key_in, key_out = rngs.params(), rngs.params()
         self.w_in = nnx.Param(
-            param_init(init, ("expert", "embed", "mlp"))(rngs.params(), (e, d, f), pdtype))
+            param_init(init, ("expert", "embed", "mlp"))(key_in, (e, d, f), pdtype))
         self.b_in = nnx.Param(param_init(zeros, ("expert", "mlp"))(None, (e, f), pdtype))
         self.w_out = nnx.Param(
-            param_init(init, ("expert", "mlp", "embed"))(rngs.params(), (e, f, d), pdtype))
+            param_init(init, ("expert", "mlp", "embed"))(key_out, (e, f, d), pdtype))
+        # The router stays float32 whatever the parameter dtype: routing decisions are brittle.
+        self.router = nnx.Param(param_init(normal_init(config, "router"), ("embed", None))(
+            jax.random.fold_in(key_out, 1), (d, e), jnp.float32))
         self.b_out = nnx.Param(param_init(zeros, ("expert", "embed"))(None, (e, d), pdtype))
         self.num_experts, self.top_k = e, config.top_k
         self.renormalize = config.renormalize_top_k
@@ -72,7 +75,10 @@ class MoeMlp(nnx.Module):
         load = counts / experts.size  # f_e, sums to 1
         aux = {
             "load_balancing_loss": self.num_experts * jnp.sum(load * probs.mean(0)),
-            "router_z_loss": jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1))),
+            # One expert: the router cannot change the output (probability 1), so its z-loss
+            # would only add a gradient to the clipped norm; 0, so that e1k1 trains as dense.
+            "router_z_loss": (jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
+                              if self.num_experts > 1 else jnp.zeros((), jnp.float32)),
             "expert_load": load,
         }
         if self.capacity_factor is None:

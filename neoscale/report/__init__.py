@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from neoscale.report import curve_law, forecasts, laws
+from neoscale.report import curve_law, forecasts, laws, sparsity
 from neoscale.scaling.study.entries import skipped
 
 
@@ -40,9 +40,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("isoflop_approach2", laws.law_section("Approach 2 (IsoFLOP)", laws.approach2_lines)),
     Section("envelope_approach1", laws.law_section("Approach 1 (envelope)")),
     Section("moe", laws.law_section("Mixture of experts", laws.moe_lines)),
-    # a study of one expert count has nothing to compare
-    Section("compute_multiplier", laws.law_section("Compute multiplier of experts over dense",
-                                                   laws.multiplier_lines), always=False),
+    Section("seed_noise", sparsity.seed_noise_lines, always=False),
+    # a study of one variant has nothing to compare
+    Section("expert_multipliers", sparsity.lines, always=False),
     Section("curve_law", curve_law.lines, always=False),
 )
 

@@ -197,17 +197,3 @@ def moe_lines(law: dict) -> list[str | None]:
             "for the same loss"
         )
     return lines
-
-
-def multiplier_lines(law: dict) -> list[str]:
-    """One line per compared expert count: its multiplier at the headline computes, the verdict."""
-    lines = [f"\nHow much less compute each variant needs than {law['baseline']} for the same loss "
-             "(L(C) on each variant's frontier; 95% paired-bootstrap intervals):"]
-    for name, result in law["comparisons"].items():
-        if result.get("status") == "skipped":
-            lines.append(f"- {name}: not compared ({result['reason']})")
-            continue
-        at = "; ".join(f"{row['where']}: {fmt(row['multiplier'], row.get('interval'))}x"
-                       for row in result["headline"])
-        lines.append(f"- {name}: {at}. Scale: {result['exponents']['verdict']}.")
-    return lines

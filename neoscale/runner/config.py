@@ -3,6 +3,9 @@
 A study is one ml_collections ConfigDict:
 
 * ``sizes``: comma-separated size names (``neoscale.presets``); ``--sizes`` replaces it.
+* ``seeds``: model seeds trained per size (``--seeds``); ``replicates``: more for some sizes,
+  'size:K,...' (``neoscale.runner.plan.parse_replicates``: replicate i's model seed is
+  ``train.seed`` + i, its run ``{size}-seed{i}_{tag}``; the data seed is shared).
 * ``budget``: exactly one of ``tokens_per_param`` / ``tokens`` / ``flops`` (comma-separated for
   several IsoFLOP budgets) / ``steps``; all unset means ``tokens_per_param=20``.
 * ``data``: the ``neoscale.data.DataConfig`` fields shared by every size; ``data.seed`` is the
@@ -39,8 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "study"
     c.sizes = "cpu-100k,cpu-400k,cpu-1.8M"
+    c.seeds = 1
+    c.replicates = ""
     c.budget = ml_collections.ConfigDict({
-        "tokens_per_param": config_dict.placeholder(float),
+        "tokens_per_param": config_dict.placeholder(object),  # K, or "3,35": token arms
         "tokens": config_dict.placeholder(float),
         "flops": config_dict.placeholder(str),
         "steps": config_dict.placeholder(int),

@@ -11,10 +11,17 @@ Budget modes (exactly one):
 
 * ``tokens_per_param=K`` (the default, K = 20, Chinchilla's compute-optimal ratio): D = K * N with
   N the *active* parameters including embeddings (Chinchilla's convention, the one accounting uses).
+  Several comma-separated ratios (``3,35``) train every size at each: a study's token arms.
 * ``tokens=D``: the same data for every size.
 * ``flops=C`` (one or several budgets, comma-separated): an IsoFLOP slice,
   D = C / (training FLOPs per token). Several budgets x several sizes is Chinchilla's Approach 2.
 * ``steps=S``: the same number of optimizer steps for every size.
+
+Replicate seeds (``parse_replicates``): a size trained with K seeds gets K runs per budget value,
+the first named as usual, replicate i >= 1 named ``{size}-seed{i}_{tag}``; replicate i's model seed
+is the study's ``train.seed`` + i. The data seed is the same for every replicate: it fixes the
+held-out set every loss is measured on (and the tokenizer and the order of the training windows),
+so replicates measure the noise of initialisation, with the data held fixed.
 """
 
 from __future__ import annotations
@@ -103,6 +110,8 @@ class PlannedRun:
     overrides: dict = dataclasses.field(default_factory=dict)  # per-size RunConfig overrides
     epochs: float | None = None  # passes over the corpus's training tokens (None: size unknown)
     compiled: dict | None = None  # the target compiler's verdict (neoscale.aot.Verdict.to_dict())
+    seed: int | None = None  # the model seed (train.seed + replicate); None: plans from before seeds
+    replicate: int = 0  # 0: the size's first run; i >= 1: its i-th replicate seed
 
     @property
     def memory_bytes_per_device(self) -> int:
@@ -194,8 +203,11 @@ def parse_budget(tokens_per_param=None, tokens=None, flops=None, steps=None) -> 
     if not given:
         return Budget("tokens_per_param", (DEFAULT_TOKENS_PER_PARAM,))
     ((mode, value),) = given.items()
-    if mode == "flops":
-        parts = [p for p in str(value).split(",") if p.strip()] if isinstance(value, str) else [value]
+    if mode in ("flops", "tokens_per_param"):
+        if isinstance(value, str):
+            parts = [p for p in value.split(",") if p.strip()]
+        else:  # a number, or a tuple from a command-line override (--config.budget.X=3,35)
+            parts = list(value) if isinstance(value, tuple | list) else [value]
         if not parts:
             raise ValueError(f"empty flops budget {value!r}; {BUDGET_HELP}")
         return Budget(mode, tuple(sorted(_as_float(mode, p) for p in parts)))
@@ -245,6 +257,8 @@ def plan_size(
     remat_fixed: bool = True,
     corpus_tokens: int | None = None,
     compile_check: bool = False,
+    seed: int | None = None,
+    replicate: int = 0,
 ) -> PlannedRun:
     """Plans one run of ``model`` under one budget value (see the module docstring).
 
@@ -337,6 +351,7 @@ def plan_size(
                    if k not in ("batch_size", "learning_rate", "warmup_steps", "schedule",
                                 "micro_batches")},
         epochs=tokens / corpus_tokens if corpus_tokens else None, compiled=compiled,
+        seed=seed, replicate=replicate,
     )
 
 
@@ -417,12 +432,15 @@ def make_plan(
     max_epochs: float = DEFAULT_MAX_EPOCHS,
     allow_repetition: bool = False,
     compile_check: bool = False,
+    replicates: dict[str, int] | None = None,
 ) -> list[PlannedRun]:
-    """One PlannedRun per (budget value, size), smallest budget first, sizes in the given order.
+    """One PlannedRun per (budget value, size, replicate seed), smallest budget first, sizes in the
+    given order, a size's replicates after it.
 
     Runs are named ``{size}_{budget tag}`` (``125M_tpp20``, ``cpu-100k_C3e13``), so a study rerun
     with another budget never reuses a run of the old one. ``target``: fit each run's memory to
-    these devices (see ``plan_size``), by its compiler when ``compile_check``. ``corpus_tokens``:
+    these devices (see ``plan_size``), by its compiler when ``compile_check``. ``replicates``:
+    {size: seeds} (``parse_replicates``; missing sizes train one seed). ``corpus_tokens``:
     training tokens of one epoch; a run reading more than ``max_epochs`` epochs is refused unless
     ``allow_repetition``.
 
@@ -453,13 +471,16 @@ def make_plan(
             raise ValueError(f"size {size!r}: {error}") from None
         models[size] = model, model_fields, overrides
     runs = []
+    base_seed = int(_get(train, "seed", 0) or 0)
     for value in budget.values:
         for size in sizes:
             model, model_fields, overrides = models[size]
-            runs.append(plan_size(f"{size}_{budget.tag(value)}", size, model, budget.mode, value,
-                                  seq_len, train, mesh_sizes, cooldowns, overrides, process_count,
-                                  target=target, remat_fixed="remat" in model_fields,
-                                  corpus_tokens=corpus_tokens, compile_check=compile_check))
+            for replicate in range(int((replicates or {}).get(size, 1))):
+                runs.append(plan_size(
+                    run_name(size, budget.tag(value), replicate), size, model, budget.mode, value,
+                    seq_len, train, mesh_sizes, cooldowns, overrides, process_count, target=target,
+                    remat_fixed="remat" in model_fields, corpus_tokens=corpus_tokens,
+                    compile_check=compile_check, seed=base_seed + replicate, replicate=replicate))
     repeated = [run for run in runs if run.epochs is not None and run.epochs > max_epochs]
     if repeated and not allow_repetition:
         worst = max(repeated, key=lambda run: run.epochs)
@@ -469,6 +490,34 @@ def make_plan(
             "past ~4 epochs (Muennighoff et al. 2023): lower the budget, use a larger corpus, or "
             "pass --allow_repetition")
     return runs
+
+
+def run_name(size: str, tag: str, replicate: int = 0) -> str:
+    """A run's directory name: ``{size}_{tag}``, replicate i >= 1 ``{size}-seed{i}_{tag}``."""
+    return f"{size}_{tag}" if replicate == 0 else f"{size}-seed{replicate}_{tag}"
+
+
+REPLICATES_HELP = ("give --seeds=K (every size K seeds) and/or config.replicates as size:K pairs, "
+                   "e.g. 'w64d2h2:2,w96d2h2:2'")
+
+
+def parse_replicates(spec: str | None, sizes: Sequence[str], seeds: int = 1) -> dict[str, int]:
+    """{size: seeds}: ``seeds`` for every size, raised for the sizes ``spec`` names ('size:K,...').
+
+    One-line ValueError for a size not in ``sizes``, a malformed pair or a count below 1.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"--seeds={seeds}: seeds per size, an integer >= 1; {REPLICATES_HELP}")
+    out = {size: seeds for size in sizes}
+    for part in [p.strip() for p in str(spec or "").split(",") if p.strip()]:
+        size, _, count = part.rpartition(":")
+        if not size or not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"bad replicates entry {part!r}: size:K with K >= 1; {REPLICATES_HELP}")
+        if size.strip() not in out:
+            raise ValueError(f"replicates name {size.strip()!r}, which is not among the sizes "
+                             f"{', '.join(sizes)}; fix the name or drop it")
+        out[size.strip()] = max(seeds, int(count))
+    return out
 
 
 def fit_warnings(runs: Sequence[PlannedRun]) -> list[str]:

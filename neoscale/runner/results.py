@@ -8,9 +8,11 @@ which a WSD cooldown branch ends (empty for a main run); ``final`` is true on th
 row of each finished run or branch; ``parent`` the main run a branch was forked from (the run
 itself for a main run) and ``fork_step`` the step it was forked at (empty for a main run), so that
 fits resample a branch with its parent and never use its curve before the fork; ``epochs`` the
-passes over the corpus's training tokens the run (or branch) made, empty when unknown. After them,
-the downstream-task columns of the runs that scored tasks, ``task_<name>_bpb``, ``_acc`` and
-``_chance`` (``neoscale.evaluation.scoring``), sorted by name. Losses are
+passes over the corpus's training tokens the run (or branch) made, empty when unknown; ``seed`` the
+run's model seed (replicate seeds of one size differ only in it; empty in studies from before
+replicates, which read as one seed per size). After them, the downstream-task columns of the runs
+that scored tasks, ``task_<name>_bpb``, ``_acc`` and ``_chance``
+(``neoscale.evaluation.scoring``), sorted by name. Losses are
 in nats per token on the fixed held-out set; FLOPs follow ``neoscale.accounting`` (its default
 ``neoscale`` convention).
 """
@@ -41,7 +43,7 @@ def run_columns(run: PlannedRun, name: str | None = None, cooldown: float | None
                "top_k": m.top_k, "params_total": run.params_total,
                "params_non_embedding": run.params_non_embedding, "params_active": run.params_active,
                "budget_flops": run.budget_flops, "cooldown": None, "parent": run.name,
-               "fork_step": None, "epochs": run.epochs}
+               "fork_step": None, "epochs": run.epochs, "seed": run.seed}
     if name is None or name == run.name:
         return columns
     branch = next((b for b in run.branches if b.name == name), None)

@@ -148,6 +148,8 @@ def run_config(run: PlannedRun, study: ml_collections.ConfigDict, workdir: epath
         "checkpoint_every": run.checkpoint_every,
         **eval_fields(study),
     }
+    if run.seed is not None:  # a replicate's own model seed (plans from before seeds: train.seed)
+        fields["seed"] = run.seed
     if run.branches:
         from math import gcd
 

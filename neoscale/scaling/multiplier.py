@@ -9,10 +9,16 @@ power_law.fit_power_law_bootstrap. The multiplier at loss L is
 
 and "across compute" reads it at the loss A reaches with compute C: m(C) = C / C_B(L_A(C)).
 A loss at or below a law's E is never reached by that variant: m = 0 when B cannot reach it,
-inf when A cannot. The 95% intervals come from a paired bootstrap: A's and B's runs are
-resampled independently (bootstrap.bootstrap_huber, one refit per resample each) and the i-th
-accepted refit of A is paired with the i-th of B. Intervals here are order-statistic percentiles
-(a multiplier can be 0 or inf in some refits, so they are kept rather than dropped).
+inf when A cannot. The 95% intervals come from a bootstrap of runs that recomputes each variant's
+frontier on every resample (the frontier is part of the estimate) and refits L(C) there. When the
+variants share seeds, i.e. have the same runs up to the experts (matched shapes, budgets and model
+seeds: ``pair_key``), the resamples are paired by size: one draw of (shape, budget, seed) units
+serves both variants, so what the pair shares (the data order, the attention and embeddings'
+initialisation, a budget's luck) cancels in the ratio, and replicate seeds, drawn as their own
+units, put the seed noise into the interval. Otherwise A's and B's runs are resampled
+independently and the i-th accepted refit of A is paired with the i-th of B. Intervals here are
+order-statistic percentiles (a multiplier can be 0 or inf in some refits, so they are kept rather
+than dropped).
 
 The multiplier is constant only when the exponents agree (and the E's): the interval of
 α_B − α_A says whether the data can tell; ``trend`` gives m's change over A's data and beyond.
@@ -29,7 +35,7 @@ import pandas as pd
 
 from neoscale.files import jsonable
 from neoscale.scaling import bootstrap, optimize, power_law, results
-from neoscale.scaling.points import frontier_points, law_family
+from neoscale.scaling.points import budget_tags, frontier_points, law_family, replicate_ids
 
 GRID_POINTS = 13  # compute values across A's data, and again from its largest compute to 100x
 EXTRAPOLATION_FACTORS = (10.0, 100.0)
@@ -52,6 +58,9 @@ class VariantFit:
     loss: np.ndarray  # (n,) frontier loss
     sizes: int
     on_frontier: bool
+    pair_labels: frozenset = frozenset()  # the resampling units (pair_key) of the variant's runs
+    resample_ids: np.ndarray | None = None  # (accepted,) which resample each accepted refit is
+    boot_seed: int = 0
 
     @property
     def samples(self) -> np.ndarray:
@@ -71,10 +80,79 @@ class VariantFit:
                 "interval_note": self.boot.note, "bootstrap": self.boot.summary()}
 
 
+def pair_key(points: pd.DataFrame) -> np.ndarray:
+    """(n,) each point's resampling unit: its shape without the experts (d_model x layers x
+    heads), its budget (the run name's tag, else tokens per active parameter) and its model seed,
+    so that a dense run and the routed run of the same shape, budget and seed are one unit; a
+    cooldown branch goes with its parent run (its parent's unit). Tables without shapes fall
+    back to the parent run."""
+    if not {"d_model", "num_layers", "num_heads"} <= set(points.columns):
+        return points["parent"].astype(str).to_numpy()
+    tags = budget_tags(points)
+    if tags is None:  # not named by the runner: the main run's tokens per parameter
+        main = points.drop_duplicates("run").set_index("run")
+        ratio = points["parent"].map(main["tokens"] / main["params_active"]).to_numpy(np.float64)
+        ratio = np.where(np.isfinite(ratio), ratio, (points["tokens"] / points["params_active"]))
+        tags = np.array([f"tpp{r:.2g}" for r in ratio], dtype=object)
+    seed = points["seed"].fillna(0).to_numpy() if "seed" in points else np.zeros(len(points))
+    return np.array([f"w{int(d)}d{int(n)}h{int(h)}|{t}|seed{int(s)}" for d, n, h, t, s in
+                     zip(points["d_model"], points["num_layers"], points["num_heads"], tags, seed,
+                         strict=True)], dtype=object)
+
+
+def frontier_bootstrap(compute: np.ndarray, loss: np.ndarray, groups: np.ndarray, n_resamples: int,
+                       seed: int, delta: float = optimize.HUBER_DELTA,
+                       replicates: np.ndarray | None = None
+                       ) -> tuple[bootstrap.Bootstrap, np.ndarray]:
+    """(bootstrap of (E, A, α), (accepted,) resample index of each accepted refit): each resample
+    of units ``groups`` (n,) recomputes the compute-loss frontier of the points it drew
+    (points.frontier_points, ``replicates`` its replicate ids) and refits L(C) = E + A·C^(−α) on
+    it (weighted by the draws)."""
+    law = power_law.SATURATING
+    log_c, log_y = np.log(compute), np.log(loss)
+    centre = float(log_c.mean())
+    log_x = (log_c - centre)[:, None]
+    requirement = bootstrap.Requirement(points=law.n_free + 1)
+    use, _ = frontier_points(compute, loss, replicates)
+    none = np.empty(0, int)
+    if n_resamples == 0:
+        return bootstrap.Bootstrap.none(power_law.NAMES, "no bootstrap resamples requested "
+                                        "(n_bootstrap = 0)"), none
+    if (shortfall := requirement.shortfall(log_x[use])) is not None:
+        return bootstrap.Bootstrap.none(power_law.NAMES, shortfall, n_resamples), none
+    starts = power_law._starts(log_c[use], loss[use], True)
+    params, objective = optimize.minimize_huber(law, starts, log_x[use], log_y[use], delta=delta)
+    seeds = bootstrap.distinct_best(params, objective, 3)
+    weights = bootstrap.resample_weights(groups, n_resamples, seed)
+    for row in weights:  # the frontier of what this resample drew
+        present = row > 0
+        keep, _ = frontier_points(compute[present], loss[present],
+                                  None if replicates is None else replicates[present])
+        mask = np.zeros_like(present)
+        mask[np.nonzero(present)[0][keep]] = True
+        row[~mask] = 0.0
+    ok = requirement.met(log_x, weights > 0)
+    ids = np.nonzero(ok)[0]
+    if ids.size == 0:
+        return bootstrap.Bootstrap.from_refits(power_law.NAMES, np.empty((0, 3)), n_resamples,
+                                               int((~ok).sum())), none
+    n_seeds = seeds.shape[0]
+    raw, objective = optimize.minimize_huber(law, np.tile(seeds, (ids.size, 1)), log_x, log_y,
+                                             np.repeat(weights[ids], n_seeds, axis=0), delta=delta)
+    raw, objective = raw.reshape(ids.size, n_seeds, -1), objective.reshape(ids.size, n_seeds)
+    best = raw[np.arange(ids.size), np.argmin(objective, axis=1)]
+    best[~np.isfinite(objective.min(axis=1))] = np.nan
+    refits = power_law._decode(best, centre, True)
+    boot = bootstrap.Bootstrap.from_refits(power_law.NAMES, refits, n_resamples, int((~ok).sum()))
+    return boot, ids[np.isfinite(refits).all(axis=1)]
+
+
 def fit_variant(table: pd.DataFrame, name: str, *, n_bootstrap: int = 200, seed: int = 0,
                 delta: float = optimize.HUBER_DELTA) -> VariantFit:
     """L(C) of one variant's results (a results table or final_points' frame); ValueError naming
-    the variant when it has fewer than 3 sizes or its loss does not fall with compute."""
+    the variant when it has fewer than 3 sizes or its loss does not fall with compute. Its
+    bootstrap (``frontier_bootstrap``) resamples ``pair_key`` units with ``seed``: variants with
+    the same units and seed draw the same resamples (compare_fits pairs them)."""
     points, _ = results.final_points(table)
     if points.empty:
         raise ValueError(f"variant {name!r} has no finished runs with positive params, tokens, flops "
@@ -85,15 +163,17 @@ def fit_variant(table: pd.DataFrame, name: str, *, n_bootstrap: int = 200, seed:
         raise ValueError(f"variant {name!r} has final runs of {sizes} distinct size(s) ({label}): "
                          "a loss-vs-compute law needs >= 3")
     compute, loss = family["flops"].to_numpy(), family["eval_loss"].to_numpy()
-    use, on_frontier = frontier_points(compute, loss)
+    replicates = replicate_ids(family)
+    use, on_frontier = frontier_points(compute, loss, replicates)
+    groups = pair_key(family)
     with np.errstate(all="ignore"):
-        fit, boot = power_law.fit_power_law_bootstrap(
-            compute[use], loss[use], groups=family["parent"].to_numpy()[use], n_bootstrap=n_bootstrap,
-            seed=seed, delta=delta)
+        fit = power_law.fit_power_law(compute[use], loss[use], delta=delta)
+        boot, ids = frontier_bootstrap(compute, loss, groups, n_bootstrap, seed, delta, replicates)
     if not fit.alpha > 0:
         raise ValueError(f"variant {name!r}: the fitted exponent alpha = {fit.alpha:.3g} is not "
                          "positive (its loss does not fall with compute)")
-    return VariantFit(name, label, fit, boot, compute[use], loss[use], sizes, on_frontier)
+    return VariantFit(name, label, fit, boot, compute[use], loss[use], sizes, on_frontier,
+                      frozenset(groups), ids, seed)
 
 
 def loss_at(constants: np.ndarray, compute) -> np.ndarray:
@@ -148,6 +228,20 @@ def _entry(value: float, interval, **fields) -> dict:
             "interval": None if interval is None else [interval[0], interval[1]]}
 
 
+def _paired_samples(a: VariantFit, b: VariantFit) -> tuple[np.ndarray, np.ndarray, str]:
+    """(A's, B's samples (k, 3), how they were paired): the same resamples when both drew the same
+    units with the same seed (by size), else the i-th accepted of each (independent)."""
+    same = (a.pair_labels == b.pair_labels and a.boot_seed == b.boot_seed
+            and a.resample_ids is not None and b.resample_ids is not None)
+    if same:
+        common, ia, ib = np.intersect1d(a.resample_ids, b.resample_ids, return_indices=True)
+        return a.samples[ia], b.samples[ib], ("by size: the same resamples of (shape, tokens per "
+                                              "parameter, seed) units for both variants")
+    k = min(a.boot.accepted, b.boot.accepted)
+    return a.samples[:k], b.samples[:k], ("unpaired: the variants' runs differ (shapes, budgets or "
+                                          "seeds); the i-th accepted refit of each is paired")
+
+
 def _trend(m_point: np.ndarray, m_samples: np.ndarray | None, i: int, j: int, grid, where: str) -> dict:
     """m(C_j) / m(C_i): > 1 the multiplier grows from grid[i] to grid[j]."""
     with np.errstate(all="ignore"):
@@ -165,9 +259,9 @@ def compare(table_a: pd.DataFrame, table_b: pd.DataFrame, *, names=("A", "B"), n
             seed: int = 0, delta: float = optimize.HUBER_DELTA) -> dict:
     """The compute multiplier of variant B over A (module docstring), JSON-serialisable.
 
-    A's and B's bootstraps use seeds `seed` and `seed + 1` (independent resamples)."""
+    Both bootstraps use ``seed``: paired by size when the variants share units (module docstring)."""
     a = fit_variant(table_a, names[0], n_bootstrap=n_bootstrap, seed=seed, delta=delta)
-    b = fit_variant(table_b, names[1], n_bootstrap=n_bootstrap, seed=seed + 1, delta=delta)
+    b = fit_variant(table_b, names[1], n_bootstrap=n_bootstrap, seed=seed, delta=delta)
     return compare_fits(a, b)
 
 
@@ -176,10 +270,13 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
     c_min, c_max = a.compute.min(), a.compute.max()
     grid = np.concatenate([np.geomspace(c_min, c_max, GRID_POINTS),
                            np.geomspace(c_max, c_max * max(EXTRAPOLATION_FACTORS), GRID_POINTS)[1:]])
-    paired = min(a.boot.accepted, b.boot.accepted)
     notes = [f"{v.name!r} has no interval: {v.boot.note}" for v in (a, b) if not v.boot.has_interval]
+    sa, sb, pairing = _paired_samples(a, b)
+    paired = len(sa)
+    if not notes and paired < bootstrap.MIN_ACCEPTED:
+        notes.append(f"only {paired} resamples accepted by both variants: an interval needs "
+                     f"{bootstrap.MIN_ACCEPTED}")
     has_interval = not notes
-    sa, sb = a.samples[:paired], b.samples[:paired]
     pa, pb = a.constants(), b.constants()
     m_point = by_compute(pa, pb, grid)[0]
     m_samples = by_compute(sa, sb, grid) if has_interval else None
@@ -234,6 +331,11 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
     exponents = {"alpha_A": a.fit.alpha, "alpha_B": b.fit.alpha, "difference": diff,
                  "interval": None if diff_band is None else list(diff_band), "constant": constant,
                  "verdict": verdict}
+    shared = min(c_max, b.compute.max())  # the largest compute both variants trained at
+    shared_samples = by_compute(sa, sb, [shared])[:, 0] if has_interval else None
+    at_shared = _entry(by_compute(pa, pb, [shared])[0, 0],
+                       None if shared_samples is None else _interval(shared_samples), compute=shared,
+                       where="the largest compute both variants reach")
     last = len(grid) - 1
     trend = [_trend(m_point, m_samples, 0, GRID_POINTS - 1, grid, "across A's data"),
              _trend(m_point, m_samples, GRID_POINTS - 1, last, grid,
@@ -244,7 +346,12 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
         "A": a.summary(), "B": b.summary(),
         "level": bootstrap.LEVEL,
         "paired_resamples": paired if has_interval else 0,
+        "pairing": pairing,
         "headline": headline,
+        "at_shared_compute": at_shared,
+        # paired refits' multipliers there, for what combines comparisons (token arms' crossover):
+        # fit.json drops them (sparsity.finish)
+        "shared_samples": shared_samples,
         "by_compute": compute_rows,
         "by_loss": loss_rows,
         "exponents": exponents,
@@ -257,12 +364,13 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
 def compare_groups(tables: Mapping[str, pd.DataFrame], baseline: str, *, n_bootstrap: int = 200,
                    seed: int = 0, delta: float = optimize.HUBER_DELTA) -> dict[str, dict]:
     """Each group's comparison with the baseline group (the baseline fitted once; group i's
-    bootstrap seeded seed + 1 + i): {name: compare_fits() result}."""
+    bootstrap seeded ``seed`` too, so that variants of the same runs pair by size): {name:
+    compare_fits() result}."""
     kw = {"n_bootstrap": n_bootstrap, "delta": delta}
     base = fit_variant(tables[baseline], baseline, seed=seed, **kw)
     others = [name for name in tables if name != baseline]
-    return {name: compare_fits(base, fit_variant(tables[name], name, seed=seed + 1 + i, **kw))
-            for i, name in enumerate(others)}
+    return {name: compare_fits(base, fit_variant(tables[name], name, seed=seed, **kw))
+            for name in others}
 
 
 def summary_line(result: dict) -> dict:

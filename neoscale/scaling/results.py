@@ -38,6 +38,7 @@ RESULTS_COLUMNS = (
     "parent",
     "fork_step",
     "epochs",
+    "seed",
 )
 # What a fit needs; the rest is descriptive.
 REQUIRED_COLUMNS = ("run", "params_active", "tokens", "flops", "eval_loss", "final")
@@ -72,7 +73,7 @@ def validate(results: pd.DataFrame) -> pd.DataFrame:
     out["parent"] = out["parent"].fillna(out["run"]).astype(str) if "parent" in out else out["run"]
     numeric = ["params_active", "tokens", "flops", "eval_loss", "num_experts", "budget_flops", "cooldown",
                "fork_step"]
-    numeric += [c for c in ("params_total", "train_loss", "step", "epochs") if c in out]
+    numeric += [c for c in ("params_total", "train_loss", "step", "epochs", "seed") if c in out]
     for c in numeric:
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(np.float64)  # no int64 products
     out["num_experts"] = out["num_experts"].fillna(1).clip(lower=1)

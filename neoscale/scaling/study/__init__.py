@@ -16,6 +16,9 @@ branch's last evaluation; never stable-phase losses). Laws:
 - envelope_approach1: the per-step curves (a branch's only after its fork);
 - moe: Clark et al.'s law and the Chinchilla form with an expert covariate, when the table has
   >= 2 expert counts;
+- seed_noise: the final-loss spread of runs trained with replicate seeds (sparsity.py);
+- expert_multipliers: each variant's (E = 1 routed, E experts) compute multiplier over dense, per
+  token arm, beside the published MoE laws (experts.py, sparsity.py);
 - curve_law: the LR-annealing law of the whole loss curve per size (curve_law.py), on every
   evaluation of the main runs and their schedules; it predicts the cooldown branches' final losses.
 Conventions (CONVENTIONS, written into fit.json): N = params_active (all parameters a token uses,
@@ -38,7 +41,7 @@ import pandas as pd
 
 from neoscale.files import jsonable
 from neoscale.scaling import bootstrap, curve_law, ladder_law, optimize, power_law, results
-from neoscale.scaling.points import law_family
+from neoscale.scaling.points import law_family, variant_labels
 from neoscale.scaling.study import (
     approach1,
     approach2,
@@ -47,6 +50,7 @@ from neoscale.scaling.study import (
     ladder,
     law_to_read,
     loss_vs_compute,
+    sparsity,
 )
 from neoscale.scaling.study.backtest import rollout
 from neoscale.scaling.study.entries import (
@@ -139,8 +143,12 @@ def fit_study(
     laws["envelope_approach1"] = guarded(approach1.entry, family, curves, n_bootstrap, seed)
     laws["moe"] = (guarded(experts.moe_entry, points, n_bootstrap, seed, delta) if len(points)
                    else skipped("no points"))
-    if len(points) and np.unique(points["num_experts"]).size >= 2:
-        laws["compute_multiplier"] = guarded(experts.multiplier_entry, points, n_bootstrap, seed, delta)
+    laws["seed_noise"] = (guarded(sparsity.seed_noise_entry, points) if len(points)
+                          else skipped("no points"))
+    if len(points) and np.unique(variant_labels(points)).size >= 2:
+        laws["expert_multipliers"] = sparsity.finish(
+            guarded(experts.multiplier_entry, points, n_bootstrap, seed, delta), points,
+            laws["seed_noise"])
     if schedules is not None:
         laws["curve_law"] = (guarded(curve_law.fit_curve_law, results_table, schedules, delta) if schedules
                              else skipped("no learning-rate schedules (runs/<run>/config.json)"))

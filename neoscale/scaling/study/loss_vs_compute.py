@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from neoscale.scaling import power_law
-from neoscale.scaling.points import frontier_points, largest_held_out
+from neoscale.scaling.points import frontier_points, largest_held_out, replicate_ids
 from neoscale.scaling.study.entries import (
     COMPUTE_AXIS,
     EXTRAPOLATION_FACTORS,
@@ -26,7 +26,7 @@ from neoscale.scaling.study.entries import (
 def entry(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: float,
           pin_E: float | None = None) -> dict:
     compute, loss = points["flops"].to_numpy(), points["eval_loss"].to_numpy()
-    use, on_frontier = frontier_points(compute, loss)
+    use, on_frontier = frontier_points(compute, loss, replicate_ids(points))  # seeds together
     groups = points["parent"].to_numpy()[use]
     fit, boot = power_law.fit_power_law_bootstrap(
         compute[use], loss[use], groups=groups, n_bootstrap=n_bootstrap, seed=seed, delta=delta,
@@ -79,7 +79,7 @@ def entry(points: pd.DataFrame, label: str, n_bootstrap: int, seed: int, delta: 
     train, held = largest_held_out(points)
     try:
         t_c, t_l = train["flops"].to_numpy(), train["eval_loss"].to_numpy()
-        t_use, _ = frontier_points(t_c, t_l)
+        t_use, _ = frontier_points(t_c, t_l, replicate_ids(train))
         best = held.loc[held["eval_loss"].idxmin()]
         checks = {}
         for form, with_offset in (("with_E", True), ("pure_power_law", False)):
@@ -106,7 +106,7 @@ def backtest(delta: float, n_bootstrap: int, seed: int, pin_E: float | None):
     """fit_law for L(C)'s rollout: both forms, predicted at each held size's best point."""
     def fit_law(train):
         c, loss = train["flops"].to_numpy(), train["eval_loss"].to_numpy()
-        use, _ = frontier_points(c, loss)
+        use, _ = frontier_points(c, loss, replicate_ids(train))
         forms = {form: power_law.fit_power_law_bootstrap(
                      c[use], loss[use], with_offset=with_offset, groups=train["parent"].to_numpy()[use],
                      n_bootstrap=n_bootstrap, seed=seed, delta=delta, fixed_E=pin_E)

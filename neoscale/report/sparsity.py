@@ -1,0 +1,116 @@
+"""report.md's sparsity section (fit.json's expert_multipliers: per token arm and variant, the
+compute multiplier over dense with its interval, its trend, the published laws beside it, the
+crossover tokens per parameter, E = 1 routed against dense) and its seed-noise section."""
+
+from __future__ import annotations
+
+from neoscale.report.format import fmt
+
+WIDE = 1.69  # upper / lower of an interval narrower than x/÷1.3 (issue 30's bar)
+
+
+def _interval_text(row: dict) -> str:
+    interval = row.get("interval")
+    if not interval or None in interval:
+        return f"{fmt(row['multiplier'], None)}x (no interval)"
+    width = interval[1] / interval[0] if interval[0] > 0 else float("inf")
+    return (f"{fmt(row['multiplier'], interval)}x (upper/lower {width:.2f}"
+            f"{'' if width <= WIDE else ': wider than x/÷1.3'})")
+
+
+def _published_text(published: list[dict]) -> str:
+    parts = []
+    for p in published:
+        where = {True: "inside", False: "outside", None: "no interval"}[p["inside_interval"]]
+        parts.append(f"{p['law']} {p['multiplier']:.3g}x ({where}"
+                     + (f"; {p['note']}" if p.get("note") else "") + ")")
+    return ("published at this compute (as 6·N_active·D) and allocation: " + ", ".join(parts))
+
+
+def _comparison_lines(name: str, result: dict) -> list[str]:
+    if result.get("status") == "skipped":
+        return [f"- {name}: not compared ({result['reason']})"]
+    row = result["at_shared_compute"]
+    lines = [f"- {name}: {_interval_text(row)} at {row['compute']:.3g} FLOPs (the largest compute "
+             f"both reach); its trend across the baseline's data: x"
+             f"{fmt(result['trend'][0]['ratio'], result['trend'][0]['interval'])} "
+             f"({result['trend'][0]['verdict']}); exponents: "
+             f"{result['exponents']['verdict'].split(':')[0]}; resamples paired "
+             f"{result.get('pairing', 'independently').split(':')[0]}."]
+    if result.get("published"):
+        supported = [p["law"] for p in result["published"] if p["inside_interval"]]
+        lines.append(f"  - {_published_text(result['published'])}; the interval supports "
+                     f"{', '.join(supported) if supported else 'none of them'}.")
+    return lines
+
+
+def _crossover_lines(crossover: dict) -> list[str]:
+    lines = []
+    for name, c in crossover.items():
+        arms = ", ".join(f"{m:.3g}x at {r:g} tokens/param" for r, m in
+                         zip(c["tokens_per_param"], c["multipliers"], strict=True))
+        if c["bracketed"]:
+            interval = c.get("interval")
+            text = (f"{c['crossover']:.3g} tokens per parameter ({c['direction']})"
+                    + (f", 95% interval [{interval[0]:.3g}, {interval[1]:.3g}] "
+                       f"({100 * c['bracketed_fraction']:.0f}% of paired refits bracket it)"
+                       if interval else ""))
+        else:
+            text = f"not bracketed: {name} {c['direction']}"
+        lines.append(f"- {name} stops losing to dense at {text}; arms: {arms}.")
+    return lines
+
+
+def _routed_one_lines(r: dict | None) -> list[str]:
+    if not r:
+        return []
+    if r["noise_band"] is None:
+        verdict = "no seed noise measured to compare with"
+    else:
+        verdict = (f"{'inside' if r['inside_seed_noise'] else 'OUTSIDE'} the seed noise (mean "
+                   f"{100 * r['mean_relative_difference']:+.3f}% against a 95% band of "
+                   f"±{100 * r['noise_band']:.3f}% for {len(r['pairs'])} pairs differing only by "
+                   f"seed; their rms difference would be {100 * r['seed_pair_rms']:.3f}%)")
+    return [f"\nE = 1 routed against dense, run for run ({len(r['pairs'])} pairs of the same shape, "
+            f"arm and seed): final losses differ by {100 * r['rms_relative_difference']:.3f}% rms, "
+            f"at most {100 * r['max_abs_relative_difference']:.3f}%: {verdict}."]
+
+
+def lines(law: dict) -> list[str | None]:
+    """The sparsity section: per token arm, each variant's multiplier over dense."""
+    out: list[str | None] = ["### Sparsity: compute multipliers over dense", ""]
+    if law["status"] != "fitted":
+        return out + [f"Not fitted: {law['reason']}.", ""]
+    out.append(f"How much less compute each variant needs than {law['baseline']} for the same loss "
+               "(L(C) = E + A·C^(−α) on each variant's frontier, recomputed per resample; 95% "
+               "bootstrap intervals, with seed noise where sizes were replicated). Published laws: "
+               "neoscale/scaling/moe_laws.py (Krajewski's is fitted at E = 64; the joint law's "
+               "printed constants do not reproduce its paper's headline numbers).")
+    arms = law.get("arms") or {"": law}
+    for arm, entry in arms.items():
+        if arm:
+            out.append(f"\n**{entry['tokens_per_param']:g} tokens per active parameter**"
+                       + (f": not compared ({entry['reason']})" if entry.get("status") == "skipped"
+                          else ""))
+        for name, result in (entry.get("comparisons") or {}).items():
+            out += _comparison_lines(name, result)
+    if law.get("crossover"):
+        out.append("")
+        out += _crossover_lines(law["crossover"])
+    out += _routed_one_lines(law.get("routed_one_vs_dense"))
+    return out + [""]
+
+
+def seed_noise_lines(law: dict) -> list[str | None]:
+    """The replicated runs' final-loss spread."""
+    out: list[str | None] = ["### Seed noise", ""]
+    if law["status"] != "fitted":
+        return out + [f"Not measured: {law['reason']}.", ""]
+    out.append(f"Replicate seeds ({law['what']}): pooled relative standard deviation "
+               f"{100 * law['pooled_relative_std']:.2f}%, largest relative spread "
+               f"{100 * law['max_relative_spread']:.2f}%.")
+    for r in law["replicated"]:
+        out.append(f"- {r['size']} ({r['variant']}, {r['tokens_per_param']:g} tokens/param), seeds "
+                   f"{r['seeds']}: {', '.join(f'{v:.4f}' for v in r['losses'])}; spread "
+                   f"{r['spread']:.4f} ({100 * r['relative_spread']:.2f}%)")
+    return out + [""]
