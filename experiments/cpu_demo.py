@@ -41,6 +41,7 @@ def get_config():
     c.train.tensorboard = True
     c.train.learning_rate_law = (5.91, -0.606)  # lr = 5.91 * N^-0.606: the sweep's optima, above
     c.cooldowns = "0.25,0.5,1.0"
+    c.replicates = "w48d4h2:2,w64d4h2:2"  # a second model seed at two sizes: the seed noise, measured
     c.fit.n_bootstrap = 2000  # intervals stable to the second digit (neoscale/runner/config.py)
     c.eval.tasks = "arc_easy,piqa,winogrande,csqa,openbookqa"
     c.eval.max_examples = 10  # x 5 tasks at every evaluation: under 10% of the demo's time

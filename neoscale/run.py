@@ -153,6 +153,7 @@ def load_config():
     config.unlock()
     if _SIZES.value is not None:
         config.sizes = _SIZES.value
+        _keep_replicates_of(config)
     if _COOLDOWNS.value is not None:
         config.cooldowns = _COOLDOWNS.value
     if _SEEDS.value is not None:
@@ -199,6 +200,18 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, WorkdirLocked) as error:
         _fail(str(error))
     return 2
+
+
+def _keep_replicates_of(config: ml_collections.ConfigDict) -> None:
+    """--sizes replaced the config's sizes: its replicates of sizes no longer studied are dropped,
+    said in one line (an explicit --config.replicates naming them still fails in the plan)."""
+    sizes = {name.strip() for name in str(config.sizes).split(",")}
+    entries = [e.strip() for e in str(config.get("replicates") or "").split(",") if e.strip()]
+    dropped = [e for e in entries if e.rpartition(":")[0].strip() not in sizes]
+    if dropped and not any(arg.startswith("--config.replicates") for arg in sys.argv):
+        config.replicates = ",".join(e for e in entries if e not in dropped)
+        print(f"note: the config's replicates {','.join(dropped)} dropped: not among --sizes",
+              file=sys.stderr)
 
 
 def _main(argv: list[str]) -> int:
