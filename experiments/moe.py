@@ -6,6 +6,13 @@ FineWeb-Edu with the GPT-2 tokenizer (2e8 tokens per run, far below the corpus: 
 prepare the corpus once with ``python -m neoscale.prepare`` and pass ``--data=prepared:DIR``. On a
 laptop: ``--sizes=w128d4h4,w128d4h4e4k1 --tokens=2e6 --data=builtin
 --config.data.tokenizer=train:8192`` (0.7 epochs of the built-in corpus).
+
+What has been measured: the routed step's cost on a CPU (E = 8 top-1 at 1.22x dense's time per
+FLOP at w256, E = 32 at 1.53x; benchmarks/RESULTS.md, "A routed step that costs what it
+computes"), not yet what sparsity buys in loss. The laptop recipe (equal tokens, ~2.5 tokens per
+active parameter) sits in the short-training regime where some published laws predict E = 8 loses
+to dense; the CPU study with two token arms, seeds and the published laws beside its multipliers
+is experiments/moe_cpu.py.
 """
 
 from neoscale.runner.config import base_config
