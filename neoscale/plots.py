@@ -179,8 +179,10 @@ def _ladder_law(ax, law: dict | None, dense) -> None:
     inside = grid <= dense["flops"].max() * 1.0001
     ax.plot(grid[inside], curve[inside], color="tab:blue", lw=1.5,
             label=f"ladder runs, form to read ({read}) {form['form']}: α={c['alpha']:.3g}")
+    bands = any(p.get("prediction_interval") for p in form["predictions"])
     ax.plot(grid[~inside], curve[~inside], color="tab:blue", ls="--", lw=1.2,
-            label=f"{read} extrapolated, 95% prediction intervals")
+            label=f"{read} extrapolated, " + ("95% prediction intervals" if bands
+                                               else "no interval (unverified)"))
     _forecast_bars(ax, [(p["compute"], p) for p in form["predictions"]], "tab:blue")
     h = law["constants"]["H"]
     ax.axhline(h, color="tab:blue", lw=0.7, ls=":", label=f"H = {h:.3g}: context-free loss")
