@@ -210,8 +210,7 @@ def _keep_replicates_of(config: ml_collections.ConfigDict) -> None:
     dropped = [e for e in entries if e.rpartition(":")[0].strip() not in sizes]
     if dropped and not any(arg.startswith("--config.replicates") for arg in sys.argv):
         config.replicates = ",".join(e for e in entries if e not in dropped)
-        print(f"note: the config's replicates {','.join(dropped)} dropped: not among --sizes",
-              file=sys.stderr)
+        print(f"note: the config's replicates {','.join(dropped)} dropped: not among --sizes")
 
 
 def _main(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from subprocess_env import cpu_env
 
-from neoscale import eval as eval_lib
+from neoscale.evaluation import checkpoints as eval_lib
 from neoscale.evaluation import scoring
 
 torch = pytest.importorskip("torch")

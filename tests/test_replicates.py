@@ -33,7 +33,7 @@ def test_replicates_are_their_own_runs_with_their_own_model_seeds():
     config.train.seed = 5
     configs = [study.run_config(r, config, epath.Path("/tmp/w"), "/tmp/c") for r in runs[:2]]
     assert [c.seed for c in configs] == [5, 6]
-    assert configs[0].data_seed == configs[1].data_seed  # the held-out set and data order shared
+    assert configs[0].data.seed == configs[1].data.seed  # the held-out set and data order shared
     assert [results.run_columns(r)["seed"] for r in runs[:2]] == [5, 6]
 
 
