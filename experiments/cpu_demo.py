@@ -1,12 +1,13 @@
-"""The default study: five small GPT-Neo models on the built-in corpus, about 7-8 minutes on 2 cores.
+"""The default study: five small GPT-Neo models on the built-in corpus (RESULTS.md: its time).
 
     python -m neoscale.run
 
 One shape family (depth 4, head dimension 32, width 32 to 128: 120k to 1.07M parameters) trains
 on the offline built-in English corpus with a 2048-piece vocabulary at sequence length 128, 1.5
 tokens per parameter each (176 to 1568 steps of 8 x 128 tokens), with a warmup-stable-decay
-schedule and cooldown branches ending at 25% and 50% of every run: 15 (N, D) points, enough for
-L(C), the ladder's law, Chinchilla's Approach 3 and the Approach-1 envelope. The learning rate
+schedule and cooldown branches ending at 25% and 50% of every run, and a second model seed at two
+sizes (the seed noise every interval includes): 21 runs, enough for L(C), the ladder's law,
+Chinchilla's Approach 3 and the Approach-1 envelope. The learning rate
 comes from a law fitted to CPU sweeps of an earlier ladder, lr = 5.91 * N^-0.606; the largest
 size gets the law's extrapolation, never tuned.
 
