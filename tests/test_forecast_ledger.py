@@ -2,6 +2,7 @@
 a size forecast before it was trained is scored in fit.json and the report once it is."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -125,10 +126,15 @@ def test_score_matches_compute_within_tolerance_and_tokens_per_parameter():
 
 def _ladder_study(workdir, sizes=("w32d2h2", "w48d2h2")):
     """plan.json of a tiny one-ratio ladder, as run_study writes it (config, plan)."""
-    from experiments import cpu_demo
+    import importlib.util
+
     from neoscale.files import to_json
     from neoscale.runner import plan as plan_lib
 
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "cpu_demo.py"
+    spec = importlib.util.spec_from_file_location("cpu_demo", path)  # experiments/ is no package
+    cpu_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_demo)
     config = cpu_demo.get_config()
     config.data.seq_len = 32
     plan = plan_lib.make_plan(list(sizes), plan_lib.parse_budget(tokens_per_param=6), vocab_size=512,
