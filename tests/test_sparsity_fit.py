@@ -13,6 +13,7 @@ from neoscale.scaling.points import frontier_points, replicate_ids
 E, A, ALPHA = 2.0, 60.0, 0.15
 WIDTHS = (16, 24, 32, 48, 64)
 ARMS = {3.0: 0.6, 30.0: 1.6}  # E = 8's true multiplier in each arm: loses at 3, wins at 30
+SLOWDOWN = 1.5  # E = 8's time per FLOP against dense's
 
 
 def _rows(arm: float, suffix: str, multiplier: float, seeds: dict[int, int], study_seed: int
@@ -28,9 +29,12 @@ def _rows(arm: float, suffix: str, multiplier: float, seeds: dict[int, int], stu
             noise = np.exp(0.003 * np.random.default_rng(key).standard_normal())
             loss = (E + A * (multiplier * c) ** -ALPHA) * noise
             name = f"w{d}d4h2{suffix}" + (f"-seed{seed}" if seed else "") + f"_tpp{arm:g}"
+            routed = suffix == "e8k1"
+            seconds = c / 1e9 * (SLOWDOWN if routed else 1.0)  # dense: 1 GFLOP/s
             rows.append({"run": name, "size": f"w{d}d4h2{suffix}", "d_model": d, "num_layers": 4,
                          "num_heads": 2, "num_experts": 8 if suffix == "e8k1" else 1, "top_k": 1,
-                         "params_active": n, "params_total": n, "tokens": arm * n, "flops": c,
+                         "params_active": n, "params_total": n * (6 if routed else 1),
+                         "tokens": arm * n, "flops": c, "wall_seconds": seconds,
                          "eval_loss": loss, "final": True, "status": "done", "parent": name,
                          "seed": seed})
     return rows
@@ -117,3 +121,23 @@ def test_replicates_share_the_frontier_and_old_tables_read_as_before(fitted):
     without = fit_study(old, n_bootstrap=0, backtest=False)
     assert with_seed["laws"]["loss_vs_compute"]["constants"] == without["laws"]["loss_vs_compute"][
         "constants"]
+
+
+def test_time_multiplier_and_memory_price(fitted):
+    _, fit = fitted
+    law = fit["laws"]["expert_multipliers"]
+    cost = law["cost"]["variants"]
+    assert cost["8 experts"]["slowdown"] == pytest.approx(SLOWDOWN)
+    assert cost["8 experts"]["at"] == "w64d4h2e8k1_tpp30"  # the largest shape of the longest arm
+    assert cost["8 experts"]["params_total_vs_dense"] == pytest.approx(6.0)
+    assert cost["8 experts"]["state_bytes"] == 16 * 6 * 4000 * 64
+    assert cost["1 routed expert"]["slowdown"] == pytest.approx(1.0)
+    assert len(cost["8 experts"]["pairs"]) == len(WIDTHS) + 2  # every shape and seed of tpp30
+    for arm in ("tpp3", "tpp30"):
+        result = law["arms"][arm]["comparisons"]["8 experts"]
+        time = result["time_multiplier"]
+        assert time["multiplier"] == pytest.approx(result["at_shared_compute"]["multiplier"] / SLOWDOWN)
+        assert time["interval"] == pytest.approx([v / SLOWDOWN for v in
+                                                  result["at_shared_compute"]["interval"]])
+    text = fits_section(fit)
+    assert "on the wall clock: x" in text and "1.50x dense's time per FLOP" in text

@@ -37,6 +37,11 @@ def _comparison_lines(name: str, result: dict) -> list[str]:
              f"({result['trend'][0]['verdict']}); exponents: "
              f"{result['exponents']['verdict'].split(':')[0]}; resamples paired "
              f"{result.get('pairing', 'independently').split(':')[0]}."]
+    if result.get("time_multiplier"):
+        t = result["time_multiplier"]
+        lines.append(f"  - on the wall clock: x{fmt(t['multiplier'], t['interval'])} (the compute "
+                     f"multiplier over its step's {t['slowdown']:.2f}x time per FLOP; the interval "
+                     "carries the compute multiplier's uncertainty only).")
     if result.get("published"):
         supported = [p["law"] for p in result["published"] if p["inside_interval"]]
         lines.append(f"  - {_published_text(result['published'])}; the interval supports "
@@ -76,6 +81,22 @@ def _routed_one_lines(r: dict | None) -> list[str]:
             f"at most {100 * r['max_abs_relative_difference']:.3f}%: {verdict}."]
 
 
+def _cost_lines(cost: dict | None) -> list[str]:
+    if not cost:
+        return []
+    out = ["\nWhat a routed step costs beside its FLOPs, against dense at the same shape and seed "
+           f"({cost['what'].split(';')[0].split(', from')[0]}; this host's wall clock, "
+           "benchmarks/RESULTS.md has the idle side-by-side figures):"]
+    for name, v in cost["variants"].items():
+        spread = [p["slowdown"] for p in v["pairs"]]
+        out.append(f"- {name}: {v['slowdown']:.2f}x dense's time per FLOP at {v['at']} "
+                   f"({min(spread):.2f}-{max(spread):.2f}x over {len(spread)} shapes of the "
+                   f"{v['tokens_per_param']:g} tokens/param arm); {v['params_total_vs_dense']:.2f}x "
+                   f"dense's parameters, training state {v['state_bytes'] / 2**20:.1f} MiB against "
+                   f"{v['dense_state_bytes'] / 2**20:.1f} MiB.")
+    return out
+
+
 def lines(law: dict) -> list[str | None]:
     """The sparsity section: per token arm, each variant's multiplier over dense."""
     out: list[str | None] = ["### Sparsity: compute multipliers over dense", ""]
@@ -98,6 +119,7 @@ def lines(law: dict) -> list[str | None]:
         out.append("")
         out += _crossover_lines(law["crossover"])
     out += _routed_one_lines(law.get("routed_one_vs_dense"))
+    out += _cost_lines(law.get("cost"))
     return out + [""]
 
 

@@ -1,8 +1,9 @@
 """The sparsity study's summaries: fit.json's seed_noise (replicate seeds' spread), and what
 ``finish`` adds to expert_multipliers: each comparison's published-law predictions at its compute
 (on the laws' 6·N_active·D axis) and allocation, the tokens per parameter at which routed experts
-stop losing to dense (from the token arms), and E = 1 routed against dense beside the seed
-noise."""
+stop losing to dense (from the token arms), E = 1 routed against dense beside the seed
+noise, and what each variant costs beside its FLOPs: wall-clock per FLOP and training-state memory
+against dense at the same shape, turning each compute multiplier into a time multiplier."""
 
 from __future__ import annotations
 
@@ -133,6 +134,54 @@ def _routed_one(points: pd.DataFrame, noise: dict) -> dict | None:
             "inside_seed_noise": None if band is None else bool(abs(diffs.mean()) <= band)}
 
 
+STATE_BYTES_PER_PARAM = 16  # float32 parameters, gradients and two AdamW moments
+COST_WHAT = ("wall-clock and memory of each variant against dense at the same shape, seed and "
+             "token arm (pair_key), from the runs' own wall_seconds (compilation and evaluations "
+             "included, so the longest arm's pairs are used) and total parameters; slowdown = "
+             "(variant seconds per training FLOP) / (dense's); time multiplier = compute "
+             "multiplier / slowdown; state = 16 bytes per parameter (float32 weights, gradients, "
+             "two AdamW moments) on one device")
+
+
+def _cost(points: pd.DataFrame) -> dict | None:
+    """Per routed variant: its slowdown per FLOP and memory price against dense, from the pairs of
+    the longest token arm (per pair, and at the largest shape, the headline), or None when the
+    table has no dense runs or no wall-clock column."""
+    main = points[~results.is_branch(points)].reset_index(drop=True)
+    labels = variant_labels(main)
+    if "wall_seconds" not in main or not (labels == "dense").any():
+        return None
+    keys = pd.Series(pair_key(main))
+    ratios = arm_ratio(main)
+    longest = ratios == ratios.max()
+    dense = {k: i for i, k in enumerate(keys) if labels[i] == "dense" and longest[i]}
+    seconds_per_flop = (main["wall_seconds"] / main["flops"]).to_numpy(np.float64)
+    out = {}
+    for name in np.unique(labels[labels != "dense"]):
+        pairs = []
+        for i in np.nonzero((labels == name) & longest)[0]:
+            j = dense.get(keys[i])
+            if j is None or not np.isfinite(seconds_per_flop[[i, j]]).all():
+                continue
+            pairs.append({"run": str(main["run"][i]), "dense_run": str(main["run"][j]),
+                          "dense_flops": float(main["flops"][j]),
+                          "slowdown": float(seconds_per_flop[i] / seconds_per_flop[j]),
+                          "params_total_vs_dense": float(main["params_total"][i]
+                                                         / main["params_total"][j]),
+                          "state_bytes": int(STATE_BYTES_PER_PARAM * main["params_total"][i]),
+                          "dense_state_bytes": int(STATE_BYTES_PER_PARAM * main["params_total"][j])})
+        if pairs:
+            top = max(p["dense_flops"] for p in pairs)
+            at_top = [p for p in pairs if p["dense_flops"] == top]
+            out[str(name)] = {"pairs": pairs, "tokens_per_param": float(ratios.max()),
+                              "slowdown": float(np.mean([p["slowdown"] for p in at_top])),
+                              "at": at_top[0]["run"],
+                              "params_total_vs_dense": at_top[0]["params_total_vs_dense"],
+                              "state_bytes": at_top[0]["state_bytes"],
+                              "dense_state_bytes": at_top[0]["dense_state_bytes"]}
+    return {"what": COST_WHAT, "variants": out} if out else None
+
+
 def finish(entry: dict, points: pd.DataFrame, noise: dict) -> dict:
     """expert_multipliers with the published laws beside each comparison, the crossover per
     expert count across token arms, and E = 1 routed against dense (the samples kept for the
@@ -159,4 +208,15 @@ def finish(entry: dict, points: pd.DataFrame, noise: dict) -> dict:
         for comparison in (arm.get("comparisons") or {}).values():
             comparison.pop("shared_samples", None)
     entry["routed_one_vs_dense"] = _routed_one(points, noise)
+    entry["cost"] = _cost(points)
+    for arm in arms.values():  # each FLOP multiplier as a time multiplier
+        for name, comparison in (arm.get("comparisons") or {}).items():
+            variant = (entry["cost"] or {}).get("variants", {}).get(name)
+            if variant and comparison.get("status") != "skipped":
+                row = comparison["at_shared_compute"]
+                comparison["time_multiplier"] = {
+                    "multiplier": row["multiplier"] / variant["slowdown"],
+                    "interval": ([v / variant["slowdown"] for v in row["interval"]]
+                                 if row.get("interval") and None not in row["interval"] else None),
+                    "slowdown": variant["slowdown"]}
     return entry
