@@ -1,6 +1,6 @@
 """Scores downstream tasks offline, after training: a study's finished runs, or a released GPT-Neo.
 
-    python -m neoscale.eval --workdir=STUDY [--tasks=all] [--max_examples=N] [--mesh=...]
+    python -m neoscale.eval --workdir=STUDY [--runs=PATTERN,...] [--tasks=all] [--max_examples=N]
     python -m neoscale.eval --hf_checkpoint=DIR [--tasks=...] [--out=tasks.json]
 
 ``--workdir``: every finished run of the study is scored at its final checkpoint, with the run's
@@ -27,6 +27,8 @@ from neoscale.files import to_json, write_atomic
 
 flags.DEFINE_string("workdir", None, "a study directory: score its finished runs")
 flags.DEFINE_string("hf_checkpoint", None, "a transformers GPT-Neo directory to score")
+flags.DEFINE_list("runs", [], "--workdir: score only the runs whose names match these shell "
+                  "patterns (e.g. 'w*_tpp1.5' for the main runs; default: every finished run)")
 flags.DEFINE_string("tasks", "all", "'all' or comma-separated task names (neoscale.evaluation.tasks)")
 flags.DEFINE_integer("max_examples", None, "examples per task (default: all shipped, <= 1,000)")
 flags.DEFINE_string("mesh", "", "device mesh (--mesh syntax of neoscale.train; '' = all on fsdp)")
@@ -55,7 +57,10 @@ def main(argv) -> None:
             raise ValueError(f"--tokens_per_call must be >= 1, got {FLAGS.tokens_per_call}")
         if FLAGS.workdir:
             scored = score_study(FLAGS.workdir, tasks, FLAGS.max_examples, FLAGS.mesh,
-                                 FLAGS.tokens_per_call)
+                                 FLAGS.tokens_per_call, FLAGS.runs)
+            if FLAGS.runs and not scored:
+                raise ValueError(f"--runs={','.join(FLAGS.runs)} matched no finished run of "
+                                 f"{FLAGS.workdir}: give patterns of its runs/ folder names")
             print(f"scored {len(scored)} finished runs into {FLAGS.workdir}/results.csv")
             return
         scorer, params = hf_scorer(FLAGS.hf_checkpoint, tasks, FLAGS.max_examples, FLAGS.tokenizer,

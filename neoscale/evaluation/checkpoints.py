@@ -3,6 +3,7 @@ GPT-Neo (``neoscale.eval`` is the command line)."""
 
 from __future__ import annotations
 
+import fnmatch
 import sys
 from typing import Any
 
@@ -40,9 +41,10 @@ def restore_run(run_dir: epath.Path, mesh: jax.sharding.Mesh):
 
 def score_study(workdir: str | epath.Path, tasks: list[str], max_examples: int | None,
                 mesh_spec: str = "", tokens_per_call: int = TOKENS_PER_CALL,
-                ) -> dict[str, dict[str, float]]:
-    """Scores every finished run of a study at its final checkpoint; writes finished.json,
-    results.csv and the report (process 0). Returns {run: metrics}."""
+                runs: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Scores every finished run of a study (or those whose name matches one of the shell
+    patterns ``runs``) at its final checkpoint; writes finished.json, results.csv and the report
+    (process 0). Returns {run: metrics}."""
     from neoscale.data import prepare
     from neoscale.runner import results as results_lib
     from neoscale.runner import study as study_lib
@@ -56,7 +58,8 @@ def score_study(workdir: str | epath.Path, tasks: list[str], max_examples: int |
     mesh = make_mesh(mesh_spec)
     scored: dict[str, dict[str, float]] = {}
     for run_dir in sorted(runs_dir.iterdir(), key=lambda p: p.name) if runs_dir.exists() else []:
-        if not loop.is_finished(run_dir):
+        if not loop.is_finished(run_dir) or (
+                runs and not any(fnmatch.fnmatchcase(run_dir.name, p) for p in runs)):
             continue
         config, model_params, params, step = restore_run(run_dir, mesh)
         if config.synthetic:
