@@ -113,3 +113,27 @@ def test_bad_study_task_settings_exit_2_in_one_line_before_anything_runs(tmp_pat
                           env=cpu_env(device_count=None), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "study").exists()
+
+
+def _task_table(bpb_of_compute, computes=(1e10, 2e10, 4e10, 8e10, 1.6e11)):
+    return pd.DataFrame([{"run": f"r{i}", "parent": f"r{i}", "final": True, "cooldown": np.nan,
+                          "flops": c, "params_total": 1000 * (i + 1), "task_piqa_bpb": bpb_of_compute(c),
+                          "task_piqa_acc": 0.5, "task_piqa_chance": 0.5}
+                         for i, c in enumerate(computes)])
+
+
+def test_largest_run_is_predicted_from_the_smaller_ones():
+    from neoscale.scaling.task_chain import predict_largest
+
+    exact = predict_largest(_task_table(lambda c: 5 * c ** -0.05), "task_piqa_bpb")
+    assert exact["run"] == "r4" and exact["fitted_runs"] == 4
+    assert exact["predicted"] == pytest.approx(5 * 1.6e11 ** -0.05, rel=1e-6)
+    assert abs(exact["relative_error"]) < 1e-6 and exact["within_tolerance"]
+    # A floor the pure law cannot see: 1 + 1e4·C^-0.4 from 4 sizes misses the 5th by 5%.
+    floored = predict_largest(_task_table(lambda c: 1 + 1e4 * c ** -0.4), "task_piqa_bpb")
+    assert floored["relative_error"] < -0.02 and not floored["within_tolerance"]
+    assert floored["interval"][0] <= floored["predicted"] <= floored["interval"][1]
+    assert predict_largest(_task_table(lambda c: 5 * c ** -0.05, (1e10, 2e10, 4e10)), "task_piqa_bpb") is None
+    text = "\n".join(report_tasks.lines(_task_table(lambda c: 5 * c ** -0.05)))
+    assert "The largest main run (r4) predicted from the 4 smaller main runs" in text
+    assert "- piqa: predicted 1.376 [1.376, 1.376], measured 1.376 (+0.00%: within 2%)" in text

@@ -4,7 +4,7 @@ chance (results.csv's ``task_<name>_*`` columns, ``neoscale.evaluation.scoring``
 from __future__ import annotations
 
 from neoscale.accounting import format_count
-from neoscale.scaling.task_chain import task_columns
+from neoscale.scaling.task_chain import HOLDOUT_TOLERANCE, predict_largest, task_columns
 
 
 def _cell(value: float, digits: int) -> str:
@@ -41,7 +41,26 @@ def lines(frame) -> list[str]:
                    if main[found[name][0]].is_monotonic_decreasing and main[found[name][0]].notna().all()]
         out += ["", f"Bits per byte falls with compute across the {len(main)} main runs on "
                 f"{len(falling)} of {len(names)} tasks" + (f" ({', '.join(falling)})." if falling else ".")]
+    out += _holdout_lines(frame, found, names)
     return out + [""]
+
+
+def _holdout_lines(frame, found: dict, names: list[str]) -> list[str]:
+    """The largest main run's task bits per byte predicted from the smaller ones, per task."""
+    rows = [(name, predict_largest(frame, found[name][0])) for name in names]
+    rows = [(name, r) for name, r in rows if r is not None]
+    if not rows:
+        return []
+    out = ["", f"The largest main run ({rows[0][1]['run']}) predicted from the {rows[0][1]['fitted_runs']} "
+           "smaller main runs (pure power law bpb = A·C^−α on their final rows; 95% interval over "
+           "resampled runs):"]
+    for name, r in rows:
+        interval = ("" if r["interval"] is None else
+                    f" [{r['interval'][0]:.3f}, {r['interval'][1]:.3f}]")
+        out.append(f"- {name}: predicted {r['predicted']:.3f}{interval}, measured {r['measured']:.3f} "
+                   f"({100 * r['relative_error']:+.2f}%: "
+                   f"{'within' if r['within_tolerance'] else 'outside'} {HOLDOUT_TOLERANCE:.0%})")
+    return out
 
 
 __all__ = ["lines"]

@@ -503,3 +503,45 @@ def fit_table(frame, *, tasks=None, targets=None, n_bootstrap: int = 200, seed: 
         out[name] = entry
     return {"tasks": out, "n_bootstrap": n_bootstrap, "seed": seed, "moving_average": moving_average,
             "skip_fraction": skip_fraction}
+
+
+HOLDOUT_TOLERANCE = 0.02  # issue 31: the largest size's task loss predicted within 2%
+
+
+def predict_largest(frame, bpb_column: str, *, n_bootstrap: int = 200, seed: int = 0) -> dict | None:
+    """The largest main run's task bits per byte predicted from the smaller main runs' (a rule
+    fixed before the demo's 1,000-example scores were seen): the pure power law bpb = A·C^−α on
+    the final rows of every main run below the largest compute (replicate seeds are separate
+    points, resampled by run), against the mean of the largest compute's runs.
+
+    frame: one row per evaluation (results.csv). Returns None with fewer than 3 smaller distinct
+    computes; else {"run", "predicted", "measured", "relative_error", "interval" (95%, or None),
+    "within_tolerance"}.
+    """
+    final = frame[frame["final"] & np.isfinite(frame[bpb_column].to_numpy(np.float64))]
+    if "cooldown" in final:
+        final = final[final["cooldown"].isna()]
+    if "parent" in final:
+        final = final[final["parent"] == final["run"]]
+    compute = final["flops"].to_numpy(np.float64)
+    if compute.size == 0:
+        return None
+    largest = np.isclose(compute, compute.max(), rtol=1e-3)
+    if np.unique(np.round(np.log(compute[~largest]), 6)).size < 3:
+        return None
+    bpb = final[bpb_column].to_numpy(np.float64)
+    fit, boot = power_law.fit_power_law_bootstrap(
+        compute[~largest], bpb[~largest], with_offset=False,
+        groups=final["run"].to_numpy()[~largest], n_bootstrap=n_bootstrap, seed=seed)
+    target = float(compute[largest].mean())
+    predicted = float(fit.A * target ** -fit.alpha)
+    interval = None
+    if boot.has_interval:
+        samples = boot.samples[:, 1] * target ** -boot.samples[:, 2]  # (E, A, α) rows; E = 0
+        interval = bootstrap.percentile_interval(samples[:, None], bootstrap.LEVEL)[:, 0].tolist()
+    measured = float(bpb[largest].mean())
+    error = predicted / measured - 1
+    return {"run": ", ".join(sorted(final["run"][largest].astype(str))), "compute": target,
+            "predicted": predicted, "measured": measured, "relative_error": float(error),
+            "interval": interval, "within_tolerance": bool(abs(error) <= HOLDOUT_TOLERANCE),
+            "fitted_runs": int((~largest).sum())}
