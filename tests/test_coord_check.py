@@ -18,7 +18,7 @@ STEEP = 1.0  # the largest slope under SP / a broken rule exceeds this
 
 def check(name: str, **changes) -> coord_check.CheckConfig:
     fields = dict(parametrization=name, widths=WIDTHS, depths=(2, 4, 8, 16), seq_len=32,
-                  batch_size=4, window_size=8, steps=10, learning_rate=2e-2)
+                  batch_size=4, window_size=8, steps=10, learning_rate=2e-2, seeds=(0,))
     return coord_check.CheckConfig(**{**fields, **changes})
 
 
@@ -97,6 +97,7 @@ def test_seeds_combine_by_geometric_mean_so_one_outlier_cannot_set_the_slope():
     assert sweep.values_at(1)["flat"] == pytest.approx([2 ** (1 / 3)] * 3)
     arithmetic = coord_check.slope(sizes, outlier[:, :2, 1].mean(axis=1))  # the old combination
     assert arithmetic > 1.5 * slopes["outlier"]
+    assert sweep.seed_spread() == {"flat": (2.0, 256), "outlier": (12.0, 1024)}  # CLI warns above 3
 
 
 def test_cli_writes_table_and_figure(tmp_path):
