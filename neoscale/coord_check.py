@@ -292,7 +292,6 @@ def plot(check: CheckConfig, sweeps: list[Sweep], path: pathlib.Path) -> None:
                 ax.plot(sweep.sizes, sweep.values_at(t)[name], marker=".", color=color, label=f"t={t}")
             ax.set_xscale("log", base=2)
             ax.set(yscale="log", xlabel=sweep.axis, title=name)
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.title.set_fontsize(9)
         row[0].set_ylabel("mean |coordinate|")
         row[0].legend(fontsize=6)
