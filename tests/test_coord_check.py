@@ -97,7 +97,7 @@ def test_seeds_combine_by_geometric_mean_so_one_outlier_cannot_set_the_slope():
     assert sweep.values_at(1)["flat"] == pytest.approx([2 ** (1 / 3)] * 3)
     arithmetic = coord_check.slope(sizes, outlier[:, :2, 1].mean(axis=1))  # the old combination
     assert arithmetic > 1.5 * slopes["outlier"]
-    assert sweep.seed_spread() == {"flat": (2.0, 256), "outlier": (12.0, 1024)}  # CLI warns above 3
+    assert sweep.seed_spread() == {"flat": (2.0, 256), "outlier": (12.0, 1024)}  # the CLI warns above 2
 
 
 def test_cli_writes_table_and_figure(tmp_path):
