@@ -1,20 +1,22 @@
 """Coordinate check: do activations keep their size as the model widens (and deepens)?
 
 Trains models of several widths (and, for CompleteP, depths) for a few AdamW steps at one learning
-rate on one fixed batch, then measures on that batch the mean absolute value of the token
-embedding, every layer's output (the residual stream after each block), every layer's attention
-logits (causal entries, scale and multipliers included) and the output logits. Under a correct
-μP / CompleteP the log-log slope of each against width (depth) stays near 0; under SP, Adam's
+rate on one fixed batch, and after every step measures on that batch the mean absolute value of the
+token embedding, every layer's output (the residual stream after each block), every layer's
+attention logits (causal entries, scale and multipliers included) and the output logits, for each
+of a few seeds (combined by the geometric mean). Under a correct μP / CompleteP the log-log slope
+of each against width (depth) stays near 0 or falls (init terms that vanish); under SP, Adam's
 Θ(1) steps on every coordinate of a width-n matrix move its output by Θ(n), so the slopes are
-clearly positive (Yang et al. 2022, Figure 5).
+clearly positive (Yang et al. 2022, Figure 5). The rate must be a stable one: at the edge of
+stability a quantity's value at a fixed step varies several-fold between seeds, and the CLI warns.
 
     python -m neoscale.coord_check --parametrization=mup --out_dir=/tmp/coord
     python -m neoscale.coord_check --parametrization=completep --out_dir=/tmp/coord
 
 writes ``coord_check_{parametrization}.md`` (values, slopes after every step, the seeds' spread),
 ``.json`` (every value: size x seed x step) and ``.png`` (Yang et al.'s Figure 5: one panel per
-quantity, one line per step), and prints the slopes. The check's numbers come from ``run_check``, which the
-tests call with smaller settings.
+quantity, one line per step), and prints the slopes. The check's numbers come from
+``run_check``, which the tests call with smaller settings.
 """
 
 from __future__ import annotations
