@@ -1,19 +1,22 @@
 """Coordinate check: do activations keep their size as the model widens (and deepens)?
 
 Trains models of several widths (and, for CompleteP, depths) for a few AdamW steps at one learning
-rate on one fixed batch, then measures on that batch the mean absolute value of the token
-embedding, every layer's output (the residual stream after each block), every layer's attention
-logits (causal entries, scale and multipliers included) and the output logits. Under a correct
-μP / CompleteP the log-log slope of each against width (depth) stays near 0; under SP, Adam's
+rate on one fixed batch, and after every step measures on that batch the mean absolute value of the
+token embedding, every layer's output (the residual stream after each block), every layer's
+attention logits (causal entries, scale and multipliers included) and the output logits, for each
+of a few seeds (combined by the geometric mean). Under a correct μP / CompleteP the log-log slope
+of each against width (depth) stays near 0 or falls (init terms that vanish); under SP, Adam's
 Θ(1) steps on every coordinate of a width-n matrix move its output by Θ(n), so the slopes are
-clearly positive (Yang et al. 2022, Figure 5).
+clearly positive (Yang et al. 2022, Figure 5). The rate must be a stable one: at the edge of
+stability a quantity's value at a fixed step varies several-fold between seeds, and the CLI warns.
 
     python -m neoscale.coord_check --parametrization=mup --out_dir=/tmp/coord
     python -m neoscale.coord_check --parametrization=completep --out_dir=/tmp/coord
 
-writes ``coord_check_{parametrization}.md`` (values and slopes) and ``.png`` (one panel per
-quantity group), and prints the slopes. The check's numbers come from ``run_check``, which the
-tests call with smaller settings.
+writes ``coord_check_{parametrization}.md`` (values, slopes after every step, the seeds' spread),
+``.json`` (every value: size x seed x step) and ``.png`` (Yang et al.'s Figure 5: one panel per
+quantity, one line per step), and prints the slopes. The check's numbers come from
+``run_check``, which the tests call with smaller settings.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import dataclasses
 import os
 import pathlib
 import sys
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +34,7 @@ import optax
 from absl import app, flags
 from flax import nnx
 
+from neoscale import files
 from neoscale.model import GPTNeo, ModelConfig, parametrization
 from neoscale.model.lm_head import head_logits
 from neoscale.training.optimizer import make_optimizer, weight_decay_mask
@@ -53,8 +58,11 @@ class CheckConfig:
     window_size: int = 16
     batch_size: int = 8
     steps: int = 5
-    learning_rate: float = 1e-2
-    seeds: tuple[int, ...] = (0,)
+    # 1e-2 put layer 1's attention logits at the start of a fast growth by step 5 (the loss rose on
+    # 4 of 6 seeds at width 1024, the logits varied 12x between seeds): a check measures a stable
+    # update's scaling, so the default is half that (seed spread <= 1.23x; benchmarks/RESULTS.md).
+    learning_rate: float = 5e-3
+    seeds: tuple[int, ...] = (0, 1, 2)
 
 
 def model_config(check: CheckConfig, width: int, depth: int) -> ModelConfig:
@@ -75,9 +83,13 @@ def fixed_batch(check: CheckConfig) -> dict[str, jax.Array]:
             "targets": jnp.asarray(tokens[:, 1:], jnp.int32)}
 
 
-def train(config: ModelConfig, batch: dict[str, jax.Array], steps: int, learning_rate: float,
-          seed: int) -> GPTNeo:
-    """The model after ``steps`` updates of the project's AdamW (clipping, decay, multipliers)."""
+UNSTABLE_SPREAD = 2.0  # seeds' max/min above which the CLI warns (stable protocol: <= 1.23)
+
+
+def trajectory(config: ModelConfig, batch: dict[str, jax.Array], steps: int, learning_rate: float,
+               seed: int) -> Iterator[GPTNeo]:
+    """The model after each of ``steps`` updates of the project's AdamW (clipping, decay,
+    multipliers): t = 1 .. steps."""
     model_params = ModelParams(config, seed)
     params = jax.jit(model_params.init)()
     optimizer = make_optimizer(optax.constant_schedule(learning_rate),
@@ -94,7 +106,14 @@ def train(config: ModelConfig, batch: dict[str, jax.Array], steps: int, learning
     opt_state = optimizer.init(params)
     for _ in range(steps):
         params, opt_state = step(params, opt_state)
-    return model_params.merge(params)
+        yield model_params.merge(params)
+
+
+def train(config: ModelConfig, batch: dict[str, jax.Array], steps: int, learning_rate: float,
+          seed: int) -> GPTNeo:
+    """The model after ``steps`` (>= 1) updates."""
+    *_, model = trajectory(config, batch, steps, learning_rate, seed)
+    return model
 
 
 def activations(model: GPTNeo, tokens: jax.Array) -> dict[str, float]:
@@ -126,13 +145,15 @@ def activations(model: GPTNeo, tokens: jax.Array) -> dict[str, float]:
     return out
 
 
-def measure(check: CheckConfig, width: int, depth: int) -> dict[str, float]:
-    """Activations after training, averaged over ``check.seeds``."""
+def measure(check: CheckConfig, width: int, depth: int) -> dict[str, np.ndarray]:
+    """{quantity: float [seeds, steps]}: the activations after every step t = 1 .. check.steps,
+    for each of ``check.seeds``."""
     batch = fixed_batch(check)
     config = model_config(check, width, depth)
-    runs = [activations(train(config, batch, check.steps, check.learning_rate, seed), batch["inputs"])
+    runs = [[activations(model, batch["inputs"])
+             for model in trajectory(config, batch, check.steps, check.learning_rate, seed)]
             for seed in check.seeds]
-    return {name: float(np.mean([run[name] for run in runs])) for name in runs[0]}
+    return {name: np.array([[row[name] for row in run] for run in runs]) for name in runs[0][0]}
 
 
 def slope(xs, ys) -> float:
@@ -142,26 +163,61 @@ def slope(xs, ys) -> float:
 
 @dataclasses.dataclass
 class Sweep:
-    """Measured activations along one axis ("width" or "depth"): values[quantity][i] at sizes[i]."""
+    """Measured activations along one axis ("width" or "depth"): runs[quantity] float [sizes,
+    seeds, steps], the value at sizes[i] for seed j after step t + 1.
+
+    Seeds are combined by the geometric mean (the mean of the logs), so the slope of a quantity is
+    the mean of its per-seed slopes and one seed's outlier cannot set it alone (benchmarks/
+    RESULTS.md: after 5 steps at lr 1e-2, layer 1's attention logits vary 12x between seeds).
+    """
 
     axis: str
     sizes: tuple[int, ...]
-    values: dict[str, list[float]]
+    runs: dict[str, np.ndarray]
 
-    def slopes(self) -> dict[str, float]:
-        return {name: slope(self.sizes, ys) for name, ys in self.values.items()}
+    @property
+    def steps(self) -> int:
+        return next(iter(self.runs.values())).shape[2]
+
+    def values_at(self, step: int) -> dict[str, list[float]]:
+        """{quantity: [geometric mean over seeds at each size]} after step ``step`` (1-based)."""
+        return {name: np.exp(np.log(run[:, :, step - 1]).mean(axis=1)).tolist()
+                for name, run in self.runs.items()}
+
+    @property
+    def values(self) -> dict[str, list[float]]:
+        """The values after the last step."""
+        return self.values_at(self.steps)
+
+    def slopes(self, step: int | None = None) -> dict[str, float]:
+        """{quantity: log-log slope against size} after ``step`` (default the last)."""
+        values = self.values_at(step or self.steps)
+        return {name: slope(self.sizes, ys) for name, ys in values.items()}
+
+    def seed_spread(self) -> dict[str, tuple[float, int]]:
+        """{quantity: (largest max/min ratio over seeds after the last step, the size where)}."""
+        spread = {}
+        for name, run in self.runs.items():
+            ratios = run[:, :, -1].max(axis=1) / run[:, :, -1].min(axis=1)
+            spread[name] = (float(ratios.max()), self.sizes[int(ratios.argmax())])
+        return spread
+
+    def seed_slopes(self) -> dict[str, list[float]]:
+        """{quantity: [slope of each seed alone]} after the last step: the seeds' spread."""
+        return {name: [slope(self.sizes, run[:, j, -1]) for j in range(run.shape[1])]
+                for name, run in self.runs.items()}
 
 
 def width_sweep(check: CheckConfig) -> Sweep:
     rows = [measure(check, width, check.depth) for width in check.widths]
-    return Sweep("width", check.widths, {name: [row[name] for row in rows] for name in rows[0]})
+    return Sweep("width", check.widths, {name: np.stack([row[name] for row in rows]) for name in rows[0]})
 
 
 def depth_sweep(check: CheckConfig) -> Sweep:
     """Depths at the base width; layers compared by relative position: the residual stream halfway
     and at the end (under CompleteP each block adds 1/depth of a branch, so a fixed layer's
     output is not depth-invariant, the stream at a fixed fraction of the depth is)."""
-    values: dict[str, list[float]] = {}
+    values: dict[str, list[np.ndarray]] = {}
     for depth in check.depths:
         row = measure(check, check.base_width, depth)
         last = depth - 1
@@ -170,7 +226,7 @@ def depth_sweep(check: CheckConfig) -> Sweep:
                   "logits": row["logits"]}
         for name, value in picked.items():
             values.setdefault(name, []).append(value)
-    return Sweep("depth", check.depths, values)
+    return Sweep("depth", check.depths, {name: np.stack(runs) for name, runs in values.items()})
 
 
 def run_check(check: CheckConfig, depth: bool | None = None) -> list[Sweep]:
@@ -183,39 +239,70 @@ def run_check(check: CheckConfig, depth: bool | None = None) -> list[Sweep]:
 
 def format_table(check: CheckConfig, sweeps: list[Sweep]) -> str:
     lines = [f"# Coordinate check: {check.parametrization}", "",
-             f"Mean |activation| after {check.steps} AdamW steps at lr {check.learning_rate:g} "
-             f"(base width {check.base_width}, base depth {check.base_depth}, {check.num_heads} "
-             f"heads, batch {check.batch_size} x {check.seq_len}, seeds {list(check.seeds)}).", ""]
+             f"Mean |activation| after each of {check.steps} AdamW steps at lr "
+             f"{check.learning_rate:g} (base width {check.base_width}, base depth {check.base_depth}, "
+             f"{check.num_heads} heads, batch {check.batch_size} x {check.seq_len}), geometric mean "
+             f"over seeds {list(check.seeds)}.", ""]
     for sweep in sweeps:
-        slopes = sweep.slopes()
-        lines += [f"## Against {sweep.axis}" + (f" (depth {check.depth})" if sweep.axis == "width"
-                                                 else f" (width {check.base_width})"), "",
-                  "| quantity | " + " | ".join(f"{sweep.axis} {s}" for s in sweep.sizes) + " | slope |",
-                  "|---|" + "---:|" * (len(sweep.sizes) + 1)]
+        slopes, seed_slopes = sweep.slopes(), sweep.seed_slopes()
+        where = f"(depth {check.depth})" if sweep.axis == "width" else f"(width {check.base_width})"
+        lines += [f"## Against {sweep.axis} {where}, after step {sweep.steps}", "",
+                  "| quantity | " + " | ".join(f"{sweep.axis} {s}" for s in sweep.sizes)
+                  + " | slope | seeds' slopes |",
+                  "|---|" + "---:|" * (len(sweep.sizes) + 2)]
         for name, ys in sweep.values.items():
-            lines.append(f"| {name} | " + " | ".join(f"{y:.4g}" for y in ys) + f" | {slopes[name]:+.3f} |")
+            lines.append(f"| {name} | " + " | ".join(f"{y:.4g}" for y in ys) + f" | {slopes[name]:+.3f} "
+                         f"| {min(seed_slopes[name]):+.2f} .. {max(seed_slopes[name]):+.2f} |")
+        steps = range(1, sweep.steps + 1)
+        per_step = [sweep.slopes(t) for t in steps]
+        lines += ["", f"Slope against {sweep.axis} after each step:", "",
+                  "| quantity | " + " | ".join(f"t={t}" for t in steps) + " |",
+                  "|---|" + "---:|" * sweep.steps]
+        for name in sweep.runs:
+            lines.append(f"| {name} | " + " | ".join(f"{row[name]:+.2f}" for row in per_step) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
+def to_record(check: CheckConfig, sweeps: list[Sweep]) -> dict:
+    """The check's settings and every measured value (JSON-ready)."""
+    return {"check": dataclasses.asdict(check),
+            "sweeps": [{"axis": sweep.axis, "sizes": list(sweep.sizes), "seeds": list(check.seeds),
+                        "steps": list(range(1, sweep.steps + 1)),
+                        "slopes": {name: [sweep.slopes(t)[name] for t in range(1, sweep.steps + 1)]
+                                   for name in sweep.runs},
+                        "seed_slopes": sweep.seed_slopes(),
+                        "values": {name: run.tolist() for name, run in sweep.runs.items()},
+                        "values_layout": "[size][seed][step]"} for sweep in sweeps]}
+
+
 def plot(check: CheckConfig, sweeps: list[Sweep], path: pathlib.Path) -> None:
+    """Yang et al. 2022, Figure 5: one panel per quantity, mean |coordinate| (log) against size
+    (log2), one line per step t = 1 .. T (geometric mean over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = ("embedding", "layer", "attn_logits", "logits")
-    fig, axes = plt.subplots(len(sweeps), len(groups), figsize=(4 * len(groups), 3.2 * len(sweeps)),
+    columns = max(len(sweep.runs) for sweep in sweeps)
+    fig, axes = plt.subplots(len(sweeps), columns, figsize=(2.6 * columns, 2.5 * len(sweeps)),
                              squeeze=False)
     for row, sweep in zip(axes, sweeps, strict=True):
-        for ax, group in zip(row, groups, strict=True):
-            for name, ys in sweep.values.items():
-                if name == group or name.startswith(group + "_"):
-                    ax.plot(sweep.sizes, ys, marker="o", label=name)
-            ax.set(xscale="log", yscale="log", xlabel=sweep.axis, title=f"{group} ({check.parametrization})")
-            ax.legend(fontsize=6)
+        colors = plt.cm.viridis(np.linspace(0, 0.9, sweep.steps))
+        for ax, name in zip(row, sweep.runs, strict=False):
+            for t, color in zip(range(1, sweep.steps + 1), colors, strict=True):
+                ax.plot(sweep.sizes, sweep.values_at(t)[name], marker=".", color=color, label=f"t={t}")
+            ax.set_xscale("log", base=2)
+            ax.set(yscale="log", xlabel=sweep.axis, title=name)
+            ax.title.set_fontsize(9)
+        row[0].set_ylabel("mean |coordinate|")
+        row[0].legend(fontsize=6)
+        for ax in row[len(sweep.runs):]:
+            ax.set_visible(False)
+    fig.suptitle(f"Coordinate check: {check.parametrization}, lr {check.learning_rate:g}, "
+                 f"{len(check.seeds)} seeds", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -230,8 +317,8 @@ def define_flags() -> None:
     flags.DEFINE_list("widths", ["64", "128", "256", "512", "1024"], "widths of the width sweep")
     flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "depths of the depth sweep (completep)")
     flags.DEFINE_integer("steps", 5, "AdamW steps before measuring")
-    flags.DEFINE_float("learning_rate", 1e-2, "the (base) learning rate")
-    flags.DEFINE_integer("seeds", 2, "model seeds averaged per point")
+    flags.DEFINE_float("learning_rate", CheckConfig.learning_rate, "the (base) learning rate")
+    flags.DEFINE_integer("seeds", len(CheckConfig.seeds), "model seeds per point (geometric mean)")
     flags.DEFINE_bool("depth_sweep", None, "also sweep depth (default: for completep only)")
 
 
@@ -252,8 +339,8 @@ def check_inputs(widths: tuple[int, ...], depths: tuple[int, ...], seeds: int, s
                          "positive depths, e.g. 2,4,8")
     if seeds < 1:
         raise ValueError(f"--seeds={seeds}: the number of model seeds averaged, at least 1")
-    if steps < 0:
-        raise ValueError(f"--steps={steps}: the AdamW steps before measuring, 0 or more")
+    if steps < 1:
+        raise ValueError(f"--steps={steps}: the AdamW steps, measured after each: 1 or more")
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out_dir={out_dir} is a file; pass a directory (new or existing)")
@@ -288,6 +375,7 @@ def main(argv) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"coord_check_{check.parametrization}"
     stem.with_suffix(".md").write_text(format_table(check, sweeps))
+    files.write_atomic(stem.with_suffix(".json"), files.to_json(to_record(check, sweeps), indent=1))
     plot(check, sweeps, stem.with_suffix(".png"))
     for sweep in sweeps:
         slopes = sweep.slopes()
@@ -295,7 +383,11 @@ def main(argv) -> None:
               f"(max |slope| {max(abs(s) for s in slopes.values()):.3f})")
         for name, value in slopes.items():
             print(f"  {name:20s} {value:+.3f}")
-    print(f"wrote {stem}.md and {stem}.png")
+        for name, (ratio, size) in sweep.seed_spread().items():
+            if ratio > UNSTABLE_SPREAD:
+                print(f"  warning: {name} varies {ratio:.1f}x between seeds at {sweep.axis} {size}: "
+                      "a rate at the edge of stability, not a scaling; lower --learning_rate")
+    print(f"wrote {stem}.md, {stem}.json and {stem}.png")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 few AdamW steps; under SP, or with a μP rule switched off, they do not. Small settings (the CLI's
 defaults are bigger)."""
 
+import json
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ STEEP = 1.0  # the largest slope under SP / a broken rule exceeds this
 
 def check(name: str, **changes) -> coord_check.CheckConfig:
     fields = dict(parametrization=name, widths=WIDTHS, depths=(2, 4, 8, 16), seq_len=32,
-                  batch_size=4, window_size=8, steps=10, learning_rate=2e-2)
+                  batch_size=4, window_size=8, steps=10, learning_rate=2e-2, seeds=(0,))
     return coord_check.CheckConfig(**{**fields, **changes})
 
 
@@ -76,6 +77,29 @@ def test_completep_is_flat_in_depth_and_mup_is_not():
     assert mup["layer_last"] > 0.5, mup
 
 
+def test_seeds_combine_by_geometric_mean_so_one_outlier_cannot_set_the_slope():
+    """The slope of the combined values is the mean of the seeds' slopes: a seed 12x high at the
+    widest size (as layer 1's attention logits after step 5 at lr 1e-2) tilts it by log2(12)/(3
+    seeds x 2 octaves), where the arithmetic mean of two seeds made a flat quantity look steep."""
+    import numpy as np
+
+    sizes = (256, 512, 1024)
+    flat = np.ones((3, 3, 2))  # [sizes, seeds, steps]
+    flat[:, 1, :] = 2.0  # a seed with larger, still flat values
+    outlier = flat.copy()
+    outlier[2, 0, 1] = 12.0  # seed 0, widest size, last step
+    sweep = coord_check.Sweep("width", sizes, {"flat": flat, "outlier": outlier})
+    slopes = sweep.slopes()
+    assert slopes["flat"] == pytest.approx(0.0, abs=1e-9)
+    assert slopes["outlier"] == pytest.approx(np.mean(sweep.seed_slopes()["outlier"]))
+    assert slopes["outlier"] == pytest.approx(np.log2(12) / 6, rel=1e-6)
+    assert sweep.slopes(step=1)["outlier"] == pytest.approx(0.0, abs=1e-9)
+    assert sweep.values_at(1)["flat"] == pytest.approx([2 ** (1 / 3)] * 3)
+    arithmetic = coord_check.slope(sizes, outlier[:, :2, 1].mean(axis=1))  # the old combination
+    assert arithmetic > 1.5 * slopes["outlier"]
+    assert sweep.seed_spread() == {"flat": (2.0, 256), "outlier": (12.0, 1024)}  # the CLI warns above 2
+
+
 def test_cli_writes_table_and_figure(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "neoscale.coord_check", "--parametrization=completep",
@@ -86,6 +110,12 @@ def test_cli_writes_table_and_figure(tmp_path):
     table = (tmp_path / "coord_check_completep.md").read_text()
     assert "| layer_last |" in table and "| logits |" in table
     assert (tmp_path / "coord_check_completep.png").stat().st_size > 1000
+    assert "| t=1 |" in table  # the slopes after every step
+    record = json.loads((tmp_path / "coord_check_completep.json").read_text())
+    width = record["sweeps"][0]
+    assert width["axis"] == "width" and width["sizes"] == [32, 64] and width["steps"] == [1]
+    assert len(width["values"]["logits"]) == 2 and len(width["values"]["logits"][0]) == 1
+    assert all(v > 0 for v in width["values"]["layer_1"][1][0])
 
 
 def test_cli_bad_flag_is_one_line(tmp_path):
