@@ -11,6 +11,9 @@ rounding:
   ``moe_block_rows`` rows, then a scan over the blocks, each a [B, d] x [d, f] matmul with its own
   expert's weights. It computes T·k rows plus at most E·(B-1) padding rows, whatever E.
 * ``auto``: ragged on TPU, blocked elsewhere (``resolve_dispatch``).
+
+Both run on each device's own tokens (``per_batch_shard``: ``jax.shard_map`` over the batch axes),
+with the expert weights gathered whole once per layer, as FSDP gathers the dense MLP's.
 """
 
 from __future__ import annotations
