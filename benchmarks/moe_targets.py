@@ -9,8 +9,10 @@ as ``python -m neoscale.run --sizes=... --dry_run --accelerator=TARGET`` sets it
 train step is compiled through ``neoscale.aot.lower`` for the target's compile-only devices. Per
 row: the dispatch the routed layer runs, micro-batches, the compiled bytes per device
 (``aot.memory_bytes``), the planner's estimate (``runner.memory.estimate``) and their ratio,
-``cost_analysis()``'s FLOPs and bytes accessed per device, and the bytes each kind of collective
-produces per device per step (``benchmarking.hlo.collective_bytes``, loop trip counts applied).
+the FLOPs of the program's dots per device with every loop iteration counted
+(``benchmarking.hlo.dot_flops``), ``cost_analysis()``'s FLOPs (each while-loop body counted once:
+low for scanned programs) and bytes accessed, and the bytes each kind of collective produces per
+device per step (``benchmarking.hlo.collective_bytes``, loop trip counts applied).
 Where the compiler's cost analysis has a time (``optimal_seconds``), it is printed as an
 estimate from the compiled program, never a measurement. The last line is one JSON object.
 A TPU compile takes minutes on 2 cores; a refusal (over the chip's memory) is a row too.
@@ -19,6 +21,7 @@ A TPU compile takes minutes on 2 cores; a refusal (over the chip's memory) is a 
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
 import time
 
@@ -30,6 +33,7 @@ _DISPATCH = flags.DEFINE_list("moe_dispatch", ["auto"], "Dropless dispatches of 
                               "(auto, blocked, ragged); a dense size compiles once.")
 _MICRO_BATCHES = flags.DEFINE_integer("micro_batches", 1, "Gradient-accumulation micro-batches.")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "Tokens per sequence.")
+_HLO_DIR = flags.DEFINE_string("hlo_dir", None, "Write each compiled program's HLO text here.")
 
 GiB = 2**30
 
@@ -37,7 +41,7 @@ GiB = 2**30
 def compile_row(size: str, dispatch: str, target, micro_batches: int, seq_len: int) -> dict:
     """One compiled train step's figures (bytes per device)."""
     from neoscale import aot
-    from neoscale.benchmarking.hlo import collective_bytes
+    from neoscale.benchmarking.hlo import collective_bytes, dot_flops
     from neoscale.data import tokenizer
     from neoscale.model.moe import resolve_dispatch
     from neoscale.runner import memory
@@ -74,9 +78,14 @@ def compile_row(size: str, dispatch: str, target, micro_batches: int, seq_len: i
     cost = (cost[0] if isinstance(cost, list | tuple) else cost) or {}
     row["flops"] = float(cost.get("flops", float("nan")))
     row["bytes_accessed"] = float(cost.get("bytes accessed", float("nan")))
-    if "optimal_seconds" in cost:
+    if float(cost.get("optimal_seconds", -1)) > 0:  # libtpu 0.0.42 reports a negative one
         row["compiled_program_time_estimate_s"] = float(cost["optimal_seconds"])
-    row["collective_bytes"] = collective_bytes(compiled.as_text())
+    hlo = compiled.as_text()
+    row["dot_flops"] = dot_flops(hlo)
+    row["collective_bytes"] = collective_bytes(hlo)
+    if _HLO_DIR.value:
+        pathlib.Path(_HLO_DIR.value).mkdir(parents=True, exist_ok=True)
+        (pathlib.Path(_HLO_DIR.value) / f"{target.name}_{size}_{row['dispatch']}.hlo").write_text(hlo)
     return row
 
 
@@ -85,19 +94,23 @@ def print_table(rows: list[dict], target) -> None:
     print(f"\n{target.name}: {target.devices} x {target.kind.name}, "
           f"{target.usable_memory / GiB:.1f} GiB usable per device")
     print("| size | dispatch | micro-batches | compiled GiB | estimate GiB | estimate / compiled | "
-          "TFLOPs per device | GB accessed | " + " | ".join(f"{k} GB" for k in kinds) + " |")
-    print("|---|---|---|---|---|---|---|---|" + "---|" * len(kinds))
+          "dot TFLOPs per device | cost_analysis TFLOPs | GB accessed | "
+          + " | ".join(f"{k} GB" for k in kinds) + " |")
+    print("|---|---|---|---|---|---|---|---|---|" + "---|" * len(kinds))
     for row in rows:
         if "error" in row:
             print(f"| {row['size']} | {row['dispatch']} | {row['micro_batches']} | refused: "
                   f"{row['error'][:120]} | {row['estimate_gib']:.1f} | - | - | - |" + " - |" * len(kinds))
             continue
         coll = row["collective_bytes"]
-        print(f"| {row['size']} | {row['dispatch']} | {row['micro_batches']} | {row['compiled_gib']:.1f} | "
-              f"{row['estimate_gib']:.1f} | {row['ratio']:.2f} | {row['flops'] / 1e12:.1f} | "
+        print(f"| {row['size']} | {row['dispatch']} | {row['micro_batches']} | {row['compiled_gib']:.2f} | "
+              f"{row['estimate_gib']:.2f} | {row['ratio']:.2f} | {row['dot_flops'] / 1e12:.1f} | "
+              f"{row['flops'] / 1e12:.1f} | "
               f"{row['bytes_accessed'] / 1e9:.0f} | "
               + " | ".join(f"{coll[k] / 1e9:.2f}" for k in kinds) + " |")
     timed = [row for row in rows if "compiled_program_time_estimate_s" in row]
+    if not timed:
+        print("No step time: the compiler's cost analysis gives none (libtpu's optimal_seconds is negative).")
     for row in timed:
         print(f"{row['size']} {row['dispatch']}: step time, estimate from the compiled program: "
               f"{row['compiled_program_time_estimate_s']:.3f} s")

@@ -59,18 +59,14 @@ def _result_bytes(result_type: str, asynchronous: bool) -> int:
     return max(sizes, default=0) if asynchronous else sum(sizes)
 
 
-def collective_bytes(hlo: str) -> dict[str, int]:
-    """Bytes per device each kind of collective (``COLLECTIVE_KINDS``) produces in one run of a
-    compiled program (``compiled.as_text()``): the sum of the collectives' result sizes, each
-    multiplied by the trip counts of the while loops around it (XLA's ``known_trip_count``; a
-    loop without one counts once)."""
+def _executions(hlo: str) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """(computations, {computation: executions per program run}): from the entry computation,
+    every called computation (loop bodies, fusions, reductions) counted with the trip counts of
+    the while loops around it (XLA's ``known_trip_count``; a loop without one counts once)."""
     computations = _computations(hlo)
     entry = next((m[1] for line in hlo.splitlines()
                   if line.startswith("ENTRY") and (m := _HEADER.match(line))), None)
-    totals = dict.fromkeys(COLLECTIVE_KINDS, 0)
-    if entry is None:
-        return totals
-    times: dict[str, int] = {}  # computation -> executions per program run
+    times: dict[str, int] = {}
 
     def visit(name: str, count: int, depth: int = 0) -> None:
         if name not in computations or depth > 64:
@@ -82,10 +78,44 @@ def collective_bytes(hlo: str) -> dict[str, int]:
             for callee in set(_CALLED.findall(line)):
                 visit(callee, count * (trips if loop and callee == loop[1] else 1), depth + 1)
 
-    visit(entry, 1)
+    if entry is not None:
+        visit(entry, 1)
+    return computations, times
+
+
+def collective_bytes(hlo: str) -> dict[str, int]:
+    """Bytes per device each kind of collective (``COLLECTIVE_KINDS``) produces in one run of a
+    compiled program (``compiled.as_text()``): the sum of the collectives' result sizes, each
+    times its computation's executions (``_executions``: loop trip counts applied)."""
+    computations, times = _executions(hlo)
+    totals = dict.fromkeys(COLLECTIVE_KINDS, 0)
     for name, count in times.items():
         for line in computations[name]:
             op = _ANY_COLLECTIVE.search(line)
             if op:
                 totals[op[2]] += count * _result_bytes(op[1], bool(op[3]))
     return totals
+
+
+_DEFINITION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\w+)\[([\d,]*)\]")
+_DOT = re.compile(r"= \w+\[([\d,]*)\]\S* dot\(%?([\w.\-]+)[^)]*\).*lhs_contracting_dims=\{([\d,]*)\}")
+
+
+def dot_flops(hlo: str) -> float:
+    """FLOPs per device of every ``dot`` in a compiled program (2 x output elements x contracted
+    size), times its computation's executions (``_executions``): unlike ``cost_analysis()``, which
+    counts a while loop's body once, a scan over layers or blocks counts every iteration. Dots
+    that XLA turned into convolutions or library calls are not counted."""
+    computations, times = _executions(hlo)
+    flops = 0.0
+    for name, count in times.items():
+        shapes = {m[1]: [int(n) for n in m[3].split(",") if n]
+                  for line in computations[name] if (m := _DEFINITION.match(line))}
+        for line in computations[name]:
+            dot = _DOT.search(line)
+            if not dot or dot[2] not in shapes:
+                continue
+            lhs = shapes[dot[2]]
+            contracted = math.prod(lhs[int(i)] for i in dot[3].split(",") if i)
+            flops += count * 2.0 * math.prod(int(n) for n in dot[1].split(",") if n) * contracted
+    return flops
