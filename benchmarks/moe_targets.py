@@ -10,7 +10,8 @@ train step is compiled through ``neoscale.aot.lower`` for the target's compile-o
 row: the dispatch the routed layer runs, micro-batches, the compiled bytes per device
 (``aot.memory_bytes``), the planner's estimate (``runner.memory.estimate``) and their ratio,
 the FLOPs of the program's dots per device with every loop iteration counted
-(``benchmarking.hlo.dot_flops``), ``cost_analysis()``'s FLOPs (each while-loop body counted once:
+(``benchmarking.hlo.dot_flops``; '-' on a TPU, whose matmuls compile to convolutions and Mosaic
+kernels the reader does not count), ``cost_analysis()``'s FLOPs (each while-loop body counted once:
 low for scanned programs) and bytes accessed, and the bytes each kind of collective produces per
 device per step (``benchmarking.hlo.collective_bytes``, loop trip counts applied).
 Where the compiler's cost analysis has a time (``optimal_seconds``), it is printed as an
@@ -104,7 +105,8 @@ def print_table(rows: list[dict], target) -> None:
             continue
         coll = row["collective_bytes"]
         print(f"| {row['size']} | {row['dispatch']} | {row['micro_batches']} | {row['compiled_gib']:.2f} | "
-              f"{row['estimate_gib']:.2f} | {row['ratio']:.2f} | {row['dot_flops'] / 1e12:.1f} | "
+              f"{row['estimate_gib']:.2f} | {row['ratio']:.2f} | "
+              f"{f'{dot:.1f}' if (dot := row['dot_flops'] / 1e12) else '-'} | "
               f"{row['flops'] / 1e12:.1f} | "
               f"{row['bytes_accessed'] / 1e9:.0f} | "
               + " | ".join(f"{coll[k] / 1e9:.2f}" for k in kinds) + " |")
