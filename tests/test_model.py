@@ -204,8 +204,8 @@ def test_capacity_large_enough_matches_dropless():
 
 def test_blocked_dispatch_per_batch_shard_equals_ragged():
     """The blocked dispatch (tiny blocks of 3 rows, so groups straddle several blocks and pad),
-    on one device and split over the 8 batch shards of a mesh, computes ragged_dot's result and
-    gradient."""
+    on one device and split over the 8 batch shards of a mesh (``per_batch_shard``: shard_map),
+    computes ragged_dot's result and gradient; so does ragged_dot on each shard's own tokens."""
     from neoscale.sharding import make_mesh, sharding_context
 
     x = jax.random.normal(jax.random.key(9), (8, 6, 32))
@@ -219,9 +219,11 @@ def test_blocked_dispatch_per_batch_shard_equals_ragged():
 
     expected, expected_grad = jax.grad(loss, argnums=1, has_aux=True)(graphdef, params)[::-1]
     one_device = jax.grad(loss, argnums=1, has_aux=True)(blocked_def, params)
+    step = jax.jit(jax.grad(loss, argnums=1, has_aux=True), static_argnums=0)
     with sharding_context(make_mesh("")):  # 8 fake devices: 8 batch shards, one routing group each
-        sharded = jax.jit(jax.grad(loss, argnums=1, has_aux=True), static_argnums=0)(blocked_def, params)
-    for grads, y in (one_device, sharded):
+        sharded = step(blocked_def, params)
+        sharded_ragged = step(graphdef, params)
+    for grads, y in (one_device, sharded, sharded_ragged):
         np.testing.assert_allclose(np.asarray(y), np.asarray(expected), rtol=1e-5, atol=1e-6)
         for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grad), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -11,10 +11,14 @@ rounding:
   ``moe_block_rows`` rows, then a scan over the blocks, each a [B, d] x [d, f] matmul with its own
   expert's weights. It computes T·k rows plus at most E·(B-1) padding rows, whatever E.
 * ``auto``: ragged on TPU, blocked elsewhere (``resolve_dispatch``).
+
+Both run on each device's own tokens (``per_batch_shard``: ``jax.shard_map`` over the batch axes),
+with the expert weights gathered whole once per layer, as FSDP gathers the dense MLP's.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -25,7 +29,7 @@ from jax.ad_checkpoint import checkpoint_name
 from neoscale.model.attention import attention_platform
 from neoscale.model.config import ModelConfig
 from neoscale.model.layers import ACTIVATIONS, PRE_ACTIVATION, dtype_of, normal_init
-from neoscale.model.partitioning import batch_shards, constrain, param_init
+from neoscale.model.partitioning import constrain, param_init
 
 
 class MoeMlp(nnx.Module):
@@ -82,84 +86,70 @@ class MoeMlp(nnx.Module):
             "expert_load": load,
         }
         if self.capacity_factor is None:
-            if resolve_dispatch(self.dispatch) == "blocked":
-                y = self._per_batch_shard(self._blocked, tokens, experts, weights, counts, batch)
-            else:  # ragged_dot has no batching rule over its groups (jax 0.10.2): one global sort
-                y = self._dropless(tokens, experts, weights, counts)
+            dispatch = self._blocked if resolve_dispatch(self.dispatch) == "blocked" else self._dropless
+            dt = self.dtype
+            expert_params = tuple(p[...].astype(dt) for p in (self.w_in, self.b_in, self.w_out, self.b_out))
+            y = per_batch_shard(dispatch, expert_params, tokens.astype(dt), experts, weights)
             aux["dropped_fraction"] = jnp.zeros((), jnp.float32)
         else:
             y, kept = self._with_capacity(tokens, experts, weights)
             aux["dropped_fraction"] = 1.0 - kept.mean(dtype=jnp.float32)
         return y.reshape(batch, seq, d), aux
 
-    def _per_batch_shard(self, dispatch, tokens, experts, weights, counts, batch: int) -> jax.Array:
-        """Runs a dropless ``dispatch`` on each batch shard's own tokens (vmapped over the shards).
+    def _dropless(self, params, tokens, experts, weights) -> jax.Array:
+        """Every assignment is computed: sort by expert, ragged_dot grouped matmuls, unsort, combine.
 
-        Dropless routing is per token, so grouping changes no result; it keeps the sort and the
-        grouped matmuls on the devices that hold the tokens, instead of sorting the global batch
-        on every device (the compiler's 84-125 GiB for 125M-e8k1 on h100x8).
+        params: (w_in [E, d, f], b_in [E, f], w_out [E, f, d], b_out [E, d]) in the compute dtype;
+        tokens [T, d], experts and weights [T, k] -> [T, d].
         """
-        groups = batch_shards()
-        if groups == 1 or batch % groups:
-            return dispatch(tokens, experts, weights, counts)
-        e, d = self.num_experts, tokens.shape[-1]
-        grouped_tokens = constrain(tokens.reshape(groups, -1, d), ("act_batch", None, "act_embed"))
-        grouped_experts = experts.reshape(groups, -1, self.top_k)
-        grouped_counts = jax.vmap(lambda ex: jnp.zeros(e, jnp.int32).at[ex.reshape(-1)].add(1))(
-            grouped_experts)
-        y = jax.vmap(dispatch)(grouped_tokens, grouped_experts,
-                               weights.reshape(groups, -1, self.top_k), grouped_counts)
-        return constrain(y, ("act_batch", None, "act_embed")).reshape(-1, d)
-
-    def _expert_ffn_ragged(self, xs: jax.Array, group_sizes: jax.Array, expert_ids: jax.Array):
-        """Grouped matmuls over rows sorted by expert. xs: [T*k, d] -> [T*k, d]."""
-        dt = self.dtype
-        h = jax.lax.ragged_dot(xs, self.w_in[...].astype(dt), group_sizes)
-        h = self.activation(checkpoint_name(h + self.b_in[...].astype(dt)[expert_ids], PRE_ACTIVATION))
-        y = jax.lax.ragged_dot(h, self.w_out[...].astype(dt), group_sizes)
-        return y + self.b_out[...].astype(dt)[expert_ids]
-
-    def _dropless(self, tokens, experts, weights, counts) -> jax.Array:
-        """Every assignment is computed: sort by expert, grouped matmul, unsort, combine."""
+        w_in, b_in, w_out, b_out = params
         k = self.top_k
         flat_experts = experts.reshape(-1)  # [T*k], token-major
+        counts = jnp.zeros(self.num_experts, jnp.int32).at[flat_experts].add(1)
         order = jnp.argsort(flat_experts, stable=True)
-        sorted_out = self._expert_ffn_ragged(
-            tokens.astype(self.dtype)[order // k], counts, flat_experts[order])
+        sorted_experts = flat_experts[order]
+        h = jax.lax.ragged_dot(tokens[order // k], w_in, counts)
+        h = self.activation(checkpoint_name(h + b_in[sorted_experts], PRE_ACTIVATION))
+        sorted_out = jax.lax.ragged_dot(h, w_out, counts) + b_out[sorted_experts]
         out = jnp.zeros_like(sorted_out).at[order].set(sorted_out)  # back to token-major
         out = out.reshape(-1, k, out.shape[-1])
         return jnp.einsum("tkd,tk->td", out, weights.astype(out.dtype))
 
-    def _blocked(self, tokens, experts, weights, counts) -> jax.Array:
+    def _blocked(self, params, tokens, experts, weights) -> jax.Array:
         """Dropless, every assignment computed in blocks of B rows of one expert each.
 
-        tokens [T, d], experts and weights [T, k], counts [E] -> [T, d]. The assignments are laid
-        out expert by expert, each expert's group starting on a block boundary, in a buffer of
-        ``num_blocks`` = floor((T·k + E·(B-1)) / B) blocks (enough for any routing); the scan
-        computes all of them (blocks past the last used one compute zeros: skipping them with
-        ``lax.cond`` made the gradient 1.3-2.7x slower on a CPU).
+        params as ``_dropless``'s; tokens [T, d], experts and weights [T, k] -> [T, d]. The
+        assignments are laid out expert by expert, each expert's group starting on a block
+        boundary, in a buffer of ``num_blocks`` = floor((T·k + E·(B-1)) / B) blocks (enough for any
+        routing); the scan computes all of them (blocks past the last used one compute zeros:
+        skipping them with ``lax.cond`` made the gradient 1.3-2.7x slower on a CPU).
         """
+        w_in, b_in, w_out, b_out = params
         k, e, rows = self.top_k, self.num_experts, self.block_rows
-        dt = self.dtype
         flat_experts = experts.reshape(-1)  # [A], A = T*k, token-major
         assignments = flat_experts.shape[0]
         num_blocks = (assignments + e * (rows - 1)) // rows
         # Row of each assignment in the padded layout: its expert's first row plus its rank among
         # that expert's assignments. Sort-free (a one-hot cumsum, [A, E] int32): a GPU compiler
         # needs the CUDA libraries to size a sort's scratch space, even ahead of time.
+        onehot = jax.nn.one_hot(flat_experts, e, dtype=jnp.int32)
+        counts = onehot.sum(0)
         group_blocks = -(-counts // rows)
         block_end = jnp.cumsum(group_blocks)
         padded_start = (block_end - group_blocks) * rows
-        onehot = jax.nn.one_hot(flat_experts, e, dtype=jnp.int32)
         rank = jnp.sum((jnp.cumsum(onehot, axis=0) - 1) * onehot, axis=-1)
         row = padded_start[flat_experts] + rank
         block_expert = jnp.minimum(
             jnp.sum(jnp.arange(num_blocks)[:, None] >= block_end[None, :], axis=1), e - 1)
-        xs = jnp.zeros((num_blocks * rows, tokens.shape[-1]), dt).at[row].set(
-            tokens.astype(dt)[jnp.arange(assignments) // k], unique_indices=True)
-        w_in, b_in = self.w_in[...].astype(dt), self.b_in[...].astype(dt)
-        w_out, b_out = self.w_out[...].astype(dt), self.b_out[...].astype(dt)
+        xs = jnp.zeros((num_blocks * rows, tokens.shape[-1]), tokens.dtype).at[row].set(
+            tokens[jnp.arange(assignments) // k], unique_indices=True)
 
+        # The backward pass keeps each block's hidden before its nonlinearity (as the dense Mlp
+        # does) and slices the block's expert weights again: without the policy the scan saves
+        # everything its body computes, [num_blocks, d, f] copies of the weights among it (4.5 GiB
+        # each, four per layer group, for 125M-e8k1 on h100x8: 38.4 GiB compiled, not 16).
+        @functools.partial(jax.checkpoint,
+                           policy=jax.checkpoint_policies.save_only_these_names(PRE_ACTIVATION))
         def block(x, expert):  # [B, d] -> [B, d]
             h = x @ w_in[expert]
             h = self.activation(checkpoint_name(h + b_in[expert], PRE_ACTIVATION))
@@ -170,7 +160,7 @@ class MoeMlp(nnx.Module):
 
         _, ys = jax.lax.scan(step, None, (xs.reshape(num_blocks, rows, -1), block_expert))
         out = ys.reshape(num_blocks * rows, -1)[row].reshape(-1, k, tokens.shape[-1])
-        return jnp.einsum("tkd,tk->td", out, weights.astype(dt))
+        return jnp.einsum("tkd,tk->td", out, weights.astype(tokens.dtype))
 
     def _with_capacity(self, tokens, experts, weights) -> tuple[jax.Array, jax.Array]:
         """GShard dispatch: each expert takes at most C = ceil(T·k/E·factor) assignments, first
@@ -198,6 +188,42 @@ class MoeMlp(nnx.Module):
         combine = weights.T.reshape(-1).astype(dt)[:, None]
         y = jnp.zeros((num_tokens, tokens.shape[-1]), dt).at[token_index].add(gathered * combine)
         return y, kept
+
+
+def per_batch_shard(dispatch, params, tokens: jax.Array, experts: jax.Array,
+                    weights: jax.Array) -> jax.Array:
+    """Runs a dropless ``dispatch(params, tokens, experts, weights)`` on each device's own tokens.
+
+    Dropless routing is per token, so grouping changes no result. Under a mesh whose rules split
+    the batch, ``jax.shard_map`` over the batch axes gives every device its own tokens' routing,
+    sort or layout and grouped matmuls, with the expert weights whole on every device (the FSDP
+    all-gather the dense MLP does too); the weights' gradient is summed over the batch axes once per
+    layer. Without the map, the compiler partitions the sort or the block scan over devices and
+    moves the rows between them every block: 237 GB of all-to-all per step for 125M-e8k1 on h100x8
+    (benchmarks/RESULTS.md). tokens [T, d], experts and weights [T, k] -> [T, d].
+    """
+    axes = _batch_axes()
+    shards = math.prod(jax.sharding.get_abstract_mesh().shape[name] for name in axes)
+    if not axes or tokens.shape[0] % shards:
+        return dispatch(params, tokens, experts, weights)
+    rows = jax.sharding.PartitionSpec(axes, None)
+    whole = jax.sharding.PartitionSpec()
+    local = jax.shard_map(dispatch, in_specs=((whole,) * len(params), rows, rows, rows),
+                          out_specs=rows, axis_names=set(axes), check_vma=False)
+    return local(params, tokens, experts, weights)
+
+
+def _batch_axes() -> tuple[str, ...]:
+    """The mesh axes (of size > 1) that the active rules split the batch ("act_batch") over."""
+    from flax.core import spmd
+
+    rules = spmd.get_logical_axis_rules()
+    mesh = jax.sharding.get_abstract_mesh()
+    if not rules or mesh.empty:
+        return ()
+    mapped = spmd.from_sharding_rules(("act_batch",), rules)[0]
+    names = () if mapped is None else (mapped,) if isinstance(mapped, str) else tuple(mapped)
+    return tuple(name for name in names if mesh.shape[name] > 1)
 
 
 def resolve_dispatch(dispatch: str, platform: str | None = None) -> str:

@@ -4,7 +4,11 @@ The estimate (bytes per device) adds up, for a micro-batch of ``b`` sequences of
 
 * **state**: float32 parameters, gradients and two AdamW moments (16 bytes per parameter) sharded
   over the mesh's fsdp x tensor x expert axes; a float32 gradient accumulator when
-  ``micro_batches > 1``; one layer group's weights gathered in the compute dtype (FSDP).
+  ``micro_batches > 1``; one layer group's weights gathered in the compute dtype, twice (FSDP:
+  the forward's copy and the backward's), and that group's weight gradient whole on every device,
+  in the parameters' dtype, before it is reduced over the batch shards. For routed layers these
+  weight-sized terms carry all E experts: at 8192 tokens per device (v5e-64), 125M-e32k1's group
+  gradient alone is 1.1 GiB, a quarter of its step (benchmarks/RESULTS.md, "A routed step").
 * **activations** saved for the backward pass: the bytes per token per layer that the model's own
   jaxpr keeps under the remat policy (``saved_per_token_layer``: JAX's saved residuals of one
   layer group on abstract shapes, with the attention kernel of the target's platform, laid out in
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+
+import numpy as np
 
 from neoscale import accounting
 from neoscale.hardware import GiB, Target
@@ -101,7 +107,7 @@ def estimate(model: ModelConfig, seq_len: int, micro_batch_per_device: int, stat
     if micro_batches > 1:
         state += 4 * params / state_shards
     group_params = (params - accounting.param_counts(model)["embedding"]) / model.num_groups
-    state += 2 * a * group_params
+    state += (2 * a + np.dtype(model.param_dtype).itemsize) * group_params
 
     def scores(layer: int) -> float:  # per token: what an XLA path holds while a layer attends
         if impl in ("splash", "cudnn"):
