@@ -16,7 +16,9 @@ and held-out set, with two changes:
   steps do not exceed the smallest size's, so the smallest trains at least as many steps as any;
 - every size sweeps its rate over the demo law's rate × 2^k, k in ``--log2_multipliers``, and
   keeps the rate with the lowest final held-out loss; a best rate at the sweep's edge adds the next
-  k beyond it (up to ``--extend_edges`` more per side).
+  k beyond it (up to ``--extend_edges`` more per side). The whole ladder trains at the law's rate
+  first, then each size's sweep, smallest first; ``--sweep_sizes`` limits the sweep to some sizes
+  (the others keep the law's rate, and the table says so).
 
 No cooldown branches, replicates or downstream tasks (the main runs' final held-out loss is what
 the slopes compare). Every run is an ordinary run directory (``neoscale.training.train``:
@@ -60,6 +62,8 @@ _SMALLEST_BATCH = flags.DEFINE_integer("smallest_batch", 1, "Batch of the smalle
 _SIZES = flags.DEFINE_list("sizes", None, "Sizes (default: the demo's).")
 _CHECKS = flags.DEFINE_list("checks", ["w192d4h6:3.527", "w224d4h7:3.317"],
                             "size:loss measured with the demo's settings (batch 8, the law's rate).")
+_SWEEP_SIZES = flags.DEFINE_list("sweep_sizes", None, "Sizes whose rate is swept (default: all); "
+                                  "the others train at the law's rate only.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan, train nothing.")
 
 
@@ -174,10 +178,13 @@ def main(argv):
                 print(f"[confound] {run.size} batch {run.batch_size} steps {run.steps} "
                       f"lr {run.learning_rate:.3g} (x2^{k}): {losses[run.size][k][0]:.4f}", flush=True)
 
-    for k in sorted(ks, key=lambda k: (abs(k), -k)):  # the law's rate first, then outward
-        sweep(k, sizes)
-    for _ in range(_EXTEND.value):  # a best rate at the edge: one k further
-        for size in sizes:
+    first = min(ks, key=abs)  # the law's rate (k = 0) for the whole ladder first
+    sweep(first, sizes)
+    swept = _SWEEP_SIZES.value or sizes
+    for size in [s for s in sizes if s in swept]:  # then each size's sweep, smallest first
+        for k in sorted(set(ks) - {first}, key=lambda k: (abs(k), -k)):
+            sweep(k, [size])
+        for _ in range(_EXTEND.value):  # a best rate at the edge: one k further
             tried = losses[size]
             best = min(tried, key=lambda k: tried[k][0])
             for edge, step in ((min(tried), -1), (max(tried), 1)):
