@@ -18,7 +18,8 @@ and held-out set, with two changes:
   keeps the rate with the lowest final held-out loss; a best rate at the sweep's edge adds the next
   k beyond it (up to ``--extend_edges`` more per side). The whole ladder trains at the law's rate
   first, then each size's sweep, smallest first; ``--sweep_sizes`` limits the sweep to some sizes
-  (the others keep the law's rate, and the table says so).
+  (the others keep the law's rate, and the table says so); ``--notrain`` only reads: the table
+  holds every finished run under WORKDIR, whichever invocation trained it.
 
 No cooldown branches, replicates or downstream tasks (the main runs' final held-out loss is what
 the slopes compare). Every run is an ordinary run directory (``neoscale.training.train``:
@@ -64,6 +65,7 @@ _CHECKS = flags.DEFINE_list("checks", ["w192d4h6:3.527", "w224d4h7:3.317"],
                             "size:loss measured with the demo's settings (batch 8, the law's rate).")
 _SWEEP_SIZES = flags.DEFINE_list("sweep_sizes", None, "Sizes whose rate is swept (default: all); "
                                   "the others train at the law's rate only.")
+_TRAIN = flags.DEFINE_bool("train", True, "Train what is missing; --notrain: read the finished runs.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan, train nothing.")
 
 
@@ -116,6 +118,17 @@ def train_run(run, study, workdir: epath.Path, cache_dir: str) -> tuple[float, f
     except NonFiniteLossError:
         return math.inf, run.flops
     return float(result.eval_loss), float(result.flops)
+
+
+def finished_runs(root: epath.Path, sizes: list[str]):
+    """(size, k, (final held-out loss, FLOPs)) of every finished run under root/lr2x{k}."""
+    for directory in sorted(root.glob("lr2x*")):
+        k = int(directory.name[len("lr2x"):])
+        for size in sizes:
+            path = directory / "runs" / f"{size}_tpp1.5" / "finished.json"
+            if path.exists():
+                d = json.loads(path.read_text())
+                yield size, k, (float(d["eval_loss"]), float(d["flops"]))
 
 
 def demo_losses(demo_workdir: str | None, sizes: list[str]) -> dict[str, tuple[float, float, int]]:
@@ -179,9 +192,10 @@ def main(argv):
                       f"lr {run.learning_rate:.3g} (x2^{k}): {losses[run.size][k][0]:.4f}", flush=True)
 
     first = min(ks, key=abs)  # the law's rate (k = 0) for the whole ladder first
-    sweep(first, sizes)
     swept = _SWEEP_SIZES.value or sizes
-    for size in [s for s in sizes if s in swept]:  # then each size's sweep, smallest first
+    if _TRAIN.value:
+        sweep(first, sizes)
+    for size in [s for s in sizes if s in swept and _TRAIN.value]:  # then each size's sweep
         for k in sorted(set(ks) - {first}, key=lambda k: (abs(k), -k)):
             sweep(k, [size])
         for _ in range(_EXTEND.value):  # a best rate at the edge: one k further
@@ -191,6 +205,11 @@ def main(argv):
                 if best == edge and edge + step not in tried:
                     sweep(edge + step, [size])
 
+    for size, k, result in finished_runs(root, sizes):  # and any other rate trained before
+        losses[size].setdefault(k, result)
+    if any(not losses[s] for s in sizes):
+        raise SystemExit(f"no finished run of {', '.join(s for s in sizes if not losses[s])} in "
+                         f"{root}: run without --notrain first")
     demo = demo_losses(_DEMO.value, sizes)
     best_k = {s: min(losses[s], key=lambda k: losses[s][k][0]) for s in sizes}
     best = {s: losses[s][best_k[s]] for s in sizes}
