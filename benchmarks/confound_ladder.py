@@ -8,8 +8,8 @@ takes 176 optimizer steps and its largest 1,568, each at the rate of a law fitte
 ladder (lr = 5.91·N^-0.606, extrapolated at the largest size). Its local slopes −d ln L / d ln C
 steepen along the ladder (issue 33 item 5 asks whether that is scale or too few steps).
 
-Here the demo's sizes train on the demo's data, tokens per parameter, sequence length, schedule
-and held-out set, with two changes:
+Here the demo's sizes train on the demo's data, tokens per parameter, sequence length, warmup
+and held-out set, with two intended changes:
 
 - the batch per size is scaled with its tokens so that every size trains about as many steps as
   the smallest at ``--smallest_batch`` (1: 1,408 steps); each size gets the smallest batch whose
@@ -21,10 +21,12 @@ and held-out set, with two changes:
   (the others keep the law's rate, and the table says so); ``--notrain`` only reads: the table
   holds every finished run under WORKDIR, whichever invocation trained it.
 
-No cooldown branches, replicates or downstream tasks (the main runs' final held-out loss is what
-the slopes compare). Every run is an ordinary run directory (``neoscale.training.train``:
-config.json, metrics.jsonl, finished.json) under ``WORKDIR/lr2x{k}/runs/{size}_tpp1.5``: rerun the
-same command to resume or to read.
+and one more: ``--schedule`` (default cosine, decaying to 10% of the peak, what the recorded
+table used: without cooldown branches the study's default schedule applies; ``--schedule=wsd`` is
+the demo's, a 20% 1-sqrt cooldown). No cooldown branches, replicates or downstream tasks (the
+main runs' final held-out loss is what the slopes compare). Every run is an ordinary run
+directory (``neoscale.training.train``: config.json, metrics.jsonl, finished.json) under
+``WORKDIR/lr2x{k}/runs/{size}_tpp1.5``: rerun the same command to resume or to read.
 
 It prints, per size: the batch, steps, the sweep's losses, the best rate and its final loss,
 beside the demo's own loss (``--demo_workdir``: a finished demo study) and the local slopes of
@@ -66,6 +68,8 @@ _CHECKS = flags.DEFINE_list("checks", ["w192d4h6:3.527", "w224d4h7:3.317"],
 _SWEEP_SIZES = flags.DEFINE_list("sweep_sizes", None, "Sizes whose rate is swept (default: all); "
                                   "the others train at the law's rate only.")
 _TRAIN = flags.DEFINE_bool("train", True, "Train what is missing; --notrain: read the finished runs.")
+_SCHEDULE = flags.DEFINE_enum("schedule", "cosine", ["cosine", "wsd"], "Learning-rate schedule "
+                              "(the demo's is wsd; the recorded table used cosine).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan, train nothing.")
 
 
@@ -75,6 +79,7 @@ def study_config(sizes: list[str], cache_dir: str):
     c.sizes = ",".join(sizes)
     c.cooldowns, c.replicates, c.eval.tasks = "", "", ""
     c.train.tensorboard = False
+    c.train.schedule = _SCHEDULE.value
     c.train.evals_per_run, c.train.checkpoints_per_run = 4, 2
     c.data.cache_dir = cache_dir
     return c
