@@ -109,3 +109,18 @@ def size_ids(points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     n = size_key(points)
     keys, ids = np.unique(np.round(np.log(n), 3), return_inverse=True)
     return np.array([n[ids == i].min() for i in range(keys.size)]), ids.ravel()
+
+
+def local_slopes(compute, loss) -> np.ndarray:
+    """(n-1,) −d ln L / d ln C between consecutive points of a ladder, ordered by compute (n,):
+    positive where the loss falls; rising along the ladder is the steepening the ladder's law
+    follows (``ladder_law``)."""
+    compute, loss = np.asarray(compute, np.float64), np.asarray(loss, np.float64)
+    if compute.shape != loss.shape or compute.ndim != 1 or compute.size < 2:
+        raise ValueError(f"local_slopes needs two 1-d arrays of >= 2 points, got shapes "
+                         f"{compute.shape} and {loss.shape}")
+    if np.any(compute <= 0) or np.any(loss <= 0):
+        raise ValueError("local_slopes needs positive compute and loss (it takes logarithms)")
+    order = np.argsort(compute)
+    log_c, log_l = np.log(compute[order]), np.log(loss[order])
+    return -np.diff(log_l) / np.diff(log_c)
