@@ -62,7 +62,9 @@ _MULTIPLIERS = flags.DEFINE_list("log2_multipliers", ["-1", "0", "1"],
                                  "k: rates are the demo law's rate x 2^k.")
 _EXTEND = flags.DEFINE_integer("extend_edges", 1, "More k beyond an edge best, per side.")
 _SMALLEST_BATCH = flags.DEFINE_integer("smallest_batch", 1, "Batch of the smallest size.")
-_SIZES = flags.DEFINE_list("sizes", None, "Sizes (default: the demo's).")
+LADDER = ["w32d4h1", "w48d4h2", "w64d4h2", "w96d4h3", "w128d4h4"]  # the demo's ladder when measured
+_SIZES = flags.DEFINE_list("sizes", LADDER, "Sizes (default: the five the recorded table used; the "
+                           "demo has since added w80d4h2).")
 _CHECKS = flags.DEFINE_list("checks", ["w192d4h6:3.527", "w224d4h7:3.317"],
                             "size:loss measured with the demo's settings (batch 8, the law's rate).")
 _SWEEP_SIZES = flags.DEFINE_list("sweep_sizes", None, "Sizes whose rate is swept (default: all); "
@@ -171,7 +173,7 @@ def main(argv):
     root = epath.Path(_WORKDIR.value)
     cache_dir = _CACHE.value or str(root / "cache")
     demo_study = cpu_demo.get_config()
-    sizes = _SIZES.value or [s.strip() for s in demo_study.sizes.split(",")]
+    sizes = _SIZES.value
     study = study_config(sizes, cache_dir)
     ks = [int(k) for k in _MULTIPLIERS.value]
     batches = equal_step_batches(study, sizes, _SMALLEST_BATCH.value)

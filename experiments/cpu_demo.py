@@ -2,11 +2,12 @@
 
     python -m neoscale.run
 
-One shape family (depth 4, head dimension 32, width 32 to 128: 120k to 1.07M parameters) trains
+One shape family (depth 4, head dimension 24 to 40, width 32 to 128: 120k to 1.07M parameters) trains
 on the offline built-in English corpus with a 2048-piece vocabulary at sequence length 128, 1.5
-tokens per parameter each (176 to 1568 steps of 8 x 128 tokens), with a warmup-stable-decay
+tokens per parameter each (176 to 1568 steps of 8 x 128 tokens; six sizes so that the ladder's law
+has a rollout backtest once the rule excludes the smallest, on the plateau), with a warmup-stable-decay
 schedule and cooldown branches ending at 25% and 50% of every run, and a second model seed at two
-sizes (the seed noise every interval includes): 21 runs, enough for L(C), the ladder's law,
+sizes (the seed noise every interval includes): 24 runs, enough for L(C), the ladder's law,
 Chinchilla's Approach 3 and the Approach-1 envelope. The learning rate
 comes from a law fitted to CPU sweeps of an earlier ladder, lr = 5.91 * N^-0.606; the largest
 size gets the law's extrapolation, never tuned.
@@ -28,7 +29,7 @@ from neoscale.runner.config import base_config
 def get_config():
     c = base_config()
     c.name = "cpu_demo"
-    c.sizes = "w32d4h1,w48d4h2,w64d4h2,w96d4h3,w128d4h4"  # one shape family: depth 4, head dim 32
+    c.sizes = "w32d4h1,w48d4h2,w64d4h2,w80d4h2,w96d4h3,w128d4h4"  # depth 4; w80 added for a backtest
     c.budget.tokens_per_param = 1.5
     c.data.tokenizer = "train:2048"
     c.data.seq_len = 128
