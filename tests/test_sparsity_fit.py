@@ -141,3 +141,18 @@ def test_time_multiplier_and_memory_price(fitted):
                                                   result["at_shared_compute"]["interval"]])
     text = fits_section(fit)
     assert "on the wall clock: x" in text and "1.50x dense's time per FLOP" in text
+
+
+def test_a_multiplier_without_interval_says_why_and_judges_no_law():
+    from neoscale.report import sparsity as report_sparsity
+
+    note = "4 distinct points for 3 constants: an interval needs at least 5"
+    comparison = {"A": {"interval_note": note}, "B": {"interval_note": note},
+                  "at_shared_compute": {"multiplier": 0.77, "interval": None, "compute": 9e12},
+                  "trend": [{"ratio": 2.8, "interval": None, "verdict": "grows"}],
+                  "exponents": {"verdict": "unknown"}, "pairing": "by size",
+                  "published": [{"law": "clark", "multiplier": 3.19, "inside_interval": None},
+                                {"law": "joint", "multiplier": 0.5, "inside_interval": None}]}
+    text = "\n".join(report_sparsity._comparison_lines("8 experts", comparison))
+    assert f"0.77x (no interval: {note}; more sizes per variant would give one)" in text
+    assert "no interval to judge them by; the measured point is below clark." in text

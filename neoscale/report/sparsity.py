@@ -9,10 +9,12 @@ from neoscale.report.format import fmt
 WIDE = 1.69  # upper / lower of an interval narrower than x/÷1.3 (issue 30's bar)
 
 
-def _interval_text(row: dict) -> str:
+def _interval_text(row: dict, result: dict | None = None) -> str:
     interval = row.get("interval")
     if not interval or None in interval:
-        return f"{fmt(row['multiplier'], None)}x (no interval)"
+        notes = {(result or {}).get(side, {}).get("interval_note") for side in ("A", "B")} - {None}
+        why = f": {'; '.join(sorted(notes))}; more sizes per variant would give one" if notes else ""
+        return f"{fmt(row['multiplier'], None)}x (no interval{why})"
     width = interval[1] / interval[0] if interval[0] > 0 else float("inf")
     return (f"{fmt(row['multiplier'], interval)}x (upper/lower {width:.2f}"
             f"{'' if width <= WIDE else ': wider than x/÷1.3'})")
@@ -31,7 +33,7 @@ def _comparison_lines(name: str, result: dict) -> list[str]:
     if result.get("status") == "skipped":
         return [f"- {name}: not compared ({result['reason']})"]
     row = result["at_shared_compute"]
-    lines = [f"- {name}: {_interval_text(row)} at {row['compute']:.3g} FLOPs (the largest compute "
+    lines = [f"- {name}: {_interval_text(row, result)} at {row['compute']:.3g} FLOPs (the largest compute "
              f"both reach); its trend across the baseline's data: x"
              f"{fmt(result['trend'][0]['ratio'], result['trend'][0]['interval'])} "
              f"({result['trend'][0]['verdict']}); exponents: "
@@ -44,8 +46,13 @@ def _comparison_lines(name: str, result: dict) -> list[str]:
                      "carries the compute multiplier's uncertainty only).")
     if result.get("published"):
         supported = [p["law"] for p in result["published"] if p["inside_interval"]]
-        lines.append(f"  - {_published_text(result['published'])}; the interval supports "
-                     f"{', '.join(supported) if supported else 'none of them'}.")
+        if all(p["inside_interval"] is None for p in result["published"]):
+            above = [p["law"] for p in result["published"] if p["multiplier"] > row["multiplier"]]
+            verdict = (f"no interval to judge them by; the measured point is below "
+                       f"{', '.join(above) if above else 'none of them'}")
+        else:
+            verdict = f"the interval supports {', '.join(supported) if supported else 'none of them'}"
+        lines.append(f"  - {_published_text(result['published'])}; {verdict}.")
     return lines
 
 
