@@ -7,12 +7,12 @@ prepare the corpus once with ``python -m neoscale.prepare`` and pass ``--data=pr
 laptop: ``--sizes=w128d4h4,w128d4h4e4k1 --tokens=2e6 --data=builtin
 --config.data.tokenizer=train:8192`` (0.7 epochs of the built-in corpus).
 
-What has been measured: the routed step's cost on a CPU (E = 8 top-1 at 1.22x dense's time per
-FLOP at w256, E = 32 at 1.53x; benchmarks/RESULTS.md, "A routed step that costs what it
-computes"), not yet what sparsity buys in loss. The laptop recipe (equal tokens, ~2.5 tokens per
-active parameter) sits in the short-training regime where some published laws predict E = 8 loses
-to dense; the CPU study with two token arms, seeds and the published laws beside its multipliers
-is experiments/moe_cpu.py.
+What has been measured (benchmarks/RESULTS.md): the routed step's cost on a CPU (E = 8 top-1 at
+1.18x dense's time per FLOP at w256, E = 32 at 1.56x, idle), and, in the CPU study
+experiments/moe_cpu.py (48k-223k active parameters, 3 and 30 tokens per parameter, the dense
+rate law), routed experts losing to dense: E = 8 at 0.14x and 0.77x dense's compute efficiency,
+E = 32 at 0.4x. The laptop recipe below (equal tokens, ~2.5 tokens per active parameter) sits
+in that short-training regime: expect E = 8 to lose unless its rate is swept.
 """
 
 from neoscale.runner.config import base_config

@@ -21,8 +21,9 @@ of the same active size; a routed variant's own optimum was not swept here (that
 smallest width per variant, is the first thing to add if the multipliers look rate-limited).
 Aux losses at their defaults (load balancing 1e-2, z-loss 1e-3; both have no effect at E = 1).
 
-Planner estimate (``--dry_run`` on this machine's probe): see benchmarks/RESULTS.md ("The
-sparsity study"). Its 2-size smoke version runs in tests/test_moe_study.py.
+Measured (benchmarks/RESULTS.md, "The sparsity study"): 1h38m on a loaded 2-core host; routed
+experts lose to dense in both arms at these sizes, and 4 widths per variant give the multipliers
+no interval (a 5th and 6th width would). Its 2-size smoke version runs in tests/test_moe_study.py.
 """
 
 from neoscale.runner.config import base_config
