@@ -29,7 +29,7 @@ from jax.ad_checkpoint import checkpoint_name
 from neoscale.model.attention import attention_platform
 from neoscale.model.config import ModelConfig
 from neoscale.model.layers import ACTIVATIONS, PRE_ACTIVATION, dtype_of, normal_init
-from neoscale.model.partitioning import constrain, param_init
+from neoscale.model.partitioning import batch_axes, batch_shards, constrain, param_init
 
 
 class MoeMlp(nnx.Module):
@@ -202,28 +202,14 @@ def per_batch_shard(dispatch, params, tokens: jax.Array, experts: jax.Array,
     moves the rows between them every block: 237 GB of all-to-all per step for 125M-e8k1 on h100x8
     (benchmarks/RESULTS.md). tokens [T, d], experts and weights [T, k] -> [T, d].
     """
-    axes = _batch_axes()
-    shards = math.prod(jax.sharding.get_abstract_mesh().shape[name] for name in axes)
-    if not axes or tokens.shape[0] % shards:
+    axes = batch_axes()
+    if not axes or tokens.shape[0] % batch_shards():
         return dispatch(params, tokens, experts, weights)
     rows = jax.sharding.PartitionSpec(axes, None)
     whole = jax.sharding.PartitionSpec()
     local = jax.shard_map(dispatch, in_specs=((whole,) * len(params), rows, rows, rows),
                           out_specs=rows, axis_names=set(axes), check_vma=False)
     return local(params, tokens, experts, weights)
-
-
-def _batch_axes() -> tuple[str, ...]:
-    """The mesh axes (of size > 1) that the active rules split the batch ("act_batch") over."""
-    from flax.core import spmd
-
-    rules = spmd.get_logical_axis_rules()
-    mesh = jax.sharding.get_abstract_mesh()
-    if not rules or mesh.empty:
-        return ()
-    mapped = spmd.from_sharding_rules(("act_batch",), rules)[0]
-    names = () if mapped is None else (mapped,) if isinstance(mapped, str) else tuple(mapped)
-    return tuple(name for name in names if mesh.shape[name] > 1)
 
 
 def resolve_dispatch(dispatch: str, platform: str | None = None) -> str:

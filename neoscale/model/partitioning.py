@@ -35,14 +35,19 @@ def constrain(x: jax.Array, names: LogicalNames) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, spec)
 
 
-def batch_shards() -> int:
-    """How many ways the active mesh and rules split the batch ("act_batch"); 1 outside them."""
+def batch_axes() -> tuple[str, ...]:
+    """The mesh axes (of size > 1) that the active rules split the batch ("act_batch") over; ()
+    outside a mesh + rules context."""
     rules = spmd.get_logical_axis_rules()
     mesh = jax.sharding.get_abstract_mesh()
     if not rules or mesh.empty:
-        return 1
+        return ()
     axes = spmd.from_sharding_rules(("act_batch",), rules)[0]
-    if axes is None:
-        return 1
-    names = (axes,) if isinstance(axes, str) else axes
-    return math.prod(mesh.shape[name] for name in names)
+    names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    return tuple(name for name in names if mesh.shape[name] > 1)
+
+
+def batch_shards() -> int:
+    """How many ways the active mesh and rules split the batch ("act_batch"); 1 outside them."""
+    axes = batch_axes()
+    return math.prod(jax.sharding.get_abstract_mesh().shape[name] for name in axes) if axes else 1

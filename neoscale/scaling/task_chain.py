@@ -40,7 +40,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import optimize as scipy_optimize
 
-from neoscale.scaling import bootstrap, checks, chinchilla, optimize, power_law
+from neoscale.scaling import bootstrap, checks, chinchilla, optimize, power_law, results
 
 TASK_COLUMN = re.compile(r"^task_(?P<name>.+)_(?P<metric>bpb|acc)$")
 FORMS = ("sigmoid", "gadre")
@@ -519,10 +519,8 @@ def predict_largest(frame, bpb_column: str, *, n_bootstrap: int = 200, seed: int
     "within_tolerance"}.
     """
     final = frame[frame["final"] & np.isfinite(frame[bpb_column].to_numpy(np.float64))]
-    if "cooldown" in final:
-        final = final[final["cooldown"].isna()]
-    if "parent" in final:
-        final = final[final["parent"] == final["run"]]
+    if {"cooldown", "parent"} <= set(final.columns):
+        final = final[~results.is_branch(final)]
     compute = final["flops"].to_numpy(np.float64)
     if compute.size == 0:
         return None
