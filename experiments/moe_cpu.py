@@ -6,8 +6,10 @@ matched active shapes, in two token arms, with replicate seeds.
 
 Variants: dense ``w{d}d4h{h}``, the sanity arm ``...e1k1`` (a routed layer with one expert: at the
 same seed it is the dense model, tests/test_model.py), and ``...e8k1``, ``...e32k1`` (every MLP a
-routed layer, Switch-style top-1, dropless), each at 4 widths (16, 24, 32, 48; depth 4, head
-dimension 16 or 24: 45k to 210k active parameters with the 2048-piece vocabulary). Token arms:
+routed layer, Switch-style top-1, dropless), each at 6 widths (16, 20, 24, 32, 40, 48; depth 4,
+head dimension 16 to 24: 48k to 223k active parameters with the 2048-piece vocabulary). Six widths
+because the multiplier's law has 3 constants: its bootstrap needs resamples with at least 4
+distinct computes, which 4 widths almost never give. Token arms:
 ``tokens_per_param=3,30`` (3 and 30 tokens per active parameter, the two sides of REFERENCE's
 "E = 8 loses below ~29"), every run within 2 epochs of the corpus (the largest, 217k x 30 = 6.5M
 tokens, reads ~1.45 epochs of ~4.5M). Replicates: 2 model seeds at the two middle
@@ -28,7 +30,7 @@ no interval (a 5th and 6th width would). Its 2-size smoke version runs in tests/
 
 from neoscale.runner.config import base_config
 
-SHAPES = ((16, 1), (24, 1), (32, 2), (48, 2))  # (d_model, heads) at depth 4
+SHAPES = ((16, 1), (20, 1), (24, 1), (32, 2), (40, 2), (48, 2))  # (d_model, heads) at depth 4
 DEPTH = 4
 VARIANTS = ("", "e1k1", "e8k1", "e32k1")  # dense, then routed top-1 with 1, 8, 32 experts
 REPLICATED = ((24, 1), (32, 2))  # two seeds at the two middle widths of every variant
