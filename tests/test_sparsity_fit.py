@@ -156,3 +156,32 @@ def test_a_multiplier_without_interval_says_why_and_judges_no_law():
     text = "\n".join(report_sparsity._comparison_lines("8 experts", comparison))
     assert f"0.77x (no interval: {note}; more sizes per variant would give one)" in text
     assert "no interval to judge them by; the measured point is below clark." in text
+
+
+def test_a_wide_interval_says_why_from_the_slopes_and_the_seed_noise(fitted):
+    from neoscale.report import sparsity as report_sparsity
+    from neoscale.scaling.study.sparsity import NARROW, local_slope
+
+    # the law's own slope: alpha·A·C^-alpha / L, by finite difference
+    constants, c = {"E": E, "A": A, "alpha": ALPHA}, 1e12
+    def law(x):
+        return E + A * x ** -ALPHA
+    assert local_slope(constants, c) == pytest.approx(
+        -(np.log(law(c * 1.001)) - np.log(law(c))) / np.log(1.001), rel=1e-3)
+    _, fit = fitted
+    law_entry = fit["laws"]["expert_multipliers"]
+    sigma = fit["laws"]["seed_noise"]["pooled_relative_std"]
+    for arm in ("tpp3", "tpp30"):
+        result = law_entry["arms"][arm]["comparisons"]["8 experts"]
+        w, row = result["width"], result["at_shared_compute"]
+        assert w["ratio"] == pytest.approx(row["interval"][1] / row["interval"][0])
+        assert w["narrow"] == (w["ratio"] <= NARROW)
+        assert w["slope_A"] == pytest.approx(local_slope(result["A"]["constants"], row["compute"]))
+        assert w["one_pair_factor"] == pytest.approx(
+            np.exp(1.96 * sigma * np.hypot(1 / w["slope_A"], 1 / w["slope_B"])))
+    wide = {"ratio": 2.6, "narrow": False, "slope_A": 0.05, "slope_B": 0.1, "seed_noise": 0.014,
+            "one_pair_factor": 1.7, "runs_factor": (np.log(2.6) / np.log(NARROW)) ** 2}
+    text = report_sparsity._width_text(wide)
+    assert "s = 0.05 (dense) and 0.1 per e-fold" in text and "(1.40% of the loss)" in text
+    assert "about 3.3x the runs near this compute" in text
+    assert report_sparsity._width_text({**wide, "ratio": 1.5, "narrow": True}) is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from neoscale.report.format import fmt
 
-WIDE = 1.69  # upper / lower of an interval narrower than x/÷1.3 (issue 30's bar)
+from neoscale.scaling.study.sparsity import NARROW
 
 
 def _interval_text(row: dict, result: dict | None = None) -> str:
@@ -17,7 +17,25 @@ def _interval_text(row: dict, result: dict | None = None) -> str:
         return f"{fmt(row['multiplier'], None)}x (no interval{why})"
     width = interval[1] / interval[0] if interval[0] > 0 else float("inf")
     return (f"{fmt(row['multiplier'], interval)}x (upper/lower {width:.2f}"
-            f"{'' if width <= WIDE else ': wider than x/÷1.3'})")
+            f"{'' if width <= NARROW else ': wider than x/÷1.3'})")
+
+
+def _width_text(w: dict | None) -> str | None:
+    """Why a multiplier's interval is wide (or absent), and what would narrow it."""
+    if not w or w.get("narrow"):
+        return None
+    parts = [f"the laws fall by s = {w['slope_A']:.3g} (dense) and {w['slope_B']:.3g} per e-fold "
+             "of compute there"]
+    if w.get("one_pair_factor"):
+        parts.append(f"so the measured seed noise ({100 * w['seed_noise']:.2f}% of the loss) "
+                     f"alone spans x/÷{w['one_pair_factor']:.3g} on one pair of runs")
+    if w.get("runs_factor"):
+        parts.append(f"at 1/sqrt(runs), about {w['runs_factor']:.1f}x the runs near this compute "
+                     "(seeds or sizes) would bring it under x/÷1.3")
+    elif w.get("ratio") is None:
+        parts.append("more sizes per variant (resamples need 4 distinct computes on the frontier) "
+                     "or more seeds would give one")
+    return "  - why so wide: " + "; ".join(parts) + "."
 
 
 def _published_text(published: list[dict]) -> str:
@@ -39,6 +57,8 @@ def _comparison_lines(name: str, result: dict) -> list[str]:
              f"({result['trend'][0]['verdict']}); exponents: "
              f"{result['exponents']['verdict'].split(':')[0]}; resamples paired "
              f"{result.get('pairing', 'independently').split(':')[0]}."]
+    if (why := _width_text(result.get("width"))) is not None:
+        lines.append(why)
     if result.get("time_multiplier"):
         t = result["time_multiplier"]
         lines.append(f"  - on the wall clock: x{fmt(t['multiplier'], t['interval'])} (the compute "

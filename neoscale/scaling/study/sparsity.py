@@ -182,6 +182,39 @@ def _cost(points: pd.DataFrame) -> dict | None:
     return {"what": COST_WHAT, "variants": out} if out else None
 
 
+NARROW = 1.69  # upper / lower of an interval narrower than x/÷1.3 (issue 30's bar)
+WIDTH_WHAT = ("why the multiplier's interval is as wide as it is: a relative loss error sigma (the "
+              "pooled seed noise) moves the compute at which a variant reaches a loss by a factor "
+              "exp(sigma / s), s = −d ln L / d ln C of its law at the shared compute; one pair of "
+              "runs' seed luck alone spans x/÷exp(1.96·sigma·sqrt(1/s_A² + 1/s_B²)) (95%). If the "
+              "interval's log-width shrinks as 1/sqrt(runs) (seeds or sizes near the top), "
+              "(ln ratio / ln 1.69)² times the runs give upper/lower <= 1.69")
+
+
+def local_slope(constants: dict, compute: float) -> float:
+    """−d ln L / d ln C of L = E + A·C^(−alpha) at ``compute``."""
+    reducible = constants["A"] * compute ** -constants["alpha"]
+    return float(constants["alpha"] * reducible / (constants["E"] + reducible))
+
+
+def _width(comparison: dict, noise: dict) -> dict:
+    """How wide the multiplier's interval at the shared compute is, why, and what would narrow it
+    (WIDTH_WHAT)."""
+    row = comparison["at_shared_compute"]
+    interval = row.get("interval")
+    ratio = (interval[1] / interval[0] if interval and None not in interval and interval[0] > 0
+             else None)
+    slopes = {side: local_slope(comparison[side]["constants"], row["compute"]) for side in "AB"}
+    sigma = noise.get("pooled_relative_std") if noise.get("status") == "fitted" else None
+    one_pair = (float(np.exp(1.96 * sigma * np.hypot(1 / slopes["A"], 1 / slopes["B"])))
+                if sigma is not None and min(slopes.values()) > 0 else None)
+    runs_factor = (float((np.log(ratio) / np.log(NARROW)) ** 2)
+                   if ratio is not None and np.isfinite(ratio) and ratio > NARROW else None)
+    return {"what": WIDTH_WHAT, "ratio": ratio, "narrow": None if ratio is None else ratio <= NARROW,
+            "slope_A": slopes["A"], "slope_B": slopes["B"], "seed_noise": sigma,
+            "one_pair_factor": one_pair, "runs_factor": runs_factor}
+
+
 def finish(entry: dict, points: pd.DataFrame, noise: dict) -> dict:
     """expert_multipliers with the published laws beside each comparison, the crossover per
     expert count across token arms, and E = 1 routed against dense (the samples kept for the
@@ -199,6 +232,7 @@ def finish(entry: dict, points: pd.DataFrame, noise: dict) -> dict:
             experts = _experts_of(name)
             if comparison.get("status") == "skipped":
                 continue
+            comparison["width"] = _width(comparison, noise or {})
             if experts is not None and ratio is not None:
                 comparison["published"] = _published(comparison, experts, ratio, to_6nd)
                 by_experts.setdefault(name, []).append((ratio, comparison))
