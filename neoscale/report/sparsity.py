@@ -5,7 +5,6 @@ crossover tokens per parameter, E = 1 routed against dense) and its seed-noise s
 from __future__ import annotations
 
 from neoscale.report.format import fmt
-
 from neoscale.scaling.study.sparsity import NARROW
 
 
