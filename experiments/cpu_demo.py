@@ -1,4 +1,4 @@
-"""The default study: five small GPT-Neo models on the built-in corpus (RESULTS.md: its time).
+"""The default study: six small GPT-Neo models on the built-in corpus (RESULTS.md: its time).
 
     python -m neoscale.run
 
