@@ -158,9 +158,31 @@ def test_a_study_with_experts_reports_their_multiplier_over_dense(tmp_path):
     section = fits_section(fit)
     assert "### Sparsity: compute multipliers over dense" in section
     assert "- 8 experts: " in section and "at the largest compute both reach" not in section
-    assert "(the largest compute both reach)" in section
+    assert "(the largest compute both reach, read at the worse loss there, " in section
     paths = plots.draw_study(results, fit, tmp_path)
     assert "expert_multipliers.png" in {p.name for p in paths}
     dense_only = fit_study(results[results["num_experts"] == 1], n_bootstrap=0, backtest=False)
     assert "expert_multipliers" not in dense_only["laws"]
     assert "Sparsity" not in fits_section(dense_only)
+
+
+def test_the_headline_reads_the_loser_at_its_own_loss_never_below_its_data():
+    from neoscale.scaling.multiplier import at_worse_loss, by_compute, loss_at
+
+    dense = np.array([[2.0, 60.0, 0.15]])
+    c = 1e12
+    # B = dense at a third of the compute: m = 1/3 at every compute, in both readings
+    third = np.array([[2.0, 60.0 * 3.0 ** 0.15, 0.15]])
+    m, loss = at_worse_loss(dense, third, c)
+    assert m[0] == pytest.approx(1 / 3) and by_compute(dense, third, [c])[0, 0] == pytest.approx(1 / 3)
+    assert loss[0] == pytest.approx(loss_at(third, [c])[0, 0])  # the loser's own loss
+    # B with a higher floor than dense's loss at C: m(C) says "never" (0); read at B's own loss
+    # the multiplier is C_A(L_B(C)) / C, finite
+    floor = np.array([[loss_at(dense, [c])[0, 0] + 0.05, 5.0, 0.3]])
+    assert by_compute(dense, floor, [c])[0, 0] == 0
+    m, loss = at_worse_loss(dense, floor, c)
+    c_a = (60.0 / (loss[0] - 2.0)) ** (1 / 0.15)
+    assert m[0] == pytest.approx(c_a / c) and 0 < m[0] < 1
+    # B that wins is read at A's loss: the same as m(C)
+    better = np.array([[2.0, 60.0 * 4.0 ** -0.15, 0.15]])
+    assert at_worse_loss(dense, better, c)[0][0] == pytest.approx(by_compute(dense, better, [c])[0, 0])

@@ -50,8 +50,9 @@ def _comparison_lines(name: str, result: dict) -> list[str]:
     if result.get("status") == "skipped":
         return [f"- {name}: not compared ({result['reason']})"]
     row = result["at_shared_compute"]
+    at_loss = f", read at the worse loss there, {row['loss']:.4g}" if "loss" in row else ""
     lines = [f"- {name}: {_interval_text(row, result)} at {row['compute']:.3g} FLOPs (the largest compute "
-             f"both reach); its trend across the baseline's data: x"
+             f"both reach{at_loss}); its trend across the baseline's data: x"
              f"{fmt(result['trend'][0]['ratio'], result['trend'][0]['interval'])} "
              f"({result['trend'][0]['verdict']}); exponents: "
              f"{result['exponents']['verdict'].split(':')[0]}; resamples paired "

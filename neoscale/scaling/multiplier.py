@@ -7,7 +7,9 @@ power_law.fit_power_law_bootstrap. The multiplier at loss L is
 
     m(L) = C_A(L) / C_B(L),   C_X(L) = (A_X / (L − E_X))^(1/α_X)   (> 1: B needs less compute),
 
-and "across compute" reads it at the loss A reaches with compute C: m(C) = C / C_B(L_A(C)).
+and "across compute" reads it at the loss A reaches with compute C: m(C) = C / C_B(L_A(C)). The
+headline, at the largest compute both variants reach, is read at the worse of their two losses
+there (``at_worse_loss``), so that a variant that loses is never extrapolated below its data.
 A loss at or below a law's E is never reached by that variant: m = 0 when B cannot reach it,
 inf when A cannot. The 95% intervals come from a bootstrap of runs that recomputes each variant's
 frontier on every resample (the frontier is part of the estimate) and refits L(C) there. When the
@@ -197,6 +199,18 @@ def by_compute(a: np.ndarray, b: np.ndarray, compute) -> np.ndarray:
     return np.asarray(compute, np.float64)[None, :] / compute_for(b, loss_at(a, compute))
 
 
+def at_worse_loss(a: np.ndarray, b: np.ndarray, compute: float) -> tuple[np.ndarray, np.ndarray]:
+    """((k,) m, (k,) the loss it is read at) for paired constants a, b (k, 3) at one compute C that
+    both variants reached, at the worse of their two losses there, L* = max(L_A(C), L_B(C)): the
+    variant that loses is read at its own law's value, the winner's law at a loss it reached
+    with less compute, so neither law is asked about a loss lower than it reached at C (when B
+    loses, m(C) = C / C_B(L_A(C)) would read B's law below its data and gives 0 as soon as a
+    refit puts B's E above L_A). Equals m(C) when B wins or ties, C_A(L_B(C)) / C when B loses."""
+    c = [float(compute)]
+    worse = np.maximum(loss_at(a, c), loss_at(b, c))  # (k, 1)
+    return by_loss(a, b, worse)[:, 0], worse[:, 0]
+
+
 def by_loss(a: np.ndarray, b: np.ndarray, loss) -> np.ndarray:
     """(k, m) m(L) = C_A(L) / C_B(L); nan where neither law reaches L."""
     with np.errstate(invalid="ignore"):
@@ -332,10 +346,14 @@ def compare_fits(a: VariantFit, b: VariantFit) -> dict:
                  "interval": None if diff_band is None else list(diff_band), "constant": constant,
                  "verdict": verdict}
     shared = min(c_max, b.compute.max())  # the largest compute both variants trained at
-    shared_samples = by_compute(sa, sb, [shared])[:, 0] if has_interval else None
-    at_shared = _entry(by_compute(pa, pb, [shared])[0, 0],
-                       None if shared_samples is None else _interval(shared_samples), compute=shared,
-                       where="the largest compute both variants reach")
+    shared_point, shared_loss = at_worse_loss(pa, pb, shared)
+    shared_samples = at_worse_loss(sa, sb, shared)[0] if has_interval else None
+    at_shared = _entry(shared_point[0], None if shared_samples is None else _interval(shared_samples),
+                       compute=shared, loss=shared_loss[0],
+                       compute_A=compute_for(pa, shared_loss[:, None])[0, 0],
+                       compute_B=compute_for(pb, shared_loss[:, None])[0, 0],
+                       where="the largest compute both variants reach, at the worse of their two "
+                             "losses there (at_worse_loss)")
     last = len(grid) - 1
     trend = [_trend(m_point, m_samples, 0, GRID_POINTS - 1, grid, "across A's data"),
              _trend(m_point, m_samples, GRID_POINTS - 1, last, grid,
