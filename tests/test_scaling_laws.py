@@ -219,3 +219,16 @@ def test_moe_chinchilla_form_recovers_gamma_and_compute_saving():
     assert fit.compute_saving(1) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="above the irreducible"):
         fit.compute_saving(4, loss=1.0)
+
+
+def test_a_degenerate_moe_law_has_no_compute_saving_and_says_why():
+    """Two token arms at fixed tokens per parameter can fit A = 0 (loss flat in N): no
+    compute-optimal allocation, so compute_saving refuses in one line (it raised ZeroDivisionError
+    and failed the study's whole moe entry)."""
+    from neoscale.scaling.moe import MoEChinchillaFit
+
+    flat = MoEChinchillaFit(E0=1.0, A=0.0, B=24.7, alpha=0.3, beta=0.116, gamma=0.1)
+    with pytest.raises(ValueError, match="no compute-optimal allocation"):
+        flat.compute_saving(8)
+    fine = MoEChinchillaFit(E0=1.0, A=400.0, B=400.0, alpha=0.3, beta=0.3, gamma=0.1)
+    assert fine.compute_saving(8) > 1
