@@ -19,13 +19,14 @@ so the report measures seed noise and the multiplier's intervals include it.
 Learning rate: every variant uses the CPU demo's dense law at its *active* parameter count,
 lr = 5.91 * N_active^-0.606 (experiments/cpu_demo.py). Why: with top-1 routing each token passes
 through exactly the dense model's shape, and Switch and OLMoE train their MoEs at the dense rate
-of the same active size; a routed variant's own optimum was not swept here (that sweep, at the
-smallest width per variant, is the first thing to add if the multipliers look rate-limited).
+of the same active size. Swept at the smallest width only (RESULTS: at 30 tokens/param the routed
+variants' best rate still leaves them 10-11% above dense's best); widths 20-48 were not swept.
 Aux losses at their defaults (load balancing 1e-2, z-loss 1e-3; both have no effect at E = 1).
 
-Measured (benchmarks/RESULTS.md, "The sparsity study"): 1h38m on a loaded 2-core host; routed
-experts lose to dense in both arms at these sizes, and 4 widths per variant give the multipliers
-no interval (a 5th and 6th width would). Its 2-size smoke version runs in tests/test_moe_study.py.
+Measured (benchmarks/RESULTS.md, "The sparsity study"): 1h19m on the idle 2-core host; routed
+experts lose to dense in both arms at these sizes (E = 8: 0.14x and 0.67x, E = 32: 0.17x and
+0.33x), with 95% intervals wider than x/÷1.3 (the report says why). Its 2-size smoke version runs
+in tests/test_moe_study.py.
 """
 
 from neoscale.runner.config import base_config
