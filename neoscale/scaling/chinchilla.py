@@ -129,6 +129,9 @@ class ChinchillaFit:
             return (f"the fitted exponents alpha = {self.alpha:.3g}, beta = {self.beta:.3g} are not both "
                     "positive: in these points loss does not fall with both N and D, so there is no "
                     "compute-optimal allocation")
+        if self.A <= 0 or self.B <= 0:
+            return (f"the fitted coefficients A = {self.A:.3g}, B = {self.B:.3g} are not both positive: "
+                    "loss is flat in N or D, so there is no compute-optimal allocation")
         return None
 
     @property
@@ -172,6 +175,8 @@ class ChinchillaFit:
     @property
     def frontier_k(self) -> float:
         """K in the compute-optimal frontier L*(C) = E + K·(C/6)^(−αβ/(α+β))."""
+        if (why := self.domain_error()) is not None:
+            raise ValueError(f"no compute-optimal frontier: {why}")
         return self.A * self.G**-self.alpha + self.B * self.G**self.beta
 
     def compute_for_loss(self, loss):

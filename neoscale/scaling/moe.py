@@ -115,10 +115,6 @@ class MoEChinchillaFit:
         """
         if loss is not None and np.any(np.asarray(loss) <= self.E0):
             raise ValueError(f"loss must be above the irreducible E0 = {self.E0:.3f}")
-        if not min(self.A, self.B, self.alpha, self.beta) > 0:
-            raise ValueError(f"the fitted law has no compute-optimal allocation (A = {self.A:.3g}, "
-                             f"B = {self.B:.3g}, alpha = {self.alpha:.3g}, beta = {self.beta:.3g}: "
-                             "one term is flat), so no compute saving")
         exponent = (self.alpha + self.beta) / (self.alpha * self.beta)
         k_dense = self.dense(1.0).frontier_k
         k_moe = np.array([self.dense(e).frontier_k for e in np.atleast_1d(experts)])
